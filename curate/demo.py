@@ -1,0 +1,81 @@
+"""``curate demo``: a small messy source made from photos bundled with
+scikit-image, curated end to end. Needs no file from outside installed packages.
+
+The messy source (``FOLDER/messy``) is a folder-of-class dump with the usual
+problems: an exact copy, a resized and re-encoded near-copy, a truncated JPEG,
+a thumbnail, an HTML page saved as ``.jpg``, an empty file, a PNG named
+``.jpg``, an EXIF-rotated photo and a ``.DS_Store``.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+# (class, skimage file) pairs. All are bundled in the scikit-image wheel.
+DEMO_IMAGES = [
+    ("animals", "chelsea.png"), ("animals", "astronaut.png"),
+    ("objects", "coffee.png"), ("objects", "rocket.jpg"), ("objects", "motorcycle_left.png"),
+    ("textures", "brick.png"), ("textures", "grass.png"), ("textures", "gravel.png"),
+    ("scenes", "camera.png"), ("scenes", "hubble_deep_field.jpg"), ("scenes", "coins.png"),
+]
+
+
+def build_messy_source(root: Path) -> Path:
+    """Write the messy demo source under ``root``; return its path."""
+    import skimage
+
+    data = Path(skimage.data_dir)
+    src = root / "messy"
+    if src.exists():
+        shutil.rmtree(src)
+    for label, name in DEMO_IMAGES:
+        d = src / label
+        d.mkdir(parents=True, exist_ok=True)
+        im = Image.open(data / name)
+        im.convert("RGB").save(d / (Path(name).stem + ".jpg"), quality=90)
+    # An exact copy in another class folder's neighbour (a second crawl).
+    shutil.copy(src / "animals" / "chelsea.jpg", src / "animals" / "chelsea (1).jpg")
+    # A near-copy: resized and re-encoded at low quality.
+    Image.open(src / "objects" / "coffee.jpg").resize((300, 200)).save(src / "objects" / "coffee_small.jpg", quality=40)
+    # A truncated JPEG: the download stopped half way.
+    raw = (src / "objects" / "rocket.jpg").read_bytes()
+    (src / "objects" / "rocket_partial.jpg").write_bytes(raw[: len(raw) // 2])
+    # A thumbnail.
+    Image.open(data / "astronaut.png").convert("RGB").resize((48, 48)).save(src / "animals" / "astronaut_thumb.jpg")
+    # An HTML error page saved with an image name, an empty file, OS junk.
+    (src / "scenes" / "download.jpg").write_text("<!DOCTYPE html><html><body>403 Forbidden</body></html>")
+    (src / "scenes" / "empty.jpg").write_bytes(b"")
+    (src / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1" + b"\x00" * 64)
+    # A PNG named .jpg (kept: recognised by content).
+    Image.open(data / "page.png").save(src / "textures" / "page.jpg", format="PNG")
+    # A phone photo stored sideways with EXIF orientation 6.
+    im = Image.open(data / "motorcycle_right.png").convert("RGB").transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", exif=exif, quality=90)
+    (src / "objects" / "motorcycle_phone.jpg").write_bytes(buf.getvalue())
+    return src
+
+
+def run_demo(folder: Path, *, workers: int = 0, progress: bool = False) -> dict[str, Any]:
+    """Build the messy source, ingest it into ``FOLDER/workspace``, return the summary."""
+    from curate.stages.ingest import IngestOptions, SourceSpec, ingest
+    from curate.workspace import Workspace
+
+    folder = Path(folder).absolute()
+    folder.mkdir(parents=True, exist_ok=True)
+    src = build_messy_source(folder)
+    ws_dir = folder / "workspace"
+    if ws_dir.exists():
+        shutil.rmtree(ws_dir)
+    ws = Workspace.create(ws_dir)
+    res = ws.run_stage("ingest", ingest, IngestOptions([SourceSpec(src, "messy")], workers=workers, progress=progress))
+    summary = dict(res.summary)
+    summary["steps"] = ["ingest"]
+    return summary

@@ -1,0 +1,50 @@
+"""The format registry. Every format is imported here by name, explicitly.
+
+The CLI's ``--layout`` / ``--format`` / ``--from`` / ``--to`` choices come from
+:data:`REGISTRY`, and auto-detection tries formats in ``detect_priority`` order.
+
+    >>> "folder" in REGISTRY and "csv" in REGISTRY
+    True
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from curate.errors import SourceError
+from curate.formats import csvlist, folder
+from curate.formats.base import Format
+
+REGISTRY: dict[str, Format] = {}
+
+
+def register(fmt: Format) -> Format:
+    if fmt.name in REGISTRY:
+        raise ValueError(f"format {fmt.name!r} registered twice")
+    REGISTRY[fmt.name] = fmt
+    return fmt
+
+
+register(Format("csv", "CSV/TXT list: file,label or file,x1,y1,x2,y2,label", csvlist.detect_csv, csvlist.read_csv,
+                detect_priority=50))
+register(Format("folder", "class/image or split/class/image folders (Kaggle, torchvision ImageFolder)",
+                folder.detect_folder, folder.read_folder, detect_priority=90))
+register(Format("flat", "a flat folder of images, no labels (or one --label)", folder.detect_flat, folder.read_flat,
+                detect_priority=99))
+
+
+def readable_formats() -> list[str]:
+    return [name for name, f in REGISTRY.items() if f.read is not None]
+
+
+def writable_formats() -> list[str]:
+    return [name for name, f in REGISTRY.items() if f.write is not None]
+
+
+def detect(path: Path) -> Format:
+    """The first registered format (by priority) whose ``detect`` accepts ``path``."""
+    for fmt in sorted(REGISTRY.values(), key=lambda f: f.detect_priority):
+        if fmt.detect is not None and fmt.read is not None and fmt.detect(path):
+            return fmt
+    raise SourceError("", file=path, expected="a folder, or a CSV/TXT list, or a dataset curate can read",
+                      found="nothing it recognises", hint="force a layout with --layout")

@@ -1,0 +1,103 @@
+"""What every format module provides, and the records readers produce.
+
+A *reader* turns a dataset on disk into :class:`Entry` records (one per file,
+with label, split and boxes); ingest probes the files and turns entries into
+manifest and annotation rows. A *writer* turns kept rows into a dataset on
+disk (see ``curate.stages.export``).
+
+Formats are registered explicitly in ``curate.formats.REGISTRY``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+# Split names as each ecosystem writes them -> curate's canonical name.
+SPLIT_ALIASES: dict[str, str] = {
+    "train": "train", "training": "train", "trn": "train",
+    "val": "val", "valid": "val", "validation": "val", "dev": "val",
+    "test": "test", "testing": "test", "tst": "test",
+}
+
+
+def canonical_split(name: str | None) -> str | None:
+    """'valid' -> 'val' etc.; None for names that are not a split."""
+    if name is None:
+        return None
+    return SPLIT_ALIASES.get(name.strip().lower())
+
+
+@dataclass
+class Box:
+    """One box. ``normalized`` boxes are fractions of the displayed image size
+    (YOLO); ingest turns them into pixels once the image has been probed."""
+
+    label: str
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    normalized: bool = False
+    score: float | None = None
+    iscrowd: bool = False
+
+
+@dataclass
+class Entry:
+    """One file as a reader sees it."""
+
+    path: str  # absolute path as seen
+    rel_path: str  # relative to the source root
+    label: str | None = None
+    split: str | None = None
+    reason: str | None = None  # pre-decided drop (hidden, missing_file, ...)
+    detail: str | None = None
+    boxes: list[Box] = field(default_factory=list)
+    # Size the annotation file states, if any; boxes are checked against the
+    # probed size and a mismatch is reported.
+    declared_wh: tuple[int, int] | None = None
+
+
+@dataclass
+class ReadOptions:
+    label: str | None = None  # single label for a flat folder
+    follow_links: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)  # format-specific (e.g. JSON field mapping)
+
+
+@dataclass
+class ReadResult:
+    entries: list[Entry]
+    warnings: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # folders passed over, for the run record
+    classes: list[str] | None = None  # declared class list, when the format has one
+
+
+@dataclass
+class WriteOptions:
+    link: str = "copy"  # copy | hardlink | symlink
+    default_split: str = "train"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Format:
+    """A registered format. ``detect`` must be cheap (look at names, not pixels)."""
+
+    name: str
+    description: str
+    detect: Callable[[Path], bool] | None
+    read: Callable[[Path, ReadOptions], ReadResult] | None
+    write: Callable[[pd.DataFrame, pd.DataFrame, Path, WriteOptions], dict[str, Any]] | None = None
+    # Readers used for --layout but not tried by auto-detection unless listed.
+    detect_priority: int = 100
+
+
+def iter_chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

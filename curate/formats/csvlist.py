@@ -1,0 +1,135 @@
+"""CSV / TXT label lists (Kaggle style): ``file,label`` or ``file,x1,y1,x2,y2,label``.
+
+- A header row is recognised by its column names (``file``/``filename``/
+  ``image``/``path``/``id`` and ``label``/``class``/``category``/``target``);
+  without one, the first column is the file and the last the label.
+- Paths are relative to the list's folder (or to ``--images-dir``). A name
+  without an extension is tried with the usual image extensions, because many
+  Kaggle lists give bare ids.
+- Rows with boxes add one box each; several rows may name the same file.
+- A listed file that does not exist becomes a row dropped as ``missing_file``.
+- TXT lists are split on commas, tabs or runs of spaces.
+
+    >>> parse_header(["image_id", "label"])
+    (0, None, 1)
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+
+from curate.errors import FormatError
+from curate.formats.base import Box, Entry, ReadOptions, ReadResult, canonical_split
+from curate.imageio import IMAGE_EXTENSIONS
+
+FILE_NAMES = ("file", "filename", "file_name", "image", "image_id", "img", "path", "filepath", "id", "name")
+LABEL_NAMES = ("label", "class", "class_name", "category", "target", "labels", "species", "breed")
+SPLIT_NAMES = ("split", "subset", "set", "fold")
+BOX_NAMES = ("x1", "y1", "x2", "y2")
+
+
+def detect_csv(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in (".csv", ".txt", ".tsv")
+
+
+def parse_header(cells: list[str]) -> tuple[int, int | None, int | None] | None:
+    """(file column, split column, label column) if ``cells`` is a header row."""
+    low = [c.strip().lower() for c in cells]
+    file_col = next((i for i, c in enumerate(low) if c in FILE_NAMES), None)
+    if file_col is None:
+        return None
+    label_col = next((i for i, c in enumerate(low) if c in LABEL_NAMES), None)
+    split_col = next((i for i, c in enumerate(low) if c in SPLIT_NAMES), None)
+    return file_col, split_col, label_col
+
+
+def _rows(text: str, suffix: str) -> list[list[str]]:
+    if suffix == ".csv":
+        return [r for r in csv.reader(io.StringIO(text)) if any(c.strip() for c in r)]
+    if suffix == ".tsv":
+        return [r for r in csv.reader(io.StringIO(text), delimiter="\t") if any(c.strip() for c in r)]
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if "," in line:
+            out.append([c.strip() for c in line.split(",")])
+        elif "\t" in line:
+            out.append([c.strip() for c in line.split("\t")])
+        else:  # "my photo.jpg cat": the label is the last word, the name may have spaces
+            out.append(line.rsplit(None, 1))
+    return out
+
+
+def _resolve(base: Path, name: str) -> Path:
+    p = Path(name)
+    p = p if p.is_absolute() else base / p
+    if p.exists() or p.suffix.lower() in IMAGE_EXTENSIONS:
+        return p
+    for ext in (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic"):
+        q = p.with_name(p.name + ext)
+        if q.exists():
+            return q
+    return p
+
+
+def read_csv(path: Path, options: ReadOptions) -> ReadResult:
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise FormatError(path, None, message=f"cannot read the list: {e.strerror}") from e
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise FormatError(path, None, expected="UTF-8 text", found=f"undecodable byte at offset {e.start}",
+                          hint="re-save the list as UTF-8") from e
+    rows = _rows(text, path.suffix.lower())
+    if not rows:
+        raise FormatError(path, None, expected="at least one row", found="an empty list")
+    header = parse_header(rows[0])
+    lower = [c.strip().lower() for c in rows[0]]
+    box_cols = [lower.index(n) for n in BOX_NAMES] if header and all(n in lower for n in BOX_NAMES) else None
+    if header:
+        file_col, split_col, label_col = header
+        body = rows[1:]
+    else:
+        file_col, split_col, label_col = 0, None, (len(rows[0]) - 1 if len(rows[0]) > 1 else None)
+        if len(rows[0]) == 6:  # file,x1,y1,x2,y2,label
+            box_cols = [1, 2, 3, 4]
+        body = rows
+    base = Path(options.extra.get("images_dir") or path.parent).absolute()
+    by_path: dict[str, Entry] = {}
+    warnings: list[str] = []
+    for lineno, row in enumerate(body, start=2 if header else 1):
+        if file_col >= len(row) or not row[file_col].strip():
+            warnings.append(f"{path.name}:{lineno}: no file name; row skipped")
+            continue
+        file_path = _resolve(base, row[file_col].strip())
+        label = row[label_col].strip() if label_col is not None and label_col < len(row) else options.label
+        label = label or None
+        split = canonical_split(row[split_col]) if split_col is not None and split_col < len(row) else None
+        key = str(file_path)
+        entry = by_path.get(key)
+        if entry is None:
+            try:
+                rel = os.path.relpath(file_path, base)
+            except ValueError:
+                rel = str(file_path)
+            entry = Entry(str(file_path), rel.replace(os.sep, "/"), label=None if box_cols else label, split=split)
+            if not file_path.exists():
+                entry.reason, entry.detail = "missing_file", f"listed in {path.name} line {lineno}"
+            by_path[key] = entry
+        if box_cols:
+            try:
+                x1, y1, x2, y2 = (float(row[i]) for i in box_cols)
+            except (ValueError, IndexError) as e:
+                raise FormatError(path, f"line {lineno} box", expected="four numbers x1,y1,x2,y2",
+                                  found=",".join(row)) from e
+            if label is None:
+                raise FormatError(path, f"line {lineno} label", expected="a class name", found="an empty cell")
+            entry.boxes.append(Box(label, x1, y1, x2, y2))
+    return ReadResult(list(by_path.values()), warnings=warnings)

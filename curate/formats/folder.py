@@ -1,0 +1,67 @@
+"""Folder layouts: ``class/image`` (Kaggle style), ``split/class/image``, and flat.
+
+Reading:
+
+- ``class/image``: the label is the first folder below the source root; files
+  in deeper folders take the label of their top folder.
+- ``split/class/image``: when a top folder's name is a split name or an alias
+  (``train``, ``val``/``valid``/``validation``, ``test``), it sets ``split`` and
+  the next folder is the label.
+- flat: no labels (or the one ``--label``), every file under the root.
+
+Files directly in the root of a class layout get no label.
+
+    >>> detect_layout_kind(Path("."))  # doctest: +SKIP
+    'folder'
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from curate.formats.base import Entry, ReadOptions, ReadResult, canonical_split
+from curate.walk import WalkReport, walk
+
+
+def _top_dirs(root: Path) -> list[str]:
+    try:
+        return sorted(
+            e.name for e in os.scandir(root)
+            if e.is_dir() and not e.name.startswith(".") and e.name.lower() != "__macosx"
+        )
+    except OSError:
+        return []
+
+
+def detect_folder(root: Path) -> bool:
+    """A folder with at least one (non-hidden) sub-folder."""
+    return root.is_dir() and bool(_top_dirs(root))
+
+
+def detect_flat(root: Path) -> bool:
+    return root.is_dir() and not _top_dirs(root)
+
+
+def read_folder(root: Path, options: ReadOptions) -> ReadResult:
+    report = WalkReport()
+    entries: list[Entry] = []
+    split_dirs = {d for d in _top_dirs(root) if canonical_split(d)}
+    for f in walk(root, follow_links=options.follow_links, report=report):
+        parts = f.rel_path.split("/")
+        split = None
+        if parts[0] in split_dirs and len(parts) > 1:
+            split = canonical_split(parts[0])
+            parts = parts[1:]
+        label = parts[0] if len(parts) > 1 else options.label
+        entries.append(Entry(f.path, f.rel_path, label=label, split=split, reason=f.reason, detail=f.detail))
+    return ReadResult(entries, skipped=report.skipped_dirs + [f"{p}: link loop" for p in report.loops])
+
+
+def read_flat(root: Path, options: ReadOptions) -> ReadResult:
+    report = WalkReport()
+    entries = [
+        Entry(f.path, f.rel_path, label=options.label, reason=f.reason, detail=f.detail)
+        for f in walk(root, follow_links=options.follow_links, report=report)
+    ]
+    return ReadResult(entries, skipped=report.skipped_dirs + [f"{p}: link loop" for p in report.loops])

@@ -1,0 +1,305 @@
+"""The workspace: one folder that holds everything curate knows and makes.
+
+::
+
+    WS/
+      curate.json           marker and metadata (format version)
+      manifest.parquet      one row per file ever seen (schema: curate.schema)
+      annotations.parquet   boxes, in the pixel frame of their sample's image
+      objects/ab/<sha>.ext  derived images, content-addressed
+      runs/<run_id>.json    one record per command
+      .lock                 held while a command changes the workspace
+
+Writes are atomic (write to a temporary file in the same folder, then
+``os.replace``), so a killed process leaves either the old or the new table.
+
+    >>> ws = Workspace.create("/tmp/ws-doctest", exist_ok=True)
+    >>> ws.read_manifest().shape[0] >= 0
+    True
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curate import __version__
+from curate.errors import WorkspaceError, WorkspaceLockedError
+from curate.schema import (
+    ANNOTATION_ARROW,
+    ANNOTATION_COLUMNS,
+    MANIFEST_ARROW,
+    MANIFEST_COLUMNS,
+    conform,
+    empty_annotations,
+    empty_manifest,
+    validate_annotations,
+    validate_manifest,
+)
+
+MARKER = "curate.json"
+WORKSPACE_FORMAT = 1
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old or the new file, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_parquet(df: pd.DataFrame, path: Path, schema: pa.Schema) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        declared = [f.name for f in schema]
+        extra = [c for c in df.columns if c not in declared]
+        table = pa.Table.from_pandas(df[declared], schema=schema, preserve_index=False)
+        for c in extra:  # a stage's own extra columns survive, with inferred types
+            table = table.append_column(c, pa.array(df[c].tolist(), from_pandas=True))
+        pq.write_table(table, tmp, compression="zstd")
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass
+class StageResult:
+    """What a stage returns: the new tables, a summary to print, details to record."""
+
+    manifest: pd.DataFrame
+    annotations: pd.DataFrame | None = None  # None: unchanged
+    summary: dict[str, Any] = field(default_factory=dict)
+    record: dict[str, Any] = field(default_factory=dict)  # extra fields for runs/
+    write: bool = True  # False for dry runs
+
+
+class Workspace:
+    """A curate workspace folder. Use :meth:`create` or :meth:`open`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).absolute()
+
+    # -- paths --------------------------------------------------------------
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / "manifest.parquet"
+
+    @property
+    def annotations_path(self) -> Path:
+        return self.root / "annotations.parquet"
+
+    @property
+    def objects_dir(self) -> Path:
+        return self.root / "objects"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.root / "runs"
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    # -- lifecycle ----------------------------------------------------------
+    @classmethod
+    def create(cls, root: str | Path, *, exist_ok: bool = True) -> Workspace:
+        root = Path(root).absolute()
+        if (root / MARKER).exists():
+            if not exist_ok:
+                raise WorkspaceError("workspace already exists", file=root)
+            return cls.open(root)
+        if root.exists() and any(root.iterdir()):
+            raise WorkspaceError(
+                "", file=root, expected="an empty or new folder for the workspace",
+                found="a non-empty folder that is not a curate workspace",
+                hint="choose another --into folder",
+            )
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "objects").mkdir(exist_ok=True)
+        (root / "runs").mkdir(exist_ok=True)
+        meta = {"format": WORKSPACE_FORMAT, "created": utc_now(), "curate_version": __version__}
+        atomic_write_bytes(root / MARKER, (json.dumps(meta, indent=2) + "\n").encode())
+        return cls(root)
+
+    @classmethod
+    def open(cls, root: str | Path) -> Workspace:
+        root = Path(root).absolute()
+        marker = root / MARKER
+        if not marker.exists():
+            raise WorkspaceError(
+                "", file=root, expected="a curate workspace", found="no curate.json",
+                hint="create one with `curate ingest SOURCE --into WS`",
+            )
+        try:
+            meta = json.loads(marker.read_text())
+        except (OSError, ValueError) as e:
+            raise WorkspaceError(f"cannot read {MARKER}: {e}", file=root) from e
+        if meta.get("format") != WORKSPACE_FORMAT:
+            raise WorkspaceError(
+                "", file=marker, field="format", expected=WORKSPACE_FORMAT, found=meta.get("format")
+            )
+        return cls(root)
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the workspace for one writer. A second writer is refused at once.
+
+        The lock is an OS file lock, so it is released when the process dies,
+        even by SIGKILL.
+        """
+        from filelock import FileLock, Timeout
+
+        lock = FileLock(str(self.root / ".lock"), timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise WorkspaceLockedError(
+                "another curate command is changing this workspace", file=self.root,
+                hint="wait for it to finish; the lock is released when that process ends",
+            ) from None
+        try:
+            yield
+        finally:
+            lock.release()
+
+    # -- tables -------------------------------------------------------------
+    def read_manifest(self) -> pd.DataFrame:
+        if not self.manifest_path.exists():
+            return empty_manifest()
+        return conform(pd.read_parquet(self.manifest_path), MANIFEST_COLUMNS)
+
+    def read_annotations(self) -> pd.DataFrame:
+        if not self.annotations_path.exists():
+            return empty_annotations()
+        return conform(pd.read_parquet(self.annotations_path), ANNOTATION_COLUMNS)
+
+    def write_manifest(self, df: pd.DataFrame) -> pd.DataFrame:
+        df = validate_manifest(df)
+        atomic_write_parquet(df, self.manifest_path, MANIFEST_ARROW)
+        return df
+
+    def write_annotations(self, df: pd.DataFrame, manifest: pd.DataFrame | None = None) -> pd.DataFrame:
+        df = validate_annotations(df, manifest)
+        atomic_write_parquet(df, self.annotations_path, ANNOTATION_ARROW)
+        return df
+
+    # -- objects ------------------------------------------------------------
+    def put_object(self, data: bytes, ext: str) -> tuple[Path, str]:
+        """Store derived image bytes by content; return (path, sha256). Idempotent."""
+        digest = hashlib.sha256(data).hexdigest()
+        ext = ext if ext.startswith(".") else f".{ext}"
+        path = self.objects_dir / digest[:2] / f"{digest}{ext.lower()}"
+        if not path.exists():
+            atomic_write_bytes(path, data)
+        return path, digest
+
+    # -- runs ---------------------------------------------------------------
+    def record_run(self, command: str, options: dict[str, Any], **fields: Any) -> Path:
+        started = fields.pop("started", utc_now())
+        run_id = f"{started.replace(':', '').replace('-', '').replace('.', '')}-{command}-{os.getpid()}"
+        rec = {
+            "run_id": run_id,
+            "command": command,
+            "options": options,
+            "curate_version": __version__,
+            "started": started,
+            "finished": utc_now(),
+            **fields,
+        }
+        path = self.runs_dir / f"{run_id}.json"
+        atomic_write_bytes(path, (json.dumps(rec, indent=2, default=str) + "\n").encode())
+        return path
+
+    def runs(self) -> list[dict[str, Any]]:
+        """Every recorded run, oldest first."""
+        out = []
+        for p in sorted(self.runs_dir.glob("*.json")):
+            with contextlib.suppress(OSError, ValueError):
+                out.append(json.loads(p.read_text()))
+        return sorted(out, key=lambda r: r.get("started", ""))
+
+    def run_stage(
+        self,
+        command: str,
+        fn: Callable[..., StageResult],
+        options: Any,
+        *,
+        record_options: dict[str, Any] | None = None,
+    ) -> StageResult:
+        """Run one stage under the lock: read tables, call ``fn``, write, record.
+
+        ``fn(manifest, options, ws=self, annotations=...)`` must return a
+        :class:`StageResult`. Nothing is written if it raises.
+        """
+        from curate.summary import status_counts
+
+        started = utc_now()
+        t0 = time.perf_counter()
+        with self.lock():
+            manifest = self.read_manifest()
+            annotations = self.read_annotations()
+            before = status_counts(manifest)
+            result = fn(manifest, options, ws=self, annotations=annotations)
+            if result.write:
+                result.manifest = self.write_manifest(result.manifest)
+                if result.annotations is not None:
+                    result.annotations = self.write_annotations(result.annotations, result.manifest)
+                self.record_run(
+                    command,
+                    record_options if record_options is not None else _options_dict(options),
+                    started=started,
+                    duration_s=round(time.perf_counter() - t0, 3),
+                    counts_before=before,
+                    counts_after=status_counts(result.manifest),
+                    summary=result.summary,
+                    **result.record,
+                )
+        return result
+
+    def clear_tmp(self) -> None:
+        tmp = self.root / ".tmp"
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _options_dict(options: Any) -> dict[str, Any]:
+    import dataclasses
+
+    if dataclasses.is_dataclass(options) and not isinstance(options, type):
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(options).items()}
+    if isinstance(options, dict):
+        return options
+    return {"options": repr(options)}

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Set up everything curate and its tests need on a fresh Debian 12 machine
+# (Python 3.11, no GPU): system packages, a virtualenv in .venv with every
+# extra, the CPU build of torch, and FiftyOne's MongoDB for Debian 12.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO="sudo"; fi
+if command -v apt-get >/dev/null; then
+  # chromium: headless screenshots/render tests (review, report);
+  # libgl1/libglib2.0-0: OpenCV builds pulled in by mediapipe need them.
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+    chromium libgl1 libglib2.0-0 >/dev/null
+fi
+
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null || PY=python3
+[ -d .venv ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip setuptools wheel
+# The CPU build of torch first, so nothing pulls in a CUDA build.
+.venv/bin/python -m pip install -q torch==2.13.0
+.venv/bin/python -m pip install -q -e '.[all,train,dev]'
+# Face models: extracted from the mediapipe==0.10.21 wheel into the user cache
+# (see docs/faces.md); a no-op when already there.
+.venv/bin/curate models fetch >/dev/null 2>&1 || echo "note: face models not fetched now; curate fetches them on first use"
+echo "curate is set up: . .venv/bin/activate"
