@@ -71,3 +71,25 @@ def copy_tree(tmp_path: Path):
         return dst
 
     return _copy
+
+
+@pytest.fixture(scope="session")
+def fiftyone_env(tmp_path_factory: pytest.TempPathFactory):
+    """FiftyOne against a real mongod whose database lives in a temporary folder,
+    so tests never touch the user's own FiftyOne data. Returns the ``fiftyone``
+    module. Must be requested before anything imports fiftyone in the process."""
+    import sys
+
+    if "fiftyone" in sys.modules and not os.environ.get("CURATE_TEST_FO_DB"):
+        pytest.fail("fiftyone was imported before the fiftyone_env fixture configured a temporary database")
+    db_dir = tmp_path_factory.mktemp("fiftyone-db")
+    os.environ["CURATE_TEST_FO_DB"] = str(db_dir)
+    os.environ["FIFTYONE_DATABASE_DIR"] = str(db_dir)
+    os.environ["FIFTYONE_DATABASE_VALIDATION"] = "false"
+    os.environ["FIFTYONE_DO_NOT_TRACK"] = "true"
+    os.environ["FIFTYONE_DEFAULT_DATASET_DIR"] = str(db_dir / "datasets")
+    os.environ.pop("FIFTYONE_DATABASE_URI", None)
+    import fiftyone as fo
+
+    assert str(fo.config.database_dir) == str(db_dir), "FiftyOne did not take the temporary database folder"
+    return fo
