@@ -135,7 +135,7 @@ def to_rgb(img: Image.Image, background: tuple[int, int, int] = (255, 255, 255))
         if mode == "I" and arr.max() <= 255:
             hi = 255.0
         arr = np.clip(arr / hi * 255.0, 0, 255).astype(np.uint8)
-        return Image.fromarray(arr, "L").convert("RGB")
+        return Image.fromarray(arr).convert("RGB")
     if mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
     elif mode in ("PA", "La"):

@@ -60,7 +60,7 @@ def messy(tmp_path, skimage_dir) -> Path:
     (src / ".hidden.jpg").write_bytes(good)
     photo.resize((40, 27)).save(src / "thumb.jpg")  # below --min-side 64
     photo.resize((1400, 80)).save(src / "banner.jpg")  # aspect 17.5
-    photo.save(src / "사진 한 장.jpg", quality=90)  # Korean name with spaces (same bytes as good.jpg? no: re-encoded)
+    photo.save(src / "사진 한 장.jpg", quality=80)  # Korean name with spaces
     photo.convert("CMYK").save(src / "cmyk.jpg")
     photo.convert("P", palette=Image.Palette.ADAPTIVE).save(src / "palette.gif")
     arr16 = (np.asarray(photo.convert("L"), dtype=np.uint16) * 257)
