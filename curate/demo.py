@@ -27,17 +27,16 @@ DEMO_IMAGES = [
 
 def build_messy_source(root: Path) -> Path:
     """Write the messy demo source under ``root``; return its path."""
-    import skimage
+    import skimage.data
 
-    data = Path(skimage.data_dir)
+    data = Path(skimage.data.data_dir)
     src = root / "messy"
     if src.exists():
         shutil.rmtree(src)
     for label, name in DEMO_IMAGES:
         d = src / label
         d.mkdir(parents=True, exist_ok=True)
-        im = Image.open(data / name)
-        im.convert("RGB").save(d / (Path(name).stem + ".jpg"), quality=90)
+        Image.open(data / name).convert("RGB").save(d / (Path(name).stem + ".jpg"), quality=90)
     # An exact copy in another class folder's neighbour (a second crawl).
     shutil.copy(src / "animals" / "chelsea.jpg", src / "animals" / "chelsea (1).jpg")
     # A near-copy: resized and re-encoded at low quality.
@@ -54,11 +53,11 @@ def build_messy_source(root: Path) -> Path:
     # A PNG named .jpg (kept: recognised by content).
     Image.open(data / "page.png").save(src / "textures" / "page.jpg", format="PNG")
     # A phone photo stored sideways with EXIF orientation 6.
-    im = Image.open(data / "motorcycle_right.png").convert("RGB").transpose(Image.Transpose.ROTATE_90)
+    sideways = Image.open(data / "motorcycle_right.png").convert("RGB").transpose(Image.Transpose.ROTATE_90)
     exif = Image.Exif()
     exif[0x0112] = 6
     buf = io.BytesIO()
-    im.save(buf, format="JPEG", exif=exif, quality=90)
+    sideways.save(buf, format="JPEG", exif=exif, quality=90)
     (src / "objects" / "motorcycle_phone.jpg").write_bytes(buf.getvalue())
     return src
 

@@ -92,7 +92,7 @@ def atomic_write_parquet(df: pd.DataFrame, path: Path, schema: pa.Schema) -> Non
 
 
 def utc_now() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from curate.errors import WorkspaceError, WorkspaceLockedError
+from curate.errors import SchemaError, WorkspaceError, WorkspaceLockedError
 from curate.workspace import StageResult, Workspace
 
 
@@ -44,7 +44,7 @@ def test_failed_stage_writes_nothing(tmp_path):
     def broken(manifest, options, *, ws, annotations):
         return StageResult(pd.DataFrame([{"sample_id": "a"}]))  # violates the schema
 
-    with pytest.raises(Exception):
+    with pytest.raises(SchemaError):
         ws.run_stage("broken", broken, {})
     assert not ws.manifest_path.exists()
     assert ws.runs() == []

@@ -105,7 +105,7 @@ def _register_sources(ws: Workspace, specs: list[SourceSpec]) -> list[tuple[str,
         seen.add(name)
         if name in known and Path(known[name]["path"]) != path:
             raise SourceError(
-                "", file=path, field="source name", expected=f"a new name or the same folder as before",
+                "", file=path, field="source name", expected="a new name or the same folder as before",
                 found=f"{name!r}, already used for {known[name]['path']}", hint="pass --source NAME",
             )
         ws_real = os.path.realpath(ws.root)

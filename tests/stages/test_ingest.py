@@ -233,7 +233,7 @@ def test_split_class_layout_and_aliases(tmp_path, skimage_dir):
         img = img.rotate(5 * len(split))  # distinct bytes per split
         img.save(d / f"{split}_{Path(name).stem}.jpg")
     _, m, _ = run_ingest(tmp_path / "ws", SourceSpec(src))
-    got = sorted(zip(m["split"], m["label"]))
+    got = sorted(zip(m["split"], m["label"], strict=True))
     assert got == [("test", "cup"), ("train", "cat"), ("train", "cup"), ("val", "cat")]
 
 
