@@ -150,6 +150,153 @@ def demo(folder: Path, workers: int, as_json: bool) -> None:
     emit(summary, as_json, f"demo workspace {folder / 'workspace'}")
 
 
+# curate train (issue 7): the group module imports no torch; its commands do.
+from curate.train.cli import train as _train_group  # noqa: E402
+
+cli.add_command(_train_group)
+
+
+# curate report (issue 6)
+@cli.command("report")
+@workspace_argument
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="HTML file to write (default: WS/report.html).")
+@click.option("--samples", "per_reason", type=click.IntRange(0, 200), default=8, show_default=True,
+              help="Pictures of dropped images shown per reason.")
+@click.option("--max-groups", type=click.IntRange(0, 200), default=12, show_default=True,
+              help="Duplicate groups shown, largest first.")
+@click.option("--max-faces", type=click.IntRange(0, 1000), default=48, show_default=True,
+              help="Face crops shown in the grid (a seeded sample).")
+@click.option("--thumb-px", type=click.IntRange(16, 512), default=96, show_default=True,
+              help="Thumbnail size in pixels (longer side).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the sampled pictures.")
+@workers_option
+@json_option
+def report_cmd(workspace: Path, out: Path | None, per_reason: int, max_groups: int, max_faces: int,
+               thumb_px: int, seed: int, workers: int, as_json: bool) -> None:
+    """Write one self-contained HTML report of what happened to the dataset."""
+    from curate.stages.report import ReportOptions, report
+
+    ws = _open_ws(workspace)
+    opts = ReportOptions(out=out, per_reason=per_reason, max_dup_groups=max_groups, max_faces=max_faces,
+                         thumb_px=thumb_px, seed=seed, workers=workers)
+    result = ws.run_stage("report", report, opts)
+    if not as_json:
+        click.echo(f"report written to {result.summary['out']} ({result.summary['bytes'] / 1e6:.2f} MB)")
+    emit(result.summary, as_json, "report")
+
+
+# curate review (issue 5)
+@cli.command("review")
+@workspace_argument
+@click.option("--pull", is_flag=True,
+              help="Apply the tags set in the App (reject, keep, label:<class>) to the manifest; no App.")
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="App port (default: FiftyOne's, 5151).")
+@click.option("--address", default=None, help="Address to serve the App on (default: FiftyOne's, localhost).")
+@click.option("--remote", is_flag=True, help="Serve the App without opening a browser (SSH port forwarding).")
+@click.option("--no-launch", is_flag=True, help="Create or refresh the FiftyOne dataset only.")
+@json_option
+def review_cmd(workspace: Path, pull: bool, port: int | None, address: str | None, remote: bool,
+               no_launch: bool, as_json: bool) -> None:
+    """Look at every row in the FiftyOne App; --pull brings the App's tags back."""
+    from curate.stages.review import launch, pull_review, review
+
+    ws = _open_ws(workspace)
+    result = pull_review(ws) if pull else review(ws)
+    emit(result.summary, as_json, "review")
+    if not (pull or no_launch):
+        launch(ws, port=port, address=address, remote=remote)
+
+
+# curate export / curate convert (issue 3)
+class _FormatChoice(click.Choice):
+    """Format names from ``curate.formats.REGISTRY``, looked up only when used
+    (the registry imports pandas, and ``curate --help`` must stay light)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        super().__init__([])
+
+    @property  # type: ignore[override]
+    def choices(self) -> tuple[str, ...]:
+        from curate.formats import readable_formats, writable_formats
+
+        return ("auto", *readable_formats()) if self.kind == "read" else tuple(writable_formats())
+
+    @choices.setter
+    def choices(self, value: Any) -> None:  # Choice.__init__ assigns; the registry is the source
+        pass
+
+
+def _export_write_options(f: F) -> F:
+    for opt in reversed([
+        click.option("--overwrite", is_flag=True, help="Replace a non-empty --out folder."),
+        click.option("--link", type=click.Choice(["copy", "hardlink", "symlink"]), default="copy", show_default=True,
+                     help="How unchanged image bytes get into the export (re-encoded images are new files)."),
+        click.option("--no-verify", is_flag=True, help="Skip reading the export back and comparing it with the rows."),
+        click.option("--default-split", type=click.Choice(["train", "val", "test"]), default="train",
+                     show_default=True, help="Split for rows that have none."),
+        click.option("--classes", default=None,
+                     help="Class order (ids): comma-separated names, or a file with one name per line."),
+        click.option("--no-split-dirs", is_flag=True, help="folder format: write class/image, no split folders."),
+        click.option("--voc-one-based", is_flag=True, help="VOC: 1-based pixel coordinates (the VOC devkit's)."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def _classes(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    p = Path(value)
+    names = p.read_text(encoding="utf-8").splitlines() if p.is_file() else value.split(",")
+    return [n.strip() for n in names if n.strip()]
+
+
+@cli.command("export")
+@workspace_argument
+@click.option("--format", "fmt", required=True, type=_FormatChoice("write"), help="Dataset format to write.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder to write; must be new or empty unless --overwrite.")
+@_export_write_options
+@json_option
+def export_cmd(workspace: Path, fmt: str, out: Path, overwrite: bool, link: str, no_verify: bool, default_split: str,
+               classes: str | None, no_split_dirs: bool, voc_one_based: bool, as_json: bool) -> None:
+    """Write the kept rows as a dataset (folder, yolo, yolo-cls, coco, voc, csv, json), verified."""
+    from curate.stages.export import ExportOptions, export
+
+    ws = _open_ws(workspace)
+    opts = ExportOptions(fmt, out, overwrite, link, not no_verify, default_split, _classes(classes),
+                         not no_split_dirs, voc_one_based)
+    result = ws.run_stage("export", export, opts)
+    emit(result.summary, as_json, "export")
+
+
+@cli.command("convert")
+@click.argument("source", type=click.Path(exists=True, path_type=Path))
+@click.option("--from", "from_fmt", default="auto", show_default=True, type=_FormatChoice("read"),
+              help="Format of SOURCE.")
+@click.option("--to", "to_fmt", required=True, type=_FormatChoice("write"), help="Format to write.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder to write; must be new or empty unless --overwrite.")
+@click.option("--json-mapping", default=None, help="Field mapping for per-image JSON sources (file or shipped name).")
+@click.option("--images-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Folder the source's image names are relative to, when not beside the annotations.")
+@_export_write_options
+@workers_option
+@json_option
+def convert_cmd(source: Path, from_fmt: str, to_fmt: str, out: Path, json_mapping: str | None,
+                images_dir: Path | None, overwrite: bool, link: str, no_verify: bool, default_split: str,
+                classes: str | None, no_split_dirs: bool, voc_one_based: bool, workers: int, as_json: bool) -> None:
+    """Convert a dataset between formats directly, without a workspace."""
+    from curate.stages.convert import ConvertOptions, convert
+
+    extra = {k: v for k, v in {"json_mapping": json_mapping, "images_dir": images_dir}.items() if v is not None}
+    opts = ConvertOptions(source, to_fmt, out, from_fmt, overwrite, link, not no_verify, default_split,
+                          _classes(classes), not no_split_dirs, voc_one_based, workers, extra)
+    emit(convert(opts), as_json, "convert")
+
+
 def main() -> None:
     cli(prog_name="curate")
 
