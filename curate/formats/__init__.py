@@ -5,6 +5,8 @@ The CLI's ``--layout`` / ``--format`` / ``--from`` / ``--to`` choices come from
 
     >>> "folder" in REGISTRY and "csv" in REGISTRY
     True
+    >>> writable_formats()
+    ['coco', 'voc', 'yolo', 'json', 'csv', 'folder', 'yolo-cls']
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from curate.errors import SourceError
-from curate.formats import csvlist, folder
+from curate.formats import coco, csvlist, folder, jsonbox, voc, yolo, yolo_cls
 from curate.formats.base import Format
 
 REGISTRY: dict[str, Format] = {}
@@ -25,10 +27,23 @@ def register(fmt: Format) -> Format:
     return fmt
 
 
+# Dataset formats with their own annotation files come first: their folders
+# also look like class folders to `folder`.
+register(Format("coco", "COCO instances JSON (annotations/instances_<split>.json, Roboflow _annotations.coco.json)",
+                coco.detect_coco, coco.read_coco, coco.write_coco, detect_priority=10))
+register(Format("voc", "Pascal VOC XML (Annotations/, JPEGImages/, ImageSets/Main/<split>.txt)",
+                voc.detect_voc, voc.read_voc, voc.write_voc, detect_priority=20))
+register(Format("yolo", "YOLO detect (data.yaml, images/<split>/, labels/<split>/; Roboflow and Darknet layouts)",
+                yolo.detect_yolo, yolo.read_yolo, yolo.write_yolo, detect_priority=30))
+register(Format("json", "per-image JSON box files (AI-Hub style), fields from --json-mapping",
+                jsonbox.detect_json, jsonbox.read_json, jsonbox.write_json, detect_priority=40))
 register(Format("csv", "CSV/TXT list: file,label or file,x1,y1,x2,y2,label", csvlist.detect_csv, csvlist.read_csv,
-                detect_priority=50))
+                csvlist.write_csv, detect_priority=50))
 register(Format("folder", "class/image or split/class/image folders (Kaggle, torchvision ImageFolder)",
-                folder.detect_folder, folder.read_folder, detect_priority=90))
+                folder.detect_folder, folder.read_folder, folder.write_folder, detect_priority=90))
+# Read like `folder` (so never auto-detected), written with split folders always.
+register(Format("yolo-cls", "YOLO classify (Ultralytics): <split>/<class>/<image>",
+                None, yolo_cls.read_yolo_cls, yolo_cls.write_yolo_cls))
 register(Format("flat", "a flat folder of images, no labels (or one --label)", folder.detect_flat, folder.read_flat,
                 detect_priority=99))
 

@@ -9,6 +9,11 @@
 - Rows with boxes add one box each; several rows may name the same file.
 - A listed file that does not exist becomes a row dropped as ``missing_file``.
 - TXT lists are split on commas, tabs or runs of spaces.
+- A box row whose four box cells are empty lists an image without boxes.
+
+Writing (:func:`write_csv`): ``labels.csv`` with ``file,split,label`` (or
+``file,split,x1,y1,x2,y2,label``, one row per box, when any row has boxes)
+and the images in ``images/<split>/``.
 
     >>> parse_header(["image_id", "label"])
     (0, None, 1)
@@ -20,9 +25,13 @@ import csv
 import io
 import os
 from pathlib import Path
+from typing import Any
+
+import pandas as pd
 
 from curate.errors import FormatError
-from curate.formats.base import Box, Entry, ReadOptions, ReadResult, canonical_split
+from curate.formats.base import Box, Entry, ReadOptions, ReadResult, WriteOptions, canonical_split
+from curate.formats.output import boxes_by_sample, class_list, fmt_num, place_image
 from curate.imageio import IMAGE_EXTENSIONS
 
 FILE_NAMES = ("file", "filename", "file_name", "image", "image_id", "img", "path", "filepath", "id", "name")
@@ -123,6 +132,8 @@ def read_csv(path: Path, options: ReadOptions) -> ReadResult:
             if not file_path.exists():
                 entry.reason, entry.detail = "missing_file", f"listed in {path.name} line {lineno}"
             by_path[key] = entry
+        if box_cols and all(i < len(row) and not row[i].strip() for i in box_cols):
+            continue  # a listed image without boxes (curate writes these for background images)
         if box_cols:
             try:
                 x1, y1, x2, y2 = (float(row[i]) for i in box_cols)
@@ -133,3 +144,30 @@ def read_csv(path: Path, options: ReadOptions) -> ReadResult:
                 raise FormatError(path, f"line {lineno} label", expected="a class name", found="an empty cell")
             entry.boxes.append(Box(label, x1, y1, x2, y2))
     return ReadResult(list(by_path.values()), warnings=warnings)
+
+
+def write_csv(plan: pd.DataFrame, boxes: pd.DataFrame, out: Path, options: WriteOptions) -> dict[str, Any]:
+    """Write ``labels.csv`` and ``images/<split>/``; paths in the list are relative to it."""
+    with_boxes = bool(len(boxes))
+    used = boxes["label"] if with_boxes else plan["label"].dropna()
+    classes = class_list(used, options.extra.get("classes"))
+    by_sample = boxes_by_sample(boxes)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["file", "split", "x1", "y1", "x2", "y2", "label"] if with_boxes else ["file", "split", "label"])
+    files: dict[str, str] = {}
+    for row in plan.to_dict("records"):
+        rel = f"images/{row['split']}/{row['name']}"
+        place_image(row["path"], out / rel, row["action"], options.link)
+        files[row["sample_id"]] = rel
+        if not with_boxes:
+            w.writerow([rel, row["split"], "" if pd.isna(row["label"]) else row["label"]])
+            continue
+        rows = by_sample.get(row["sample_id"], [])
+        if not rows:
+            w.writerow([rel, row["split"], "", "", "", "", ""])
+        for b in rows:
+            w.writerow([rel, row["split"], *(fmt_num(b[k]) for k in ("x1", "y1", "x2", "y2")), b["label"]])
+    (out / "labels.csv").write_text(buf.getvalue(), encoding="utf-8")
+    return {"files": files, "classes": classes, "read_path": "labels.csv",
+            "carries": {"labels": not with_boxes, "boxes": with_boxes, "split": True}}

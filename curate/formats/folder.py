@@ -11,6 +11,10 @@ Reading:
 
 Files directly in the root of a class layout get no label.
 
+Writing (:func:`write_folder`): ``<split>/<class>/<image>``, or ``<class>/<image>``
+without split folders; nothing but images, so torchvision ``ImageFolder`` and
+Keras ``image_dataset_from_directory`` read each split folder as it is.
+
     >>> detect_layout_kind(Path("."))  # doctest: +SKIP
     'folder'
 """
@@ -19,8 +23,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
-from curate.formats.base import Entry, ReadOptions, ReadResult, canonical_split
+import pandas as pd
+
+from curate.errors import ExportError
+from curate.formats.base import Entry, ReadOptions, ReadResult, WriteOptions, canonical_split
+from curate.formats.output import check_folder_name, class_list, place_image
 from curate.walk import WalkReport, walk
 
 
@@ -65,3 +74,32 @@ def read_flat(root: Path, options: ReadOptions) -> ReadResult:
         for f in walk(root, follow_links=options.follow_links, report=report)
     ]
     return ReadResult(entries, skipped=report.skipped_dirs + [f"{p}: link loop" for p in report.loops])
+
+
+def write_folder(plan: pd.DataFrame, boxes: pd.DataFrame, out: Path, options: WriteOptions) -> dict[str, Any]:
+    """Write ``<split>/<class>/<image>`` (or ``<class>/<image>`` with ``split_dirs=False``).
+
+    Only image files go in: no lists, no metadata, so torchvision ``ImageFolder``
+    and Keras ``image_dataset_from_directory`` pointed at ``<out>/<split>`` (or
+    at ``<out>``) see exactly one class folder per label.
+    """
+    split_dirs = options.extra.get("split_dirs", True)
+    unlabeled = plan[plan["label"].isna()]
+    if len(unlabeled):
+        raise ExportError("", field="label", expected="a label on every exported row of a class-folder export",
+                          found=f"{len(unlabeled)} rows without one (e.g. {unlabeled['rel_path'].iloc[0]})",
+                          hint="label or drop them first, or export boxes with --format coco/yolo/voc")
+    labels = [check_folder_name(str(lab)) for lab in plan["label"].unique()]
+    if not split_dirs:
+        clash = [lab for lab in labels if canonical_split(lab)]
+        if clash:
+            raise ExportError("", field="label", expected="class names that are not split names without split folders",
+                              found=clash, hint="keep split folders (drop --no-split-dirs)")
+    classes = class_list(labels, options.extra.get("classes"))
+    files: dict[str, str] = {}
+    for row in plan.to_dict("records"):
+        rel = f"{row['split']}/{row['label']}/{row['name']}" if split_dirs else f"{row['label']}/{row['name']}"
+        place_image(row["path"], out / rel, row["action"], options.link)
+        files[row["sample_id"]] = rel
+    return {"files": files, "classes": classes,
+            "carries": {"labels": True, "boxes": False, "split": bool(split_dirs)}}

@@ -221,17 +221,57 @@ def _run_probes(tasks: list[ProbeTask], options: IngestOptions, ckpt: _Checkpoin
 
 # -- rows --------------------------------------------------------------------
 
-def clean_boxes(boxes: list[Box], width: int, height: int) -> tuple[list[dict[str, Any]], list[str]]:
+def stored_to_displayed_xyxy(xyxy: tuple[float, float, float, float], stored_wh: tuple[int, int],
+                             orientation: int | None) -> tuple[float, float, float, float]:
+    """A pixel box drawn on the *stored* pixels of an image with this EXIF
+    orientation -> the same box on the displayed image (what
+    :func:`curate.imageio.load_display` returns). Same table as Pillow's
+    ``ImageOps.exif_transpose``.
+
+    >>> stored_to_displayed_xyxy((0, 0, 10, 20), (100, 50), 6)  # 100x50 stored, shown 50x100
+    (30.0, 0.0, 50.0, 10.0)
+    """
+    w, h = stored_wh
+    x1, y1, x2, y2 = (float(v) for v in xyxy)
+
+    def point(x: float, y: float) -> tuple[float, float]:
+        return {2: (w - x, y), 3: (w - x, h - y), 4: (x, h - y), 5: (y, x),
+                6: (h - y, x), 7: (h - y, w - x), 8: (y, w - x)}.get(orientation or 1, (x, y))
+
+    (ax, ay), (bx, by) = point(x1, y1), point(x2, y2)
+    return min(ax, bx), min(ay, by), max(ax, bx), max(ay, by)
+
+
+def clean_boxes(boxes: list[Box], width: int, height: int, *, declared_wh: tuple[int, int] | None = None,
+                orientation: int | None = None) -> tuple[list[dict[str, Any]], list[str]]:
     """Boxes in pixels of the displayed image, clamped; (rows, problems).
 
     A box partly outside the image is clamped (and reported); a box with zero
     area or wholly outside is dropped (and reported).
+
+    ``declared_wh`` is the size the annotation file states. Equal to the
+    displayed ``width x height``: the boxes are in the displayed frame. Equal to
+    the stored size of an image whose EXIF orientation (5-8) swaps the axes:
+    they were drawn on the stored pixels and are turned into the displayed
+    frame. Anything else is reported, and the boxes are taken as given.
     """
     rows, problems = [], []
+    stored_wh = (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+    to_display = False
+    if declared_wh is not None and tuple(declared_wh) != (width, height):
+        if tuple(declared_wh) == stored_wh:
+            to_display = True
+            problems.append(f"boxes were drawn on the stored {stored_wh[0]}x{stored_wh[1]} pixels; turned into the "
+                            f"displayed {width}x{height} frame (EXIF orientation {orientation})")
+        else:
+            problems.append(f"annotation states {declared_wh[0]}x{declared_wh[1]} but the image is {width}x{height} "
+                            "as displayed; boxes taken as given")
     for b in boxes:
         x1, y1, x2, y2 = b.x1, b.y1, b.x2, b.y2
         if b.normalized:
             x1, x2, y1, y2 = x1 * width, x2 * width, y1 * height, y2 * height
+        elif to_display:
+            x1, y1, x2, y2 = stored_to_displayed_xyxy((x1, y1, x2, y2), stored_wh, orientation)
         if x2 < x1:
             x1, x2 = x2, x1
         if y2 < y1:
@@ -262,10 +302,13 @@ def ingest(manifest: pd.DataFrame, options: IngestOptions, *, ws: Workspace,
     cache = _known_cache(manifest, ws)
 
     read: list[tuple[str, str, Entry]] = []  # (source, layout, entry)
+    classes: dict[str, list[str]] = {}  # class lists the formats declare, in their order
     warnings: list[str] = []
     skipped: list[str] = []
     for name, path, spec in sources:
         layout, result = read_source(path, spec, options)
+        if result.classes:
+            classes[name] = result.classes
         warnings += [f"{name}: {w}" for w in result.warnings]
         skipped += [f"{name}: {s}" for s in result.skipped]
         read += [(name, layout, e) for e in result.entries]
@@ -311,7 +354,8 @@ def ingest(manifest: pd.DataFrame, options: IngestOptions, *, ws: Workspace,
                 detail = f"{w}x{h} = {w * h} px > --max-pixels {options.probe.max_pixels}"
             row.update(status="dropped" if reason else "kept", reason=reason, detail=detail)
             if e.boxes and p.get("width") and p.get("height"):
-                boxes, problems = clean_boxes(e.boxes, int(p["width"]), int(p["height"]))
+                boxes, problems = clean_boxes(e.boxes, int(p["width"]), int(p["height"]),
+                                              declared_wh=e.declared_wh, orientation=p.get("exif_orientation"))
                 ann_rows += [{"sample_id": sid, "origin": layout, **b} for b in boxes]
                 box_problems += [f"{name}/{e.rel_path}: {msg}" for msg in problems]
             elif e.boxes:
@@ -364,7 +408,8 @@ def ingest(manifest: pd.DataFrame, options: IngestOptions, *, ws: Workspace,
     summary = {**summarize(combined), "run": run}
     if warnings or box_problems:
         summary["warnings"] = warnings + box_problems
-    record = {"sources": {n: str(p) for n, p, _ in sources}, "skipped": skipped, "box_problems": box_problems}
+    record = {"sources": {n: str(p) for n, p, _ in sources}, "skipped": skipped, "box_problems": box_problems,
+              "classes": classes}
     return StageResult(combined, ann, summary=summary, record=record)
 
 

@@ -1,0 +1,327 @@
+"""COCO instances JSON (boxes).
+
+Reading accepts:
+
+- the standard layout, ``annotations/instances_<split>.json`` with images in
+  ``images/<split>/`` (Datumaro, CVAT), ``<split>2017/`` (COCO 2017) or
+  ``images/``;
+- Roboflow's ``<split>/_annotations.coco.json`` with the images beside it
+  (``valid`` is read as ``val``);
+- one JSON file given directly, images found relative to it (or ``--images-dir``).
+
+Boxes come from ``bbox`` (``[x, y, width, height]`` in pixels); an annotation
+without a ``bbox`` takes the bounds of its polygon or RLE ``segmentation``.
+``iscrowd`` is kept. Category ids may be any integers (``1, 2, 4``); the class
+list is the category names in id order. Roboflow's placeholder category (the
+unused one every other category names as its ``supercategory``) is left out.
+An annotation whose ``category_id`` or ``image_id`` is not declared is an error
+naming the file and the field.
+
+Writing: ``annotations/instances_<split>.json`` and ``images/<split>/``,
+categories numbered from 1 in class-list order, image and annotation ids
+unique across all splits (from 1), ``area = w * h``, ``segmentation: []``.
+
+    >>> coco_xywh_to_xyxy([2.0, 1.0, 3.0, 1.0])
+    (2.0, 1.0, 5.0, 2.0)
+    >>> xyxy_to_coco_xywh((2.0, 1.0, 5.0, 2.0))
+    (2.0, 1.0, 3.0, 1.0)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from curate.errors import FormatError
+from curate.formats.base import Box, Entry, ReadOptions, ReadResult, WriteOptions, canonical_split
+from curate.formats.output import boxes_by_sample, class_list, image_files_by_split, place_image
+
+ROBOFLOW_NAME = "_annotations.coco.json"
+_HEAD = re.compile(rb'"images"\s*:\s*\[')
+
+
+# -- pure converters ---------------------------------------------------------
+
+def coco_xywh_to_xyxy(xywh: Sequence[float]) -> tuple[float, float, float, float]:
+    """COCO ``[x, y, width, height]`` (top-left corner) -> ``(x1, y1, x2, y2)``."""
+    x, y, w, h = (float(v) for v in xywh)
+    return x, y, x + w, y + h
+
+
+def xyxy_to_coco_xywh(xyxy: Sequence[float]) -> tuple[float, float, float, float]:
+    """``(x1, y1, x2, y2)`` -> COCO ``[x, y, width, height]``."""
+    x1, y1, x2, y2 = (float(v) for v in xyxy)
+    return x1, y1, x2 - x1, y2 - y1
+
+
+def polygon_bounds_xyxy(polygons: Sequence[Sequence[float]]) -> tuple[float, float, float, float]:
+    """Bounds of COCO polygons ``[[x0, y0, x1, y1, ...], ...]``."""
+    xs = [float(v) for poly in polygons for v in poly[0::2]]
+    ys = [float(v) for poly in polygons for v in poly[1::2]]
+    return min(xs), min(ys), max(xs), max(ys)
+
+
+def split_from_name(stem: str) -> str | None:
+    """``instances_val2017`` -> ``val``; ``labels`` -> None."""
+    for token in reversed(re.split(r"[_\-.\s]+", stem)):
+        split = canonical_split(token.rstrip("0123456789"))
+        if split:
+            return split
+    return None
+
+
+# -- detection ---------------------------------------------------------------
+
+def _peek_coco(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(65536)
+    except OSError:
+        return False
+    # COCO 2017 puts "categories" last, Datumaro first: either sign will do.
+    return bool(_HEAD.search(head)) or b'"categories"' in head
+
+
+def _annotation_files(root: Path) -> list[tuple[Path, str | None]]:
+    """(json file, split) pairs of a COCO dataset folder, in a stable order."""
+    found: list[tuple[Path, str | None]] = []
+    ann_dir = root / "annotations"
+    if ann_dir.is_dir():
+        for p in sorted(ann_dir.glob("*.json")):
+            if p.name.startswith("instances") or _peek_coco(p):
+                found.append((p, split_from_name(p.stem)))
+    if (root / ROBOFLOW_NAME).is_file():
+        found.append((root / ROBOFLOW_NAME, None))
+    try:
+        subdirs = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    except OSError:
+        subdirs = []
+    for d in subdirs:
+        p = root / d / ROBOFLOW_NAME
+        if p.is_file():
+            found.append((p, canonical_split(d)))
+    if not found:
+        jsons = sorted(root.glob("*.json"))
+        if len(jsons) <= 4:  # a COCO folder holds one JSON per split; many JSONs mean per-image files
+            found += [(p, split_from_name(p.stem)) for p in jsons if _peek_coco(p)]
+    return found
+
+
+def detect_coco(path: Path) -> bool:
+    """A COCO JSON file, or a folder holding one (cheap: names and the first 64 KB)."""
+    if path.is_file():
+        return path.suffix.lower() == ".json" and _peek_coco(path)
+    return path.is_dir() and bool(_annotation_files(path))
+
+
+# -- reading -----------------------------------------------------------------
+
+def _load(path: Path) -> dict[str, Any]:
+    try:
+        doc = json.loads(path.read_bytes())
+    except OSError as e:
+        raise FormatError(path, None, message=f"cannot read: {e.strerror}") from e
+    except ValueError as e:
+        raise FormatError(path, None, expected="valid JSON", found=str(e)) from e
+    if not isinstance(doc, dict):
+        raise FormatError(path, None, expected="a JSON object with images, annotations, categories",
+                          found=type(doc).__name__)
+    for key in ("images", "categories"):
+        if not isinstance(doc.get(key), list):
+            raise FormatError(path, key, expected="a list", found="missing" if key not in doc else type(doc[key]).__name__)
+    if not isinstance(doc.get("annotations", []), list):
+        raise FormatError(path, "annotations", expected="a list", found=type(doc["annotations"]).__name__)
+    return doc
+
+
+def _categories(path: Path, doc: dict[str, Any], warnings: list[str]) -> dict[int, str]:
+    cats: dict[int, str] = {}
+    for i, c in enumerate(doc["categories"]):
+        if not isinstance(c, dict) or not isinstance(c.get("id"), int) or isinstance(c.get("id"), bool):
+            raise FormatError(path, f"categories[{i}].id", expected="an integer",
+                              found=repr(c.get("id") if isinstance(c, dict) else c))
+        if not isinstance(c.get("name"), str) or not c["name"]:
+            raise FormatError(path, f"categories[{i}].name", expected="a non-empty string", found=repr(c.get("name")))
+        if c["id"] in cats:
+            raise FormatError(path, f"categories[{i}].id", expected="unique ids", found=f"{c['id']} twice")
+        cats[c["id"]] = c["name"]
+    used = {a.get("category_id") for a in doc.get("annotations", []) if isinstance(a, dict)}
+    supers = {c.get("supercategory") for c in doc["categories"] if isinstance(c, dict)}
+    for cid, name in list(cats.items()):
+        # Roboflow adds one unused category that every real one names as supercategory.
+        if cid not in used and name in supers and len(cats) > 1:
+            del cats[cid]
+            warnings.append(f"{path.name}: category {cid} {name!r} is an unused supercategory placeholder; left out")
+    return cats
+
+
+def _box(path: Path, i: int, a: dict[str, Any]) -> tuple[float, float, float, float]:
+    bbox = a.get("bbox")
+    if bbox is not None:
+        ok = isinstance(bbox, list) and len(bbox) == 4 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)
+        if not ok:
+            raise FormatError(path, f"annotations[{i}].bbox", expected="4 numbers [x, y, width, height]",
+                              found=json.dumps(bbox)[:80])
+        return coco_xywh_to_xyxy(bbox)
+    seg = a.get("segmentation")
+    if isinstance(seg, list) and seg and all(isinstance(p, list) and len(p) >= 2 for p in seg):
+        return polygon_bounds_xyxy(seg)
+    if isinstance(seg, dict) and "counts" in seg and "size" in seg:
+        from pycocotools import mask as mask_utils
+
+        rle = mask_utils.frPyObjects(seg, *seg["size"]) if isinstance(seg["counts"], list) else seg
+        return coco_xywh_to_xyxy([float(v) for v in mask_utils.toBbox(rle)])
+    raise FormatError(path, f"annotations[{i}].bbox", expected="a bbox or a segmentation", found="neither")
+
+
+def _image_bases(root: Path, json_path: Path, split_token: str | None, images_dir: Path | None) -> list[Path]:
+    bases = [json_path.parent]
+    if images_dir is not None:
+        bases.insert(0, images_dir)
+    if split_token:
+        bases += [root / "images" / split_token, root / split_token]
+    bases += [root / "images", root / "data", root]
+    return list(dict.fromkeys(bases))
+
+
+def _split_token(stem: str) -> str | None:
+    """``instances_train2017`` -> ``train2017`` (the images folder name COCO uses)."""
+    tokens = [t for t in re.split(r"[_\-.\s]+", stem) if t]
+    for t in reversed(tokens):
+        if canonical_split(t.rstrip("0123456789")):
+            return t
+    return None
+
+
+def read_coco_file(path: Path, root: Path, split: str | None, options: ReadOptions,
+                   entries: dict[str, Entry], warnings: list[str], classes: list[str]) -> None:
+    """Add the images and boxes of one COCO JSON to ``entries`` (keyed by image path)."""
+    doc = _load(path)
+    cats = _categories(path, doc, warnings)
+    for cat_name in cats.values():
+        if cat_name not in classes:
+            classes.append(cat_name)
+    images_dir = options.extra.get("images_dir")
+    bases = _image_bases(root, path, _split_token(path.stem) if path.name != ROBOFLOW_NAME else None,
+                         Path(images_dir).absolute() if images_dir else None)
+    by_id: dict[int, Entry] = {}
+    chosen_base: Path | None = None
+    for i, im in enumerate(doc["images"]):
+        if not isinstance(im, dict):
+            raise FormatError(path, f"images[{i}]", expected="an object", found=type(im).__name__)
+        iid, name = im.get("id"), im.get("file_name")
+        if not isinstance(iid, int) or isinstance(iid, bool):
+            raise FormatError(path, f"images[{i}].id", expected="an integer", found=repr(iid))
+        if iid in by_id:
+            raise FormatError(path, f"images[{i}].id", expected="unique image ids", found=f"{iid} twice")
+        if not isinstance(name, str) or not name:
+            raise FormatError(path, f"images[{i}].file_name", expected="a file name", found=repr(name))
+        if os.path.isabs(name):
+            file = Path(name)
+        else:
+            if chosen_base is None or not (chosen_base / name).exists():
+                # Find the folder once and reuse it: one stat per image, not one per candidate.
+                chosen_base = next((b for b in bases if (b / name).exists()), chosen_base)
+            file = (chosen_base or bases[0]) / name
+        w, h = im.get("width"), im.get("height")
+        declared = (int(w), int(h)) if isinstance(w, (int, float)) and isinstance(h, (int, float)) and w > 0 and h > 0 else None
+        key = str(file)
+        entry = entries.get(key)
+        if entry is None:
+            entry = Entry(key, os.path.relpath(file, root).replace(os.sep, "/"), split=split, declared_wh=declared)
+            if not file.exists():
+                entry.reason, entry.detail = "missing_file", f"listed in {path.name} images[{i}]"
+            entries[key] = entry
+        else:
+            warnings.append(f"{path.name}: images[{i}] repeats {name!r}; its boxes are merged with the first")
+        by_id[iid] = entry
+    for i, a in enumerate(doc.get("annotations", [])):
+        if not isinstance(a, dict):
+            raise FormatError(path, f"annotations[{i}]", expected="an object", found=type(a).__name__)
+        entry_for = by_id.get(a.get("image_id"))  # type: ignore[arg-type]
+        if entry_for is None:
+            raise FormatError(path, f"annotations[{i}].image_id", expected="the id of an image in images",
+                              found=repr(a.get("image_id")))
+        cid = a.get("category_id")
+        if cid not in cats:
+            raise FormatError(path, f"annotations[{i}].category_id",
+                              expected=f"one of the category ids {sorted(cats)}", found=repr(cid))
+        x1, y1, x2, y2 = _box(path, i, a)
+        score = a.get("score")
+        entry_for.boxes.append(Box(cats[cid], x1, y1, x2, y2, score=float(score) if isinstance(score, (int, float)) else None,
+                                   iscrowd=bool(a.get("iscrowd", 0))))
+
+
+def read_coco(path: Path, options: ReadOptions) -> ReadResult:
+    """Read a COCO file or dataset folder into entries; see the module docstring."""
+    path = path.absolute()
+    if path.is_file():
+        root, files = path.parent, [(path, split_from_name(path.stem))]
+    else:
+        root, files = path, _annotation_files(path)
+        if not files:
+            raise FormatError(path, None, expected="annotations/instances_<split>.json or <split>/_annotations.coco.json",
+                              found="no COCO JSON", hint="point at the JSON file itself, or pick another --layout")
+    entries: dict[str, Entry] = {}
+    warnings: list[str] = []
+    classes: list[str] = []
+    for json_path, split in files:
+        read_coco_file(json_path, root, split, options, entries, warnings, classes)
+    return ReadResult(list(entries.values()), warnings=warnings, classes=classes)
+
+
+# -- writing -----------------------------------------------------------------
+
+def coco_document(rows: list[dict[str, Any]], boxes: dict[str, list[dict[str, Any]]], classes: list[str],
+                  first_image_id: int, first_ann_id: int) -> dict[str, Any]:
+    """One split's COCO document (pure: rows and boxes in, JSON-ready dict out)."""
+    cat_id = {name: i for i, name in enumerate(classes, start=1)}
+    images, annotations = [], []
+    ann_id = first_ann_id
+    for n, row in enumerate(rows):
+        image_id = first_image_id + n
+        images.append({"id": image_id, "file_name": row["name"], "width": int(row["width"]),
+                       "height": int(row["height"])})
+        for b in boxes.get(row["sample_id"], []):
+            x, y, w, h = xyxy_to_coco_xywh((b["x1"], b["y1"], b["x2"], b["y2"]))
+            ann: dict[str, Any] = {"id": ann_id, "image_id": image_id, "category_id": cat_id[b["label"]],
+                                   "bbox": [x, y, w, h], "area": w * h, "iscrowd": int(bool(b.get("iscrowd"))),
+                                   "segmentation": []}
+            score = b.get("score")
+            if score is not None and not pd.isna(score):
+                ann["score"] = float(score)
+            annotations.append(ann)
+            ann_id += 1
+    return {
+        "info": {"description": "written by curate"},
+        "licenses": [],
+        "categories": [{"id": cat_id[c], "name": c, "supercategory": ""} for c in classes],
+        "images": images,
+        "annotations": annotations,
+    }
+
+
+def write_coco(plan: pd.DataFrame, boxes: pd.DataFrame, out: Path, options: WriteOptions) -> dict[str, Any]:
+    """Write ``annotations/instances_<split>.json`` and ``images/<split>/``."""
+    classes = class_list(boxes["label"] if len(boxes) else [], options.extra.get("classes"))
+    by_sample = boxes_by_sample(boxes)
+    files: dict[str, str] = {}
+    image_id, ann_id = 1, 1
+    (out / "annotations").mkdir(parents=True, exist_ok=True)
+    for split, rows in image_files_by_split(plan).items():
+        for row in rows:
+            rel = f"images/{split}/{row['name']}"
+            place_image(row["path"], out / rel, row["action"], options.link)
+            files[row["sample_id"]] = rel
+        doc = coco_document(rows, by_sample, classes, image_id, ann_id)
+        image_id += len(doc["images"])
+        ann_id += len(doc["annotations"])
+        (out / "annotations" / f"instances_{split}.json").write_text(json.dumps(doc, ensure_ascii=False))
+    return {"files": files, "classes": classes, "carries": {"labels": False, "boxes": True, "split": True}}

@@ -1,0 +1,177 @@
+"""What every writer shares: which bytes to write for an image, how to place
+them, the class list, and how numbers are printed.
+
+The export image policy (also in docs/formats.md):
+
+- An image is written **byte for byte** (copied, hard-linked or symlinked, as
+  ``--link`` says) when consumers see it exactly as curate does: its content is
+  JPEG, PNG or BMP and its EXIF orientation is absent or 1. Its extension is
+  corrected when it does not name the content (a WebP called ``.jpg`` is not
+  byte-copied at all, a JPEG called ``.jfif`` becomes ``.jpg``).
+- Every other image is **re-encoded upright**: decoded with EXIF orientation
+  applied (first frame), written without EXIF (so no reader rotates it again),
+  as JPEG quality 95 4:4:4 for lossy sources and PNG for lossless ones.
+  This covers EXIF-rotated photos (whose boxes live in the displayed frame)
+  and formats that torchvision ImageFolder, Keras and Ultralytics do not all
+  read (WebP, TIFF, GIF, HEIF, AVIF, ...).
+
+    >>> image_action("JPEG", 6, ".jpg")
+    ('encode', '.jpg', 'exif_orientation')
+    >>> image_action("JPEG", None, ".JPG")
+    ('link', '.JPG', None)
+    >>> image_action("WEBP", None, ".jpg")
+    ('encode', '.png', 'format')
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from curate.errors import ExportError
+
+LINK_MODES = ("copy", "hardlink", "symlink")
+
+# Content formats every consumer we target reads, with the extensions that name them.
+PASSTHROUGH_EXTENSIONS: dict[str, tuple[str, ...]] = {
+    "JPEG": (".jpg", ".jpeg"),
+    "MPO": (".jpg", ".jpeg"),  # a JPEG with multi-picture data: read as JPEG everywhere
+    "PNG": (".png",),
+    "BMP": (".bmp",),
+}
+
+
+def image_action(content_format: str | None, exif_orientation: int | None, suffix: str) -> tuple[str, str, str | None]:
+    """(action, extension, why) for one exported image: ``link`` keeps the bytes,
+    ``encode`` writes an upright re-encoded copy. ``why`` names the cause."""
+    from curate.derive import encode_image_format
+
+    fmt = (content_format or "").upper()
+    if exif_orientation not in (None, 1):
+        return "encode", "." + encode_image_format(fmt), "exif_orientation"
+    allowed = PASSTHROUGH_EXTENSIONS.get(fmt)
+    if allowed is None:
+        return "encode", "." + encode_image_format(fmt), "format"
+    if suffix.lower() in allowed:
+        return "link", suffix, None
+    return "link", allowed[0], None
+
+
+def place_image(src: str | Path, dest: Path, action: str, link: str) -> None:
+    """Write one image to ``dest``: keep the bytes (``link`` mode) or re-encode upright."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if action == "encode":
+        from curate.derive import encode_image
+        from curate.imageio import load_display
+
+        ext = dest.suffix.lower().lstrip(".")
+        try:
+            img = load_display(src, keep_alpha=ext == "png")
+        except Exception as e:  # CurateError from load_display: the file changed since ingest
+            raise ExportError(f"cannot decode the image for re-encoding: {e}", file=src,
+                              hint="re-run `curate ingest` so the manifest matches the files") from e
+        dest.write_bytes(encode_image(img, "jpg" if ext in ("jpg", "jpeg") else "png"))
+        return
+    try:
+        if link == "copy":
+            shutil.copyfile(src, dest)
+        elif link == "hardlink":
+            os.link(src, dest)
+        elif link == "symlink":
+            os.symlink(os.path.abspath(src), dest)
+        else:
+            raise ExportError("", field="--link", expected=f"one of {LINK_MODES}", found=link)
+    except FileNotFoundError as e:
+        raise ExportError("the source image is missing", file=src,
+                          hint="re-run `curate ingest`; it marks vanished files missing_file") from e
+    except OSError as e:
+        if link == "hardlink" and e.errno in (18, 1):  # EXDEV, EPERM: another file system / not allowed
+            raise ExportError(f"cannot hard-link into the export ({e.strerror})", file=src,
+                              hint="hard links need the export on the same file system; use --link copy") from e
+        raise ExportError(f"cannot write {dest.name}: {e.strerror}", file=src) from e
+
+
+def natural_key(text: str) -> tuple[Any, ...]:
+    """Sort key that puts ``label_2`` before ``label_10``.
+
+    >>> sorted(["b10", "b2", "a"], key=natural_key)
+    ['a', 'b2', 'b10']
+    """
+    parts = re.split(r"(\d+)", text)
+    return tuple(int(p) if i % 2 else p.lower() for i, p in enumerate(parts)) + (text,)
+
+
+def class_list(used: Iterable[str], declared: list[str] | None = None) -> list[str]:
+    """The class list of an export: ``declared`` (in its order) when given, else
+    the used labels in natural order. A used label missing from ``declared`` is
+    an error, never silently appended.
+
+    >>> class_list(["cat", "dog", "cat"])
+    ['cat', 'dog']
+    """
+    labels = {str(u) for u in used}
+    if declared is None:
+        return sorted(labels, key=natural_key)
+    missing = sorted(labels - set(declared), key=natural_key)
+    if missing:
+        raise ExportError("", field="--classes", expected=f"every exported label among {declared}",
+                          found=f"{len(missing)} missing: {missing[:10]}",
+                          hint="add them to --classes, or drop those rows first")
+    return list(dict.fromkeys(declared))
+
+
+def fmt_num(value: float) -> str:
+    """Shortest text that reads back as exactly ``value``; ``12`` rather than ``12.0``.
+
+    >>> fmt_num(12.0), fmt_num(0.5), fmt_num(1 / 3)
+    ('12', '0.5', '0.3333333333333333')
+    """
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError(f"not a finite number: {value!r}")
+    if v.is_integer() and abs(v) < 1e15:
+        return str(int(v))
+    return repr(v)
+
+
+def fmt_frac(value: float) -> str:
+    """A fraction of the image size with 8 decimals, trailing zeros removed
+    (error below 5e-9 of the image size).
+
+    >>> fmt_frac(0.5), fmt_frac(1 / 3), fmt_frac(0.0)
+    ('0.5', '0.33333333', '0')
+    """
+    text = f"{float(value):.8f}".rstrip("0").rstrip(".")
+    return "0" if text in ("", "-0") else text
+
+
+def check_folder_name(label: str, what: str = "label") -> str:
+    """``label`` if it can be one folder name on every OS; else an ExportError."""
+    bad = not label or label in (".", "..") or any(c in label for c in '/\\\0') or label != label.strip()
+    if bad:
+        raise ExportError("", field=what, expected="a name usable as a folder (no '/', '\\', leading/trailing spaces)",
+                          found=repr(label), hint="relabel those rows before a folder export")
+    return label
+
+
+def image_files_by_split(plan: Any) -> dict[str, list[dict[str, Any]]]:
+    """Rows of an export plan grouped by split, in plan order."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for row in plan.to_dict("records"):
+        out.setdefault(row["split"], []).append(row)
+    return out
+
+
+def boxes_by_sample(boxes: Any) -> dict[str, list[dict[str, Any]]]:
+    """Annotation rows grouped by sample_id, in table order."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    if boxes is None or not len(boxes):
+        return out
+    for row in boxes.to_dict("records"):
+        out.setdefault(row["sample_id"], []).append(row)
+    return out

@@ -1,0 +1,124 @@
+"""``curate convert``: one dataset format to another, without a user workspace.
+
+The conversion is ``ingest`` followed by ``export``, run in a throwaway
+workspace that lives inside the export's own staging folder (next to
+``--out``), so nothing is written outside ``--out`` and a failed conversion
+leaves nothing behind. It differs from ``ingest`` + ``export`` in what it
+keeps:
+
+- no image is dropped for its size or shape (``--min-side 1``, no aspect limit);
+- byte-identical files are all converted (a conversion is not a clean-up);
+- the source's class list keeps its order (YOLO ``names``, COCO categories
+  by id, VOC ``labelmap.txt``), so class ids only change where the target
+  format demands it (COCO ids start at 1).
+
+Files that cannot be converted (unreadable, missing, not images) are counted
+by reason in the summary; box problems (clamped, dropped) are listed as
+warnings.
+
+    >>> ConvertOptions("coco_dir", "yolo", "out").from_format
+    'auto'
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from curate.errors import OptionError, SourceError
+from curate.stages.export import (
+    ExportOptions,
+    check_options,
+    check_target,
+    export_to,
+    make_staging,
+    plan_export,
+)
+
+CONVERT_WS = ".curate-convert-workspace"
+
+
+@dataclass
+class ConvertOptions:
+    source: str | Path
+    to_format: str
+    out: str | Path
+    from_format: str = "auto"
+    overwrite: bool = False
+    link: str = "copy"
+    verify: bool = True
+    default_split: str = "train"
+    classes: list[str] | None = None  # default: the source's own class list
+    split_dirs: bool = True
+    voc_one_based: bool = False
+    workers: int = 0
+    read_extra: dict[str, Any] = field(default_factory=dict)  # json_mapping, images_dir, voc_one_based
+
+
+def source_format(source: Path, name: str) -> str:
+    """The reader to use for ``source``: ``name``, or the detected one for ``auto``."""
+    from curate.formats import REGISTRY, detect, readable_formats
+
+    if name == "auto":
+        return detect(source).name
+    if name not in REGISTRY or REGISTRY[name].read is None:
+        raise OptionError("", field="--from", expected=f"auto or one of {readable_formats()}", found=repr(name))
+    return name
+
+
+def keep_duplicates(manifest: pd.DataFrame) -> pd.DataFrame:
+    """Undo ingest's exact-duplicate drops: a conversion converts every copy."""
+    dup = (manifest["reason"] == "duplicate") & (manifest["decided_by"] == "ingest")
+    out = manifest.copy()
+    out.loc[dup, ["status", "reason", "duplicate_of", "detail"]] = ["kept", None, None, None]
+    return out
+
+
+def convert(options: ConvertOptions) -> dict[str, Any]:
+    """Convert ``options.source`` to ``options.to_format`` at ``options.out``; return the summary."""
+    from curate.imageio import ProbeOptions
+    from curate.stages.ingest import IngestOptions, SourceSpec, ingest
+    from curate.workspace import Workspace
+
+    source = Path(options.source).expanduser().absolute()
+    if not source.exists():
+        raise SourceError("", file=source, expected="an existing dataset folder or file", found="nothing there")
+    out = Path(options.out).expanduser().absolute()
+    eopts = ExportOptions(options.to_format, out, options.overwrite, options.link, options.verify,
+                          options.default_split, options.classes, options.split_dirs, options.voc_one_based)
+    check_options(eopts)
+    layout = source_format(source, options.from_format)
+    check_target(out, options.overwrite, [source])
+    staging = make_staging(out)
+    try:
+        ws = Workspace.create(staging / CONVERT_WS)
+        read_extra = {"voc_one_based": options.voc_one_based, **options.read_extra}
+        iopts = IngestOptions([SourceSpec(source, name="source", layout=layout)],
+                              ProbeOptions(min_side_px=1, max_aspect=float("inf")), workers=options.workers,
+                              read_extra=read_extra)
+        res = ws.run_stage("ingest", ingest, iopts)
+        manifest = keep_duplicates(res.manifest)
+        annotations = res.annotations
+        if eopts.classes is None:
+            eopts.classes = (res.record.get("classes") or {}).get("source")
+        shutil.rmtree(ws.root)
+        dropped = manifest[manifest["status"] == "dropped"]
+        plan, boxes = plan_export(manifest, annotations, options.default_split)
+        summary = export_to(plan, boxes, eopts, [source], staging=staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    summary.pop("_files")
+    summary.pop("_classes")
+    summary.pop("format")
+    summary = {"from": layout, "to": options.to_format, **summary}
+    if len(dropped):
+        summary["not_converted"] = {str(k): int(v) for k, v in dropped["reason"].value_counts().items()}
+    warnings = list(res.summary.get("warnings", [])) + list(summary.pop("warnings", []))
+    if warnings:
+        summary["warnings"] = warnings
+    return summary

@@ -1,0 +1,354 @@
+"""``curate export``: write the kept rows as a dataset a trainer can read.
+
+What an export guarantees (docs/formats.md has the per-format layouts):
+
+- Only ``kept`` rows are written, by ``split``; rows without a split go to
+  ``--default-split`` (``train``).
+- Output file names are unique across the whole export, compared without case
+  and without extension (YOLO and VOC pair files by stem): every name shared
+  by two or more rows gets ``-<first 8 characters of sample_id>`` appended.
+- Images are placed by ``--link`` (copy, hardlink, symlink) when their bytes
+  can be used as they are, and re-encoded upright otherwise
+  (see :mod:`curate.formats.output`): boxes always match the pixels a
+  consumer decodes, EXIF orientation included.
+- Everything is written to a hidden staging folder next to ``--out``, read back
+  with curate's own reader and compared with the kept rows (counts, splits,
+  labels, boxes within 1e-6 of the image size, displayed image sizes), and
+  only then renamed to ``--out``. A failed export leaves nothing behind.
+- A non-empty ``--out`` is refused unless ``--overwrite``; even then an ``--out``
+  that holds the workspace or a source folder is refused.
+- The map from each written file back to its ``sample_id`` and source file is
+  kept in ``WS/exports/`` (named in the run record).
+
+    >>> unique_names(["a/x.jpg", "b/x.jpg", "c/y.png"], ["11111111aa", "22222222bb", "33333333cc"])
+    ['x-11111111.jpg', 'x-22222222.jpg', 'y.png']
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from curate.errors import ExportError, OptionError
+from curate.formats.base import Entry, Format, ReadOptions, WriteOptions
+from curate.formats.output import LINK_MODES, image_action
+from curate.schema import SPLITS
+from curate.workspace import StageResult, Workspace, atomic_write_parquet, utc_now
+
+SPLIT_ORDER = {s: i for i, s in enumerate(SPLITS)}
+BOX_TOLERANCE_FRAC = 1e-6  # read-back boxes must match within this fraction of the image size
+
+
+@dataclass
+class ExportOptions:
+    format: str
+    out: str | Path
+    overwrite: bool = False
+    link: str = "copy"
+    verify: bool = True
+    default_split: str = "train"
+    classes: list[str] | None = None  # class order (ids); default: natural order of the labels used
+    split_dirs: bool = True  # folder format only: False writes <class>/<image>
+    voc_one_based: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# -- options and target ------------------------------------------------------
+
+def writer_for(name: str) -> Format:
+    from curate.formats import REGISTRY, writable_formats
+
+    fmt = REGISTRY.get(name)
+    if fmt is None or fmt.write is None:
+        raise OptionError("", field="--format", expected=f"one of {writable_formats()}", found=repr(name))
+    return fmt
+
+
+def check_options(options: ExportOptions) -> None:
+    writer_for(options.format)
+    if options.link not in LINK_MODES:
+        raise OptionError("", field="--link", expected=f"one of {list(LINK_MODES)}", found=repr(options.link))
+    if options.default_split not in SPLITS:
+        raise OptionError("", field="--default-split", expected=f"one of {list(SPLITS)}",
+                          found=repr(options.default_split))
+
+
+def _inside(child: Path, parent: Path) -> bool:
+    c, p = os.path.realpath(child), os.path.realpath(parent)
+    return c == p or c.startswith(p.rstrip(os.sep) + os.sep)
+
+
+def check_target(out: Path, overwrite: bool, protected: Sequence[Path] = ()) -> None:
+    """Refuse an ``--out`` that is a file, non-empty (without ``overwrite``), or
+    would swallow a protected folder (workspace, sources) when replaced."""
+    if out.exists() and not out.is_dir():
+        raise ExportError("", file=out, expected="a folder for the export", found="a file")
+    for p in protected:
+        if _inside(p, out):
+            raise ExportError("", file=out, expected="an output folder outside the workspace and the sources",
+                              found=f"a folder holding {p}", hint="choose another --out")
+        if _inside(out, p) and p.is_dir():
+            raise ExportError("", file=out, expected="an output folder outside the sources",
+                              found=f"a folder inside the source {p}", hint="sources are never written to")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        n = sum(1 for _ in out.iterdir())
+        raise ExportError("", file=out, expected="an empty or new folder", found=f"a folder with {n} entries",
+                          hint="pass --overwrite to replace it")
+
+
+def make_staging(out: Path) -> Path:
+    """A hidden folder next to ``out`` (same file system, so the final rename is atomic)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.parent / f".{out.name}.curate-{uuid.uuid4().hex[:8]}.tmp"
+    staging.mkdir()
+    return staging
+
+
+def publish(staging: Path, out: Path, overwrite: bool) -> None:
+    """Rename ``staging`` to ``out``; an existing ``out`` is replaced only with ``overwrite``."""
+    if out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
+    if not os.path.lexists(out):
+        os.replace(staging, out)
+        return
+    if not overwrite:  # something appeared while we were writing
+        raise ExportError("", file=out, expected="an empty or new folder", found="a non-empty folder",
+                          hint="pass --overwrite to replace it")
+    old = out.parent / f".{out.name}.curate-old-{uuid.uuid4().hex[:8]}"
+    os.replace(out, old)
+    try:
+        os.replace(staging, out)
+    except BaseException:
+        os.replace(old, out)
+        raise
+    if old.is_dir() and not old.is_symlink():
+        shutil.rmtree(old)
+    else:
+        old.unlink()
+
+
+# -- the plan ----------------------------------------------------------------
+
+def unique_names(rel_paths: Sequence[str], sample_ids: Sequence[str], exts: Sequence[str] | None = None) -> list[str]:
+    """One output file name per row, unique by case-insensitive stem."""
+    stems = [Path(p).stem for p in rel_paths]
+    exts = list(exts) if exts is not None else [Path(p).suffix for p in rel_paths]
+    counts: dict[str, int] = {}
+    for s in stems:
+        counts[s.lower()] = counts.get(s.lower(), 0) + 1
+    names = [f"{s}-{sid[:8]}" if counts[s.lower()] > 1 else s for s, sid in zip(stems, sample_ids, strict=True)]
+    taken: dict[str, int] = {}
+    for n in names:
+        taken[n.lower()] = taken.get(n.lower(), 0) + 1
+    # A suffixed name can meet a real one ("x-11111111" next to "x"): fall back to the full id.
+    names = [f"{s}-{sid}" if taken[n.lower()] > 1 else n for n, s, sid in zip(names, stems, sample_ids, strict=True)]
+    return [n + e for n, e in zip(names, exts, strict=True)]
+
+
+def plan_export(manifest: pd.DataFrame, annotations: pd.DataFrame | None, default_split: str = "train"
+                ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(plan, boxes): the kept rows with split, output name and action; their boxes."""
+    kept = manifest[manifest["status"] == "kept"].copy()
+    if not len(kept):
+        raise ExportError("", field="status", expected="at least one kept row to export", found="none",
+                          hint="see `curate status WS`")
+    no_size = kept["width"].isna() | kept["height"].isna()
+    if no_size.any():
+        raise ExportError("", field="width/height", expected="a probed size on every kept row",
+                          found=f"{int(no_size.sum())} rows without one", hint="re-run `curate ingest`")
+    kept["split"] = kept["split"].where(kept["split"].notna(), default_split)
+    kept["_order"] = kept["split"].map(SPLIT_ORDER).fillna(len(SPLIT_ORDER))
+    kept = kept.sort_values(["_order", "rel_path", "sample_id"], kind="mergesort").drop(columns="_order")
+    actions, exts, whys = [], [], []
+    for row in kept[["path", "format", "exif_orientation"]].itertuples(index=False):
+        orientation = None if pd.isna(row.exif_orientation) else int(row.exif_orientation)
+        action, ext, why = image_action(row.format if isinstance(row.format, str) else None, orientation,
+                                        Path(row.path).suffix)
+        actions.append(action)
+        exts.append(ext)
+        whys.append(why)
+    kept["action"], kept["why"] = actions, whys
+    kept["name"] = unique_names(kept["rel_path"].tolist(), kept["sample_id"].tolist(), exts)
+    kept["width"] = kept["width"].astype("int64")
+    kept["height"] = kept["height"].astype("int64")
+    cols = ["sample_id", "path", "origin_path", "rel_path", "split", "label", "width", "height", "mode",
+            "action", "why", "name"]
+    plan = kept[cols].reset_index(drop=True)
+    ann = annotations if annotations is not None else pd.DataFrame(columns=["sample_id"])
+    boxes = ann[ann["sample_id"].isin(set(plan["sample_id"]))].reset_index(drop=True) if len(ann) else ann.iloc[0:0]
+    if len(boxes) and boxes["label"].isna().any():
+        raise ExportError("", field="annotations.label", expected="a label on every box",
+                          found=f"{int(boxes['label'].isna().sum())} boxes without one")
+    return plan, boxes
+
+
+# -- write and verify --------------------------------------------------------
+
+def write_options(options: ExportOptions) -> WriteOptions:
+    extra = {**options.extra, "split_dirs": options.split_dirs, "voc_one_based": options.voc_one_based}
+    if options.classes is not None:
+        extra["classes"] = list(options.classes)
+    return WriteOptions(link=options.link, default_split=options.default_split, extra=extra)
+
+
+def write_dataset(plan: pd.DataFrame, boxes: pd.DataFrame, target: Path, options: ExportOptions) -> dict[str, Any]:
+    """Write ``plan`` into the (staging) folder ``target`` and verify it; return the summary."""
+    fmt = writer_for(options.format)
+    assert fmt.write is not None  # writer_for checked it; a registry invariant
+    result = fmt.write(plan, boxes, target, write_options(options))
+    checked = 0
+    if options.verify:
+        problems, checked = verify_export(fmt, plan, boxes, target, result, options)
+        if problems:
+            shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+            raise ExportError(f"the export did not read back as written ({len(problems)} differences): {shown}",
+                              file=options.out, hint="nothing was written; please report this as a bug")
+    splits = plan["split"].value_counts()
+    summary: dict[str, Any] = {
+        "format": options.format,
+        "out": str(Path(options.out).absolute()),
+        "images": len(plan),
+        "boxes": len(boxes),
+        "splits": {s: int(splits[s]) for s in sorted(splits.index, key=lambda s: SPLIT_ORDER.get(s, 9))},
+        "classes": len(result.get("classes", [])),
+        {"copy": "copied", "hardlink": "hardlinked", "symlink": "symlinked"}[options.link]:
+            int((plan["action"] == "link").sum()),
+        "reencoded": {str(k): int(v) for k, v in plan.loc[plan["action"] == "encode", "why"].value_counts().items()},
+        "verified": f"{checked} images read back" if options.verify else "skipped (--no-verify)",
+    }
+    if result.get("warnings"):
+        summary["warnings"] = list(result["warnings"])
+    summary["_files"] = result["files"]
+    summary["_classes"] = result.get("classes", [])
+    return summary
+
+
+def _displayed_size(path: Path) -> tuple[int, int] | None:
+    from PIL import Image
+
+    from curate.imageio import displayed_size, exif_orientation, register_openers
+
+    register_openers()
+    try:
+        with Image.open(path) as im:
+            return displayed_size(im.size, exif_orientation(im))
+    except Exception:  # an unreadable export file is reported as a difference
+        return None
+
+
+def _box_key(b: tuple[str, float, float, float, float]) -> tuple[Any, ...]:
+    return (b[0], *(round(v, 3) for v in b[1:]))
+
+
+def verify_export(fmt: Format, plan: pd.DataFrame, boxes: pd.DataFrame, root: Path, result: dict[str, Any],
+                  options: ExportOptions) -> tuple[list[str], int]:
+    """Read ``root`` back with ``fmt``'s reader and list every difference from the plan."""
+    assert fmt.read is not None  # every writable format is readable
+    read_path = root / result.get("read_path", ".")
+    extra = {"voc_one_based": options.voc_one_based}
+    back = fmt.read(read_path, ReadOptions(follow_links=True, extra=extra))
+    carries = result.get("carries", {})
+    files: dict[str, str] = result["files"]
+    by_rel: dict[str, Entry] = {}
+    for entry in back.entries:
+        by_rel[os.path.relpath(entry.path, root).replace(os.sep, "/")] = entry
+    problems: list[str] = []
+    expected_rel = set(files.values())
+    for rel in sorted(set(by_rel) - expected_rel):
+        problems.append(f"{rel}: not an exported image, found in the export")
+    grouped: dict[str, list[tuple[str, float, float, float, float]]] = {}
+    for b in boxes.itertuples(index=False):
+        grouped.setdefault(b.sample_id, []).append((str(b.label), float(b.x1), float(b.y1), float(b.x2), float(b.y2)))
+    for row in plan.itertuples(index=False):
+        out_rel = files.get(row.sample_id, "")
+        back_entry = by_rel.get(out_rel)
+        if back_entry is None:
+            problems.append(f"{out_rel or row.sample_id}: written but not read back")
+            continue
+        e = back_entry
+        if e.reason is not None:
+            problems.append(f"{out_rel}: read back as {e.reason}")
+            continue
+        w, h = int(row.width), int(row.height)
+        size = _displayed_size(root / out_rel)
+        if size != (w, h):
+            problems.append(f"{out_rel}: expected a {w}x{h} image, found {size}")
+        if carries.get("split") and e.split != row.split:
+            problems.append(f"{out_rel}: expected split {row.split}, found {e.split}")
+        label = None if pd.isna(row.label) else str(row.label)
+        if carries.get("labels") and e.label != label:
+            problems.append(f"{out_rel}: expected label {label!r}, found {e.label!r}")
+        if carries.get("boxes"):
+            want = sorted(grouped.get(row.sample_id, []), key=_box_key)
+            got = sorted(((b.label, *(_pixels(b, w, h))) for b in e.boxes), key=_box_key)
+            if len(want) != len(got):
+                problems.append(f"{out_rel}: expected {len(want)} boxes, found {len(got)}")
+                continue
+            for a, b in zip(want, got, strict=True):
+                tol = (BOX_TOLERANCE_FRAC * w, BOX_TOLERANCE_FRAC * h) * 2
+                if a[0] != b[0] or any(abs(x - y) > t for x, y, t in zip(a[1:], b[1:], tol, strict=True)):
+                    problems.append(f"{out_rel}: expected box {a}, found {b}")
+                    break
+    return problems, len(plan)
+
+
+def _pixels(b: Any, w: int, h: int) -> tuple[float, float, float, float]:
+    if b.normalized:
+        return b.x1 * w, b.y1 * h, b.x2 * w, b.y2 * h
+    return float(b.x1), float(b.y1), float(b.x2), float(b.y2)
+
+
+# -- the stage ---------------------------------------------------------------
+
+def protected_paths(manifest: pd.DataFrame, ws: Workspace | None) -> list[Path]:
+    """Folders an export must never replace: the workspace and every source root."""
+    out = [ws.root] if ws is not None else []
+    if ws is not None:
+        from curate.stages.ingest import load_sources
+
+        out += [Path(s["path"]) for s in load_sources(ws).values()]
+    return out
+
+
+def export_to(plan: pd.DataFrame, boxes: pd.DataFrame, options: ExportOptions, protected: Sequence[Path] = (),
+              staging: Path | None = None) -> dict[str, Any]:
+    """Write, verify and publish; nothing is left at ``--out`` (or in staging) on failure."""
+    out = Path(options.out).expanduser().absolute()
+    check_target(out, options.overwrite, protected)
+    staging = staging if staging is not None else make_staging(out)
+    try:
+        summary = write_dataset(plan, boxes, staging, options)
+        publish(staging, out, options.overwrite)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return summary
+
+
+def export(manifest: pd.DataFrame, options: ExportOptions, *, ws: Workspace,
+           annotations: pd.DataFrame | None = None) -> StageResult:
+    """Export the kept rows of a workspace; see the module docstring.
+
+    >>> # ws.run_stage("export", export, ExportOptions("yolo", "out/yolo"))  # doctest: +SKIP
+    """
+    check_options(options)
+    plan, boxes = plan_export(manifest, annotations, options.default_split)
+    summary = export_to(plan, boxes, options, protected_paths(manifest, ws))
+    files, classes = summary.pop("_files"), summary.pop("_classes")
+    exports = ws.root / "exports"
+    name = f"{utc_now().replace(':', '').replace('-', '').replace('.', '')}-{options.format}.parquet"
+    mapping = pd.DataFrame({"sample_id": list(files), "file": list(files.values())})
+    mapping = mapping.merge(plan[["sample_id", "origin_path", "action", "why"]], on="sample_id", how="left")
+    import pyarrow as pa
+
+    atomic_write_parquet(mapping, exports / name, pa.Schema.from_pandas(mapping, preserve_index=False))
+    record = {"export": {"out": summary["out"], "format": options.format, "map": f"exports/{name}",
+                         "classes": classes}}
+    return StageResult(manifest, None, summary=summary, record=record)

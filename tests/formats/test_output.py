@@ -1,0 +1,50 @@
+"""curate.formats.output: image policy, names, class lists, number text."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from curate.errors import ExportError
+from curate.formats.output import class_list, fmt_frac, fmt_num, image_action, natural_key
+
+
+@pytest.mark.parametrize("fmt, orientation, suffix, expected", [
+    ("JPEG", None, ".jpg", ("link", ".jpg", None)),  # the common case: bytes kept
+    ("JPEG", 1, ".JPEG", ("link", ".JPEG", None)),  # orientation 1 is upright; extension case kept
+    ("JPEG", None, ".jfif", ("link", ".jpg", None)),  # JPEG bytes under a name consumers skip: renamed only
+    ("MPO", None, ".jpg", ("link", ".jpg", None)),  # multi-picture JPEG decodes as JPEG everywhere
+    ("PNG", None, ".jpg", ("link", ".png", None)),  # PNG named .jpg: bytes kept, extension fixed
+    ("JPEG", 6, ".jpg", ("encode", ".jpg", "exif_orientation")),  # rotated phone photo: upright JPEG
+    ("PNG", 8, ".png", ("encode", ".png", "exif_orientation")),  # lossless source stays lossless
+    ("WEBP", None, ".jpg", ("encode", ".png", "format")),  # WebP named .jpg: Keras would skip it
+    ("TIFF", None, ".tif", ("encode", ".png", "format")),  # not in Keras' allow-list
+    ("HEIF", None, ".heic", ("encode", ".jpg", "format")),  # lossy source: JPEG, not a huge PNG
+    ("GIF", None, ".gif", ("encode", ".png", "format")),  # first frame of an animation
+    (None, None, ".jpg", ("encode", ".png", "format")),  # unknown content: re-encoded, never trusted
+])
+def test_image_action(fmt, orientation, suffix, expected):
+    assert image_action(fmt, orientation, suffix) == expected
+
+
+def test_natural_key_orders_numbers_as_numbers():
+    assert sorted(["label_10", "label_2", "Label_1", "b"], key=natural_key) == ["b", "Label_1", "label_2", "label_10"]
+
+
+def test_class_list_keeps_declared_order_and_rejects_unknown_labels():
+    assert class_list(["b", "a"], ["b", "a", "c"]) == ["b", "a", "c"]
+    with pytest.raises(ExportError) as e:
+        class_list(["a", "zebra"], ["a", "b"])
+    assert str(e.value) == ("--classes: expected every exported label among ['a', 'b'], found 1 missing: ['zebra'] "
+                            "(add them to --classes, or drop those rows first)")
+
+
+@given(st.floats(min_value=-1e9, max_value=1e9, allow_nan=False))
+def test_fmt_num_reads_back_exactly(v):
+    assert float(fmt_num(v)) == v
+
+
+@given(st.floats(min_value=0, max_value=1))
+def test_fmt_frac_error_is_below_1e_8(v):
+    assert abs(float(fmt_frac(v)) - v) <= 5e-9 + 1e-15

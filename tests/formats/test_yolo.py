@@ -1,0 +1,162 @@
+"""YOLO detect: converters, label lines, every golden layout (Ultralytics,
+Roboflow, Darknet, loose), malformed input, and data.yaml on output."""
+
+from __future__ import annotations
+
+import shutil
+
+import pandas as pd
+import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
+
+from curate.errors import FormatError
+from curate.formats import detect
+from curate.formats.base import ReadOptions, WriteOptions
+from curate.formats.yolo import (
+    LineError,
+    data_yaml,
+    parse_yolo_line,
+    read_yolo,
+    write_yolo,
+    xyxy_to_yolo_xywhn,
+    yolo_line,
+    yolo_xywhn_to_xyxy,
+)
+
+side = st.integers(min_value=1, max_value=10000)
+
+
+@given(st.data(), side, side)
+def test_xyxy_yolo_round_trip_within_1e_9_of_the_image(data, w, h):
+    x1, x2 = sorted((data.draw(st.floats(0, w)), data.draw(st.floats(0, w))))
+    y1, y2 = sorted((data.draw(st.floats(0, h)), data.draw(st.floats(0, h))))
+    back = yolo_xywhn_to_xyxy(xyxy_to_yolo_xywhn((x1, y1, x2, y2), (w, h)), (w, h))
+    tol = (1e-9 * w, 1e-9 * h) * 2
+    assert all(abs(a - b) <= t for a, b, t in zip(back, (x1, y1, x2, y2), tol, strict=True))
+
+
+@given(st.data(), side, side)
+def test_written_line_reads_back_within_1e_6_of_the_image(data, w, h):
+    """The text itself (8 decimals) keeps boxes within the export's verify tolerance."""
+    x1, x2 = sorted((data.draw(st.floats(0, w)), data.draw(st.floats(0, w))))
+    y1, y2 = sorted((data.draw(st.floats(0, h)), data.draw(st.floats(0, h))))
+    label, xyxyn, _ = parse_yolo_line(yolo_line(3, (x1, y1, x2, y2), (w, h)), {3: "c"})
+    got = (xyxyn[0] * w, xyxyn[1] * h, xyxyn[2] * w, xyxyn[3] * h)
+    tol = (1e-6 * w, 1e-6 * h) * 2
+    assert label == "c"
+    assert all(abs(a - b) <= t for a, b, t in zip(got, (x1, y1, x2, y2), tol, strict=True))
+
+
+@pytest.mark.parametrize("line, expected", [
+    ("0 0.5 0.5 0.2 0.4", ("a", (0.4, 0.3, 0.6, 0.7), None)),  # plain detect line
+    ("1 0.5 0.5 0.2 0.4 0.9", ("b", (0.4, 0.3, 0.6, 0.7), 0.9)),  # prediction with a score
+    ("1 0.1 0.2 0.5 0.2 0.3 0.8", ("b", (0.1, 0.2, 0.5, 0.8), None)),  # Ultralytics polygon: its bounds
+    ("  0   0.5\t0.5 0.2 0.4 ", ("a", (0.4, 0.3, 0.6, 0.7), None)),  # any whitespace
+])
+def test_parse_line(line, expected):
+    label, xyxy, score = parse_yolo_line(line, {0: "a", 1: "b"})
+    assert (label, tuple(round(v, 9) for v in xyxy), score) == expected
+
+
+@pytest.mark.parametrize("line, message", [
+    ("2 0.5 0.5 0.1 0.1", "class id: expected one of 0..1 (2 names), found 2"),  # id beyond names
+    ("-1 0.5 0.5 0.1 0.1", "class id: expected one of 0..1 (2 names), found -1"),
+    ("cat 0.5 0.5 0.1 0.1", "class id: expected an integer, found 'cat'"),  # a name, not an id
+    ("0 0.5 0.5 wide 0.1", "coordinates: expected numbers, found 0.5 0.5 wide 0.1"),
+    ("0 0.5 0.5", "values: expected class cx cy w h (or a polygon of x y pairs), found 3 values"),
+])
+def test_bad_line(line, message):
+    with pytest.raises(LineError) as e:
+        parse_yolo_line(line, {0: "a", 1: "b"})
+    assert str(e.value) == message
+
+
+@pytest.mark.parametrize("layout, rel_splits", [
+    # Darknet/CVAT: obj.data says train = data/train.txt, labels beside images
+    ("strict", {("obj_train_data/1.jpg", "train")}),
+    # obj.names + images/<split> + labels/<split>, and a README.txt at the top
+    ("labels", {("images/train/1.jpg", "train"), ("images/val/1.jpg", "val")}),
+    # obj.names + Images/ + Annotations/
+    ("annotations", {("Images/1.jpg", None)}),
+])
+def test_datumaro_layouts(corpus, layout, rel_splits):
+    root = corpus / "formats/datumaro/yolo_dataset" / layout
+    assert detect(root).name == "yolo"
+    res = read_yolo(root, ReadOptions())
+    assert {(e.rel_path, e.split) for e in res.entries} == rel_splits
+    assert res.classes == [f"label_{i}" for i in range(10)]
+    for e in res.entries:
+        assert e.reason is None
+        got = [(b.label, round(b.x1 * 15, 3), round(b.y1 * 10, 3), round(b.x2 * 15, 3), round(b.y2 * 10, 3))
+               for b in e.boxes]
+        assert got == [("label_2", 0.0, 2.0, 4.0, 4.0), ("label_4", 3.0, 3.0, 5.0, 6.0)]
+
+
+def test_roboflow_layout_valid_folder_is_val(corpus):
+    root = corpus / "formats/datumaro/roboflow_dataset/yolo"
+    res = read_yolo(root, ReadOptions())  # data.yaml says ../valid/images; the folder is val/
+    assert {(e.rel_path, e.split, len(e.boxes)) for e in res.entries} == {
+        ("train/images/train_001.jpg", "train", 1), ("train/images/train_002.jpg", "train", 1),
+        ("val/images/val_001.jpg", "val", 2)}
+
+
+def test_ultralytics_yaml_with_dict_names_and_background_image(tmp_path, skimage_dir):
+    for split in ("train", "valid"):
+        (tmp_path / "images" / split).mkdir(parents=True)
+        (tmp_path / "labels" / split).mkdir(parents=True)
+    shutil.copy(skimage_dir / "coffee.png", tmp_path / "images/train/a.png")
+    shutil.copy(skimage_dir / "chelsea.png", tmp_path / "images/valid/b.png")  # no label file: background
+    (tmp_path / "labels/train/a.txt").write_text("7 0.5 0.5 0.5 0.5\n\n")
+    (tmp_path / "data.yaml").write_text("path: .\ntrain: images/train\nval: images/valid\nnames:\n  0: cup\n  7: saucer\n")
+    res = read_yolo(tmp_path, ReadOptions())
+    got = {e.rel_path: (e.split, [b.label for b in e.boxes]) for e in res.entries}
+    assert got == {"images/train/a.png": ("train", ["saucer"]), "images/valid/b.png": ("val", [])}
+    assert res.classes == ["cup", "saucer"]
+
+
+def test_class_id_outside_names_names_the_file_and_line(tmp_path, skimage_dir):
+    (tmp_path / "images/train").mkdir(parents=True)
+    (tmp_path / "labels/train").mkdir(parents=True)
+    shutil.copy(skimage_dir / "coffee.png", tmp_path / "images/train/a.png")
+    (tmp_path / "labels/train/a.txt").write_text("0 0.5 0.5 0.1 0.1\n3 0.5 0.5 0.1 0.1\n")
+    (tmp_path / "data.yaml").write_text("train: images/train\nval: images/train\nnames: [cup, saucer]\n")
+    with pytest.raises(FormatError) as e:
+        read_yolo(tmp_path, ReadOptions())
+    assert str(e.value) == (f"{tmp_path / 'labels/train/a.txt'}: line 2: class id: "
+                            "expected one of 0..1 (2 names) in data.yaml, found 3")
+
+
+def test_no_class_list_is_an_error(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    with pytest.raises(FormatError) as e:
+        read_yolo(tmp_path, ReadOptions())
+    assert str(e.value) == (f"{tmp_path}: names: expected data.yaml with names, obj.names or classes.txt, "
+                            "found no class list (YOLO class ids mean nothing without one)")
+
+
+def test_data_yaml_always_has_val_for_ultralytics():
+    text, warnings = data_yaml(["train"], ["a"])
+    doc = yaml.safe_load(text)
+    assert doc == {"train": "images/train", "val": "images/train", "nc": 1, "names": {0: "a"}}
+    assert warnings == ["no val split: data.yaml val points at images/train (run `curate split` first)"]
+
+
+def test_writer_class_ids_match_names_across_splits(tmp_path, skimage_dir):
+    plan = pd.DataFrame([
+        {"sample_id": "s0", "path": str(skimage_dir / "coffee.png"), "split": "train", "name": "a.png",
+         "width": 600, "height": 400, "action": "link"},
+        {"sample_id": "s1", "path": str(skimage_dir / "chelsea.png"), "split": "val", "name": "b.png",
+         "width": 451, "height": 300, "action": "link"}])
+    boxes = pd.DataFrame([{"sample_id": "s0", "label": "zebra", "x1": 0, "y1": 0, "x2": 600, "y2": 400},
+                          {"sample_id": "s1", "label": "ant", "x1": 45.1, "y1": 30, "x2": 90.2, "y2": 60}])
+    write_yolo(plan, boxes, tmp_path, WriteOptions())
+    names = yaml.safe_load((tmp_path / "data.yaml").read_text())["names"]
+    assert names == {0: "ant", 1: "zebra"}
+    assert (tmp_path / "labels/train/a.txt").read_text() == "1 0.5 0.5 1 1\n"
+    assert (tmp_path / "labels/val/b.txt").read_text() == "0 0.15 0.15 0.1 0.1\n"
+    back = read_yolo(tmp_path, ReadOptions())
+    assert {e.rel_path: [b.label for b in e.boxes] for e in back.entries} == {
+        "images/train/a.png": ["zebra"], "images/val/b.png": ["ant"]}
