@@ -1,0 +1,475 @@
+"""``curate split``: leak-free, stratified train/val/test splits.
+
+The split is a table operation on the manifest; no image is opened.
+
+**Units.** Rows that must share a split are joined into one *unit* (a
+connected component of the rows' links, found with scipy in one pass):
+
+- a derived row (face crop, square, augmented copy) and its parent, up to the
+  source file it came from (``parent_id``);
+- the members of a duplicate group (``dup_group``, ``duplicate_of``),
+  including members dropped as ``duplicate``: they get their group's split so
+  that a later ``keep`` in review cannot leak a copy into another split;
+- with ``--group source|COLUMN``, every row sharing that column's value (all
+  photos of one person, all frames of one video). Duplicate groups and lineage
+  are always joined as well.
+
+A unit weighs as many samples as it has kept rows, counted per class.
+
+**Assignment.** Units keep an existing split (from the source, or an earlier
+run) unless ``--resplit``. Each class's target per split is ``ratio x kept
+rows of that class``. The free units are placed largest first (equal sizes in
+an order drawn from ``--seed``), each into the split where its class has the
+largest remaining deficit (for a unit holding several classes: the largest
+deficit weighted by its rows of each class). A split is never chosen while
+another has a larger deficit, so a split overshoots its target by less than
+one unit, and per-class counts end within one unit of their targets (the
+property tests in tests/stages/test_split.py check both, and determinism).
+
+**Small classes.** A class with fewer units than splits with a non-zero ratio
+cannot reach every split. Its units still go where the deficits say (mostly
+train) and the run reports it with the counts, as a warning; ``--strict``
+turns that into an error.
+
+Rows of a unit without kept rows (e.g. an unreadable file) keep their split.
+
+    >>> import pandas as pd
+    >>> from curate.schema import conform, MANIFEST_COLUMNS
+    >>> m = conform(pd.DataFrame({"sample_id": [f"s{i}" for i in range(10)], "status": ["kept"] * 10,
+    ...                           "label": ["cat"] * 10}), MANIFEST_COLUMNS)
+    >>> out = assign_splits(m, SplitOptions(ratios=parse_ratios("8:1:1"), seed=1))
+    >>> out["split"].value_counts().to_dict()
+    {'train': 8, 'val': 1, 'test': 1}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from curate.errors import OptionError
+from curate.schema import SPLITS
+from curate.workspace import StageResult, Workspace
+
+NONE_LABEL = "(none)"
+DEFAULT_RATIOS: dict[str, float] = {"train": 0.8, "val": 0.1, "test": 0.1}
+
+
+@dataclass
+class SplitOptions:
+    ratios: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_RATIOS))
+    seed: int = 0
+    stratify: str | None = "label"  # a column, or None for no stratification
+    group: str = "dup"  # dup | source | a manifest column
+    resplit: bool = False
+    strict: bool = False  # a class that cannot reach every split is an error, not a warning
+
+
+# -- options -----------------------------------------------------------------
+
+def parse_ratios(text: str) -> dict[str, float]:
+    """``"8:1:1"`` or ``"train=0.8,val=0.1,test=0.1"`` -> ratios summing to 1.
+
+    The colon form needs three numbers (train:val:test). The named form may
+    leave a split out (ratio 0) and accepts aliases such as ``valid``.
+
+    >>> parse_ratios("8:1:1")
+    {'train': 0.8, 'val': 0.1, 'test': 0.1}
+    >>> parse_ratios("train=3,valid=1")
+    {'train': 0.75, 'val': 0.25, 'test': 0.0}
+    """
+    from curate.formats.base import canonical_split
+
+    text = text.strip()
+    expected = "train:val:test numbers (e.g. 8:1:1) or named ratios (e.g. train=0.8,val=0.1,test=0.1)"
+    raw: dict[str, float] = dict.fromkeys(SPLITS, 0.0)
+    try:
+        if "=" in text:
+            for part in text.split(","):
+                if not part.strip():
+                    continue
+                name, _, value = part.partition("=")
+                split = canonical_split(name)
+                if split is None:
+                    raise OptionError("", field="--ratios", expected=f"split names {list(SPLITS)}",
+                                      found=repr(name.strip()))
+                raw[split] += float(value)
+        else:
+            parts = [p for p in text.replace("/", ":").split(":")]
+            if len(parts) != 3:
+                raise OptionError("", field="--ratios", expected=expected, found=repr(text))
+            raw = dict(zip(SPLITS, (float(p) for p in parts), strict=True))
+    except ValueError:
+        raise OptionError("", field="--ratios", expected=expected, found=repr(text)) from None
+    if any(v < 0 or not np.isfinite(v) for v in raw.values()) or sum(raw.values()) <= 0:
+        raise OptionError("", field="--ratios", expected="non-negative ratios with a positive sum", found=repr(text))
+    total = sum(raw.values())
+    return {s: raw[s] / total for s in SPLITS}
+
+
+def format_ratios(ratios: dict[str, float]) -> str:
+    return "/".join(f"{ratios.get(s, 0.0):.2f}" for s in SPLITS)
+
+
+# -- units -------------------------------------------------------------------
+
+def root_positions(manifest: pd.DataFrame) -> np.ndarray:
+    """Position of each row's root ancestor (the ingested row it descends from)."""
+    ids = pd.Index(manifest["sample_id"])
+    parent = ids.get_indexer(manifest["parent_id"].astype(object))
+    pos = np.arange(len(manifest))
+    root = np.where(parent >= 0, parent, pos)
+    for _ in range(64):  # lineage is shallow (crop of a square of a photo); 64 guards a cycle
+        nxt = np.where(parent[root] >= 0, parent[root], root)
+        if np.array_equal(nxt, root):
+            break
+        root = nxt
+    return root
+
+
+def _links_by_key(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Edges joining every row with a non-null value to the first row with that value."""
+    codes, _ = pd.factorize(values.astype(object), use_na_sentinel=True)
+    pos = np.arange(len(values))
+    has = codes >= 0
+    if not has.any():
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    first = np.full(codes.max() + 1, -1, dtype=np.int64)
+    # reversed assignment leaves the first occurrence in place
+    first[codes[has][::-1]] = pos[has][::-1]
+    return pos[has], first[codes[has]]
+
+
+def unit_ids(manifest: pd.DataFrame, group: str = "dup") -> np.ndarray:
+    """Component id of each row: rows that must share one split get the same id.
+
+    Joins lineage (``parent_id``), duplicate groups (``dup_group``,
+    ``duplicate_of``) and, unless ``group == "dup"``, equal values of ``group``.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n = len(manifest)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    ids = pd.Index(manifest["sample_id"])
+    pos = np.arange(n)
+    src, dst = [], []
+    parent = ids.get_indexer(manifest["parent_id"].astype(object))
+    m = parent >= 0
+    src.append(pos[m])
+    dst.append(parent[m])
+    for col in ("dup_group", "duplicate_of"):
+        a, b = _links_by_key(manifest[col])
+        src.append(a)
+        dst.append(b)
+        rep = ids.get_indexer(manifest[col].astype(object))  # also join the representative itself
+        m = rep >= 0
+        src.append(pos[m])
+        dst.append(rep[m])
+    if group != "dup":
+        a, b = _links_by_key(manifest[group])
+        src.append(a)
+        dst.append(b)
+    s, d = np.concatenate(src), np.concatenate(dst)
+    graph = coo_matrix((np.ones(len(s), dtype=np.int8), (s, d)), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    return labels.astype(np.int64)
+
+
+# -- assignment ----------------------------------------------------------------
+
+def _strata(manifest: pd.DataFrame, stratify: str | None) -> pd.Series:
+    if stratify is None:
+        return pd.Series(["(all)"] * len(manifest), index=manifest.index, dtype=object)
+    s = manifest[stratify].astype(object)
+    return s.where(s.notna(), NONE_LABEL).astype(str)
+
+
+def greedy_assign(
+    unit_counts: list[dict[str, int]],
+    ratios: dict[str, float],
+    fixed_counts: dict[str, dict[str, int]] | None = None,
+    order: np.ndarray | None = None,
+) -> list[str]:
+    """Place units into splits, largest first, each where its classes lack most.
+
+    ``unit_counts[u]`` maps class -> kept rows of unit ``u``; ``fixed_counts``
+    holds class -> split -> rows already placed (kept existing splits).
+    ``order`` is the processing order (a permutation) for equal-sized units.
+
+    >>> greedy_assign([{"a": 1}] * 10, {"train": 0.8, "val": 0.1, "test": 0.1}).count("train")
+    8
+    """
+    splits = [s for s in SPLITS if ratios.get(s, 0.0) > 0]
+    k = len(splits)
+    fixed_counts = fixed_counts or {}
+    classes = sorted({c for u in unit_counts for c in u} | set(fixed_counts))
+    cidx = {c: i for i, c in enumerate(classes)}
+    totals = [0.0] * len(classes)
+    deficit = [[0.0] * k for _ in classes]
+    for u in unit_counts:
+        for c, n in u.items():
+            totals[cidx[c]] += n
+    for c, per_split in fixed_counts.items():
+        totals[cidx[c]] += sum(per_split.values())
+    for c, i in cidx.items():
+        for j, s in enumerate(splits):
+            deficit[i][j] = ratios[s] * totals[i] - fixed_counts.get(c, {}).get(s, 0)
+    # Ties between equal deficits go to the split with the larger ratio, then SPLITS order.
+    pref = sorted(range(k), key=lambda j: (-ratios[splits[j]], j))
+    sizes = np.array([sum(u.values()) for u in unit_counts], dtype=np.int64)
+    if order is None:
+        order = np.arange(len(unit_counts))
+    # Largest first; among equal sizes, the given (seeded) order. lexsort: last key is primary.
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    seq = np.lexsort((rank, -sizes))
+    out = [""] * len(unit_counts)
+    for u in seq.tolist():
+        counts = unit_counts[u]
+        if not counts:
+            continue
+        if len(counts) == 1:
+            (c, n), = counts.items()
+            row = deficit[cidx[c]]
+            best = max(pref, key=lambda j: row[j])
+            row[best] -= n
+        else:
+            best = max(pref, key=lambda j: sum(n * deficit[cidx[c]][j] for c, n in counts.items()))
+            for c, n in counts.items():
+                deficit[cidx[c]][best] -= n
+        out[u] = splits[best]
+    return out
+
+
+def _unit_order(unit_keys: np.ndarray, seed: int) -> np.ndarray:
+    """A seeded permutation of units that does not depend on the manifest's row order."""
+    rng = np.random.default_rng(seed)
+    by_key = np.argsort(unit_keys, kind="stable")
+    perm = rng.permutation(len(unit_keys))
+    order = np.empty(len(unit_keys), dtype=np.int64)
+    order[perm] = by_key  # order[i]: the unit processed i-th among equals
+    return order
+
+
+def assign_splits(manifest: pd.DataFrame, options: SplitOptions) -> pd.DataFrame:
+    """The manifest with ``split`` filled for every unit that has kept rows."""
+    out = manifest.copy()
+    n = len(out)
+    if n == 0:
+        return out
+    units = unit_ids(out, options.group)
+    root = root_positions(out)
+    is_root = root == np.arange(n)
+    kept = (out["status"] == "kept").to_numpy()
+    strata = _strata(out, options.stratify).to_numpy()
+    existing = out["split"].astype(object).to_numpy()
+    has_split = pd.notna(existing)
+
+    # Units that keep an existing split: any root row already carries one.
+    fixed_split: dict[int, str] = {}
+    if not options.resplit:
+        df = pd.DataFrame({"unit": units, "split": existing, "kept": kept})[is_root & has_split]
+        if len(df):
+            # The unit's split: the most common among its kept roots (then all roots), ties in SPLITS order.
+            df["w"] = np.where(df["kept"], 1_000_000, 1)
+            df["order"] = df["split"].map({s: i for i, s in enumerate(SPLITS)})
+            votes = df.groupby(["unit", "split", "order"], as_index=False)["w"].sum()
+            votes = votes.sort_values(["unit", "w", "order"], ascending=[True, False, True], kind="mergesort")
+            fixed_split = dict(zip(votes.drop_duplicates("unit")["unit"], votes.drop_duplicates("unit")["split"],
+                                   strict=True))
+
+    # Kept rows per unit and class, for the units still to place.
+    counts = pd.DataFrame({"unit": units[kept], "cls": strata[kept]})
+    free_units = sorted(set(counts["unit"]) - set(fixed_split))
+    unit_counts: dict[int, dict[str, int]] = {u: {} for u in free_units}
+    free_mask = counts["unit"].isin(set(free_units))
+    for (u, c), v in counts[free_mask].groupby(["unit", "cls"]).size().items():
+        unit_counts[int(u)][str(c)] = int(v)
+
+    # Rows of fixed units: roots keep their own split, roots without one take the unit's.
+    final = existing.copy()
+    root_units = pd.Series(units)
+    if fixed_split:
+        fill = pd.Series(fixed_split)
+        take = is_root & ~has_split & root_units.isin(fill.index).to_numpy()
+        final[take] = root_units[take].map(fill).to_numpy()
+    fixed_counts: dict[str, dict[str, int]] = {}
+    fixed_rows = kept & root_units.isin(set(fixed_split)).to_numpy()
+    if fixed_rows.any():
+        fc = pd.DataFrame({"cls": strata[fixed_rows], "split": final[root[fixed_rows]]}).dropna()
+        for (c, s), v in fc.groupby(["cls", "split"]).size().items():
+            fixed_counts.setdefault(str(c), {})[str(s)] = int(v)
+
+    # The free units, placed greedily. Unit keys (smallest sample_id) make the order row-order independent.
+    keys = pd.Series(out["sample_id"].astype(str).to_numpy()).groupby(units).min()
+    free_keys = keys.reindex(free_units).to_numpy().astype(str)
+    order = _unit_order(free_keys, options.seed)
+    placed = greedy_assign([unit_counts[u] for u in free_units], options.ratios, fixed_counts, order)
+    if free_units:
+        placed_s = pd.Series(placed, index=free_units)
+        take = is_root & root_units.isin(placed_s.index).to_numpy()
+        final[take] = root_units[take].map(placed_s).to_numpy()
+    # Derived rows always follow their root origin.
+    derived = ~is_root
+    final[derived] = final[root[derived]]
+    out["split"] = pd.Series(final, index=out.index, dtype=object)
+    return out
+
+
+# -- reporting -----------------------------------------------------------------
+
+def split_counts(manifest: pd.DataFrame, stratify: str | None = "label") -> dict[str, dict[str, int]]:
+    """Kept rows per class and split: ``{class: {split: n}}`` (split ``(none)`` when unset)."""
+    kept = manifest[manifest["status"] == "kept"]
+    if not len(kept):
+        return {}
+    cls = _strata(kept, stratify)
+    spl = kept["split"].astype(object).where(kept["split"].notna(), NONE_LABEL)
+    table = pd.crosstab(cls.to_numpy(), spl.to_numpy())
+    return {str(c): {str(s): int(v) for s, v in row.items() if v} for c, row in table.iterrows()}
+
+
+def ratio_report(counts: dict[str, dict[str, int]], ratios: dict[str, float]) -> dict[str, Any]:
+    """Achieved ratio per class and split, and the largest deviation from ``ratios``."""
+    per_class: dict[str, dict[str, float]] = {}
+    worst: dict[str, Any] = {"class": None, "split": None, "achieved": None, "target": None, "deviation": 0.0}
+    for c, per in sorted(counts.items()):
+        total = sum(v for s, v in per.items() if s in SPLITS)
+        if not total:
+            continue
+        per_class[c] = {s: round(per.get(s, 0) / total, 4) for s in SPLITS}
+        for s in SPLITS:
+            dev = per.get(s, 0) / total - ratios.get(s, 0.0)
+            if abs(dev) > abs(worst["deviation"]) + 1e-12:
+                worst = {"class": c, "split": s, "achieved": round(per.get(s, 0) / total, 4),
+                         "target": round(ratios.get(s, 0.0), 4), "deviation": round(dev, 4)}
+    overall: dict[str, int] = {s: 0 for s in SPLITS}
+    for per in counts.values():
+        for s in SPLITS:
+            overall[s] += per.get(s, 0)
+    n = sum(overall.values())
+    return {
+        "per_class": per_class,
+        "overall": {s: round(v / n, 4) if n else 0.0 for s, v in overall.items()},
+        "largest_deviation": worst,
+    }
+
+
+def small_class_problems(
+    manifest: pd.DataFrame, options: SplitOptions, counts: dict[str, dict[str, int]]
+) -> list[str]:
+    """Classes with fewer units than splits with a non-zero ratio, with their counts."""
+    splits = [s for s in SPLITS if options.ratios.get(s, 0) > 0]
+    kept = (manifest["status"] == "kept").to_numpy()
+    if not kept.any():
+        return []
+    units = unit_ids(manifest, options.group)
+    strata = _strata(manifest, options.stratify).to_numpy()
+    per = pd.DataFrame({"cls": strata[kept], "unit": units[kept]}).groupby("cls")["unit"].agg(["nunique", "size"])
+    out = []
+    for c, row in per.iterrows():
+        if row["nunique"] < len(splits):
+            got = ", ".join(f"{s} {counts.get(str(c), {}).get(s, 0)}" for s in splits)
+            out.append(f"class {c!r} has {row['size']} kept rows in {row['nunique']} groups, fewer than the "
+                       f"{len(splits)} splits: cannot reach every split ({got})")
+    return out
+
+
+def _check_options(manifest: pd.DataFrame, options: SplitOptions) -> SplitOptions:
+    if options.stratify is not None and options.stratify not in manifest.columns:
+        raise OptionError("", field="--stratify", expected=f"a manifest column or 'none'",
+                          found=repr(options.stratify))
+    group = "source" if options.group == "source" else options.group
+    if group != "dup" and group not in manifest.columns:
+        cols = ", ".join(c for c in manifest.columns if manifest[c].dtype == object)
+        raise OptionError("", field="--group", expected=f"dup, source or a manifest column ({cols})",
+                          found=repr(options.group))
+    if set(options.ratios) - set(SPLITS) or sum(options.ratios.values()) <= 0:
+        raise OptionError("", field="ratios", expected=f"ratios for {list(SPLITS)}", found=options.ratios)
+    stratify = options.stratify
+    if stratify == "label" and not manifest.loc[manifest["status"] == "kept", "label"].notna().any():
+        stratify = None  # no labels (e.g. a detection set): one stratum
+    return SplitOptions(dict(options.ratios), options.seed, stratify, group, options.resplit, options.strict)
+
+
+def split(manifest: pd.DataFrame, options: SplitOptions, *, ws: Workspace | None = None,
+          annotations: pd.DataFrame | None = None) -> StageResult:
+    """Stage: assign train/val/test to every unit with kept rows (see the module docstring)."""
+    opts = _check_options(manifest, options)
+    before = split_counts(manifest, opts.stratify)
+    out = assign_splits(manifest, opts)
+    after = split_counts(out, opts.stratify)
+    problems = small_class_problems(out, opts, after)
+    if problems and opts.strict:
+        raise OptionError("; ".join(problems), hint="add images, lower the number of splits, or drop --strict")
+    warnings = list(problems)
+    if not opts.resplit:
+        leaks = _straddling_units(out, opts.group)
+        if leaks:
+            warnings.append(f"{leaks} groups keep rows from the source in more than one split; "
+                            "`curate check` reports them, `--resplit` reassigns them")
+    changed = int((out["split"].astype(object).fillna("") != manifest["split"].astype(object).fillna("")).sum())
+    kept_existing = int(((manifest["status"] == "kept") & manifest["split"].notna()).sum()) if not opts.resplit else 0
+    summary = {
+        "ratios": {s: round(v, 4) for s, v in opts.ratios.items()},
+        "seed": opts.seed,
+        "stratify": opts.stratify,
+        "group": opts.group,
+        "resplit": opts.resplit,
+        "before": before,
+        "after": after,
+        "achieved": ratio_report(after, opts.ratios),
+        "rows_changed": changed,
+        "kept_existing": kept_existing,
+        "warnings": warnings,
+    }
+    return StageResult(out, None, summary=summary)
+
+
+def _straddling_units(manifest: pd.DataFrame, group: str) -> int:
+    kept = manifest["status"] == "kept"
+    if not kept.any():
+        return 0
+    units = unit_ids(manifest, group)
+    df = pd.DataFrame({"unit": units, "split": manifest["split"].astype(object)})[kept.to_numpy()]
+    n = df.dropna().groupby("unit")["split"].nunique()
+    return int((n > 1).sum())
+
+
+def format_report(summary: dict[str, Any], title: str) -> str:
+    """Terminal table: kept rows per class and split (before -> after) and, after a split, the
+    achieved ratios per class and the largest deviation."""
+    before, after = summary.get("before", {}), summary.get("after", {})
+    classes = sorted(set(before) | set(after))
+    if not classes:
+        return title + "\n  no kept rows"
+    cols = [s for s in [*SPLITS, NONE_LABEL] if any(s in d.get(c, {}) for d in (before, after) for c in classes)]
+    achieved = summary.get("achieved", {}).get("per_class", {})
+    cells = {}
+    for c in classes:
+        for s in cols:
+            b, a = before.get(c, {}).get(s, 0), after.get(c, {}).get(s, 0)
+            cells[c, s] = f"{b}" if a == b else f"{b} -> {a}"
+        if achieved:
+            cells[c, "ratios"] = format_ratios(achieved[c]) if c in achieved else "-"
+    if achieved:
+        cols.append("ratios")
+    cw = max(5, *(len(c) for c in classes))
+    widths = {s: max(len(s), *(len(cells[c, s]) for c in classes)) for s in cols}
+    lines = [title, "  " + "class".ljust(cw) + "".join(f"  {s:>{widths[s]}}" for s in cols)]
+    for c in classes:
+        lines.append("  " + c.ljust(cw) + "".join(f"  {cells[c, s]:>{widths[s]}}" for s in cols))
+    if summary.get("achieved"):
+        rep = summary["achieved"]
+        lines.append(f"  overall train/val/test {format_ratios(rep['overall'])} "
+                     f"(target {format_ratios(summary.get('ratios', {}))})")
+        w = rep["largest_deviation"]
+        if w["class"] is not None:
+            lines.append(f"  largest deviation: class {w['class']!r}, {w['split']} {w['achieved']:.2f} "
+                         f"vs target {w['target']:.2f} ({w['deviation']:+.2f})")
+    return "\n".join(lines)
