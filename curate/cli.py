@@ -297,6 +297,99 @@ def convert_cmd(source: Path, from_fmt: str, to_fmt: str, out: Path, json_mappin
     emit(convert(opts), as_json, "convert")
 
 
+# curate split / balance / check (issue 4)
+def _emit_report(summary: dict[str, Any], as_json: bool, text: str) -> None:
+    """Print a split/balance/check report: JSON, or the text table with warnings on stderr."""
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, default=str))
+        return
+    click.echo(text)
+    for w in summary.get("warnings") or []:
+        click.echo(f"warning: {w}", err=True)
+
+
+@cli.command("split")
+@workspace_argument
+@click.option("--ratios", default="8:1:1", show_default=True,
+              help="train:val:test numbers, or named: train=0.8,val=0.1,test=0.1.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the order of equal-sized groups.")
+@click.option("--stratify", default="label", show_default=True,
+              help="Column whose classes each get the ratios, or 'none'.")
+@click.option("--group", default="dup", show_default=True,
+              help="Rows that share a split: dup (duplicate groups), source, or a manifest column. "
+                   "Duplicate groups and derived copies are always kept together.")
+@click.option("--resplit", is_flag=True, help="Reassign every row; without it existing splits are kept.")
+@click.option("--strict", is_flag=True, help="Fail when a class has too few groups to reach every split.")
+@json_option
+def split_cmd(workspace: Path, ratios: str, seed: int, stratify: str, group: str, resplit: bool, strict: bool,
+              as_json: bool) -> None:
+    """Assign train/val/test per class; duplicates and copies never straddle splits."""
+    from curate.stages.split import SplitOptions, format_report, parse_ratios, split
+
+    ws = _open_ws(workspace)
+    opts = SplitOptions(parse_ratios(ratios), seed, None if stratify.lower() == "none" else stratify, group,
+                        resplit, strict)
+    result = ws.run_stage("split", split, opts)
+    _emit_report(result.summary, as_json, format_report(result.summary, f"split {ws.root} (seed {seed})"))
+
+
+@cli.command("balance")
+@workspace_argument
+@click.option("--target", default="median", show_default=True,
+              help="Rows per class in each balanced split: a number, or max, min, median of its classes.")
+@click.option("--strategy", type=click.Choice(["undersample", "oversample", "both"]), default="both",
+              show_default=True, help="Remove rows from big classes, add augmented copies to small ones, or both.")
+@click.option("--splits", default="train", show_default=True,
+              help="Comma-separated splits to balance ('none': rows without a split). val/test stay honest.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for ties and augmentation.")
+@click.option("--augment", default=None,
+              help="Copies' augmentation, KEY=VALUE,...: hflip, vflip, rotate_p (probabilities), rotate (degrees), "
+                   "brightness, contrast (fractions), crop (smallest area), min_visibility, min_box_side.")
+@click.option("--max-copies", type=click.IntRange(min=1), default=None, help="At most this many copies of one image.")
+@workers_option
+@json_option
+def balance_cmd(workspace: Path, target: str, strategy: str, splits: str, seed: int, augment: str | None,
+                max_copies: int | None, workers: int, as_json: bool) -> None:
+    """Even out class counts: diverse undersampling, augmented oversampling (boxes carried)."""
+    from curate.augment import parse_augment
+    from curate.stages.balance import BalanceOptions, balance, format_balance, parse_splits, parse_target
+
+    ws = _open_ws(workspace)
+    opts = BalanceOptions(parse_target(target), strategy, parse_splits(splits), seed, parse_augment(augment),
+                          max_copies_per_image=max_copies, workers=workers)
+    result = ws.run_stage("balance", balance, opts)
+    _emit_report(result.summary, as_json, format_balance(result.summary, f"balance {ws.root}"))
+
+
+@cli.command("check")
+@workspace_argument
+@click.option("--min-per-class", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Fail when a class has fewer kept source images.")
+@click.option("--min-side", "min_side_px", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Warn about kept images with a side below this many pixels.")
+@click.option("--max-aspect", type=click.FloatRange(min=1.0), default=4.0, show_default=True,
+              help="Warn about kept images whose long/short side ratio is above this.")
+@click.option("--near-bits", type=click.IntRange(0, 16), default=4, show_default=True,
+              help="Fail on kept pairs in different splits whose phash is at most this many bits apart.")
+@click.option("--group", default=None, help="As for split --group (default: the last split's).")
+@click.option("--skip", multiple=True, help="Check(s) to skip, by name; repeat or comma-separate.")
+@click.option("--strict", is_flag=True, help="Warnings fail the run too.")
+@json_option
+@click.pass_context
+def check_cmd(ctx: click.Context, workspace: Path, min_per_class: int, min_side_px: int, max_aspect: float,
+              near_bits: int, group: str | None, skip: tuple[str, ...], strict: bool, as_json: bool) -> None:
+    """Leakage and health report; exits 1 when a check fails (for CI)."""
+    from curate.stages.check import CheckOptions, check, format_check
+
+    ws = _open_ws(workspace)
+    names = tuple(n.strip() for s in skip for n in s.split(",") if n.strip())
+    opts = CheckOptions(min_per_class, min_side_px, max_aspect, near_bits, "phash", group, names, strict)
+    result = ws.run_stage("check", check, opts)
+    _emit_report(result.summary, as_json, format_check(result.summary, f"check {ws.root}"))
+    if result.summary["failed"]:
+        ctx.exit(1)
+
+
 def main() -> None:
     cli(prog_name="curate")
 
