@@ -1,0 +1,213 @@
+"""Pure box geometry for crops, pads and resizes (no pixels, no I/O).
+
+Conventions: boxes are ``xyxy`` in pixel-edge coordinates of an image's
+displayed frame, so ``(0, 0, w, h)`` is the whole ``w x h`` image and a box's
+width is ``x2 - x1``. A transform from one frame to another is an axis-aligned
+affine map ``x' = (x - crop_x1) * scale_x + offset_x`` (same for y), which is
+exactly what Pillow's ``Image.resize(size, box=crop)`` followed by a paste at
+``offset`` does to pixel edges.
+
+    >>> plan = square_plan((400, 200), 100, "pad")
+    >>> plan.resized_wh, plan.offset_xy
+    ((100, 50), (0, 25))
+    >>> plan.map_xyxy([(0, 0, 400, 200)]).tolist()
+    [[0.0, 25.0, 100.0, 75.0]]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+SQUARE_MODES = ("pad", "crop", "stretch")
+
+BoxXYXY = tuple[float, float, float, float]
+IntBoxXYXY = tuple[int, int, int, int]
+
+
+def clamp_xyxy(box: Sequence[float], wh: tuple[int, int]) -> BoxXYXY:
+    """``box`` limited to the ``w x h`` image (may become empty: x1 == x2)."""
+    w, h = wh
+    x1, y1, x2, y2 = (float(v) for v in box)
+    x1, x2 = min(max(x1, 0.0), w), min(max(x2, 0.0), w)
+    y1, y2 = min(max(y1, 0.0), h), min(max(y2, 0.0), h)
+    return x1, y1, max(x1, x2), max(y1, y2)
+
+
+def expand_xyxy(box: Sequence[float], margin_frac: float) -> BoxXYXY:
+    """Grow ``box`` by ``margin_frac`` of its width (left and right) and height (top and bottom).
+
+    >>> expand_xyxy((10, 10, 20, 30), 0.5)
+    (5.0, 0.0, 25.0, 40.0)
+    """
+    x1, y1, x2, y2 = (float(v) for v in box)
+    dx, dy = (x2 - x1) * margin_frac, (y2 - y1) * margin_frac
+    return x1 - dx, y1 - dy, x2 + dx, y2 + dy
+
+
+def crop_box_px(face_xyxy: Sequence[float], margin_frac: float, image_wh: tuple[int, int]) -> IntBoxXYXY | None:
+    """Integer crop box around a face: margin added, rounded outwards, clamped to the image.
+
+    None when nothing of it lies inside the image. A face at the image edge
+    gives a smaller, clamped crop rather than an error or negative coordinates.
+
+    >>> crop_box_px((-10, 5, 30, 45), 0.25, (100, 100))
+    (0, 0, 40, 55)
+    """
+    x1, y1, x2, y2 = expand_xyxy(face_xyxy, margin_frac)
+    box = (math.floor(x1), math.floor(y1), math.ceil(x2), math.ceil(y2))
+    cx1, cy1, cx2, cy2 = clamp_xyxy(box, image_wh)
+    if cx2 - cx1 < 1 or cy2 - cy1 < 1:
+        return None
+    return int(cx1), int(cy1), int(cx2), int(cy2)
+
+
+def box_area(box: Sequence[float]) -> float:
+    return max(0.0, float(box[2]) - float(box[0])) * max(0.0, float(box[3]) - float(box[1]))
+
+
+def intersection(a: Sequence[float], b: Sequence[float]) -> float:
+    iw = min(float(a[2]), float(b[2])) - max(float(a[0]), float(b[0]))
+    ih = min(float(a[3]), float(b[3])) - max(float(a[1]), float(b[1]))
+    return max(0.0, iw) * max(0.0, ih)
+
+
+def iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection over union of two boxes (0 when both are empty)."""
+    inter = intersection(a, b)
+    union = box_area(a) + box_area(b) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def io_min(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection over the smaller box's area: 1 when one box lies inside the other."""
+    smaller = min(box_area(a), box_area(b))
+    return intersection(a, b) / smaller if smaller > 0 else 0.0
+
+
+def tile_grid(wh: tuple[int, int], n: int, overlap_frac: float) -> list[IntBoxXYXY]:
+    """``n x n`` overlapping tiles covering the ``w x h`` image, row by row.
+
+    Neighbouring tiles overlap by ``overlap_frac`` of a tile's side, so a face
+    cut by one tile's border lies whole in the next one when it is smaller
+    than the overlap.
+
+    >>> tile_grid((100, 100), 2, 0.25)
+    [(0, 0, 57, 57), (43, 0, 100, 57), (0, 43, 57, 100), (43, 43, 100, 100)]
+    """
+    w, h = wh
+    if n <= 1:
+        return [(0, 0, w, h)]
+    tw, th = w / (n - (n - 1) * overlap_frac), h / (n - (n - 1) * overlap_frac)
+    xs = [round(i * tw * (1 - overlap_frac)) for i in range(n)]
+    ys = [round(j * th * (1 - overlap_frac)) for j in range(n)]
+    return [(x, y, w if i == n - 1 else min(w, round(x + tw)), h if j == n - 1 else min(h, round(y + th)))
+            for j, y in enumerate(ys) for i, x in enumerate(xs)]
+
+
+def boxes_into_crop(boxes: np.ndarray, crop_xyxy: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes (N x 4, parent frame) moved into a crop's frame and clipped to it.
+
+    Returns ``(boxes, keep)``: ``keep`` marks boxes with some area inside the crop.
+
+    >>> b, keep = boxes_into_crop(np.array([[5., 5., 15., 15.], [50., 50., 60., 60.]]), (10, 0, 30, 20))
+    >>> b[keep].tolist()
+    [[0.0, 5.0, 5.0, 15.0]]
+    """
+    x1, y1, x2, y2 = (float(v) for v in crop_xyxy)
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4) - np.array([x1, y1, x1, y1])
+    b[:, [0, 2]] = b[:, [0, 2]].clip(0.0, x2 - x1)
+    b[:, [1, 3]] = b[:, [1, 3]].clip(0.0, y2 - y1)
+    keep = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
+    return b, keep
+
+
+@dataclass(frozen=True)
+class SquarePlan:
+    """How a ``src_wh`` image becomes a ``size x size`` square.
+
+    The region ``crop_xyxy`` of the source is resized to ``resized_wh`` and
+    pasted at ``offset_xy`` on the square canvas; the rest is fill (pad mode).
+    """
+
+    mode: str
+    size: int
+    src_wh: tuple[int, int]
+    crop_xyxy: IntBoxXYXY
+    resized_wh: tuple[int, int]
+    offset_xy: tuple[int, int]
+
+    @property
+    def scale_xy(self) -> tuple[float, float]:
+        cx1, cy1, cx2, cy2 = self.crop_xyxy
+        return self.resized_wh[0] / (cx2 - cx1), self.resized_wh[1] / (cy2 - cy1)
+
+    def map_xyxy(self, boxes: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
+        """Boxes from the source frame into the square's frame (not clipped)."""
+        b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        sx, sy = self.scale_xy
+        cx, cy = self.crop_xyxy[0], self.crop_xyxy[1]
+        ox, oy = self.offset_xy
+        return np.column_stack([(b[:, 0] - cx) * sx + ox, (b[:, 1] - cy) * sy + oy,
+                                (b[:, 2] - cx) * sx + ox, (b[:, 3] - cy) * sy + oy])
+
+    def unmap_xyxy(self, boxes: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
+        """Boxes from the square's frame back into the source frame."""
+        b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        sx, sy = self.scale_xy
+        cx, cy = self.crop_xyxy[0], self.crop_xyxy[1]
+        ox, oy = self.offset_xy
+        return np.column_stack([(b[:, 0] - ox) / sx + cx, (b[:, 1] - oy) / sy + cy,
+                                (b[:, 2] - ox) / sx + cx, (b[:, 3] - oy) / sy + cy])
+
+    def carry_boxes(self, boxes: Sequence[Sequence[float]] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Boxes mapped into the square and clipped to the pasted image; ``(boxes, keep)``.
+
+        In crop mode a box outside the kept centre loses its area and is not kept.
+        """
+        m = self.map_xyxy(boxes)
+        ox, oy = self.offset_xy
+        rw, rh = self.resized_wh
+        m[:, [0, 2]] = m[:, [0, 2]].clip(ox, ox + rw)
+        m[:, [1, 3]] = m[:, [1, 3]].clip(oy, oy + rh)
+        keep = (m[:, 2] > m[:, 0]) & (m[:, 3] > m[:, 1])
+        return m, keep
+
+    def to_record(self) -> dict[str, Any]:
+        """The plan as a JSON-able record (part of a derived row's ``transform``)."""
+        return {
+            "mode": self.mode, "size": self.size, "src_wh": list(self.src_wh), "crop_xyxy": list(self.crop_xyxy),
+            "resized_wh": list(self.resized_wh), "offset_xy": list(self.offset_xy),
+            "scale_xy": [round(s, 9) for s in self.scale_xy],
+        }
+
+
+def square_plan(src_wh: tuple[int, int], size: int, mode: str) -> SquarePlan:
+    """Plan a ``size x size`` square from a ``src_wh`` image.
+
+    - ``pad``: the whole image, scaled so its long side is ``size``, centred on
+      a fill canvas (aspect kept; the smaller margin is on the top/left side);
+    - ``crop``: the centred square of side min(w, h), scaled to ``size``;
+    - ``stretch``: the whole image, scaled to ``size x size`` (aspect changes).
+
+    >>> square_plan((300, 200), 100, "crop").crop_xyxy
+    (50, 0, 250, 200)
+    """
+    w, h = int(src_wh[0]), int(src_wh[1])
+    if w < 1 or h < 1 or size < 1:
+        raise ValueError(f"square_plan needs positive sizes, got src {w}x{h}, size {size}")
+    if mode == "pad":
+        s = size / max(w, h)
+        rw, rh = (size, max(1, round(h * s))) if w >= h else (max(1, round(w * s)), size)
+        return SquarePlan(mode, size, (w, h), (0, 0, w, h), (rw, rh), ((size - rw) // 2, (size - rh) // 2))
+    if mode == "crop":
+        side = min(w, h)
+        cx, cy = (w - side) // 2, (h - side) // 2
+        return SquarePlan(mode, size, (w, h), (cx, cy, cx + side, cy + side), (size, size), (0, 0))
+    if mode == "stretch":
+        return SquarePlan(mode, size, (w, h), (0, 0, w, h), (size, size), (0, 0))
+    raise ValueError(f"square mode must be one of {SQUARE_MODES}, got {mode!r}")

@@ -1,0 +1,105 @@
+"""Lineage of derived rows: which rows a transform reads, what it replaces, and tracing back.
+
+Transform stages (``curate faces``, ``curate square``) make derived rows with
+``parent_id`` set and ``layout`` naming the stage. The rules here make them
+re-runnable:
+
+- a transform reads the rows a fresh run would read: kept rows that do not
+  descend from its own outputs, plus the rows it dropped itself last time
+  (so ``superseded`` parents are processed again, not their crops);
+- rows decided by a person (``decided_by == "review"``) are never changed;
+- a derived row a re-run no longer produces (its options changed) is dropped
+  as ``superseded`` with a detail starting ``stale:``, and so are its kept
+  descendants; if a later run produces it again it is kept again.
+
+    >>> import pandas as pd
+    >>> m = pd.DataFrame({"sample_id": ["a", "b", "c"], "parent_id": [None, "a", "b"]})
+    >>> trace(m, "c")
+    ['c', 'b', 'a']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import pandas as pd
+
+STALE_PREFIX = "stale:"
+REVIEW = "review"
+
+
+def _children_index(manifest: pd.DataFrame) -> dict[str, list[str]]:
+    kids: dict[str, list[str]] = {}
+    sub = manifest[manifest["parent_id"].notna()]
+    for sid, pid in zip(sub["sample_id"], sub["parent_id"], strict=True):
+        kids.setdefault(str(pid), []).append(str(sid))
+    return kids
+
+
+def descendants(manifest: pd.DataFrame, ids: Iterable[str]) -> set[str]:
+    """Every row derived, directly or not, from ``ids`` (not including them)."""
+    kids = _children_index(manifest)
+    out: set[str] = set()
+    stack = [str(i) for i in ids]
+    while stack:
+        for k in kids.get(stack.pop(), []):
+            if k not in out:
+                out.add(k)
+                stack.append(k)
+    return out
+
+
+def trace(manifest: pd.DataFrame, sample_id: str) -> list[str]:
+    """The chain of sample_ids from ``sample_id`` back to its source row (itself first)."""
+    parent = dict(zip(manifest["sample_id"].astype(str), manifest["parent_id"], strict=True))
+    chain = [str(sample_id)]
+    while True:
+        p = parent.get(chain[-1])
+        if p is None or pd.isna(p) or p in chain:
+            return chain
+        chain.append(str(p))
+
+
+def is_stale(manifest: pd.DataFrame) -> pd.Series:
+    return (manifest["reason"] == "superseded") & manifest["detail"].fillna("").astype(str).str.startswith(STALE_PREFIX)
+
+
+def transform_inputs(manifest: pd.DataFrame, layout: str, *, reread: Iterable[str] = ("superseded",)) -> pd.Series:
+    """Rows the transform ``layout`` reads (index-aligned mask), review rows excluded.
+
+    ``reread``: reasons this transform gives its inputs; rows it dropped with
+    one of them are read again, so a re-run sees the same inputs as the first.
+    """
+    own_outputs = manifest["sample_id"][(manifest["layout"] == layout) & manifest["parent_id"].notna()]
+    below = set(own_outputs) | descendants(manifest, own_outputs)
+    not_below = ~manifest["sample_id"].isin(below)
+    by_me = (manifest["decided_by"] == layout) & manifest["reason"].isin(list(reread)) & ~is_stale(manifest)
+    by_person = manifest["decided_by"] == REVIEW
+    return not_below & ~by_person & ((manifest["status"] == "kept") | by_me)
+
+
+def mark_stale(manifest: pd.DataFrame, ids: Iterable[str], stage: str) -> tuple[pd.DataFrame, int]:
+    """Drop derived rows ``ids`` and their kept descendants as stale; (manifest, rows changed).
+
+    Rows decided in review, and rows already dropped for another reason, stay as they are.
+    """
+    ids = set(ids)
+    if not ids:
+        return manifest, 0
+    targets = ids | descendants(manifest, ids)
+    hit = manifest["sample_id"].isin(targets) & (manifest["decided_by"] != REVIEW)
+    hit &= (manifest["status"] == "kept") | (manifest["reason"] == "superseded") & ~is_stale(manifest)
+    out = manifest.copy()
+    detail = f"{STALE_PREFIX} not produced by the latest `curate {stage}` run (its options or input changed)"
+    out.loc[hit, ["status", "reason", "detail", "decided_by"]] = ["dropped", "superseded", detail, stage]
+    return out, int(hit.sum())
+
+
+def revive(manifest: pd.DataFrame, ids: Iterable[str], stage: str) -> tuple[pd.DataFrame, int]:
+    """Keep again the stale rows among ``ids`` (a re-run produced them again)."""
+    hit = manifest["sample_id"].isin(set(ids)) & is_stale(manifest) & (manifest["decided_by"] != REVIEW)
+    if not hit.any():
+        return manifest, 0
+    out = manifest.copy()
+    out.loc[hit, ["status", "reason", "detail", "decided_by"]] = ["kept", None, None, stage]
+    return out, int(hit.sum())

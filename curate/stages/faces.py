@@ -1,0 +1,687 @@
+"""``curate faces``: find faces with MediaPipe BlazeFace; crop them, or write them as boxes.
+
+Detection runs on the EXIF-displayed image (:func:`curate.imageio.load_display`)
+with the MediaPipe Tasks ``FaceDetector``. The default ``ensemble`` detector
+combines both BlazeFace models and tiles large images (measured in
+docs/faces.md: 27 of 28 hand-counted images right, against 22 for the bare
+short-range model):
+
+1. the image is shrunk (integer box filter) so its long side is at most
+   ``work_max_side_px``; faces are mapped back to full resolution;
+2. the short-range model (close-ups) and the full-range model (small faces,
+   groups) run on the whole image, keeping faces scoring ``min_confidence``;
+3. the full-range model runs again on 2 x 2 overlapping tiles, which makes
+   small faces larger in its 192 px input. Tile faces must score at least
+   ``tile_min_confidence`` and must not touch a tile border inside the image
+   (a cut face is found whole in the neighbouring tile);
+4. overlapping faces are merged by non-maximum suppression (IoU, and
+   intersection over the smaller box, so a face inside a bigger one counts once).
+
+Crop mode (default): each selected face becomes a derived row (image in
+``objects/``, ``parent_id`` set, crop box in the parent's frame in
+``transform``), and the parent is dropped as ``superseded``. Box mode
+(``--boxes``): faces are written to ``annotations.parquet`` (origin ``faces``)
+and the row stays. Either way an image without a face is dropped ``no_face``.
+
+Detections are cached per file content and detector settings in
+``WS/cache/``, so re-running with another margin or selection only crops.
+
+    >>> select_faces([Face((0, 0, 10, 10), 0.9), Face((20, 20, 60, 60), 0.8)], "largest", (100, 100))
+    [Face(xyxy=(20, 20, 60, 60), score=0.8, found_by='')]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import multiprocessing as mp
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from curate.errors import CurateError, OptionError
+from curate.geometry import box_area, boxes_into_crop, crop_box_px, io_min, iou, tile_grid
+from curate.lineage import mark_stale, revive, transform_inputs
+from curate.schema import ANNOTATION_COLUMNS, conform
+from curate.summary import summarize
+from curate.workspace import StageResult, Workspace, atomic_write_parquet
+
+LAYOUT = "faces"
+SELECT_MODES = ("largest", "all", "most-central")
+DETECTORS = ("ensemble", "short-range", "full-range")
+CLASS_FROM = ("face", "label")
+DETECTOR_VERSION = 1  # bump when detection changes, so cached detections are not reused
+CACHE_DIR = "cache"
+IN_PROCESS_MAX = 8  # fewer tasks than this run in-process: a worker's start (import mediapipe) costs ~1-2 s
+
+
+@dataclass(frozen=True)
+class Face:
+    """One face: box in the displayed image's pixels (xyxy), detector score, and which pass found it."""
+
+    xyxy: tuple[float, float, float, float]
+    score: float
+    found_by: str = ""
+
+    @property
+    def short_side_px(self) -> float:
+        return min(self.xyxy[2] - self.xyxy[0], self.xyxy[3] - self.xyxy[1])
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """Detection settings. Defaults were chosen on faces_misc/faces.csv (docs/faces.md)."""
+
+    detector: str = "ensemble"
+    min_confidence: float = 0.5
+    tile_min_confidence: float = 0.7
+    work_max_side_px: int = 1024
+    tile_grid_n: int = 2
+    tile_overlap_frac: float = 0.25
+    min_tile_px: int = 192  # the full-range model's input side: smaller tiles add nothing
+    tile_border_px: float = 2.0
+    nms_iou: float = 0.3
+    nms_io_min: float = 0.6
+    sure_score: float = 0.7  # below this, an ensemble face must be found by two passes
+
+    def model_keys(self) -> tuple[str, ...]:
+        return {"ensemble": ("short_range", "full_range"), "short-range": ("short_range",),
+                "full-range": ("full_range",)}[self.detector]
+
+    def cache_key(self, model_sha256: Mapping[str, str]) -> str:
+        import hashlib
+
+        rec = {**asdict(self), "version": DETECTOR_VERSION,
+               "models": {k: model_sha256[k] for k in self.model_keys()}}
+        return hashlib.sha1(json.dumps(rec, sort_keys=True).encode()).hexdigest()[:12]
+
+
+# -- pure parts ------------------------------------------------------------------
+
+def nms_faces(faces: Sequence[Face], iou_max: float = 0.3, io_min_max: float = 0.6) -> list[Face]:
+    """Greedy non-maximum suppression: best score first; drop faces overlapping a kept one.
+
+    A kept face's ``found_by`` lists every pass that found it (``+``-joined),
+    which :func:`confirmed` uses.
+
+    >>> nms_faces([Face((0, 0, 10, 10), 0.6, "a"), Face((1, 1, 10, 10), 0.9, "b"), Face((50, 50, 60, 60), 0.7, "a")])
+    [Face(xyxy=(1, 1, 10, 10), score=0.9, found_by='b+a'), Face(xyxy=(50, 50, 60, 60), score=0.7, found_by='a')]
+    """
+    kept: list[tuple[Face, list[str]]] = []
+    for f in sorted(faces, key=lambda f: -f.score):
+        for k, passes in kept:
+            if iou(f.xyxy, k.xyxy) > iou_max or io_min(f.xyxy, k.xyxy) > io_min_max:
+                if f.found_by and f.found_by not in passes:
+                    passes.append(f.found_by)
+                break
+        else:
+            kept.append((f, [f.found_by] if f.found_by else []))
+    return [Face(k.xyxy, k.score, "+".join(passes)) for k, passes in kept]
+
+
+def confirmed(faces: Sequence[Face], sure_score: float) -> list[Face]:
+    """Faces scoring at least ``sure_score``, or found by two or more passes (models/tiles).
+
+    A weak face seen by one model only is the typical false positive
+    (e.g. a backdrop next to a head); a real face is usually seen twice.
+    """
+    return [f for f in faces if f.score >= sure_score or len(f.found_by.split("+")) >= 2]
+
+
+def select_faces(faces: Sequence[Face], mode: str, image_wh: tuple[int, int], min_face_px: float = 0) -> list[Face]:
+    """Faces to keep: those at least ``min_face_px`` on their shorter side, then by ``mode``.
+
+    ``all`` keeps every one (best score first); ``largest`` the one with the
+    biggest box; ``most-central`` the one whose centre is nearest the image
+    centre (distances relative to the image size; ties go to the larger face).
+    """
+    big = [f for f in faces if f.short_side_px >= min_face_px]
+    if not big:
+        return []
+    if mode == "all":
+        return sorted(big, key=lambda f: -f.score)
+    if mode == "largest":
+        return [max(big, key=lambda f: (box_area(f.xyxy), f.score))]
+    if mode == "most-central":
+        w, h = image_wh
+
+        def off_centre(f: Face) -> float:
+            cx, cy = (f.xyxy[0] + f.xyxy[2]) / 2, (f.xyxy[1] + f.xyxy[3]) / 2
+            return math.hypot(cx / w - 0.5, cy / h - 0.5)
+
+        return [min(big, key=lambda f: (round(off_centre(f), 6), -box_area(f.xyxy)))]
+    raise OptionError("", field="--select", expected=f"one of {SELECT_MODES}", found=mode)
+
+
+def crop_transform(face: Face, crop_xyxy: Sequence[int], margin_frac: float, detector: str) -> dict[str, Any]:
+    """The ``transform`` record of a face crop; it is also the crop row's identity (derive.derived_id)."""
+    return {
+        "op": "face_crop",
+        "crop_xyxy": [int(v) for v in crop_xyxy],
+        "face_xyxy": [round(float(v), 1) for v in face.xyxy],
+        "score": round(float(face.score), 3),
+        "margin_frac": float(margin_frac),
+        "detector": f"{detector}-v{DETECTOR_VERSION}",
+    }
+
+
+def plan_crops(faces: Sequence[Face], image_wh: tuple[int, int], margin_frac: float,
+               detector: str) -> list[dict[str, Any]]:
+    """One transform record per face, skipping faces whose clamped crop is empty or repeats another."""
+    out, seen = [], set()
+    for f in faces:
+        box = crop_box_px(f.xyxy, margin_frac, image_wh)
+        if box is None or box in seen:
+            continue
+        seen.add(box)
+        out.append(crop_transform(f, box, margin_frac, detector))
+    return out
+
+
+def faces_to_json(faces: Sequence[Face]) -> str:
+    return json.dumps([[round(v, 2) for v in f.xyxy] + [round(f.score, 4), f.found_by] for f in faces])
+
+
+def faces_from_json(text: str) -> list[Face]:
+    return [Face((a, b, c, d), s, by) for a, b, c, d, s, by in json.loads(text)]
+
+
+# -- detection (MediaPipe) -------------------------------------------------------
+
+@contextlib.contextmanager
+def quiet_native_stderr() -> Iterator[None]:
+    """Silence the C++ log lines MediaPipe/LiteRT print on fd 2 (they ignore GLOG env vars)."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real fd 2 (embedded interpreters): nothing to silence
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+class FaceDetector:
+    """The configured BlazeFace model(s), created once and reused for many images.
+
+        >>> from curate.models import resolve  # doctest: +SKIP
+        >>> det = FaceDetector({k: str(r.path) for k, r in resolve().items()})  # doctest: +SKIP
+        >>> det.detect(image).faces  # doctest: +SKIP
+    """
+
+    def __init__(self, model_paths: Mapping[str, str], config: DetectorConfig | None = None) -> None:
+        self.config = config or DetectorConfig()
+        with quiet_native_stderr():
+            from mediapipe.tasks.python import BaseOptions, vision
+
+            self._vision = vision
+            self._models = {
+                key: vision.FaceDetector.create_from_options(vision.FaceDetectorOptions(
+                    base_options=BaseOptions(model_asset_path=str(model_paths[key])),
+                    min_detection_confidence=self.config.min_confidence,
+                ))
+                for key in self.config.model_keys()
+            }
+
+    def close(self) -> None:
+        with quiet_native_stderr():
+            for det in self._models.values():
+                det.close()
+        self._models = {}
+
+    def __enter__(self) -> FaceDetector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _run(self, key: str, rgb: np.ndarray) -> list[tuple[float, float, float, float, float]]:
+        import mediapipe as mp
+
+        image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
+        result = self._models[key].detect(image)
+        out = []
+        for d in result.detections:
+            b = d.bounding_box
+            out.append((float(b.origin_x), float(b.origin_y), float(b.origin_x + b.width),
+                        float(b.origin_y + b.height), float(d.categories[0].score)))
+        return out
+
+    def detect_array(self, rgb: np.ndarray, source_px_per_px: float = 1.0) -> list[Face]:
+        """Faces in an RGB array (H x W x 3, uint8), in its own pixels, after NMS.
+
+        ``source_px_per_px``: how many pixels of the original image one array
+        pixel stands for; tiles are used when they hold at least
+        ``min_tile_px`` original pixels on their shorter side.
+        """
+        cfg = self.config
+        h, w = rgb.shape[:2]
+        found: list[Face] = []
+        with quiet_native_stderr():
+            for key in self._models:
+                found += [Face((x1, y1, x2, y2), s, key) for x1, y1, x2, y2, s in self._run(key, rgb)]
+            tiles = tile_grid((w, h), cfg.tile_grid_n, cfg.tile_overlap_frac) if cfg.detector == "ensemble" else []
+            tile_side = min(tiles[0][2] - tiles[0][0], tiles[0][3] - tiles[0][1]) if tiles else 0
+            if tile_side * source_px_per_px >= cfg.min_tile_px:
+                for tx1, ty1, tx2, ty2 in tiles:
+                    for x1, y1, x2, y2, s in self._run("full_range", rgb[ty1:ty2, tx1:tx2]):
+                        if s < cfg.tile_min_confidence or _touches_inner_border(
+                                (x1, y1, x2, y2), (tx1, ty1, tx2, ty2), (w, h), cfg.tile_border_px):
+                            continue
+                        found.append(Face((x1 + tx1, y1 + ty1, x2 + tx1, y2 + ty1), s, "full_range/tile"))
+        merged = nms_faces(found, cfg.nms_iou, cfg.nms_io_min)
+        return confirmed(merged, cfg.sure_score) if cfg.detector == "ensemble" else merged
+
+    def detect(self, img: Any) -> list[Face]:
+        """Faces in a Pillow image (displayed frame), in its full-resolution pixels."""
+        w, h = img.size
+        k = max(1, math.ceil(max(w, h) / self.config.work_max_side_px))
+        # Image.reduce is an exact k x k box filter and fast; detection needs no more
+        # than ~1024 px (the models see 128/192 px), and it avoids a full-size array copy.
+        work = img.reduce(k) if k > 1 else img
+        sx, sy = w / work.width, h / work.height
+        faces = self.detect_array(np.asarray(work.convert("RGB")), min(sx, sy))
+        return [Face(_clip((f.xyxy[0] * sx, f.xyxy[1] * sy, f.xyxy[2] * sx, f.xyxy[3] * sy), w, h), f.score,
+                     f.found_by) for f in faces]
+
+
+def _clip(b: tuple[float, float, float, float], w: int, h: int) -> tuple[float, float, float, float]:
+    """Faces may reach past the image (BlazeFace predicts the whole face); keep the box inside."""
+    return (min(max(b[0], 0.0), w), min(max(b[1], 0.0), h), min(max(b[2], 0.0), w), min(max(b[3], 0.0), h))
+
+
+def _touches_inner_border(box: Sequence[float], tile: Sequence[int], wh: tuple[int, int], px: float) -> bool:
+    """Does ``box`` (in the tile's own pixels) touch a tile border that is not the image border?"""
+    x1, y1, x2, y2 = box
+    tx1, ty1, tx2, ty2 = tile
+    w, h = wh
+    return bool((tx1 > 0 and x1 <= px) or (ty1 > 0 and y1 <= px)
+                or (tx2 < w and x2 >= tx2 - tx1 - px) or (ty2 < h and y2 >= ty2 - ty1 - px))
+
+
+# -- options ---------------------------------------------------------------------
+
+@dataclass
+class FacesOptions:
+    """Options of ``curate faces`` (see ``curate faces --help``)."""
+
+    min_confidence: float = 0.5
+    margin_frac: float = 0.25
+    select: str | None = None  # None: "largest" for crops, "all" for --boxes
+    min_face_px: int = 0
+    boxes: bool = False
+    class_from: str = "face"
+    detector: str = "ensemble"
+    workers: int = 0
+    quality: int = 95
+    model_dir: str | None = None
+    progress: bool = False
+
+    @property
+    def select_mode(self) -> str:
+        return self.select or ("all" if self.boxes else "largest")
+
+    def check(self) -> None:
+        problems = [
+            ("--min-confidence", 0 < self.min_confidence <= 1, "a number in (0, 1]", self.min_confidence),
+            ("--margin", 0 <= self.margin_frac <= 5, "a fraction of the face box between 0 and 5", self.margin_frac),
+            ("--select", self.select is None or self.select in SELECT_MODES, f"one of {SELECT_MODES}", self.select),
+            ("--min-face-px", self.min_face_px >= 0, "0 or more pixels", self.min_face_px),
+            ("--class-from", self.class_from in CLASS_FROM, f"one of {CLASS_FROM}", self.class_from),
+            ("--detector", self.detector in DETECTORS, f"one of {DETECTORS}", self.detector),
+            ("--quality", 1 <= self.quality <= 100, "a JPEG quality between 1 and 100", self.quality),
+        ]
+        for name, ok, expected, found in problems:
+            if not ok:
+                raise OptionError("", field=name, expected=expected, found=found)
+        if self.class_from == "label" and not self.boxes:
+            raise OptionError("", field="--class-from", expected="--boxes together with --class-from label",
+                              found="crop mode", hint="box classes only exist in --boxes mode")
+
+
+@dataclass(frozen=True)
+class _WorkSettings:
+    ws_root: str
+    model_paths: dict[str, str]
+    detector: DetectorConfig
+    select: str
+    min_face_px: int
+    margin_frac: float
+    boxes: bool
+    quality: int
+
+
+@dataclass
+class _Task:
+    parent: dict[str, Any]
+    known: list[Face] | None = None  # cached detections: no need to detect again
+
+
+# -- per-image work (runs in worker processes) -------------------------------------
+
+_STATE: dict[str, Any] = {}
+
+
+def _init_worker(settings: _WorkSettings) -> None:
+    _STATE.clear()
+    _STATE["settings"] = settings
+
+
+def _detector(settings: _WorkSettings) -> FaceDetector:
+    det = _STATE.get("detector")
+    if det is None:  # one detector per worker process, made on first use
+        det = FaceDetector(settings.model_paths, settings.detector)
+        _STATE["detector"] = det
+    return det
+
+
+def process_image(task: _Task, settings: _WorkSettings, detector: FaceDetector | None = None) -> dict[str, Any]:
+    """Decode, detect (unless known), select, crop, encode and store one image.
+
+    A plain function of its inputs (the workspace path is the only shared
+    state), so it runs unchanged in a pool or on a distributed engine.
+    """
+    from curate.derive import store_derived, with_hashes
+    from curate.imageio import load_display
+
+    parent = task.parent
+    res: dict[str, Any] = {"sample_id": parent["sample_id"], "sha256": parent["sha256"], "faces": None,
+                           "wh": None, "rows": [], "error": None, "reason": None}
+    try:
+        img = load_display(parent["path"])
+    except CurateError as e:
+        missing = not Path(parent["path"]).exists()
+        res.update(error=str(e), reason="missing_file" if missing else "unreadable")
+        return res
+    res["wh"] = img.size
+    faces = task.known
+    if faces is None:
+        det = detector if detector is not None else _detector(settings)
+        faces = det.detect(img)
+    res["faces"] = faces
+    if settings.boxes:
+        return res
+    chosen = select_faces(faces, settings.select, img.size, settings.min_face_px)
+    ws = Workspace(Path(settings.ws_root))
+    for transform in plan_crops(chosen, img.size, settings.margin_frac, settings.detector.detector):
+        crop = img.crop(tuple(transform["crop_xyxy"]))
+        row = store_derived(ws, parent, crop, transform, layout=LAYOUT, quality=settings.quality)
+        res["rows"].append(with_hashes(row, crop))
+    return res
+
+
+def _pool_task(task: _Task) -> dict[str, Any]:
+    return process_image(task, _STATE["settings"])
+
+
+def _run_tasks(tasks: list[_Task], settings: _WorkSettings, workers: int, progress: bool) -> Iterator[dict[str, Any]]:
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(tasks), unit="img", file=sys.stderr, desc="faces")
+    try:
+        n = min(workers or os.cpu_count() or 1, len(tasks))
+        if n <= 1 or len(tasks) < IN_PROCESS_MAX:
+            need_detector = any(t.known is None for t in tasks)
+            det = FaceDetector(settings.model_paths, settings.detector) if need_detector else None
+            try:
+                for t in tasks:
+                    yield process_image(t, settings, det)
+                    if bar:
+                        bar.update()
+            finally:
+                if det is not None:
+                    det.close()
+            return
+        ctx = mp.get_context("spawn")  # no fork: the parent may hold threads (FiftyOne, pytest)
+        chunksize = max(1, min(8, len(tasks) // (n * 8)))
+        with ctx.Pool(n, initializer=_init_worker, initargs=(settings,)) as pool:
+            for r in pool.imap_unordered(_pool_task, tasks, chunksize=chunksize):
+                if bar:
+                    bar.update()
+                yield r
+    finally:
+        if bar:
+            bar.close()
+
+
+# -- detection cache ---------------------------------------------------------------
+
+def _cache_path(ws: Workspace, key: str) -> Path:
+    return ws.root / CACHE_DIR / f"faces-{key}.parquet"
+
+
+def _load_cache(ws: Workspace, key: str) -> dict[tuple[str, str], tuple[tuple[int, int], list[Face]]]:
+    path = _cache_path(ws, key)
+    if not path.exists():
+        return {}
+    try:
+        df = pd.read_parquet(path)
+    except Exception:  # a damaged cache only costs a re-detection
+        return {}
+    return {(r.sample_id, r.sha256): ((int(r.width), int(r.height)), faces_from_json(r.faces))
+            for r in df.itertuples(index=False)}
+
+
+def _save_cache(ws: Workspace, key: str, cache: dict[tuple[str, str], tuple[tuple[int, int], list[Face]]]) -> None:
+    import pyarrow as pa
+
+    rows = [{"sample_id": s, "sha256": h, "width": wh[0], "height": wh[1], "faces": faces_to_json(f)}
+            for (s, h), (wh, f) in cache.items()]
+    df = pd.DataFrame(rows, columns=["sample_id", "sha256", "width", "height", "faces"])
+    schema = pa.schema([("sample_id", pa.string()), ("sha256", pa.string()), ("width", pa.int64()),
+                        ("height", pa.int64()), ("faces", pa.string())])
+    atomic_write_parquet(df, _cache_path(ws, key), schema)
+
+
+# -- the stage ---------------------------------------------------------------------
+
+_PARENT_FIELDS = ("sample_id", "source", "path", "origin_path", "sha256", "label", "label_origin", "split",
+                  "rel_path", "format")
+
+
+def _parent_dict(row: pd.Series) -> dict[str, Any]:
+    return {k: (row[k] if pd.notna(row[k]) else None) for k in _PARENT_FIELDS}
+
+
+def _inputs(manifest: pd.DataFrame, boxes: bool) -> tuple[pd.Series, int]:
+    """Rows this run reads (mask), and how many were left alone because a person decided them."""
+    if boxes:
+        by_me = (manifest["decided_by"] == LAYOUT) & manifest["reason"].isin(["no_face", "unreadable", "missing_file"])
+        mask = (manifest["decided_by"] != "review") & ((manifest["status"] == "kept") | by_me)
+    else:
+        mask = transform_inputs(manifest, LAYOUT, reread=("superseded", "no_face", "unreadable", "missing_file"))
+    review = int(((manifest["decided_by"] == "review") & (manifest["status"] == "kept")).sum())
+    return mask & manifest["path"].notna(), review
+
+
+def faces(manifest: pd.DataFrame, options: FacesOptions, *, ws: Workspace,
+          annotations: pd.DataFrame | None = None) -> StageResult:
+    """Detect faces in the workspace's rows; crop them (default) or write them as boxes.
+
+        >>> from curate.workspace import Workspace  # doctest: +SKIP
+        >>> ws = Workspace.open("WS")  # doctest: +SKIP
+        >>> ws.run_stage("faces", faces, FacesOptions(select="all")).summary["faces"]  # doctest: +SKIP
+    """
+    from curate.derive import derived_id, upsert_rows
+    from curate.models import resolve
+
+    t0 = time.perf_counter()
+    options.check()
+    out = manifest.copy()
+    ann = annotations if annotations is not None else conform(pd.DataFrame(), ANNOTATION_COLUMNS)
+    mask, review_rows = _inputs(out, options.boxes)
+    rows = out[mask]
+    if options.class_from == "label":
+        unlabelled = rows[rows["label"].isna()]
+        if len(unlabelled):
+            example = ", ".join(unlabelled["rel_path"].astype(str).head(3))
+            raise OptionError("", field="--class-from label", expected="a label on every row to process",
+                              found=f"{len(unlabelled)} rows without one (e.g. {example})",
+                              hint="label them first, or use --class-from face")
+    cfg = DetectorConfig(detector=options.detector, min_confidence=options.min_confidence)
+    models = resolve(cfg.model_keys(), options.model_dir) if len(rows) else {}
+    key = cfg.cache_key({k: m.spec.sha256 for k, m in models.items()}) if models else ""
+    cache = _load_cache(ws, key) if key else {}
+    settings = _WorkSettings(str(ws.root), {k: str(m.path) for k, m in models.items()}, cfg, options.select_mode,
+                             options.min_face_px, options.margin_frac, options.boxes, options.quality)
+    existing_paths = dict(zip(out["sample_id"], out["path"], strict=True))
+
+    # Rows whose faces are cached and whose crops all exist need no pixels at all.
+    tasks: list[_Task] = []
+    results: list[dict[str, Any]] = []
+    for _, row in rows.iterrows():
+        parent = _parent_dict(row)
+        known = cache.get((parent["sample_id"], parent["sha256"]))
+        if known is None:
+            tasks.append(_Task(parent))
+            continue
+        wh, found = known
+        res = {"sample_id": parent["sample_id"], "sha256": parent["sha256"], "faces": found, "wh": wh,
+               "rows": [], "error": None, "reason": None, "cached": True}
+        if not options.boxes:
+            chosen = select_faces(found, settings.select, wh, settings.min_face_px)
+            plans = plan_crops(chosen, wh, settings.margin_frac, cfg.detector)
+            ids = [derived_id(parent["sample_id"], p) for p in plans]
+            if not all(i in existing_paths and Path(existing_paths[i]).exists() for i in ids):
+                tasks.append(_Task(parent, known=found))
+                continue
+            res["existing_ids"] = ids
+        results.append(res)
+    results += list(_run_tasks(tasks, settings, options.workers, options.progress))
+    order = {sid: n for n, sid in enumerate(rows["sample_id"])}
+    results.sort(key=lambda r: order[r["sample_id"]])  # the pool returns in any order; the manifest must not
+
+    # Apply the results: table operations only.
+    per_image: Counter[int] = Counter()
+    counts: Counter[str] = Counter()
+    warnings: list[str] = []
+    new_rows: list[dict[str, Any]] = []
+    produced_by_parent: dict[str, list[str]] = {}
+    boxes_out: list[dict[str, Any]] = []
+    label_of = dict(zip(out["sample_id"], out["label"], strict=True))
+    idx = pd.Series(out.index, index=out["sample_id"])
+    for res in results:
+        sid = res["sample_id"]
+        i = idx[sid]
+        if res["error"] is not None:
+            out.loc[i, ["status", "reason", "detail", "decided_by"]] = ["dropped", res["reason"], res["error"], LAYOUT]
+            warnings.append(res["error"])
+            counts["unreadable"] += 1
+            produced_by_parent[sid] = []
+            continue
+        found = res["faces"]
+        wh = tuple(res["wh"])
+        cache[(sid, res["sha256"])] = (wh, found)  # type: ignore[assignment]
+        counts["cached" if res.get("cached") else "detected"] += 1
+        chosen = select_faces(found, settings.select, wh, settings.min_face_px)  # type: ignore[arg-type]
+        per_image[len([f for f in found if f.short_side_px >= settings.min_face_px])] += 1
+        counts["faces_found"] += len(found)
+        if not chosen:
+            small = len(found)
+            detail = f"no face scoring >= {options.min_confidence:g}" + (
+                f" ({small} smaller than --min-face-px {options.min_face_px})" if small else "")
+            out.loc[i, ["status", "reason", "detail", "decided_by"]] = ["dropped", "no_face", detail, LAYOUT]
+            counts["no_face"] += 1
+            produced_by_parent[sid] = []
+            continue
+        if options.boxes:
+            cls = "face" if options.class_from == "face" else str(label_of[sid])
+            boxes_out += [{"sample_id": sid, "label": cls, "x1": f.xyxy[0], "y1": f.xyxy[1], "x2": f.xyxy[2],
+                           "y2": f.xyxy[3], "score": round(f.score, 4), "origin": LAYOUT, "iscrowd": False}
+                          for f in chosen]
+            if out.at[i, "status"] == "dropped":  # an earlier run found no face; this one does
+                # decided_by None: no stage decision stands, so ingest's duplicate marking still sees the row
+                out.loc[i, ["status", "reason", "detail", "decided_by"]] = ["kept", None, None, None]
+            counts["boxes"] += len(chosen)
+            continue
+        ids = res.get("existing_ids") or [r["sample_id"] for r in res["rows"]]
+        new_rows += res["rows"]
+        produced_by_parent[sid] = ids
+        out.loc[i, ["status", "reason", "detail", "decided_by"]] = [
+            "dropped", "superseded", f"{len(ids)} face crop{'s' if len(ids) != 1 else ''}", LAYOUT]
+        counts["crops"] += len(ids)
+
+    if options.boxes:
+        done = {r["sample_id"] for r in results}
+        ann = ann[~(ann["sample_id"].isin(done) & (ann["origin"] == LAYOUT))]
+        if boxes_out:
+            ann = pd.concat([ann, pd.DataFrame(boxes_out)], ignore_index=True)
+    else:
+        before = set(out["sample_id"])
+        out = upsert_rows(out, new_rows)
+        created = [r["sample_id"] for r in new_rows if r["sample_id"] not in before]
+        counts["crops_new"] = len(set(created))
+        ann = _carry_boxes(ann, new_rows, set(created))
+        produced = {i for ids in produced_by_parent.values() for i in ids}
+        out, counts["revived"] = revive(out, produced, LAYOUT)
+        previous = out[(out["layout"] == LAYOUT) & out["parent_id"].isin(list(produced_by_parent))]
+        stale = set(previous["sample_id"]) - produced
+        out, counts["stale"] = mark_stale(out, stale, LAYOUT)
+    if key and len(results):
+        _save_cache(ws, key, cache)
+
+    summary = {**summarize(out), "faces": {
+        "images": len(results),
+        "faces_per_image": {str(k): v for k, v in sorted(per_image.items())},
+        "faces_found": counts["faces_found"],
+        "select": settings.select,
+        ("boxes" if options.boxes else "crops"): counts["boxes" if options.boxes else "crops"],
+        "no_face": counts["no_face"],
+        "unreadable": counts["unreadable"],
+        "detected": counts["detected"],
+        "from_cache": counts["cached"],
+        "left_to_review": review_rows,
+        **({} if options.boxes else {"crops_new": counts["crops_new"], "stale": counts["stale"],
+                                     "revived": counts["revived"]}),
+        "seconds": round(time.perf_counter() - t0, 3),
+    }}
+    if warnings:
+        summary["warnings"] = warnings
+    record = {"models": {k: {"path": str(m.path), "sha256": m.spec.sha256, "found_in": m.found_in}
+                         for k, m in models.items()},
+              "detector": asdict(cfg), "detector_cache": key}
+    return StageResult(out, conform(ann, ANNOTATION_COLUMNS), summary=summary, record=record)
+
+
+def _carry_boxes(ann: pd.DataFrame, rows: list[dict[str, Any]], created: set[str]) -> pd.DataFrame:
+    """Boxes of each parent, moved into its new crops' frames (clipped; boxes outside are not carried)."""
+    if not len(ann) or not created:
+        return ann
+    by_parent = {pid: g for pid, g in ann.groupby("sample_id")}
+    extra = []
+    for r in rows:
+        if r["sample_id"] not in created or r["parent_id"] not in by_parent:
+            continue
+        g = by_parent[r["parent_id"]]
+        crop = json.loads(r["transform"])["crop_xyxy"]
+        moved, keep = boxes_into_crop(g[["x1", "y1", "x2", "y2"]].to_numpy(), crop)
+        part = g[keep].copy()
+        part[["x1", "y1", "x2", "y2"]] = moved[keep]
+        part["sample_id"] = r["sample_id"]
+        extra.append(part)
+    return pd.concat([ann, *extra], ignore_index=True) if extra else ann
+
+
+def record_options(options: FacesOptions) -> dict[str, Any]:
+    """Options as recorded in runs/ (JSON-able)."""
+    d = asdict(options)
+    d["select"] = options.select_mode
+    return d
+
