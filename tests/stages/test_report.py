@@ -1,0 +1,646 @@
+"""``curate report``: one self-contained HTML page of what happened to a workspace.
+
+Workspaces are built from real photos: the shared corpus (``corpus``) ingested
+for real, and, for the sections whose stages other modules own (split,
+balance, faces), rows written through the manifest contract exactly as those
+stages write them (``curate.derive.store_derived`` for derived images, reasons
+from the closed set, a ``runs/`` record per command). Core tests use
+scikit-image's bundled photos.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from PIL import Image, ImageOps
+
+from curate.cli import cli
+from curate.derive import store_derived, upsert_rows
+from curate.errors import OptionError
+from curate.report.thumbs import ThumbnailPool, thumbnail_bytes
+from curate.schema import MANIFEST_COLUMNS, conform, empty_annotations
+from curate.stages.ingest import IngestOptions, SourceSpec, ingest
+from curate.stages.report import (
+    ReportOptions,
+    balance_view,
+    count_tables,
+    duplicate_group_key,
+    leakage_tables,
+    render_report,
+    report,
+)
+from curate.workspace import Workspace
+
+SECTIONS = ["counts", "balance", "sizes", "duplicates", "dropped", "faces", "leakage", "runs"]
+VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+
+
+# ---------------------------------------------------------------------------
+# HTML helpers: a strict structural check and table extraction
+# ---------------------------------------------------------------------------
+
+class _Doc(HTMLParser):
+    """Parses a page; records structure errors, ids, links, tables and images per section."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.stack: list[str] = []
+        self.errors: list[str] = []
+        self.ids: list[str] = []
+        self.refs: list[tuple[str, str]] = []  # (attr, value) of src/href
+        self.tables: dict[str, list[list[str]]] = {}
+        self.images: dict[str, int] = {}  # section id -> <img> count
+        self.section_ran: dict[str, str] = {}
+        self._table: str | None = None
+        self._row: list[str] | None = None
+        self._cell: list[str] | None = None
+        self._section: str | None = None
+        self.text: list[str] = []
+        self.doctype = False
+
+    def handle_decl(self, decl: str) -> None:
+        self.doctype = decl.lower() == "doctype html"
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if "id" in a:
+            self.ids.append(str(a["id"]))
+        for name in ("src", "href", "srcset", "action", "poster", "data"):
+            if name in a:
+                self.refs.append((name, str(a[name])))
+        if "style" in a and "url(" in str(a["style"]):
+            self.errors.append(f"inline style with url(): {a['style']}")
+        if tag == "section":
+            self._section = str(a.get("id"))
+            self.section_ran[self._section] = str(a.get("data-ran"))
+        if tag == "img" and self._section:
+            self.images[self._section] = self.images.get(self._section, 0) + 1
+        if tag == "table":
+            self._table = str(a.get("id"))
+            self.tables[self._table] = []
+        if tag == "tr" and self._table:
+            self._row = []
+        if tag in ("td", "th") and self._row is not None:
+            self._cell = []
+        if tag not in VOID:
+            self.stack.append(tag)
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.handle_starttag(tag, attrs)
+        if tag not in VOID:
+            self.stack.pop()
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in VOID:
+            self.errors.append(f"end tag for void element <{tag}>")
+            return
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"</{tag}> closes <{self.stack[-1] if self.stack else None}>")
+            return
+        self.stack.pop()
+        if tag in ("td", "th") and self._cell is not None and self._row is not None:
+            self._row.append(" ".join("".join(self._cell).split()))
+            self._cell = None
+        elif tag == "tr" and self._row is not None and self._table:
+            self.tables[self._table].append(self._row)
+            self._row = None
+        elif tag == "table":
+            self._table = None
+        elif tag == "section":
+            self._section = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+        self.text.append(data)
+
+
+def parse(page: str) -> _Doc:
+    doc = _Doc()
+    doc.feed(page)
+    doc.close()
+    return doc
+
+
+def table(doc: _Doc, table_id: str) -> dict[str, list[str]]:
+    """Rows of a table as first cell -> other cells (header row excluded)."""
+    rows = doc.tables[table_id]
+    return {r[0]: r[1:] for r in rows[1:]}
+
+
+def assert_valid_and_self_contained(page: str) -> _Doc:
+    doc = parse(page)
+    assert doc.doctype, "missing <!DOCTYPE html>"
+    assert doc.errors == []
+    assert doc.stack == [], f"unclosed tags: {doc.stack}"
+    assert len(doc.ids) == len(set(doc.ids)), "duplicate id attributes"
+    for attr, value in doc.refs:
+        if attr == "href":
+            assert value.startswith("#") and value[1:] in doc.ids, f"href {value!r} is not an in-page anchor"
+        else:
+            assert value.startswith("data:image/"), f"{attr}={value[:60]!r} is not an inline image"
+    assert not re.search(r"<(script|link|iframe|object|embed)\b", page, re.I), "page loads or runs something"
+    assert "@import" not in page and "url(" not in page
+    return doc
+
+
+# ---------------------------------------------------------------------------
+# Workspaces
+# ---------------------------------------------------------------------------
+
+def _ingest_corpus(root: Path, corpus: Path) -> Workspace:
+    ws = Workspace.create(root)
+    specs = [SourceSpec(corpus / s) for s in ("faces_by_person", "faces_misc", "photos")]
+    ws.run_stage("ingest", ingest, IngestOptions(specs, workers=2))
+    return ws
+
+
+@pytest.fixture(scope="module")
+def corpus_ws(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    """The corpus ingested (faces_by_person, faces_misc, photos): only ingest has run."""
+    return _ingest_corpus(tmp_path_factory.mktemp("report") / "ws", corpus)
+
+
+def _rows(m: pd.DataFrame, source: str, rel_prefix: str) -> pd.DataFrame:
+    return m[(m["source"] == source) & m["rel_path"].str.startswith(rel_prefix)].sort_values("rel_path")
+
+
+def simulate_later_stages(ws: Workspace) -> dict[str, object]:
+    """Write split, balance and faces decisions through the manifest contract.
+
+    Those stages belong to other modules; the report relies only on the rows
+    and runs they leave, which are written here the same way: splits, a
+    ``balanced_out`` drop, augmented and face-crop derived rows made from the
+    real photos by ``store_derived``, superseded parents, a ``no_face`` drop,
+    a label conflict, and one run record per command. Returns what was done.
+    """
+    m = ws.read_manifest()
+    kept = m["status"] == "kept"
+    # split: everything kept in train, a few rows to val/test.
+    m.loc[kept, "split"] = "train"
+    for rel, split in (("jennifer/img3.jpg", "val"), ("jack/img16.jpg", "val"), ("mark/img13.jpg", "test")):
+        m.loc[(m["source"] == "faces_by_person") & (m["rel_path"] == rel), "split"] = split
+    # The exact-duplicate group of three: the source had put one copy in test.
+    group = m[m["rel_path"].str.startswith("imagededup_ukbench09380.")].sort_values("rel_path")
+    m.loc[group.index[1], "split"] = "test"  # .jpg, a dropped duplicate
+    m.loc[group.index[0], "split"] = "train"  # .bmp, the kept representative
+    # A label conflict: the two cleanvision copies labelled differently.
+    pair = m[m["dup_group"].notna() & m["rel_path"].str.startswith("cleanvision_image_")]
+    m.loc[pair.index, "label"] = ["cat", "dog"]
+    m.loc[pair.index, "label_conflict"] = True
+
+    # balance (train): 3 of angelina's 8 dropped, 2 augmented copies of alex_lacamoire's only photo.
+    angelina = _rows(m, "faces_by_person", "angelina/")
+    out = angelina.index[:3]
+    m.loc[out, ["status", "reason", "decided_by", "detail"]] = ["dropped", "balanced_out", "balance", "target 5"]
+    alex = m.loc[_rows(m, "faces_by_person", "alex_lacamoire/").index[0]]
+    img = ImageOps.exif_transpose(Image.open(alex["path"])).convert("RGB")
+    aug = [store_derived(ws, alex, ImageOps.mirror(img), {"op": "augment", "hflip": True}, layout="augment"),
+           store_derived(ws, alex, img.rotate(5), {"op": "augment", "rotate_deg": 5}, layout="augment")]
+    for row in aug:  # as curate balance marks its copies
+        row["decided_by"] = "balance"
+    m = upsert_rows(m, aug)
+
+    # faces: crops of three obama photos (two from the first), parents superseded; one no_face.
+    obama = _rows(m, "faces_by_person", "obama/").head(3)
+    crops = []
+    for i, (_, parent) in enumerate(obama.iterrows()):
+        pim = ImageOps.exif_transpose(Image.open(parent["path"])).convert("RGB")
+        w, h = pim.size
+        boxes = [(w // 4, h // 8, 3 * w // 4, 5 * h // 8)] + ([(0, 0, w // 2, h // 2)] if i == 0 else [])
+        for box in boxes:
+            crops.append(store_derived(ws, parent, pim.crop(box), {"op": "face_crop", "box_xyxy": list(box)},
+                                       layout="faces"))
+    m = upsert_rows(m, crops)
+    m.loc[m["sample_id"].isin(obama["sample_id"]), ["status", "reason", "decided_by"]] = \
+        ["dropped", "superseded", "faces"]
+    # Two crops of one photo end up in different splits: a leak the report must show.
+    first_two = m[m["parent_id"] == obama["sample_id"].iloc[0]].sort_values("sample_id").index
+    m.loc[first_two[1], "split"] = "test"
+    no_face = m[(m["source"] == "photos") & (m["rel_path"] == "skimage_coffee.png")].index
+    m.loc[no_face, ["status", "reason", "decided_by"]] = ["dropped", "no_face", "faces"]
+    ws.write_manifest(m)
+    for cmd, opts in (("split", {"ratios": "8:1:1", "seed": 0}),
+                      ("balance", {"target": 5, "strategy": "both", "splits": ["train"]}),
+                      ("faces", {"select": "all", "margin": 0.2})):
+        ws.record_run(cmd, opts, summary={"simulated_for": "test_report"})
+    return {"crops": len(crops), "augmented": len(aug), "no_face": int(len(no_face))}
+
+
+def _report(ws: Workspace, out: Path, **kw: object) -> tuple[str, dict[str, object]]:
+    res = ws.run_stage("report", report, ReportOptions(out=out, workers=2, **kw))  # type: ignore[arg-type]
+    return out.read_text(encoding="utf-8"), res.summary
+
+
+@pytest.fixture(scope="module")
+def corpus_report(corpus_ws: Workspace) -> tuple[str, dict[str, object]]:
+    return _report(corpus_ws, corpus_ws.root.parent / "corpus-report.html")
+
+
+@pytest.fixture(scope="module")
+def staged(corpus_ws: Workspace, corpus_report: object) -> tuple[Workspace, dict[str, object], str, dict[str, object]]:
+    """A copy of the ingested corpus after split, balance and faces; its report page and summary."""
+    ws = Workspace.open(shutil.copytree(corpus_ws.root, corpus_ws.root.parent / "staged"))
+    done = simulate_later_stages(ws)
+    page, summary = _report(ws, ws.root.parent / "staged-report.html")
+    return ws, done, page, summary
+
+
+# ---------------------------------------------------------------------------
+# The report of a workspace ingested from ../shared/data
+# ---------------------------------------------------------------------------
+
+def test_report_of_ingested_corpus_has_every_section_and_the_manifest_numbers(corpus_ws, corpus_report):
+    page, summary = corpus_report
+    doc = assert_valid_and_self_contained(page)
+    m = corpus_ws.read_manifest()
+
+    assert [i for i in doc.ids if i in SECTIONS] == SECTIONS
+    # Stages that have not run say so instead of vanishing.
+    assert doc.section_ran == {"counts": "yes", "balance": "no", "sizes": "yes", "duplicates": "no",
+                               "dropped": "yes", "faces": "no", "leakage": "no", "runs": "yes"}
+    assert "curate balance</code> has not run" in page
+    assert "curate faces</code> has not run" in page
+    assert "curate split</code> has not run" in page
+    assert summary["sections"]["faces"] == "not run"
+
+    status = table(doc, "table-status")
+    assert {k: int(v[0]) for k, v in status.items()} == m["status"].value_counts().to_dict()
+    reasons = table(doc, "table-reason")
+    assert {k: int(v[0]) for k, v in reasons.items()} == m["reason"].value_counts().to_dict()
+    assert reasons["truncated"][2] == "the image data ends early; the decoder ran out of bytes"
+    sources = table(doc, "table-source")
+    for name, g in m.groupby("source"):
+        assert sources[str(name)][:3] == [str(len(g)), str((g["status"] == "kept").sum()),
+                                          str((g["status"] == "dropped").sum())]
+    labels = table(doc, "table-label")
+    kept = m[m["status"] == "kept"]
+    assert labels["angelina"][-1] == str((kept["label"] == "angelina").sum()) == "8"
+    assert labels["(none)"][-1] == str(kept["label"].isna().sum())
+
+    # The corpus's exact-copy group of three (SOURCES.md: the .png and .bmp are the same JPEG bytes).
+    dups = page[page.index('id="duplicates"'):page.index('id="dropped"')]
+    (group,) = [g for g in dups.split('<div class="group">') if "kept: photos/imagededup_ukbench09380.bmp" in g]
+    assert group.startswith("<h4>3 rows · kept: photos/imagededup_ukbench09380.bmp 640×480</h4>")
+    captions = re.findall(r'<span class="badge (\w+)">(\w+)</span> ([^<]+)</div>', group)
+    assert captions[0] == ("kept", "kept", "imagededup_ukbench09380.bmp")
+    assert sorted(c[2] for c in captions[1:]) == ["imagededup_ukbench09380.jpg", "imagededup_ukbench09380.png"]
+    assert all(c[1] == "dup" for c in captions[1:])
+    assert doc.images["duplicates"] == int(m["dup_group"].notna().sum()) == 5
+
+    # Dropped: undecodable files are listed by path, decodable ones get a thumbnail.
+    dropped = page[page.index('id="dropped"'):page.index('id="faces"')]
+    assert "<code>photos/pillow_truncated_jpeg.jpg</code>: OSError: image file is truncated" in dropped
+    assert "<code>photos/skimage_truncated.jpg</code>" in dropped
+    assert "<code>faces_misc/faces.csv</code>: content is text, not an image" in dropped
+    assert 'alt="skimage_no_time_for_that_tiny.gif"' in dropped
+    pictured = m[(m["status"] == "dropped") & m["reason"].isin(["too_small", "bad_aspect", "duplicate"])]
+    assert doc.images["dropped"] == len(pictured)
+
+    runs = doc.tables["table-runs"]
+    assert [r[2] for r in runs[1:]] == ["ingest"]
+    assert summary["thumbnails_failed"] == 0
+    assert summary["bytes"] == len(page.encode()) < 2_000_000
+
+
+def test_report_after_split_balance_and_faces(staged):
+    _ws, done, page, summary = staged
+    doc = assert_valid_and_self_contained(page)
+    assert all(doc.section_ran[s] == "yes" for s in SECTIONS if s != "duplicates")  # dedupe itself never ran
+
+    # Balance: before = kept not made by balance + balanced_out, over train.
+    bal = table(doc, "table-balance")
+    assert bal["angelina"] == ["8", "3", "0", "5"]
+    assert bal["alex_lacamoire"] == ["1", "0", "2", "3"]
+    text = "".join(doc.text)
+    assert "Split(s) balanced: <b>train</b>" in page
+    assert 'target=5  strategy="both"  splits=["train"]' in text
+
+    # Faces: 4 crops from 3 photos, one photo with two faces, one no_face; every crop drawn.
+    assert f"<b>{done['crops']}</b> kept face crops from 3 images; 1 image dropped as <code>no_face</code>" in page
+    assert table(doc, "table-faces-per-image") == {"1": ["2"], "2": ["1"]}
+    assert doc.images["faces"] == done["crops"] == 4
+
+    # Leakage: the two crops of one photo in train and test; the source's cross-split duplicate
+    # group is resolved (one member kept); the cleanvision pair is a label conflict.
+    checks = table(doc, "table-leakage")
+    assert checks["copies of one source file kept in more than one split"] == ["1", "LEAK"]
+    assert checks["duplicate groups whose members carry more than one split"] == ["1", "resolved (one member kept)"]
+    assert checks["duplicate groups with kept rows in more than one split"] == ["0", "ok"]
+    assert checks["identical files (sha256) kept in more than one split"] == ["0", "ok"]
+    assert checks["label conflicts (duplicate groups with different labels)"] == ["1", "conflict"]
+    assert list(table(doc, "table-label-conflicts").values()) == [["2", "cat ×1, dog ×1"]]
+    assert list(table(doc, "table-groups-across-splits").values())[0][:2] == ["3", "train, test"]
+    assert "1 leak(s) across splits among kept rows." in page
+
+    # Runs, oldest first, with their options.
+    runs = doc.tables["table-runs"][1:]
+    assert [r[2] for r in runs] == ["ingest", "split", "balance", "faces"]
+    assert 'ratios="8:1:1"' in runs[1][5]
+    assert summary["sections"] == {s: "shown" for s in SECTIONS} | {"duplicates": "not run"}
+
+
+# ---------------------------------------------------------------------------
+# Tables alone (no images)
+# ---------------------------------------------------------------------------
+
+def _m(**cols: list[object]) -> pd.DataFrame:
+    n = len(next(iter(cols.values())))
+    base: dict[str, object] = {"sample_id": [f"r{i}" for i in range(n)], "source": ["s"] * n,
+                               "status": ["kept"] * n, "rel_path": [f"{i}.jpg" for i in range(n)],
+                               "path": [f"/x/{i}.jpg" for i in range(n)], "layout": ["flat"] * n}
+    base.update(cols)
+    return conform(pd.DataFrame(base), MANIFEST_COLUMNS)
+
+
+@pytest.mark.parametrize("dup_group, duplicate_of, expected", [
+    # dup_group set on every member: that is the group
+    (["r0", "r0", None], [None, "r0", None], ["r0", "r0", None]),
+    # only duplicate_of set (an older writer): the target joins its group
+    ([None, None, None], [None, "r0", "r0"], ["r0", "r0", "r0"]),
+    # a lone dup_group (group of one) is no group
+    (["r0", None, None], [None, None, None], [None, None, None]),
+    # two groups side by side
+    (["r0", "r0", "r2", "r2"], [None, "r0", None, "r2"], ["r0", "r0", "r2", "r2"]),
+])
+def test_duplicate_group_key(dup_group, duplicate_of, expected):
+    n = len(expected)
+    m = _m(dup_group=dup_group, duplicate_of=duplicate_of,
+           status=["kept" if d is None else "dropped" for d in duplicate_of],
+           reason=[None if d is None else "duplicate" for d in duplicate_of], label=[None] * n)
+    got = duplicate_group_key(m)
+    assert [None if pd.isna(v) else v for v in got] == expected
+
+
+@pytest.mark.parametrize("rows, expected", [
+    # undersampled: 3 kept + 2 balanced_out -> before 5, after 3
+    ([("a", "train", "kept", None, None, "ingest")] * 3 + [("a", "train", "dropped", "balanced_out", None, "balance")] * 2,
+     {"a": [5, 2, 0, 3]}),
+    # oversampled: 1 kept + 2 augmented derived rows -> before 1, after 3
+    ([("b", "train", "kept", None, None, "ingest")] + [("b", "train", "kept", None, "r0", "balance")] * 2,
+     {"b": [1, 0, 2, 3]}),
+    # val untouched by balance is out of scope: only train is counted
+    ([("a", "train", "dropped", "balanced_out", None, "balance"), ("a", "train", "kept", None, None, "ingest"),
+      ("a", "val", "kept", None, None, "ingest")], {"a": [2, 1, 0, 1]}),
+    # an augmented copy balance dropped again (balanced_out) existed neither before nor after
+    ([("d", "train", "kept", None, None, "ingest"), ("d", "train", "kept", None, "r0", "balance"),
+      ("d", "train", "dropped", "balanced_out", "r0", "balance")], {"d": [1, 0, 1, 2]}),
+    # face crops are derived too, but not by balance: they count as before and after
+    ([("c", "train", "kept", None, None, "ingest"), ("c", "train", "kept", None, "r0", "faces"),
+      ("c", "train", "dropped", "balanced_out", None, "balance")], {"c": [3, 1, 0, 2]}),
+])
+def test_balance_view(rows, expected):
+    label, split, status, reason, parent, by = (list(x) for x in zip(*rows, strict=True))
+    # As curate balance writes them: copies have layout "augment" and decided_by "balance".
+    layout = ["augment" if b == "balance" and p else b for b, p in zip(by, parent, strict=True)]
+    m = _m(label=label, split=split, status=status, reason=reason, parent_id=parent, decided_by=by, layout=layout)
+    view = balance_view(m, [])
+    assert view.ran and view.splits == ["train"]
+    assert {k: v.tolist() for k, v in view.table.iterrows()} == expected
+
+
+def test_balance_view_not_run_counts_all_kept_rows():
+    m = _m(label=["a", "a", "b"], split=["train", "val", None])
+    view = balance_view(m, [])
+    assert not view.ran and view.splits == []
+    assert view.table["after"].to_dict() == {"a": 2, "b": 1}
+    assert balance_view(m, [{"command": "balance"}]).ran  # ran but changed nothing
+
+
+@pytest.mark.parametrize("case, split, status, sha, origin, expect", [
+    # a group whose dropped copy sits in test: spans splits, but only train is kept (resolved)
+    ("resolved", ["train", "test"], ["kept", "dropped"], ["x", "x"], ["/a", "/b"], (1, 0, 0)),
+    # both kept in different splits (e.g. un-dropped in review): a leak, twice over (same bytes too)
+    ("leak", ["train", "test"], ["kept", "kept"], ["x", "x"], ["/a", "/b"], (1, 1, 0)),
+    # same split: nothing to report
+    ("same split", ["val", "val"], ["kept", "dropped"], ["x", "x"], ["/a", "/b"], (0, 0, 0)),
+])
+def test_leakage_tables(case, split, status, sha, origin, expect):
+    m = _m(split=split, status=status, sha256=sha, origin_path=origin, dup_group=["r0", "r0"],
+           duplicate_of=[None, None if status[1] == "kept" else "r0"],
+           reason=[None, None if status[1] == "kept" else "duplicate"])
+    t = leakage_tables(m)
+    spanning, same_bytes, same_origin = expect
+    assert len(t["groups_across_splits"]) == spanning, case
+    assert len(t["same_bytes"]) == same_bytes, case
+    assert len(t["same_origin"]) == same_origin, case
+
+
+def test_leakage_same_origin_and_label_conflicts():
+    m = _m(split=["train", "test", "train"], origin_path=["/p", "/p", "/q"], sha256=["1", "2", "3"],
+           parent_id=[None, None, None], label=["cat", "dog", "cat"], dup_group=["r1", "r1", None],
+           label_conflict=[True, True, False])
+    t = leakage_tables(m)
+    assert t["same_origin"].to_dict("index") == {"/p": {"rows": 2, "splits": "train, test"}}
+    assert t["label_conflicts"].to_dict("index") == {"r1": {"members": 2, "labels": "cat ×1, dog ×1"}}
+
+
+def test_count_tables_count_kept_rows_for_labels_and_splits():
+    m = _m(label=["a", "a", "b", None], split=["train", "val", "train", None],
+           status=["kept", "kept", "dropped", "kept"], reason=[None, None, "too_small", None],
+           decided_by=["ingest"] * 4)
+    t = count_tables(m)
+    assert t["label"].to_dict("index") == {"a": {"train": 1, "val": 1, "(none)": 0, "kept": 2},
+                                           "(none)": {"train": 0, "val": 0, "(none)": 1, "kept": 1}}
+    assert t["reason"].loc["too_small", "rows"] == 1
+    assert t["split"]["kept"].to_dict() == {"train": 1, "val": 1, "(none)": 1}
+
+
+# ---------------------------------------------------------------------------
+# Thumbnails
+# ---------------------------------------------------------------------------
+
+def test_thumbnail_applies_exif_orientation_and_stays_small(skimage_dir, tmp_path):
+    src = Image.open(skimage_dir / "chelsea.png").convert("RGB")  # 451x300, landscape
+    big = src.resize((src.width * 8, src.height * 8))  # a 3608x2400 JPEG: decoded at 1/8 scale
+    exif = Image.Exif()
+    exif[0x0112] = 6  # displayed rotated by 90 degrees: portrait
+    path = tmp_path / "rotated.jpg"
+    big.save(path, quality=90, exif=exif)
+    data = thumbnail_bytes(path, size_px=96, quality=70)
+    with Image.open(__import__("io").BytesIO(data)) as th:
+        assert th.format == "JPEG"
+        assert th.height == 96 and th.width in (63, 64)  # portrait (2400x3608 displayed), longer side 96
+        # Same picture as the full decode rotated by Pillow itself.
+        ref = ImageOps.exif_transpose(Image.open(path)).convert("RGB").resize(th.size)
+        diff = np.abs(np.asarray(th.convert("RGB"), dtype=int) - np.asarray(ref, dtype=int)).mean()
+        assert diff < 12
+    assert len(data) < 6_000
+
+
+def test_thumbnail_pool_gives_none_for_files_that_cannot_be_decoded(skimage_dir, tmp_path):
+    good = skimage_dir / "astronaut.png"
+    cut = tmp_path / "cut.jpg"
+    Image.open(skimage_dir / "rocket.jpg").save(cut, quality=90)
+    cut.write_bytes(cut.read_bytes()[:2000])  # truncated JPEG
+    text = tmp_path / "page.jpg"
+    text.write_text("<html>not an image</html>")
+    with ThumbnailPool(workers=2) as pool:
+        pool.submit({"good": str(good), "cut": str(cut), "text": str(text), "gone": str(tmp_path / "gone.jpg")})
+        uris = pool.results()
+    assert uris["good"] is not None and uris["good"].startswith("data:image/jpeg;base64,")
+    assert uris == {"good": uris["good"], "cut": None, "text": None, "gone": None}
+
+
+# ---------------------------------------------------------------------------
+# Limits: pictures are sampled, so the page does not grow with the workspace
+# ---------------------------------------------------------------------------
+
+def test_pictures_are_capped_whatever_the_workspace_size(skimage_dir):
+    files = sorted(str(p) for p in skimage_dir.glob("*.png"))[:10]
+    n = 3000
+    rng = np.random.default_rng(0)
+    reasons = rng.choice(["too_small", "bad_aspect", "rejected_in_review", "duplicate"], n)
+    status = np.where(rng.random(n) < 0.5, "kept", "dropped")
+    m = _m(path=[files[i % len(files)] for i in range(n)], width=[200] * n, height=[100] * n,
+           status=status.tolist(), reason=[r if s == "dropped" else None for r, s in zip(reasons, status, strict=True)],
+           label=[f"c{i % 7}" for i in range(n)], decided_by=["ingest"] * n)
+    dup = m.index[m["reason"] == "duplicate"]
+    m.loc[dup, "duplicate_of"] = "r0"
+    m.loc[dup, "dup_group"] = "r0"
+    m.loc[0, ["status", "reason", "dup_group", "duplicate_of"]] = ["kept", None, "r0", None]
+    group_size = int((m["dup_group"] == "r0").sum())
+    opts = ReportOptions(per_reason=3, max_dup_groups=1, max_group_members=4, workers=2)
+    page, summary = render_report(m, empty_annotations(), [], opts, title="capped")
+    doc = assert_valid_and_self_contained(page)
+    assert doc.images["dropped"] == 4 * 3  # 4 reasons with pictures, 3 each
+    assert doc.images["duplicates"] == 4
+    assert f"… and {group_size - 4:,} more" in page
+    assert summary["thumbnails"] <= 16 and len(page) < 600_000
+
+
+# ---------------------------------------------------------------------------
+# Options and the command line
+# ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def skimage_ws(skimage_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    ws = Workspace.create(tmp_path_factory.mktemp("report-sk") / "ws")
+    ws.run_stage("ingest", ingest, IngestOptions([SourceSpec(skimage_dir, "sk", "flat")], workers=2))
+    return ws
+
+
+def test_out_must_not_be_a_folder(skimage_ws, tmp_path):
+    with pytest.raises(OptionError) as e:
+        skimage_ws.run_stage("report", report, ReportOptions(out=tmp_path))
+    assert str(e.value) == (f"--out: expected a file name for the HTML report, found a folder: {tmp_path} "
+                            "(add a file name, e.g. --out report.html)")
+
+
+def test_option_out_of_range_is_refused(skimage_ws):
+    with pytest.raises(OptionError, match=r"--thumb-px: expected 16\.\.512, found 4"):
+        skimage_ws.run_stage("report", report, ReportOptions(thumb_px=4))
+
+
+def test_cli_writes_the_report_prints_where_and_changes_nothing_in_the_workspace(skimage_ws, tmp_path):
+    runs_before = sorted(p.name for p in skimage_ws.runs_dir.iterdir())
+    manifest_mtime = skimage_ws.manifest_path.stat().st_mtime_ns
+    out = tmp_path / "sub" / "r.html"
+    res = CliRunner().invoke(cli, ["report", str(skimage_ws.root), "--out", str(out), "--samples", "2"])
+    assert res.exit_code == 0, res.output
+    assert res.output.startswith(f"report written to {out} (")
+    assert out.exists() and "<h2>Counts</h2>" in out.read_text()
+    assert sorted(p.name for p in skimage_ws.runs_dir.iterdir()) == runs_before  # not recorded as a run
+    assert skimage_ws.manifest_path.stat().st_mtime_ns == manifest_mtime
+    assert not (skimage_ws.root / "report.html").exists()
+
+
+def test_default_out_is_inside_the_workspace(tmp_path):
+    ws = Workspace.create(tmp_path / "ws")  # empty: nothing ingested yet
+    res = ws.run_stage("report", report, ReportOptions(workers=1))
+    assert Path(str(res.summary["out"])) == ws.root / "report.html"
+    page = (ws.root / "report.html").read_text()
+    assert_valid_and_self_contained(page)
+    assert "The workspace is empty: run <code>curate ingest</code>." in page
+
+
+def test_cli_on_a_folder_that_is_not_a_workspace(tmp_path):
+    res = CliRunner().invoke(cli, ["report", str(tmp_path)])
+    assert res.exit_code == 1
+    assert res.output == (f"Error: {tmp_path}: expected a curate workspace, found no curate.json "
+                          "(create one with `curate ingest SOURCE --into WS`)\n")
+
+
+def test_installed_command_json_summary(skimage_ws, tmp_path):
+    exe = Path(sys.executable).parent / "curate"
+    out = tmp_path / "r.html"
+    run = subprocess.run([str(exe), "report", str(skimage_ws.root), "--out", str(out), "--json"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    summary = json.loads(run.stdout)
+    assert summary["out"] == str(out) and summary["bytes"] == out.stat().st_size
+    assert summary["sections"]["runs"] == "shown" and summary["sections"]["balance"] == "not run"
+
+
+# ---------------------------------------------------------------------------
+# Rendering in a real browser
+# ---------------------------------------------------------------------------
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--enable-logging=stderr", "--v=0"]
+# Added to a copy of the page (its CSP relaxed to allow this one inline script):
+# records errors and, after load, whether every image decoded and what was fetched.
+PROBE = """<script>
+window.__errors = [];
+window.addEventListener('error', function (e) {
+  window.__errors.push(e.message || ('failed to load ' + ((e.target && (e.target.src || e.target.href)) || '?').slice(0, 60)));
+}, true);
+window.addEventListener('load', function () {
+  var imgs = Array.prototype.slice.call(document.images);
+  var out = document.createElement('pre');
+  out.id = 'probe';
+  out.textContent = JSON.stringify({
+    images: imgs.length,
+    broken: imgs.filter(function (i) { return !(i.complete && i.naturalWidth > 0); }).length,
+    fetched: performance.getEntriesByType('resource').map(function (r) { return r.name; })
+      .filter(function (n) { return n.indexOf('data:') !== 0; }),
+    errors: window.__errors,
+    sections: document.querySelectorAll('section h2').length
+  });
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+def _chromium(url: str, profile: Path) -> subprocess.CompletedProcess[str]:
+    assert CHROMIUM is not None
+    return subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=10000",
+                           "--dump-dom", url], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "HOME": str(profile)})
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium package (apt-get install chromium; "
+                                             "scripts/setup.sh installs it)")
+def test_report_renders_in_headless_chromium_without_console_errors(staged, tmp_path):
+    page = staged[2]
+    (tmp_path / "report.html").write_text(page, encoding="utf-8")
+    run = _chromium((tmp_path / "report.html").as_uri(), tmp_path / "profile-a")
+    assert run.returncode == 0, run.stderr[-2000:]
+    console = [line for line in run.stderr.splitlines() if ":CONSOLE" in line]
+    assert console == []  # no script errors, no CSP violations, no failed loads
+    assert run.stdout.count("<section id=") == len(SECTIONS)
+
+    from curate.report.html import CSP
+
+    probed = page.replace(CSP, CSP.replace("default-src 'none'", "default-src 'none'; script-src 'unsafe-inline'"))
+    probed = probed.replace("</body>", PROBE + "</body>")
+    (tmp_path / "probed.html").write_text(probed, encoding="utf-8")
+    run = _chromium((tmp_path / "probed.html").as_uri(), tmp_path / "profile-b")
+    found = re.search(r'<pre id="probe">(.*?)</pre>', run.stdout, re.S)
+    assert found, run.stderr[-2000:]
+    probe = json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+    assert probe["errors"] == [] and probe["fetched"] == [] and probe["broken"] == 0
+    assert probe["images"] == page.count("<img ") and probe["sections"] == len(SECTIONS)
