@@ -199,13 +199,16 @@ def report_cmd(workspace: Path, out: Path | None, per_reason: int, max_groups: i
 def review_cmd(workspace: Path, pull: bool, port: int | None, address: str | None, remote: bool,
                no_launch: bool, as_json: bool) -> None:
     """Look at every row in the FiftyOne App; --pull brings the App's tags back."""
-    from curate.stages.review import launch, pull_review, review
+    from curate.stages.review import app_address, launch, pull_review, review
 
     ws = _open_ws(workspace)
-    result = pull_review(ws) if pull else review(ws)
-    emit(result.summary, as_json, "review")
-    if not (pull or no_launch):
-        launch(ws, port=port, address=address, remote=remote)
+    if pull:
+        emit(pull_review(ws).summary, as_json, "review --pull")
+        return
+    app = None if no_launch else app_address(address, port)  # a busy port fails before the build
+    emit(review(ws).summary, as_json, "review")
+    if app is not None:
+        launch(ws, app, remote=remote)
 
 
 # curate export / curate convert (issue 3)
