@@ -393,6 +393,92 @@ def check_cmd(ctx: click.Context, workspace: Path, min_per_class: int, min_side_
         ctx.exit(1)
 
 
+# --- faces, square, models (issue 9) -------------------------------------------------------------
+
+@cli.command("faces")
+@workspace_argument
+@click.option("--min-confidence", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
+              help="Keep faces the detector scores at least this high.")
+@click.option("--margin", "margin_frac", type=click.FloatRange(0, 5), default=0.25, show_default=True,
+              help="Crop margin on each side, as a fraction of the face box's width/height.")
+@click.option("--select", type=click.Choice(["largest", "all", "most-central"]), default=None,
+              help="Faces to keep per image  [default: largest; all with --boxes]")
+@click.option("--min-face-px", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Ignore faces whose box is smaller than this many pixels on its shorter side.")
+@click.option("--boxes", is_flag=True, help="Write faces as boxes into annotations.parquet instead of cropping.")
+@click.option("--class-from", type=click.Choice(["face", "label"]), default="face", show_default=True,
+              help="Box class with --boxes: 'face', or each row's label (e.g. me / other).")
+@click.option("--detector", type=click.Choice(["ensemble", "short-range", "full-range"]), default="ensemble",
+              show_default=True, help="Both BlazeFace models plus tiles (best), or one model on the whole image (fast).")
+@click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True,
+              help="JPEG quality of crops of lossy sources (crops of PNG sources are PNG).")
+@click.option("--model-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder holding the face models (default: $CURATE_FACE_MODEL_DIR, the user cache, or a download).")
+@workers_option
+@json_option
+def faces_cmd(workspace: Path, min_confidence: float, margin_frac: float, select: str | None, min_face_px: int,
+              boxes: bool, class_from: str, detector: str, quality: int, model_dir: Path | None, workers: int,
+              as_json: bool) -> None:
+    """Find faces; crop each into a derived image, or write them as boxes (--boxes)."""
+    from curate.stages.faces import FacesOptions, faces, record_options
+
+    ws = _open_ws(workspace)
+    opts = FacesOptions(min_confidence, margin_frac, select, min_face_px, boxes, class_from, detector, workers,
+                        quality, str(model_dir) if model_dir else None, sys.stderr.isatty() and not as_json)
+    result = ws.run_stage("faces", faces, opts, record_options=record_options(opts))
+    emit(result.summary, as_json, f"faces in {ws.root}")
+
+
+@cli.command("square")
+@workspace_argument
+@click.option("--size", "size_px", type=click.IntRange(1, 16384), default=224, show_default=True,
+              help="Side of the square, in pixels.")
+@click.option("--mode", type=click.Choice(["pad", "crop", "stretch"]), default="pad", show_default=True,
+              help="pad: letterbox the whole image; crop: centre square; stretch: change the aspect ratio.")
+@click.option("--fill", default="black", show_default=True, help="Pad colour: black, white, edge, mean or R,G,B.")
+@click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True,
+              help="JPEG quality for lossy sources (PNG sources stay PNG).")
+@workers_option
+@json_option
+def square_cmd(workspace: Path, size_px: int, mode: str, fill: str, quality: int, workers: int,
+               as_json: bool) -> None:
+    """Make each kept image a SIZE x SIZE square; boxes follow."""
+    from curate.stages.square import SquareOptions, square
+
+    ws = _open_ws(workspace)
+    opts = SquareOptions(size_px, mode, fill, quality, workers, sys.stderr.isatty() and not as_json)
+    result = ws.run_stage("square", square, opts)
+    emit(result.summary, as_json, f"squares in {ws.root}")
+
+
+@cli.group("models")
+def models_group() -> None:
+    """The face detector models: where they are, and fetching them."""
+
+
+@models_group.command("fetch")
+@click.option("--dir", "target", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Put the models here instead of the user cache (then use it as CURATE_FACE_MODEL_DIR).")
+@json_option
+def models_fetch_cmd(target: Path | None, as_json: bool) -> None:
+    """Get the face models (checked by sha256); a no-op when they are already there."""
+    from curate.models import fetch
+
+    records = fetch(target)
+    emit({r["model"]: f"{r['path']} (from {r['found_in']})" for r in records}, as_json, "face models")
+
+
+@models_group.command("status")
+@click.option("--model-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Check this folder instead of $CURATE_FACE_MODEL_DIR.")
+@json_option
+def models_status_cmd(model_dir: Path | None, as_json: bool) -> None:
+    """Where each face model would be taken from now (nothing is downloaded)."""
+    from curate.models import status
+
+    emit({r["model"]: r["path"] or r["problem"] for r in status(model_dir)}, as_json, "face models")
+
+
 def main() -> None:
     cli(prog_name="curate")
 

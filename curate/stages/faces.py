@@ -162,28 +162,39 @@ def select_faces(faces: Sequence[Face], mode: str, image_wh: tuple[int, int], mi
     raise OptionError("", field="--select", expected=f"one of {SELECT_MODES}", found=mode)
 
 
-def crop_transform(face: Face, crop_xyxy: Sequence[int], margin_frac: float, detector: str) -> dict[str, Any]:
-    """The ``transform`` record of a face crop; it is also the crop row's identity (derive.derived_id)."""
+def crop_transform(crop_xyxy: Sequence[int], margin_frac: float, detector: str) -> dict[str, Any]:
+    """The identity of a face crop (derive.derived_id): what was cut, from which detector's face.
+
+    Only exact values go in (integers, options); the face box and score, which
+    are floats, are added to the row's ``transform`` record by :func:`face_record`.
+    """
     return {
         "op": "face_crop",
         "crop_xyxy": [int(v) for v in crop_xyxy],
-        "face_xyxy": [round(float(v), 1) for v in face.xyxy],
-        "score": round(float(face.score), 3),
         "margin_frac": float(margin_frac),
         "detector": f"{detector}-v{DETECTOR_VERSION}",
     }
 
 
+def face_record(row: dict[str, Any], face: Face) -> dict[str, Any]:
+    """Add the face box (parent frame) and score to a crop row's ``transform`` JSON."""
+    rec = json.loads(row["transform"])
+    rec.update(face_xyxy=[round(float(v), 2) for v in face.xyxy], score=round(float(face.score), 4),
+               found_by=face.found_by)
+    row["transform"] = json.dumps(rec, sort_keys=True)
+    return row
+
+
 def plan_crops(faces: Sequence[Face], image_wh: tuple[int, int], margin_frac: float,
-               detector: str) -> list[dict[str, Any]]:
-    """One transform record per face, skipping faces whose clamped crop is empty or repeats another."""
+               detector: str) -> list[tuple[Face, dict[str, Any]]]:
+    """(face, crop identity) per face, skipping faces whose clamped crop is empty or repeats another."""
     out, seen = [], set()
     for f in faces:
         box = crop_box_px(f.xyxy, margin_frac, image_wh)
         if box is None or box in seen:
             continue
         seen.add(box)
-        out.append(crop_transform(f, box, margin_frac, detector))
+        out.append((f, crop_transform(box, margin_frac, detector)))
     return out
 
 
@@ -296,8 +307,12 @@ class FaceDetector:
         work = img.reduce(k) if k > 1 else img
         sx, sy = w / work.width, h / work.height
         faces = self.detect_array(np.asarray(work.convert("RGB")), min(sx, sy))
-        return [Face(_clip((f.xyxy[0] * sx, f.xyxy[1] * sy, f.xyxy[2] * sx, f.xyxy[3] * sy), w, h), f.score,
-                     f.found_by) for f in faces]
+        out = []
+        for f in faces:
+            x1, y1, x2, y2 = _clip((f.xyxy[0] * sx, f.xyxy[1] * sy, f.xyxy[2] * sx, f.xyxy[3] * sy), w, h)
+            # Rounded once here, so a box read back from the detection cache is the very same number.
+            out.append(Face((round(x1, 2), round(y1, 2), round(x2, 2), round(y2, 2)), round(f.score, 4), f.found_by))
+        return out
 
 
 def _clip(b: tuple[float, float, float, float], w: int, h: int) -> tuple[float, float, float, float]:
@@ -418,10 +433,10 @@ def process_image(task: _Task, settings: _WorkSettings, detector: FaceDetector |
         return res
     chosen = select_faces(faces, settings.select, img.size, settings.min_face_px)
     ws = Workspace(Path(settings.ws_root))
-    for transform in plan_crops(chosen, img.size, settings.margin_frac, settings.detector.detector):
+    for face, transform in plan_crops(chosen, img.size, settings.margin_frac, settings.detector.detector):
         crop = img.crop(tuple(transform["crop_xyxy"]))
         row = store_derived(ws, parent, crop, transform, layout=LAYOUT, quality=settings.quality)
-        res["rows"].append(with_hashes(row, crop))
+        res["rows"].append(with_hashes(face_record(row, face), crop))
     return res
 
 
@@ -558,7 +573,7 @@ def faces(manifest: pd.DataFrame, options: FacesOptions, *, ws: Workspace,
         if not options.boxes:
             chosen = select_faces(found, settings.select, wh, settings.min_face_px)
             plans = plan_crops(chosen, wh, settings.margin_frac, cfg.detector)
-            ids = [derived_id(parent["sample_id"], p) for p in plans]
+            ids = [derived_id(parent["sample_id"], p) for _, p in plans]
             if not all(i in existing_paths and Path(existing_paths[i]).exists() for i in ids):
                 tasks.append(_Task(parent, known=found))
                 continue

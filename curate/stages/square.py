@@ -1,0 +1,292 @@
+"""``curate square``: make every kept row a ``size x size`` square, carrying its boxes.
+
+Modes (geometry in :func:`curate.geometry.square_plan`):
+
+- ``pad``: scale the long side to ``size``, centre it, fill the rest
+  (``black``, ``white``, ``edge`` = replicate the border pixels, ``mean`` =
+  the image's mean colour, or ``R,G,B``);
+- ``crop``: scale the centred square of side min(w, h) to ``size``;
+- ``stretch``: scale both sides to ``size`` (aspect ratio changes).
+
+The image is resized first and padded after, so a 15754 x 1382 panorama never
+becomes a 15754 x 15754 canvas. Resampling is Lanczos (Pillow), which maps
+pixel edges exactly, so boxes in ``annotations.parquet`` are carried into the
+new frame by the same affine map (see ``transform`` of the derived row).
+
+Each square is a derived row (``layout = "square"``, ``parent_id`` set), and
+its parent is dropped as ``superseded``. Re-running with the same options
+finds every square already there and does no pixel work.
+
+    >>> parse_fill("10,20,30")
+    (10, 20, 30)
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from curate.errors import CurateError, OptionError
+from curate.geometry import SQUARE_MODES, SquarePlan, square_plan
+from curate.lineage import mark_stale, revive, transform_inputs
+from curate.schema import ANNOTATION_COLUMNS, conform
+from curate.summary import summarize
+from curate.workspace import StageResult, Workspace
+
+LAYOUT = "square"
+FILL_NAMES = ("black", "white", "edge", "mean")
+IN_PROCESS_MAX = 16  # below this many images a process pool costs more than it saves
+
+Fill = str | tuple[int, int, int]
+
+
+def parse_fill(text: str) -> Fill:
+    """``black``/``white`` -> an RGB triple; ``edge``/``mean`` stay names; ``R,G,B`` -> a triple.
+
+    Raises :class:`OptionError` for anything else.
+    """
+    t = text.strip().lower()
+    if t == "black":
+        return (0, 0, 0)
+    if t == "white":
+        return (255, 255, 255)
+    if t in ("edge", "mean"):
+        return t
+    parts = t.split(",")
+    try:
+        rgb = tuple(int(p) for p in parts)
+    except ValueError:
+        rgb = ()
+    if len(rgb) != 3 or not all(0 <= v <= 255 for v in rgb):
+        raise OptionError("", field="--fill", expected=f"one of {FILL_NAMES} or R,G,B with values 0-255",
+                          found=text)
+    return (rgb[0], rgb[1], rgb[2])
+
+
+def make_square(img: Any, plan: SquarePlan, fill: Fill) -> Any:
+    """Pixels for ``plan``: resize the planned region, then pad (pad mode) with ``fill``.
+
+    ``img`` is a Pillow image in the displayed frame, of size ``plan.src_wh``.
+    """
+    from PIL import Image
+
+    region = img.resize(plan.resized_wh, Image.Resampling.LANCZOS, box=plan.crop_xyxy, reducing_gap=3.0)
+    if plan.resized_wh == (plan.size, plan.size):
+        return region
+    ox, oy = plan.offset_xy
+    rw, rh = plan.resized_wh
+    if fill == "edge":
+        import cv2
+
+        arr = cv2.copyMakeBorder(np.asarray(region), oy, plan.size - rh - oy, ox, plan.size - rw - ox,
+                                 cv2.BORDER_REPLICATE)
+        return Image.fromarray(arr, region.mode)
+    if fill == "mean":
+        arr = np.asarray(region).reshape(-1, len(region.getbands()))
+        color: Any = tuple(int(round(v)) for v in arr.mean(axis=0))
+    else:
+        color = fill
+    canvas = Image.new(region.mode, (plan.size, plan.size), color if region.mode != "L" else color[0])
+    canvas.paste(region, (ox, oy))
+    return canvas
+
+
+def square_transform(plan: SquarePlan, fill: Fill) -> dict[str, Any]:
+    """The ``transform`` record of a square; also the derived row's identity (derive.derived_id)."""
+    rec: dict[str, Any] = {"op": "square", **plan.to_record(), "resample": "lanczos"}
+    if plan.mode == "pad":
+        rec["fill"] = list(fill) if isinstance(fill, tuple) else fill
+    return rec
+
+
+def plan_from_transform(transform: dict[str, Any]) -> SquarePlan:
+    """Rebuild the plan a ``transform`` record describes (for carrying boxes, or undoing them)."""
+    return SquarePlan(transform["mode"], int(transform["size"]), tuple(transform["src_wh"]),  # type: ignore[arg-type]
+                      tuple(transform["crop_xyxy"]), tuple(transform["resized_wh"]),  # type: ignore[arg-type]
+                      tuple(transform["offset_xy"]))  # type: ignore[arg-type]
+
+
+@dataclass
+class SquareOptions:
+    """Options of ``curate square`` (see ``curate square --help``)."""
+
+    size_px: int = 224
+    mode: str = "pad"
+    fill: str = "black"
+    quality: int = 95
+    workers: int = 0
+    progress: bool = False
+
+    def check(self) -> Fill:
+        if self.mode not in SQUARE_MODES:
+            raise OptionError("", field="--mode", expected=f"one of {SQUARE_MODES}", found=self.mode)
+        if not 1 <= self.size_px <= 16384:
+            raise OptionError("", field="--size", expected="a side between 1 and 16384 pixels", found=self.size_px)
+        if not 1 <= self.quality <= 100:
+            raise OptionError("", field="--quality", expected="a JPEG quality between 1 and 100", found=self.quality)
+        return parse_fill(self.fill)
+
+
+@dataclass(frozen=True)
+class _Task:
+    parent: dict[str, Any]
+    transform: dict[str, Any]
+    ws_root: str
+    quality: int
+
+
+def process_image(task: _Task) -> dict[str, Any]:
+    """Decode one image, square it as planned, store it; return its derived row (or the error)."""
+    from curate.derive import store_derived, with_hashes
+    from curate.imageio import load_display
+
+    parent, transform = task.parent, task.transform
+    res: dict[str, Any] = {"sample_id": parent["sample_id"], "row": None, "error": None, "reason": None}
+    try:
+        img = load_display(parent["path"])
+    except CurateError as e:
+        res.update(error=str(e), reason="unreadable" if Path(parent["path"]).exists() else "missing_file")
+        return res
+    plan = plan_from_transform(transform)
+    if img.size != plan.src_wh:  # the file changed since it was measured: its boxes would not fit
+        res.update(error=f"{parent['path']}: size: expected {plan.src_wh[0]}x{plan.src_wh[1]} as in the manifest, "
+                         f"found {img.width}x{img.height} (re-run `curate ingest`)", reason="unreadable")
+        return res
+    fill = transform.get("fill", (0, 0, 0))
+    sq = make_square(img, plan, tuple(fill) if isinstance(fill, list) else fill)
+    row = store_derived(Workspace(Path(task.ws_root)), parent, sq, transform, layout=LAYOUT, quality=task.quality)
+    res["row"] = with_hashes(row, sq)
+    return res
+
+
+def _run_tasks(tasks: list[_Task], workers: int, progress: bool) -> Iterator[dict[str, Any]]:
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(tasks), unit="img", file=sys.stderr, desc="square")
+    try:
+        n = min(workers or os.cpu_count() or 1, len(tasks))
+        if n <= 1 or len(tasks) < IN_PROCESS_MAX:
+            for t in tasks:
+                yield process_image(t)
+                if bar:
+                    bar.update()
+            return
+        ctx = mp.get_context("spawn")  # no fork: the parent may hold threads (FiftyOne, pytest)
+        with ctx.Pool(n) as pool:
+            for r in pool.imap_unordered(process_image, tasks, chunksize=max(1, min(16, len(tasks) // (n * 8)))):
+                if bar:
+                    bar.update()
+                yield r
+    finally:
+        if bar:
+            bar.close()
+
+
+_PARENT_FIELDS = ("sample_id", "source", "path", "origin_path", "sha256", "label", "label_origin", "split",
+                  "rel_path", "format")
+
+
+def square(manifest: pd.DataFrame, options: SquareOptions, *, ws: Workspace,
+           annotations: pd.DataFrame | None = None) -> StageResult:
+    """Square every row ``curate square`` reads; carry boxes; supersede the parents.
+
+        >>> from curate.workspace import Workspace  # doctest: +SKIP
+        >>> Workspace.open("WS").run_stage("square", square, SquareOptions(size_px=160))  # doctest: +SKIP
+    """
+    from curate.derive import derived_id, upsert_rows
+
+    t0 = time.perf_counter()
+    fill = options.check()
+    out = manifest.copy()
+    ann = annotations if annotations is not None else conform(pd.DataFrame(), ANNOTATION_COLUMNS)
+    mask = transform_inputs(out, LAYOUT, reread=("superseded", "unreadable", "missing_file"))
+    rows = out[mask & out["width"].notna() & out["height"].notna()]
+    existing = dict(zip(out["sample_id"], out["path"], strict=True))
+    tasks: list[_Task] = []
+    results: list[dict[str, Any]] = []
+    for _, row in rows.iterrows():
+        parent = {k: (row[k] if pd.notna(row[k]) else None) for k in _PARENT_FIELDS}
+        plan = square_plan((int(row["width"]), int(row["height"])), options.size_px, options.mode)
+        transform = square_transform(plan, fill)
+        did = derived_id(str(parent["sample_id"]), transform)
+        if did in existing and Path(existing[did]).exists():
+            results.append({"sample_id": parent["sample_id"], "row": None, "existing": did, "error": None})
+        else:
+            tasks.append(_Task(parent, transform, str(ws.root), options.quality))
+    results += list(_run_tasks(tasks, options.workers, options.progress))
+    order = {sid: n for n, sid in enumerate(rows["sample_id"])}
+    results.sort(key=lambda r: order[r["sample_id"]])
+
+    counts: Counter[str] = Counter()
+    warnings: list[str] = []
+    idx = pd.Series(out.index, index=out["sample_id"])
+    new_rows: list[dict[str, Any]] = []
+    produced: dict[str, str] = {}
+    detail = f"square {options.size_px} {options.mode}"
+    for res in results:
+        i = idx[res["sample_id"]]
+        if res["error"] is not None:
+            out.loc[i, ["status", "reason", "detail", "decided_by"]] = ["dropped", res["reason"], res["error"], LAYOUT]
+            warnings.append(res["error"])
+            counts["unreadable"] += 1
+            continue
+        did = res.get("existing") or res["row"]["sample_id"]
+        if res["row"] is not None:
+            new_rows.append(res["row"])
+        produced[res["sample_id"]] = did
+        out.loc[i, ["status", "reason", "detail", "decided_by"]] = ["dropped", "superseded", detail, LAYOUT]
+    before = set(out["sample_id"])
+    out = upsert_rows(out, new_rows)
+    created = {r["sample_id"] for r in new_rows if r["sample_id"] not in before}
+    ann, carried = _carry_boxes(ann, new_rows, created)
+    out, counts["revived"] = revive(out, set(produced.values()), LAYOUT)
+    previous = out[(out["layout"] == LAYOUT) & out["parent_id"].isin(list(produced))]
+    out, counts["stale"] = mark_stale(out, set(previous["sample_id"]) - set(produced.values()), LAYOUT)
+    summary = {**summarize(out), "square": {
+        "images": len(results), "squares": len(produced), "new": len(created),
+        "reused": len(produced) - len(created), "unreadable": counts["unreadable"],
+        "boxes_carried": carried["carried"], "boxes_clipped": carried["clipped"], "boxes_cut_off": carried["cut_off"],
+        "stale": counts["stale"], "revived": counts["revived"], "seconds": round(time.perf_counter() - t0, 3),
+    }}
+    if warnings:
+        summary["warnings"] = warnings
+    return StageResult(out, conform(ann, ANNOTATION_COLUMNS), summary=summary,
+                       record={"fill_rgb": list(fill) if isinstance(fill, tuple) else fill})
+
+
+def _carry_boxes(ann: pd.DataFrame, rows: list[dict[str, Any]],
+                 created: set[str]) -> tuple[pd.DataFrame, Counter[str]]:
+    """Parents' boxes mapped into their new squares. Crop mode clips boxes, or cuts off those outside."""
+    counts: Counter[str] = Counter()
+    if not len(ann) or not created:
+        return ann, counts
+    by_parent = {pid: g for pid, g in ann.groupby("sample_id")}
+    extra = []
+    for r in rows:
+        if r["sample_id"] not in created or r["parent_id"] not in by_parent:
+            continue
+        g = by_parent[r["parent_id"]]
+        plan = plan_from_transform(json.loads(r["transform"]))
+        exact = plan.map_xyxy(g[["x1", "y1", "x2", "y2"]].to_numpy())
+        moved, keep = plan.carry_boxes(g[["x1", "y1", "x2", "y2"]].to_numpy())
+        counts["cut_off"] += int((~keep).sum())
+        counts["clipped"] += int((keep & ~np.isclose(moved, exact).all(axis=1)).sum())
+        counts["carried"] += int(keep.sum())
+        part = g[keep].copy()
+        part[["x1", "y1", "x2", "y2"]] = moved[keep]
+        part["sample_id"] = r["sample_id"]
+        extra.append(part)
+    return (pd.concat([ann, *extra], ignore_index=True) if extra else ann), counts
