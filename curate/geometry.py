@@ -97,16 +97,19 @@ def tile_grid(wh: tuple[int, int], n: int, overlap_frac: float) -> list[IntBoxXY
     than the overlap.
 
     >>> tile_grid((100, 100), 2, 0.25)
-    [(0, 0, 57, 57), (43, 0, 100, 57), (0, 43, 57, 100), (43, 43, 100, 100)]
+    [(0, 0, 58, 58), (42, 0, 100, 58), (0, 42, 58, 100), (42, 42, 100, 100)]
     """
     w, h = wh
     if n <= 1:
         return [(0, 0, w, h)]
-    tw, th = w / (n - (n - 1) * overlap_frac), h / (n - (n - 1) * overlap_frac)
-    xs = [round(i * tw * (1 - overlap_frac)) for i in range(n)]
-    ys = [round(j * th * (1 - overlap_frac)) for j in range(n)]
-    return [(x, y, w if i == n - 1 else min(w, round(x + tw)), h if j == n - 1 else min(h, round(y + th)))
-            for j, y in enumerate(ys) for i, x in enumerate(xs)]
+
+    def spans(length: int) -> list[tuple[int, int]]:
+        t = length / (n - (n - 1) * overlap_frac)
+        # floor the start, ceil the end: neighbours always meet, even without overlap
+        return [(math.floor(i * t * (1 - overlap_frac)), min(length, math.ceil(i * t * (1 - overlap_frac) + t)))
+                for i in range(n)]
+
+    return [(x1, y1, x2, y2) for y1, y2 in spans(h) for x1, x2 in spans(w)]
 
 
 def boxes_into_crop(boxes: np.ndarray, crop_xyxy: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -149,20 +152,21 @@ class SquarePlan:
     def map_xyxy(self, boxes: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
         """Boxes from the source frame into the square's frame (not clipped)."""
         b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-        sx, sy = self.scale_xy
-        cx, cy = self.crop_xyxy[0], self.crop_xyxy[1]
-        ox, oy = self.offset_xy
-        return np.column_stack([(b[:, 0] - cx) * sx + ox, (b[:, 1] - cy) * sy + oy,
-                                (b[:, 2] - cx) * sx + ox, (b[:, 3] - cy) * sy + oy])
+        cx1, cy1, cx2, cy2 = self.crop_xyxy
+        (rw, rh), (ox, oy) = self.resized_wh, self.offset_xy
+        # multiply before dividing: the crop's edges then map to exact whole pixels
+        xs = (b[:, [0, 2]] - cx1) * rw / (cx2 - cx1) + ox
+        ys = (b[:, [1, 3]] - cy1) * rh / (cy2 - cy1) + oy
+        return np.column_stack([xs[:, 0], ys[:, 0], xs[:, 1], ys[:, 1]])
 
     def unmap_xyxy(self, boxes: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
         """Boxes from the square's frame back into the source frame."""
         b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-        sx, sy = self.scale_xy
-        cx, cy = self.crop_xyxy[0], self.crop_xyxy[1]
-        ox, oy = self.offset_xy
-        return np.column_stack([(b[:, 0] - ox) / sx + cx, (b[:, 1] - oy) / sy + cy,
-                                (b[:, 2] - ox) / sx + cx, (b[:, 3] - oy) / sy + cy])
+        cx1, cy1, cx2, cy2 = self.crop_xyxy
+        (rw, rh), (ox, oy) = self.resized_wh, self.offset_xy
+        xs = (b[:, [0, 2]] - ox) * (cx2 - cx1) / rw + cx1
+        ys = (b[:, [1, 3]] - oy) * (cy2 - cy1) / rh + cy1
+        return np.column_stack([xs[:, 0], ys[:, 0], xs[:, 1], ys[:, 1]])
 
     def carry_boxes(self, boxes: Sequence[Sequence[float]] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Boxes mapped into the square and clipped to the pasted image; ``(boxes, keep)``.

@@ -204,6 +204,7 @@ def _store(data: bytes, spec: ModelSpec, folder: Path) -> Path:
 
     path = folder / spec.filename
     atomic_write_bytes(path, data)
+    os.chmod(path, 0o644)  # a model is not a secret; others sharing the folder may read it
     return path
 
 
@@ -351,7 +352,15 @@ def fetch(target_dir: str | Path | None = None) -> list[dict[str, str]]:
     env = dict(os.environ)
     env.pop(ENV_MODEL_DIR, None)  # fetch fills a folder; the named folder is a target, not a source
     dest = Path(target_dir).expanduser().absolute() if target_dir is not None else cache_dir(env)
-    resolved = resolve(download=True, environ=env, cache=dest)
+    resolved: dict[str, ResolvedModel] = {}
+    if target_dir is not None:  # copies already on this machine (user cache, mediapipe) need no download
+        for key in MODELS:
+            found = locate(key, environ=env)
+            if found is not None:
+                resolved[key] = found
+    rest = [k for k in MODELS if k not in resolved]
+    if rest:
+        resolved.update(resolve(rest, download=True, environ=env, cache=dest))
     out = []
     for key, r in resolved.items():
         path = r.path
