@@ -209,7 +209,7 @@ def write_dataset(plan: pd.DataFrame, boxes: pd.DataFrame, target: Path, options
         if problems:
             shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
             raise ExportError(f"the export did not read back as written ({len(problems)} differences): {shown}",
-                              file=options.out, hint="nothing was written; please report this as a bug")
+                              file=options.out, hint="nothing was written; see docs/formats.md, Verification")
     splits = plan["split"].value_counts()
     summary: dict[str, Any] = {
         "format": options.format,

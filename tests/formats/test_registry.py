@@ -1,0 +1,46 @@
+"""The registry: explicit formats, detection order, CLI choices from it."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from curate.cli import cli
+from curate.formats import REGISTRY, detect, readable_formats, writable_formats
+
+DATUMARO = "formats/datumaro"
+
+
+def test_every_required_format_reads_and_writes():
+    for name in ("folder", "yolo", "yolo-cls", "coco", "voc", "csv", "json"):
+        assert REGISTRY[name].read is not None and REGISTRY[name].write is not None, name
+    assert "flat" in readable_formats() and "flat" not in writable_formats()
+
+
+def test_annotation_formats_are_detected_before_folders():
+    order = sorted((f.detect_priority, f.name) for f in REGISTRY.values() if f.detect is not None)
+    assert [n for _, n in order] == ["coco", "voc", "yolo", "json", "csv", "folder", "flat"]
+
+
+@pytest.mark.parametrize("rel, name", [
+    ("coco_dataset/coco_instances", "coco"),  # annotations/instances_*.json
+    ("roboflow_dataset/coco", "coco"),  # <split>/_annotations.coco.json
+    ("roboflow_dataset/voc", "voc"),  # <split>/*.xml beside images
+    ("voc_dataset/voc_dataset2", "voc"),  # @.xml without objects sorts first
+    ("roboflow_dataset/yolo", "yolo"),  # data.yaml
+    ("yolo_dataset/strict", "yolo"),  # obj.data
+    ("yolo_dataset/annotations", "yolo"),  # obj.names + Images/ + Annotations/*.txt (not VOC)
+])
+def test_detect_datumaro_samples(corpus, rel, name):
+    assert detect(corpus / DATUMARO / rel).name == name
+
+
+@pytest.mark.parametrize("args, choices", [
+    (["export", "--help"], writable_formats()),
+    (["convert", "--help"], ["auto", *readable_formats()]),
+])
+def test_cli_choices_come_from_the_registry(args, choices):
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0
+    flat = "".join(res.output.split())  # Click wraps long choice lists
+    assert "[" + "|".join(choices) + "]" in flat
