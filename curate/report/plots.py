@@ -53,6 +53,13 @@ def to_data_uri(fig: Figure) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def _integer_ticks(ax: Axes) -> None:
+    """Counts are whole numbers: no 2.5-row ticks."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def top_n(df: pd.DataFrame, n: int = MAX_BARS) -> pd.DataFrame:
     """The ``n - 1`` largest rows (by row total) and one ``other (k)`` row summing the rest."""
     if len(df) <= n:
@@ -94,11 +101,12 @@ def stacked_bar_chart(
     ax.set_yticks(y, [_short(str(i)) for i in table.index], fontsize=8)
     ax.invert_yaxis()  # largest on top, as in the tables
     ax.set_xlim(0, max(1.0, float(left.max()) * 1.05) if len(left) else 1.0)
+    _integer_ticks(ax)
     ax.set_xlabel(xlabel)
     ax.set_title(title, fontsize=10, loc="left")
     ax.spines[["top", "right"]].set_visible(False)
     if legend and len(table.columns) > 1:
-        ax.legend(fontsize=8, frameon=False, loc="lower right")
+        ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return to_data_uri(fig)
 
 
@@ -111,10 +119,11 @@ def before_after_chart(before: pd.Series, after: pd.Series, *, title: str) -> st
     ax.barh(y + 0.2, table["after"], height=0.38, color=PALETTE[0], label="after balance")
     ax.set_yticks(y, [_short(str(i)) for i in table.index], fontsize=8)
     ax.invert_yaxis()
+    _integer_ticks(ax)
     ax.set_xlabel("rows per class")
     ax.set_title(title, fontsize=10, loc="left")
     ax.spines[["top", "right"]].set_visible(False)
-    ax.legend(fontsize=8, frameon=False, loc="lower right")
+    ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return to_data_uri(fig)
 
 

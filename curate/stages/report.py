@@ -55,10 +55,12 @@ NO_PICTURE_REASONS = frozenset({
     "unreadable", "truncated", "empty_file", "not_an_image", "broken_link", "missing_file",
     "too_large", "system_file", "outside_source",
 })
-# Derived rows are recognised by the stage that made them (``layout`` and
-# ``decided_by`` both name it, see curate.derive.store_derived).
-FACE_STAGES = frozenset({"faces"})
-AUGMENT_STAGES = frozenset({"balance", "augment", "oversample"})
+# Derived rows are recognised by the transform that made them: ``layout``
+# (curate.derive.store_derived sets it to the stage's transform name). Not by
+# ``decided_by``: a later stage that drops the row (balance dropping a face
+# crop) overwrites that.
+FACE_LAYOUTS = frozenset({"faces"})
+AUGMENT_LAYOUTS = frozenset({"augment", "balance", "oversample"})
 NONE = "(none)"
 
 
@@ -97,20 +99,18 @@ def _col(m: pd.DataFrame, name: str) -> pd.Series:
     return m[name].astype(object).where(m[name].notna(), NONE).astype(str)
 
 
-def _by_stage(m: pd.DataFrame, stages: frozenset[str]) -> pd.Series:
-    made_by = m["layout"].isin(stages) | m["decided_by"].isin(stages)
-    return m["parent_id"].notna() & made_by
+def _made_by(m: pd.DataFrame, layouts: frozenset[str]) -> pd.Series:
+    return m["parent_id"].notna() & m["layout"].isin(layouts)
 
 
 def is_face_crop(m: pd.DataFrame) -> pd.Series:
-    """Rows made by ``curate faces`` (derived, layout/decided_by ``faces``)."""
-    return _by_stage(m, FACE_STAGES)
+    """Rows made by ``curate faces`` (derived, layout ``faces``)."""
+    return _made_by(m, FACE_LAYOUTS)
 
 
 def is_augmented(m: pd.DataFrame) -> pd.Series:
-    """Rows made by ``curate balance`` when it oversamples (layout/decided_by
-    ``balance``, ``augment`` or ``oversample``)."""
-    return _by_stage(m, AUGMENT_STAGES)
+    """Copies made by ``curate balance`` when it oversamples (derived, layout ``augment``)."""
+    return _made_by(m, AUGMENT_LAYOUTS)
 
 
 def count_tables(m: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -350,39 +350,33 @@ class _Renderer:
         self.commands = {str(r.get("command")) for r in runs}
         self.wanted: dict[str, str] = {}  # sample_id -> path, for thumbnails
         self.uris: dict[str, str | None] = {}
+        self.dropped_samples = self._sample_dropped()
+        self.face_sample = self._sample_faces()
+
+    def _sample_dropped(self) -> dict[str, pd.DataFrame]:
+        """Per reason with a picture: a seeded sample of decodable dropped rows."""
+        m = self.m
+        rng = np.random.default_rng(self.opts.seed)
+        pictured = (m["status"] == "dropped") & ~m["reason"].isin(NO_PICTURE_REASONS) & m["width"].notna()
+        return {str(r): sample_rows(g, self.opts.per_reason, rng) for r, g in m[pictured].groupby("reason", sort=True)}
+
+    def _sample_faces(self) -> pd.DataFrame:
+        crops = self.m[is_face_crop(self.m) & (self.m["status"] == "kept")]
+        if len(crops) > self.opts.max_faces:
+            crops = crops.sample(n=self.opts.max_faces, random_state=np.random.default_rng(self.opts.seed + 1))
+        return crops.sort_values(["label", "rel_path", "sample_id"], kind="mergesort", na_position="last")
 
     # -- thumbnails are requested first, decoded while the charts are drawn --
     def plan_thumbnails(self) -> None:
-        m, o = self.m, self.opts
-        for g in largest_groups(m, o.max_dup_groups):
-            self._want(g.head(o.max_group_members))
-        for _reason, rows in self._dropped_with_pictures().items():
+        for g in largest_groups(self.m, self.opts.max_dup_groups):
+            self._want(g.head(self.opts.max_group_members))
+        for rows in self.dropped_samples.values():
             self._want(rows)
-        self._want(self._face_sample())
+        self._want(self.face_sample)
 
     def _want(self, rows: pd.DataFrame) -> None:
         for sid, path in zip(rows["sample_id"], rows["path"], strict=True):
             self.wanted[str(sid)] = str(path)
-
-    def _dropped_with_pictures(self) -> dict[str, pd.DataFrame]:
-        if not hasattr(self, "_dropped_cache"):
-            m = self.m
-            rng = np.random.default_rng(self.opts.seed)
-            pictured = (m["status"] == "dropped") & ~m["reason"].isin(NO_PICTURE_REASONS) & m["width"].notna()
-            self._dropped_cache = {
-                str(r): sample_rows(g, self.opts.per_reason, rng)
-                for r, g in m[pictured].groupby("reason", sort=True)
-            }
-        return self._dropped_cache
-
-    def _face_sample(self) -> pd.DataFrame:
-        if not hasattr(self, "_face_cache"):
-            crops = self.m[is_face_crop(self.m) & (self.m["status"] == "kept")]
-            rng = np.random.default_rng(self.opts.seed + 1)
-            sample = crops.sample(n=self.opts.max_faces, random_state=rng) if len(crops) > self.opts.max_faces else crops
-            self._face_cache = sample.sort_values(["label", "rel_path", "sample_id"], kind="mergesort",
-                                                  na_position="last")
-        return self._face_cache
 
     def _thumb(self, row: pd.Series, caption: str, *, badge: str = "", tooltip: str = "") -> h.Thumb:
         status = str(row["status"])
@@ -503,8 +497,9 @@ class _Renderer:
         by = _col(m[in_group & (m["reason"] == "duplicate")], "decided_by").value_counts()
         sizes = key.value_counts().value_counts().sort_index().rename("groups").to_frame()
         sizes.index.name = "group size"
-        body += (f"<p><b>{n_groups:,}</b> groups hold {_nfmt(in_group.sum())} rows; "
-                 f"{_nfmt((m['reason'] == 'duplicate').sum())} rows are dropped as <code>duplicate</code> ("
+        n_dup = int((m["reason"] == "duplicate").sum())
+        body += (f"<p><b>{_count(n_groups, 'group')}</b> hold {_count(in_group.sum(), 'row')}; "
+                 f"{_count(n_dup, 'row')} {'is' if n_dup == 1 else 'are'} dropped as <code>duplicate</code> ("
                  + ", ".join(f"{_nfmt(v)} by {h.esc(k)}" for k, v in by.items())
                  + "). Each group keeps one representative (source priority, then resolution, then annotated "
                  "rows); the kept one is framed green and comes first.</p>")
@@ -530,7 +525,7 @@ class _Renderer:
         dropped = m[m["status"] == "dropped"]
         if len(dropped) == 0:
             return h.Section("dropped", "Dropped images", "<p>Nothing was dropped.</p>")
-        pictures = self._dropped_with_pictures()
+        pictures = self.dropped_samples
         body = (f"<p>{_nfmt(len(dropped))} dropped rows. For each reason, a sample of up to "
                 f"{self.opts.per_reason} pictures; files that have no picture (cannot be decoded, not an image, "
                 "missing) are listed by path with what was found.</p>")
@@ -575,7 +570,7 @@ class _Renderer:
             dist = per_image.value_counts().sort_index().rename("images").to_frame()
             dist.index.name = "faces per image"
             body += h.table(dist, table_id="table-faces-per-image")
-        sample = self._face_sample()
+        sample = self.face_sample
         if len(sample):
             items = [self._thumb(r, str(r["label"]) if pd.notna(r["label"]) else Path(str(r["rel_path"])).name,
                                  tooltip=f"{_where(r)}\n{_size(r)}\n{r['transform'] or ''}")

@@ -396,15 +396,21 @@ def test_duplicate_group_key(dup_group, duplicate_of, expected):
     # an augmented copy balance dropped again (balanced_out) existed neither before nor after
     ([("d", "train", "kept", None, None, "ingest"), ("d", "train", "kept", None, "r0", "balance"),
       ("d", "train", "dropped", "balanced_out", "r0", "balance")], {"d": [1, 0, 1, 2]}),
+    # a face crop balance dropped: decided_by is now balance, but it was there before
+    ([("e", "train", "kept", None, "r0", "faces"), ("e", "train", "dropped", "balanced_out", "r0", "faces")],
+     {"e": [2, 1, 0, 1]}),
     # face crops are derived too, but not by balance: they count as before and after
     ([("c", "train", "kept", None, None, "ingest"), ("c", "train", "kept", None, "r0", "faces"),
       ("c", "train", "dropped", "balanced_out", None, "balance")], {"c": [3, 1, 0, 2]}),
 ])
 def test_balance_view(rows, expected):
     label, split, status, reason, parent, by = (list(x) for x in zip(*rows, strict=True))
-    # As curate balance writes them: copies have layout "augment" and decided_by "balance".
+    # As the stages write them: balance's copies have layout "augment", face crops "faces";
+    # balance marks what it drops (even a face crop) decided_by "balance".
     layout = ["augment" if b == "balance" and p else b for b, p in zip(by, parent, strict=True)]
-    m = _m(label=label, split=split, status=status, reason=reason, parent_id=parent, decided_by=by, layout=layout)
+    decided = ["balance" if r == "balanced_out" else b for b, r in zip(by, reason, strict=True)]
+    m = _m(label=label, split=split, status=status, reason=reason, parent_id=parent, decided_by=decided,
+           layout=layout)
     view = balance_view(m, [])
     assert view.ran and view.splits == ["train"]
     assert {k: v.tolist() for k, v in view.table.iterrows()} == expected
