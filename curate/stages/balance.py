@@ -255,6 +255,18 @@ def _reset_own_decisions(out: pd.DataFrame, scope: pd.Series) -> pd.Series:
     return copies
 
 
+def undo_balance(manifest: pd.DataFrame) -> tuple[pd.DataFrame, int, int]:
+    """Undo every balance decision not made in review (``split --resplit`` calls this:
+    a balance made for old splits is wrong for new ones). Returns (manifest, copies, restored)."""
+    out = manifest.copy()
+    copies = _reset_own_decisions(out, pd.Series(True, index=out.index))
+    restored = int(((manifest["decided_by"] == DECIDER) & (manifest["reason"] == "balanced_out")
+                    & (manifest["layout"] != AUGMENT_LAYOUT)).sum())
+    n_copies = int((copies & (manifest["status"] == "kept")).sum())
+    out.loc[copies, "detail"] = "split changed; re-run `curate balance`"
+    return out, n_copies, restored
+
+
 @dataclass
 class _Plan:
     drops: list[tuple[int, str]] = field(default_factory=list)  # (index, detail)

@@ -264,10 +264,10 @@ def check_split_ratios(manifest: pd.DataFrame, target: dict[str, float] | None) 
     counts = split_counts(real, "label" if real["label"].notna().any() else None)
     report = ratio_report(counts, target or {})
     overall = "/".join(f"{report['overall'][s]:.2f}" for s in SPLITS)
-    msg = f"achieved train/val/test {overall} (augmented copies not counted)"
+    msg = f"achieved train/val/test {overall}"
     if target:
         worst = report["largest_deviation"]
-        msg += f" (target {'/'.join(f'{target.get(s, 0):.2f}' for s in SPLITS)})"
+        msg += f" (target {'/'.join(f'{target.get(s, 0):.2f}' for s in SPLITS)}; augmented copies not counted)"
         if worst["class"] is not None:
             msg += (f"; largest deviation: class {worst['class']!r} {worst['split']} {worst['achieved']:.2f} "
                     f"vs {worst['target']:.2f}")

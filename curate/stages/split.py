@@ -55,6 +55,7 @@ from curate.schema import SPLITS
 from curate.workspace import StageResult, Workspace
 
 NONE_LABEL = "(none)"
+AUGMENT_LAYOUT = "augment"  # rows made by `curate balance` (see curate.stages.balance)
 DEFAULT_RATIOS: dict[str, float] = {"train": 0.8, "val": 0.1, "test": 0.1}
 
 
@@ -219,8 +220,11 @@ def greedy_assign(
     for c, i in cidx.items():
         for j, s in enumerate(splits):
             deficit[i][j] = ratios[s] * totals[i] - fixed_counts.get(c, {}).get(s, 0)
-    # Ties between equal deficits go to the split with the larger ratio, then SPLITS order.
+    # Ties between equal class deficits go to the split with the larger deficit over all
+    # classes (so small classes alternate between val and test instead of all filling val),
+    # then to the larger ratio, then SPLITS order.
     pref = sorted(range(k), key=lambda j: (-ratios[splits[j]], j))
+    overall = [sum(deficit[i][j] for i in range(len(classes))) for j in range(k)]
     sizes = np.array([sum(u.values()) for u in unit_counts], dtype=np.int64)
     if order is None:
         order = np.arange(len(unit_counts))
@@ -236,12 +240,13 @@ def greedy_assign(
         if len(counts) == 1:
             (c, n), = counts.items()
             row = deficit[cidx[c]]
-            best = max(pref, key=lambda j: row[j])
+            best = max(pref, key=lambda j: (row[j], overall[j]))
             row[best] -= n
         else:
-            best = max(pref, key=lambda j: sum(n * deficit[cidx[c]][j] for c, n in counts.items()))
+            best = max(pref, key=lambda j: (sum(n * deficit[cidx[c]][j] for c, n in counts.items()), overall[j]))
             for c, n in counts.items():
                 deficit[cidx[c]][best] -= n
+        overall[best] -= sum(counts.values())
         out[u] = splits[best]
     return out
 
@@ -265,7 +270,8 @@ def assign_splits(manifest: pd.DataFrame, options: SplitOptions) -> pd.DataFrame
     units = unit_ids(out, options.group)
     root = root_positions(out)
     is_root = root == np.arange(n)
-    kept = (out["status"] == "kept").to_numpy()
+    # Augmented copies (balance) follow their parent but weigh nothing: ratios are about real images.
+    kept = ((out["status"] == "kept") & (out["layout"] != AUGMENT_LAYOUT)).to_numpy()
     strata = _strata(out, options.stratify).to_numpy()
     existing = out["split"].astype(object).to_numpy()
     has_split = pd.notna(existing)
@@ -365,7 +371,7 @@ def small_class_problems(
 ) -> list[str]:
     """Classes with fewer units than splits with a non-zero ratio, with their counts."""
     splits = [s for s in SPLITS if options.ratios.get(s, 0) > 0]
-    kept = (manifest["status"] == "kept").to_numpy()
+    kept = ((manifest["status"] == "kept") & (manifest["layout"] != AUGMENT_LAYOUT)).to_numpy()
     if not kept.any():
         return []
     units = unit_ids(manifest, options.group)
@@ -375,7 +381,9 @@ def small_class_problems(
     for c, row in per.iterrows():
         if row["nunique"] < len(splits):
             got = ", ".join(f"{s} {counts.get(str(c), {}).get(s, 0)}" for s in splits)
-            out.append(f"class {c!r} has {row['size']} kept rows in {row['nunique']} groups, fewer than the "
+            groups = f"{row['nunique']} group" + ("s" if row["nunique"] != 1 else "")
+            images = f"{row['size']} kept image" + ("s" if row["size"] != 1 else "")
+            out.append(f"class {c!r} has {images} in {groups}, fewer than the "
                        f"{len(splits)} splits: cannot reach every split ({got})")
     return out
 
@@ -402,12 +410,20 @@ def split(manifest: pd.DataFrame, options: SplitOptions, *, ws: Workspace | None
     """Stage: assign train/val/test to every unit with kept rows (see the module docstring)."""
     opts = _check_options(manifest, options)
     before = split_counts(manifest, opts.stratify)
+    warnings: list[str] = []
+    if opts.resplit:
+        from curate.stages.balance import undo_balance
+
+        manifest, n_copies, n_restored = undo_balance(manifest)
+        if n_copies or n_restored:
+            warnings.append(f"--resplit undid the last balance ({n_copies} copies dropped, {n_restored} rows "
+                            "restored); run `curate balance` again")
     out = assign_splits(manifest, opts)
     after = split_counts(out, opts.stratify)
     problems = small_class_problems(out, opts, after)
     if problems and opts.strict:
         raise OptionError("; ".join(problems), hint="add images, lower the number of splits, or drop --strict")
-    warnings = list(problems)
+    warnings += problems
     if not opts.resplit:
         leaks = _straddling_units(out, opts.group)
         if leaks:
