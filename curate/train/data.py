@@ -246,7 +246,7 @@ class ImageClassDataset(Dataset[tuple[torch.Tensor, int]]):
 
     def _decode(self, i: int) -> np.ndarray:
         img = load_display(self.samples[i].path)
-        return np.asarray(fit_image(img, self.img_size, self.fit), dtype=np.uint8)
+        return np.array(fit_image(img, self.img_size, self.fit), dtype=np.uint8)
 
     def preload(self, *, progress: bool = False, workers: int = 0,
                 on_image: Callable[[int, Image.Image], None] | None = None) -> list[str]:
@@ -265,7 +265,7 @@ class ImageClassDataset(Dataset[tuple[torch.Tensor, int]]):
                 return i, None, str(e)
             if on_image is not None:
                 on_image(i, img)
-            return i, np.asarray(fit_image(img, self.img_size, self.fit), dtype=np.uint8), None
+            return i, np.array(fit_image(img, self.img_size, self.fit), dtype=np.uint8), None
 
         todo = [i for i, a in enumerate(self._cache) if a is None]
         warnings: list[str] = []

@@ -146,7 +146,9 @@ def evaluate(model: nn.Module, dataset: ImageClassDataset, model_classes: list[s
              batch_size: int = 64) -> Evaluation:
     """Score ``model`` (whose outputs are ``model_classes``) on ``dataset``."""
     matrix = np.zeros((len(dataset.classes), len(model_classes)), dtype=np.int64)
-    loader = DataLoader(dataset.with_augment(False), batch_size=batch_size, shuffle=False)
+    # An own generator: a DataLoader without one draws its base seed from the global RNG.
+    loader = DataLoader(dataset.with_augment(False), batch_size=batch_size, shuffle=False,
+                        generator=torch.Generator().manual_seed(0))
     was_training = model.training
     model.eval()
     with torch.inference_mode():
