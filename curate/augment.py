@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -177,7 +178,10 @@ def build_pipeline(cfg: AugmentConfig, width: int, height: int, seed: int) -> An
                                          ratio=(aspect, aspect), p=1.0))
     bbox_params = A.BboxParams(format="pascal_voc", label_fields=["box_index"], clip=True,
                                filter_invalid_bboxes=True, min_visibility=cfg.min_box_visibility)
-    return A.Compose(steps, bbox_params=bbox_params, seed=seed, save_applied_params=True)
+    with warnings.catch_warnings():
+        # A colour-only pipeline leaves boxes as they are; albumentations warns that no step moves them.
+        warnings.filterwarnings("ignore", message="Got processor for bboxes, but no transform to process it")
+        return A.Compose(steps, bbox_params=bbox_params, seed=seed, save_applied_params=True)
 
 
 @dataclass

@@ -447,7 +447,8 @@ def balance(manifest: pd.DataFrame, options: BalanceOptions, *, ws: Workspace,
     annotations = annotations if annotations is not None else empty_annotations()
     out = manifest.copy()
     scope = _in_splits(out, opts.splits)
-    before = _counts(manifest, scope)
+    everything = pd.Series(True, index=manifest.index)
+    before = _counts(manifest, everything)  # all splits, so the report shows val/test untouched
     _reset_own_decisions(out, scope)
 
     plan = _Plan()
@@ -476,7 +477,7 @@ def balance(manifest: pd.DataFrame, options: BalanceOptions, *, ws: Workspace,
                                 ignore_index=True)
     annotations = conform(annotations, ANNOTATION_COLUMNS)
 
-    after = _counts(out, _in_splits(out, opts.splits))
+    after = _counts(out, pd.Series(True, index=out.index))
     unlabelled = int((scope & (manifest["status"] == "kept") & manifest["label"].isna()).sum())
     if unlabelled:
         plan.warnings.append(f"{unlabelled} kept rows in {', '.join(opts.splits)} have no label; not balanced")
