@@ -361,10 +361,18 @@ class _Renderer:
         return {str(r): sample_rows(g, self.opts.per_reason, rng) for r, g in m[pictured].groupby("reason", sort=True)}
 
     def _sample_faces(self) -> pd.DataFrame:
-        crops = self.m[is_face_crop(self.m) & (self.m["status"] == "kept")]
-        if len(crops) > self.opts.max_faces:
-            crops = crops.sample(n=self.opts.max_faces, random_state=np.random.default_rng(self.opts.seed + 1))
-        return crops.sort_values(["label", "rel_path", "sample_id"], kind="mergesort", na_position="last")
+        """Face crops whatever became of them (a later ``curate square`` supersedes them), kept first."""
+        crops = self.m[is_face_crop(self.m)]
+        kept = crops[crops["status"] == "kept"]
+        rng = np.random.default_rng(self.opts.seed + 1)
+        n = self.opts.max_faces
+        pick = kept.sample(n=n, random_state=rng) if len(kept) > n else kept
+        rest = crops[crops["status"] != "kept"]
+        if len(pick) < n and len(rest):
+            pick = pd.concat([pick, rest.sample(n=min(n - len(pick), len(rest)), random_state=rng)])
+        pick = pick.assign(_dropped=pick["status"] != "kept")
+        return pick.sort_values(["_dropped", "label", "rel_path", "sample_id"], kind="mergesort",
+                                na_position="last").drop(columns="_dropped")
 
     # -- thumbnails are requested first, decoded while the charts are drawn --
     def plan_thumbnails(self) -> None:
@@ -562,10 +570,14 @@ class _Renderer:
                 "and no <code>no_face</code> rows.", "notrun"), ran=False)
         kept_crops = crops[crops["status"] == "kept"]
         per_image = crops.groupby("parent_id").size()
-        body = (f"<p><b>{_nfmt(len(kept_crops))}</b> kept face crops from {_count(per_image.size, 'image')}; "
-                f"{_count((m['reason'] == 'no_face').sum(), 'image')} dropped as <code>no_face</code>"
+        later = _col(crops[crops["status"] != "kept"], "reason").value_counts()
+        body = (f"<p><b>{_count(len(crops), 'face crop')}</b> from {_count(per_image.size, 'image')}, "
+                f"{_nfmt(len(kept_crops))} kept"
+                + "".join(f", {_nfmt(v)} {h.esc(k)}" for k, v in later.items())
+                + f"; {_count((m['reason'] == 'no_face').sum(), 'image')} dropped as <code>no_face</code>"
                 + (f"; {_nfmt(len(face_boxes))} face boxes in annotations.parquet (<code>--boxes</code> mode)"
-                   if len(face_boxes) else "") + ".</p>")
+                   if len(face_boxes) else "") + ". Crops a later stage replaced (<code>superseded</code>, e.g. "
+                "by <code>curate square</code>) or dropped are framed red with the reason.</p>")
         if len(per_image):
             dist = per_image.value_counts().sort_index().rename("images").to_frame()
             dist.index.name = "faces per image"
@@ -573,9 +585,10 @@ class _Renderer:
         sample = self.face_sample
         if len(sample):
             items = [self._thumb(r, str(r["label"]) if pd.notna(r["label"]) else Path(str(r["rel_path"])).name,
+                                 badge="" if r["status"] == "kept" else _badge(r),
                                  tooltip=f"{_where(r)}\n{_size(r)}\n{r['transform'] or ''}")
                      for _, r in sample.iterrows()]
-            body += h.thumbs(items) + f"<p>showing {len(sample)} of {len(kept_crops):,} kept crops</p>"
+            body += h.thumbs(items) + f"<p>showing {len(sample)} of {len(crops):,} crops</p>"
         return h.Section("faces", "Face crops", body)
 
     def leakage(self) -> h.Section:

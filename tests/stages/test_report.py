@@ -328,7 +328,7 @@ def test_report_after_split_balance_and_faces(staged):
     assert 'target=5  strategy="both"  splits=["train"]' in text
 
     # Faces: 4 crops from 3 photos, one photo with two faces, one no_face; every crop drawn.
-    assert f"<b>{done['crops']}</b> kept face crops from 3 images; 1 image dropped as <code>no_face</code>" in page
+    assert f"<b>{done['crops']} face crops</b> from 3 images, 4 kept; 1 image dropped as <code>no_face</code>" in page
     assert table(doc, "table-faces-per-image") == {"1": ["2"], "2": ["1"]}
     assert doc.images["faces"] == done["crops"] == 4
 
@@ -650,3 +650,18 @@ def test_report_renders_in_headless_chromium_without_console_errors(staged, tmp_
     probe = json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
     assert probe["errors"] == [] and probe["fetched"] == [] and probe["broken"] == 0
     assert probe["images"] == page.count("<img ") and probe["sections"] == len(SECTIONS)
+
+
+def test_face_crops_a_later_stage_superseded_still_show(skimage_dir):
+    photo = str(skimage_dir / "astronaut.png")
+    m = _m(path=[photo] * 3, width=[512, 200, 224], height=[512, 200, 224],
+           parent_id=[None, "r0", "r1"], layout=["flat", "faces", "square"],
+           status=["dropped", "dropped", "kept"], reason=["superseded", "superseded", None],
+           decided_by=["faces", "square", "square"], label=["me"] * 3)
+    page, _ = render_report(m, empty_annotations(), [{"command": "faces"}, {"command": "square"}],
+                            ReportOptions(workers=1), title="faces then square")
+    doc = assert_valid_and_self_contained(page)
+    faces = page[page.index('id="faces"'):page.index('id="leakage"')]
+    assert "<b>1 face crop</b> from 1 image, 0 kept, 1 superseded;" in faces
+    assert doc.images["faces"] == 1
+    assert '<span class="badge dropped">superseded</span> me' in faces
