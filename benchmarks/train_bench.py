@@ -16,7 +16,9 @@ people, 1-8 photos each):
 
 The raw and split-only exports are each compared with the curated one with
 ``curate.train.loop.compare_exports``, which trains both sides with the same
-seed and budget and scores them on the curated test split. There are two
+seed and budget and scores them on the curated test split. Against raw, the
+curated side is read from its workspace, so that the photos whose face crops
+are test images are left out of raw training (lineage via ``origin_path``). There are two
 reference points on the same test images: the majority class, and
 1-nearest-neighbour on normalized pixels of the curated train split.
 
@@ -46,7 +48,8 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def build_workspace_export(root: Path, name: str, with_faces: bool, seed: int) -> tuple[Path | None, dict[str, Any]]:
+def build_workspace_export(root: Path, name: str, with_faces: bool, seed: int
+                           ) -> tuple[Path | None, Path | None, dict[str, Any]]:
     """Ingest faces_by_person, split 6:2:2, optionally crop faces, export folder."""
     info: dict[str, Any] = {"steps": {}}
     try:
@@ -56,7 +59,7 @@ def build_workspace_export(root: Path, name: str, with_faces: bool, seed: int) -
         from curate.workspace import Workspace
     except ImportError as e:
         info["skipped"] = f"stage missing: {e}"
-        return None, info
+        return None, None, info
     ws = Workspace.create(root / f"ws-{name}")
     t = time.perf_counter()
     ws.run_stage("ingest", ingest, IngestOptions([SourceSpec(CORPUS, "faces")], workers=2))
@@ -69,7 +72,7 @@ def build_workspace_export(root: Path, name: str, with_faces: bool, seed: int) -
             from curate.stages.faces import FacesOptions, faces
         except ImportError as e:
             info["skipped"] = f"faces stage missing: {e}"
-            return None, info
+            return None, None, info
         t = time.perf_counter()
         res = ws.run_stage("faces", faces, FacesOptions(workers=2))
         info["steps"]["faces_s"] = round(time.perf_counter() - t, 2)
@@ -81,7 +84,7 @@ def build_workspace_export(root: Path, name: str, with_faces: bool, seed: int) -
     from curate.train.data import discover
 
     info["images"] = discover(out).counts()
-    return out, info
+    return out, ws.root, info
 
 
 def baselines(curated: Path, img_size: int) -> dict[str, float]:
@@ -112,6 +115,8 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=16)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--split-seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (1: robust when other jobs share the cores)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary exports")
     args = ap.parse_args()
     if not CORPUS.is_dir():
@@ -128,25 +133,30 @@ def main() -> None:
         raw = tmp / "raw"
         shutil.copytree(CORPUS, raw)
         exports = {"raw": raw}
+        curated_ws = None
         for name, with_faces in (("split-only", False), ("curated", True)):
             log(f"building {name} export ...")
-            path, info = build_workspace_export(tmp, name, with_faces, args.split_seed)
+            path, ws_root, info = build_workspace_export(tmp, name, with_faces, args.split_seed)
             results["exports"][name] = info
             log(f"  {info}")
             if path is not None:
                 exports[name] = path
+                curated_ws = ws_root if name == "curated" else curated_ws
         if "curated" not in exports:
             sys.exit(f"no curated export: {results['exports'].get('curated')}")
         results["baselines"] = baselines(exports["curated"], args.img_size)
         log(f"baselines: {results['baselines']}")
         for seed in args.seeds:
             cfg = TrainConfig(epochs=args.epochs, img_size=args.img_size, batch_size=args.batch_size,
-                              width=args.width, seed=seed)
+                              width=args.width, seed=seed, threads=args.threads)
             for other in ("raw", "split-only"):
                 if other not in exports:
                     continue
                 log(f"seed {seed}: {other} vs curated ...")
-                r = compare_exports(exports[other], exports["curated"], cfg, tmp / f"cmp-{other}-{seed}")
+                # The curated side is read from its workspace for raw: it knows which photo each test
+                # crop was cut from, so copies of those photos are left out of raw training.
+                curated_side = curated_ws if other == "raw" and curated_ws is not None else exports["curated"]
+                r = compare_exports(exports[other], curated_side, cfg, tmp / f"cmp-{other}-{seed}")
                 results["runs"].append({
                     "seed": seed, "other": other,
                     "accuracy": r["accuracy"],

@@ -64,6 +64,7 @@ class Sample:
     label: str
     split: str
     sample_id: str | None = None  # manifest id, when read from a workspace
+    origin_path: str | None = None  # the source file a workspace row descends from
 
 
 @dataclass
@@ -135,8 +136,9 @@ def read_workspace(root: Path, splits: Sequence[str] = SPLIT_ORDER) -> SourceDat
         ignored["kept rows without a label"] = n
     kept = kept[kept["label"].notna()]
     rows = [
-        Sample(str(p), str(lab), "" if pd.isna(sp) else str(sp), str(sid))
-        for p, lab, sp, sid in zip(kept["path"], kept["label"], kept["split"], kept["sample_id"], strict=True)
+        Sample(str(p), str(lab), "" if pd.isna(sp) else str(sp), str(sid), None if pd.isna(o) else str(o))
+        for p, lab, sp, sid, o in zip(kept["path"], kept["label"], kept["split"], kept["sample_id"],
+                                      kept["origin_path"], strict=True)
     ]
     rows = [r for r in rows if r.split == "" or r.split in splits]
     return _finish(root, "workspace", rows, ignored, "a split on kept rows (run `curate split WS`)")
@@ -148,7 +150,7 @@ def _finish(root: Path, kind: str, rows: list[Sample], ignored: dict[str, int], 
                           found="none", hint="point at the folder `curate export --format folder` wrote")
     warnings = []
     if all(r.split == "" for r in rows):
-        rows = [Sample(r.path, r.label, "train", r.sample_id) for r in rows]
+        rows = [Sample(r.path, r.label, "train", r.sample_id, r.origin_path) for r in rows]
         warnings.append(f"no {split_hint}: all {len(rows)} images are used for training, "
                         "so accuracy is measured on training images only")
     elif n := sum(r.split == "" for r in rows):

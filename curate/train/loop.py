@@ -310,7 +310,9 @@ def compare_exports(raw: str | Path, curated: str | Path, config: TrainConfig, o
 
     Raw training images that are copies of a curated test image (same bytes,
     or pHash within ``leak_max_hamming`` bits) are left out, so the raw model
-    is not scored on images it trained on. Writes ``compare.json`` and
+    is not scored on images it trained on. When ``curated`` is a workspace,
+    copies of each test image's source file (``origin_path``: the photo a
+    face crop was cut from) are left out as well. Writes ``compare.json`` and
     ``raw/model.pt``, ``curated/model.pt``; returns the comparison.
 
         >>> r = compare_exports("raw", "curated", TrainConfig(epochs=5), "cmp")  # doctest: +SKIP
@@ -330,6 +332,9 @@ def compare_exports(raw: str | Path, curated: str | Path, config: TrainConfig, o
     test_ds = _loaded(cur_src.split("test"), cur_src.classes, config, augment=False, progress=progress,
                       warnings=warnings, on_image=_phash_recorder(test_hashes))
     test_sha = {file_sha256(s.path) for s in test_ds.samples}
+    # A workspace knows each test image's source file (a face crop's photo): leave copies of that out too.
+    test_sha |= {file_sha256(s.origin_path) for s in test_ds.samples
+                 if s.origin_path and s.origin_path != s.path and Path(s.origin_path).is_file()}
     test_ph = np.array([test_hashes[i] for i in range(len(test_ds))], dtype=np.uint64)
 
     raw_hashes: dict[int, int] = {}

@@ -130,3 +130,34 @@ def test_compare_needs_a_curated_test_split(tiny_export: Path, tmp_path: Path):
         compare_exports(tiny_export, curated, TrainConfig(**QUICK), tmp_path / "cmp")
     assert str(e.value) == (f"{curated}: test split: expected test images in the curated export, "
                             "found splits ['train', 'val'] (split the workspace with a test share before exporting)")
+
+
+def test_compare_with_a_curated_workspace_leaves_out_the_photos_of_test_crops(tiny_export: Path, tmp_path: Path):
+    from PIL import Image
+
+    from curate.derive import store_derived, upsert_rows
+    from curate.stages.ingest import IngestOptions, SourceSpec, ingest
+    from curate.workspace import Workspace
+
+    ws = Workspace.create(tmp_path / "ws")
+    ws.run_stage("ingest", ingest, IngestOptions([SourceSpec(tiny_export, "faces")], workers=1))
+    m = ws.read_manifest()
+    crops = []
+    for i in m.index[m["split"] == "test"]:  # a centre crop stands in for a face crop: not a copy
+        img = Image.open(m.at[i, "path"]).convert("RGB")
+        w, h = img.size
+        box = (w // 4, h // 4, 3 * w // 4, 3 * h // 4)
+        crops.append(store_derived(ws, m.loc[i], img.crop(box), {"op": "crop", "xyxy": box}, layout="crop"))
+        m.loc[i, ["status", "reason"]] = ["dropped", "superseded"]
+    ws.write_manifest(upsert_rows(m, crops))
+    # raw: the class folders, holding the 4 photos the test crops were cut from
+    raw = tmp_path / "raw"
+    for p in tiny_export.glob("*/*/*"):
+        (raw / p.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy2(p, raw / p.parent.name / p.name)
+
+    r = compare_exports(raw, ws.root, TrainConfig(**QUICK), tmp_path / "cmp")
+    assert r["test"]["images"] == 4
+    left_out = {Path(p).name for p in r["raw"]["left_out_as_copies_of_test_images"]}
+    assert left_out == {p.name for p in tiny_export.glob("test/*/*")}
+    assert r["raw"]["train_images"] == 12
