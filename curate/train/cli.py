@@ -63,6 +63,10 @@ def _config(no_augment: bool, **opts: Any) -> Any:
     return TrainConfig(augment=not no_augment, **opts)
 
 
+def _rounded(accuracy: dict[str, float | None]) -> dict[str, float | None]:
+    return {k: None if v is None else round(v, 4) for k, v in accuracy.items()}
+
+
 def _progress(as_json: bool) -> bool:
     return sys.stderr.isatty() and not as_json
 
@@ -90,7 +94,7 @@ def classify(export_dir: Path, out: Path, overwrite: bool, as_json: bool, **opts
     from curate.train.loop import train_classifier
 
     m = train_classifier(export_dir, _config(**opts), out, progress=_progress(as_json), overwrite=overwrite)
-    summary = {"images": m["source"]["images"], "classes": len(m["classes"]), "accuracy": m["accuracy"],
+    summary = {"images": m["source"]["images"], "classes": len(m["classes"]), "accuracy": _rounded(m["accuracy"]),
                "final_loss": round(m["loss_per_epoch"][-1], 4), "out": str(out), "warnings": m["warnings"]}
     emit(summary, as_json, "trained")
 
@@ -111,8 +115,9 @@ def compare(raw_export: Path, curated_export: Path, leak_max_hamming: int, out: 
 
     r = compare_exports(raw_export, curated_export, _config(**opts), out, progress=_progress(as_json),
                         overwrite=overwrite, leak_max_hamming=leak_max_hamming)
-    summary = {"test_images": r["test"]["images"], "accuracy": r["accuracy"],
-               "accuracy_on_shared_classes": {k: r[k]["test_accuracy_on_shared_classes"] for k in ("raw", "curated")},
+    summary = {"test_images": r["test"]["images"], "accuracy": _rounded(r["accuracy"]),
+               "accuracy_on_shared_classes": _rounded({k: r[k]["test_accuracy_on_shared_classes"]
+                                                       for k in ("raw", "curated")}),
                "train_images": {k: r[k]["train_images"] for k in ("raw", "curated")}, "out": str(out),
                "warnings": r["warnings"]}
     emit(summary, as_json, "compared")
