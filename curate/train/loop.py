@@ -299,7 +299,7 @@ def _phash_recorder(store: dict[int, int]) -> Callable[[int, Image.Image], None]
     from curate.hashing import compute_hashes, hash_thumbnail
 
     def record(i: int, img: Image.Image) -> None:
-        store[i] = int(compute_hashes(hash_thumbnail(img))["phash"], 16)
+        store[i] = int(str(compute_hashes(hash_thumbnail(img))["phash"]), 16)
 
     return record
 
