@@ -62,8 +62,6 @@ def train_yolo(export: str | Path, out: str | Path, *, model: str | None = None,
     ``yolov8n-cls.yaml``), so nothing is downloaded; pass ``model="yolov8n.pt"``
     to start from pretrained weights.
     """
-    from curate.train.loop import prepare_out
-
     task, data = yolo_data(export)
     try:
         from ultralytics import YOLO
@@ -71,6 +69,8 @@ def train_yolo(export: str | Path, out: str | Path, *, model: str | None = None,
         raise CurateError("", field="ultralytics", expected="Ultralytics installed and importable",
                           found=f"{type(e).__name__}: {e}",
                           hint="pip install 'curate[yolo]' (it needs torchvision, which has no CPU build here)") from e
+    from curate.train.loop import prepare_out  # torch, present once Ultralytics imports
+
     out_dir = prepare_out(out, overwrite)
     if task == "detect":
         data = resolved_data_yaml(data, out_dir)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -15,6 +16,15 @@ from click.testing import CliRunner
 from curate.cli import cli
 from curate.train.yolo import resolved_data_yaml, yolo_data
 
+
+def _has_torch() -> bool:
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except ValueError:  # sys.modules["torch"] is None: blocked on purpose
+        return False
+
+
+needs_torch = pytest.mark.skipif(not _has_torch(), reason="curate.train needs torch: pip install 'curate[train]'")
 QUICK = ["--epochs", "1", "--img-size", "32", "--batch-size", "8", "--width", "8", "--threads", "1"]
 
 
@@ -22,6 +32,7 @@ def _python(code: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
 
 
+@needs_torch
 def test_classify_end_to_end(tiny_export: Path, tmp_path: Path):
     out = tmp_path / "out"
     res = CliRunner().invoke(cli, ["train", "classify", str(tiny_export), *QUICK, "--out", str(out), "--json"])
@@ -36,6 +47,7 @@ def test_classify_end_to_end(tiny_export: Path, tmp_path: Path):
     assert (out / "model.pt").stat().st_size > 0
 
 
+@needs_torch
 @pytest.mark.parametrize("args, error", [
     # an --out with files in it
     (["--out", "{tmp}/full"], "Error: {tmp}/full: --out: expected an empty or new folder, found a folder "
@@ -50,6 +62,7 @@ def test_classify_errors_are_one_line(tiny_export: Path, tmp_path: Path, args: l
     assert res.stderr == error.format(tmp=tmp_path)
 
 
+@needs_torch
 def test_classify_without_a_train_split_says_what_it_found(tiny_export: Path, tmp_path: Path):
     export = Path(shutil.copytree(tiny_export, tmp_path / "export"))
     shutil.rmtree(export / "train")
@@ -65,6 +78,7 @@ def test_img_size_below_32_is_refused_by_the_option(tiny_export: Path, tmp_path:
     assert "Invalid value for '--img-size': 16 is not in the range x>=32." in res.stderr
 
 
+@needs_torch
 def test_compare_end_to_end(tiny_export: Path, tmp_path: Path):
     res = CliRunner().invoke(cli, ["train", "compare", str(tiny_export), str(tiny_export), *QUICK,
                                    "--out", str(tmp_path / "cmp"), "--json"])

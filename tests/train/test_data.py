@@ -7,11 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from curate.errors import CurateError
-from curate.train.data import (
+torch = pytest.importorskip("torch", reason="curate.train needs torch: pip install 'curate[train]'")
+
+from curate.errors import CurateError  # noqa: E402
+from curate.train.data import (  # noqa: E402
     MEAN_RGB,
     PAD_RGB,
     STD_RGB,
@@ -22,7 +23,7 @@ from curate.train.data import (
     read_workspace,
 )
 
-from .conftest import CLASSES
+from .conftest import CLASSES  # noqa: E402
 
 
 def test_export_samples_splits_and_classes(tiny_export: Path):

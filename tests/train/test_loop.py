@@ -8,13 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from curate.errors import CurateError
-from curate.train.loop import Evaluation, TrainConfig, compare_exports, train_classifier
-from curate.train.model import load_model
+torch = pytest.importorskip("torch", reason="curate.train needs torch: pip install 'curate[train]'")
 
-from .conftest import CLASSES
+from curate.errors import CurateError  # noqa: E402
+from curate.train.loop import Evaluation, TrainConfig, compare_exports, train_classifier  # noqa: E402
+from curate.train.model import load_model  # noqa: E402
+
+from .conftest import CLASSES  # noqa: E402
 
 # One epoch, tiny inputs, one torch thread (pytest -n 2 runs two of these at once).
 QUICK = dict(epochs=1, img_size=32, batch_size=8, threads=1, width=8)

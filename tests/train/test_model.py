@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
-from curate.errors import CurateError
-from curate.train.model import SmallCNN, load_model, model_bytes
+torch = pytest.importorskip("torch", reason="curate.train needs torch: pip install 'curate[train]'")
+
+from curate.errors import CurateError  # noqa: E402
+from curate.train.model import SmallCNN, load_model, model_bytes  # noqa: E402
 
 
 @pytest.mark.parametrize("img_size, width, n_classes", [
