@@ -342,7 +342,8 @@ def compare_exports(raw: str | Path, curated: str | Path, config: TrainConfig, o
                       warnings=warnings, on_image=_phash_recorder(raw_hashes))
     leaked = [i for i, s in enumerate(raw_all.samples)
               if file_sha256(s.path) in test_sha or _min_hamming(raw_hashes[i], test_ph) <= leak_max_hamming]
-    raw_ds = raw_all.subset([i for i in range(len(raw_all)) if i not in set(leaked)])
+    leaked_set = set(leaked)
+    raw_ds = raw_all.subset([i for i in range(len(raw_all)) if i not in leaked_set])
     cur_ds = _loaded(cur_src.split("train"), cur_src.classes, config, augment=config.augment, progress=progress,
                      warnings=warnings)
 
