@@ -251,12 +251,12 @@ class ImageClassDataset(Dataset[tuple[torch.Tensor, int]]):
         return np.array(fit_image(img, self.img_size, self.fit), dtype=np.uint8)
 
     def preload(self, *, progress: bool = False, workers: int = 0,
-                on_image: Callable[[int, Image.Image], None] | None = None) -> list[str]:
+                on_image: Callable[[Sample, Image.Image], None] | None = None) -> list[str]:
         """Decode every image once (threads: Pillow releases the GIL while decoding).
 
         Files that cannot be decoded are removed from the dataset; one warning
-        per file is returned. ``on_image(i, displayed_image)`` is called for each
-        decoded image (before it is shrunk), e.g. to hash it.
+        per file is returned. ``on_image(sample, displayed_image)`` is called for
+        each decoded image (before it is shrunk), e.g. to hash it.
         """
         from tqdm.auto import tqdm
 
@@ -266,7 +266,7 @@ class ImageClassDataset(Dataset[tuple[torch.Tensor, int]]):
             except CurateError as e:
                 return i, None, str(e)
             if on_image is not None:
-                on_image(i, img)
+                on_image(self.samples[i], img)
             return i, np.array(fit_image(img, self.img_size, self.fit), dtype=np.uint8), None
 
         todo = [i for i, a in enumerate(self._cache) if a is None]

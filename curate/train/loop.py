@@ -234,7 +234,7 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def _loaded(samples: list[Sample], classes: list[str], config: TrainConfig, *, augment: bool, progress: bool,
-            warnings: list[str], on_image: Callable[[int, Image.Image], None] | None = None) -> ImageClassDataset:
+            warnings: list[str], on_image: Callable[[Sample, Image.Image], None] | None = None) -> ImageClassDataset:
     ds = ImageClassDataset(samples, classes, img_size=config.img_size, fit=config.fit, augment=augment,
                            seed=config.seed)
     warnings.extend(ds.preload(progress=progress, workers=config.decode_threads, on_image=on_image))
@@ -295,11 +295,12 @@ def train_classifier(source: str | Path | SourceData, config: TrainConfig, out: 
     return metrics
 
 
-def _phash_recorder(store: dict[int, int]) -> Callable[[int, Image.Image], None]:
+def _phash_recorder(store: dict[str, int]) -> Callable[[Sample, Image.Image], None]:
+    """Records each decoded image's pHash by path (indices shift when unreadable files are dropped)."""
     from curate.hashing import compute_hashes, hash_thumbnail
 
-    def record(i: int, img: Image.Image) -> None:
-        store[i] = int(str(compute_hashes(hash_thumbnail(img))["phash"]), 16)
+    def record(sample: Sample, img: Image.Image) -> None:
+        store[sample.path] = int(str(compute_hashes(hash_thumbnail(img))["phash"]), 16)
 
     return record
 
@@ -328,20 +329,20 @@ def compare_exports(raw: str | Path, curated: str | Path, config: TrainConfig, o
     out_dir = prepare_out(out, overwrite)
     warnings = [f"raw: {w}" for w in raw_src.warnings] + [f"curated: {w}" for w in cur_src.warnings]
 
-    test_hashes: dict[int, int] = {}
+    test_hashes: dict[str, int] = {}
     test_ds = _loaded(cur_src.split("test"), cur_src.classes, config, augment=False, progress=progress,
                       warnings=warnings, on_image=_phash_recorder(test_hashes))
     test_sha = {file_sha256(s.path) for s in test_ds.samples}
     # A workspace knows each test image's source file (a face crop's photo): leave copies of that out too.
     test_sha |= {file_sha256(s.origin_path) for s in test_ds.samples
                  if s.origin_path and s.origin_path != s.path and Path(s.origin_path).is_file()}
-    test_ph = np.array([test_hashes[i] for i in range(len(test_ds))], dtype=np.uint64)
+    test_ph = np.array([test_hashes[s.path] for s in test_ds.samples], dtype=np.uint64)
 
-    raw_hashes: dict[int, int] = {}
+    raw_hashes: dict[str, int] = {}
     raw_all = _loaded(raw_src.split("train"), raw_src.classes, config, augment=config.augment, progress=progress,
                       warnings=warnings, on_image=_phash_recorder(raw_hashes))
     leaked = [i for i, s in enumerate(raw_all.samples)
-              if file_sha256(s.path) in test_sha or _min_hamming(raw_hashes[i], test_ph) <= leak_max_hamming]
+              if file_sha256(s.path) in test_sha or _min_hamming(raw_hashes[s.path], test_ph) <= leak_max_hamming]
     leaked_set = set(leaked)
     raw_ds = raw_all.subset([i for i in range(len(raw_all)) if i not in leaked_set])
     cur_ds = _loaded(cur_src.split("train"), cur_src.classes, config, augment=config.augment, progress=progress,

@@ -104,8 +104,17 @@ def test_compare_scores_both_on_the_curated_test_split(corpus: Path, tiny_export
         (curated / split / "elon").mkdir(exist_ok=True)
         shutil.copy2(f, curated / split / "elon" / f.name)
 
+    # a resized re-encode of a test photo (a near copy, not the same bytes), after an unreadable file
+    from PIL import Image
+
+    test_jack = next((curated / "test" / "jack").iterdir())
+    img = Image.open(test_jack)
+    img.resize((img.width * 9 // 10, img.height * 9 // 10)).save(raw / "jack" / "near_copy.jpg", quality=80)
+    (raw / "jack" / "0_cut.jpg").write_bytes(test_jack.read_bytes()[:300])
+
     r = compare_exports(raw, curated, TrainConfig(**QUICK), tmp_path / "cmp")
     assert json.loads((tmp_path / "cmp" / "compare.json").read_text()) == json.loads(json.dumps(r))
+    assert any(w.startswith(f"skipped (cannot decode): {raw / 'jack' / '0_cut.jpg'}") for w in r["warnings"])
     assert r["classes_only_in_raw"] == ["obama"] and r["classes_only_in_curated"] == ["elon"]
     assert r["test"]["images"] == 5
     for name in ("raw", "curated"):
@@ -116,10 +125,11 @@ def test_compare_scores_both_on_the_curated_test_split(corpus: Path, tiny_export
         assert load_model(tmp_path / "cmp" / name / "model.pt")[1] == r[name]["classes"]
     assert r["raw"]["test"]["confusion_matrix"]["predicted_classes"] == sorted((*CLASSES, "obama"))
     assert r["raw"]["test"]["per_class"]["elon"]["correct"] == 0  # the raw model cannot know elon
-    # the four curated test photos are also in raw: left out of raw training
+    # the four curated test photos are also in raw, and one near copy: left out of raw training
     left_out = {Path(p).name for p in r["raw"]["left_out_as_copies_of_test_images"]}
-    assert left_out == {p.name for p in (curated / "test").glob("*/*") if p.parent.name != "elon"}
-    assert r["raw"]["train_images"] == sum(len(list((raw / c).iterdir())) for c in (*CLASSES, "obama")) - 4
+    assert left_out == {p.name for p in (curated / "test").glob("*/*") if p.parent.name != "elon"} | {"near_copy.jpg"}
+    # every raw file, less the unreadable one and the five copies
+    assert r["raw"]["train_images"] == sum(len(list((raw / c).iterdir())) for c in (*CLASSES, "obama")) - 6
     assert any("1 curated test images are of classes the raw export does not have (elon)" in w
                for w in r["warnings"])
 
