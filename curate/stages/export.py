@@ -230,7 +230,7 @@ def write_dataset(plan: pd.DataFrame, boxes: pd.DataFrame, target: Path, options
     return summary
 
 
-def _displayed_size(path: Path) -> tuple[int, int] | None:
+def _displayed_size(path: str) -> tuple[int, int] | None:
     from PIL import Image
 
     from curate.imageio import displayed_size, exif_orientation, register_openers
@@ -243,8 +243,32 @@ def _displayed_size(path: Path) -> tuple[int, int] | None:
         return None
 
 
-def _box_key(b: tuple[str, float, float, float, float]) -> tuple[Any, ...]:
-    return (b[0], *(round(v, 3) for v in b[1:]))
+BoxTuple = tuple[str, float, float, float, float]
+
+
+def boxes_match(want: list[BoxTuple], got: list[BoxTuple], wh: tuple[int, int]) -> BoxTuple | None:
+    """None when every wanted box has its own read-back box (same label, each edge within
+    BOX_TOLERANCE_FRAC of the image size); else the first wanted box left without one.
+
+    Sorted order pairs them in one pass; boxes closer than the tolerance can sort
+    differently on the two sides, so a failed pass falls back to a greedy search.
+    """
+    tx, ty = BOX_TOLERANCE_FRAC * wh[0], BOX_TOLERANCE_FRAC * wh[1]
+
+    def close(a: BoxTuple, b: BoxTuple) -> bool:
+        return (a[0] == b[0] and abs(a[1] - b[1]) <= tx and abs(a[2] - b[2]) <= ty
+                and abs(a[3] - b[3]) <= tx and abs(a[4] - b[4]) <= ty)
+
+    want, got = sorted(want), sorted(got)
+    if all(close(a, b) for a, b in zip(want, got, strict=True)):
+        return None
+    left = list(got)
+    for a in want:
+        j = next((j for j, b in enumerate(left) if close(a, b)), None)
+        if j is None:
+            return a
+        left.pop(j)
+    return None
 
 
 def verify_export(fmt: Format, plan: pd.DataFrame, boxes: pd.DataFrame, root: Path, result: dict[str, Any],
@@ -257,8 +281,10 @@ def verify_export(fmt: Format, plan: pd.DataFrame, boxes: pd.DataFrame, root: Pa
     carries = result.get("carries", {})
     files: dict[str, str] = result["files"]
     by_rel: dict[str, Entry] = {}
+    prefix = str(root.absolute()).rstrip(os.sep) + os.sep
     for entry in back.entries:
-        by_rel[os.path.relpath(entry.path, root).replace(os.sep, "/")] = entry
+        rel = entry.path[len(prefix):] if entry.path.startswith(prefix) else os.path.relpath(entry.path, root)
+        by_rel[rel.replace(os.sep, "/")] = entry
     problems: list[str] = []
     expected_rel = set(files.values())
     for rel in sorted(set(by_rel) - expected_rel):
@@ -277,7 +303,7 @@ def verify_export(fmt: Format, plan: pd.DataFrame, boxes: pd.DataFrame, root: Pa
             problems.append(f"{out_rel}: read back as {e.reason}")
             continue
         w, h = int(row.width), int(row.height)
-        size = _displayed_size(root / out_rel)
+        size = _displayed_size(prefix + out_rel)
         if size != (w, h):
             problems.append(f"{out_rel}: expected a {w}x{h} image, found {size}")
         if carries.get("split") and e.split != row.split:
@@ -286,16 +312,16 @@ def verify_export(fmt: Format, plan: pd.DataFrame, boxes: pd.DataFrame, root: Pa
         if carries.get("labels") and e.label != label:
             problems.append(f"{out_rel}: expected label {label!r}, found {e.label!r}")
         if carries.get("boxes"):
-            want = sorted(grouped.get(row.sample_id, []), key=_box_key)
-            got = sorted(((b.label, *(_pixels(b, w, h))) for b in e.boxes), key=_box_key)
+            want = grouped.get(row.sample_id, [])
+            got = [(b.label, *_pixels(b, w, h)) for b in e.boxes]
             if len(want) != len(got):
                 problems.append(f"{out_rel}: expected {len(want)} boxes, found {len(got)}")
                 continue
-            for a, b in zip(want, got, strict=True):
-                tol = (BOX_TOLERANCE_FRAC * w, BOX_TOLERANCE_FRAC * h) * 2
-                if a[0] != b[0] or any(abs(x - y) > t for x, y, t in zip(a[1:], b[1:], tol, strict=True)):
-                    problems.append(f"{out_rel}: expected box {a}, found {b}")
-                    break
+            missing = boxes_match(want, got, (w, h))
+            if missing is not None:
+                near = min(got, key=lambda b: (b[0] != missing[0], sum(abs(x - y) for x, y in zip(b[1:], missing[1:],
+                                                                                                    strict=True))))
+                problems.append(f"{out_rel}: expected box {missing}, found {near}")
     return problems, len(plan)
 
 
@@ -336,7 +362,7 @@ def export(manifest: pd.DataFrame, options: ExportOptions, *, ws: Workspace,
            annotations: pd.DataFrame | None = None) -> StageResult:
     """Export the kept rows of a workspace; see the module docstring.
 
-    >>> # ws.run_stage("export", export, ExportOptions("yolo", "out/yolo"))  # doctest: +SKIP
+    >>> ws.run_stage("export", export, ExportOptions("yolo", "out/yolo"))  # doctest: +SKIP
     """
     check_options(options)
     plan, boxes = plan_export(manifest, annotations, options.default_split)

@@ -199,3 +199,16 @@ def test_cli_rejects_unknown_format(ws, tmp_path):
     assert res.exit_code == 2
     assert "Invalid value for '--format': 'tfrecord' is not one of 'coco', 'voc', 'yolo', 'json', 'csv', 'folder', " \
            "'yolo-cls'." in res.output
+
+
+@pytest.mark.parametrize("want, got, missing", [
+    ([("a", 0, 0, 5, 5)], [("a", 0, 0, 5, 5 + 5e-5)], None),  # within 1e-6 of a 100 px image
+    ([("a", 0, 0, 5, 5)], [("a", 0, 0, 5, 5 + 2e-4)], ("a", 0, 0, 5, 5)),  # beyond it
+    ([("a", 0, 0, 5, 5)], [("b", 0, 0, 5, 5)], ("a", 0, 0, 5, 5)),  # same place, other label
+    # two boxes closer than the tolerance sort differently on the two sides: still matched
+    ([("a", 1.0, 9, 5, 5), ("a", 1.00000001, 1, 5, 5)], [("a", 1.00000001, 9, 5, 5), ("a", 1.0, 1, 5, 5)], None),
+])
+def test_boxes_match(want, got, missing):
+    from curate.stages.export import boxes_match
+
+    assert boxes_match(want, got, (100, 100)) == missing
