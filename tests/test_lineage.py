@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from curate.lineage import descendants, is_stale, mark_stale, revive, trace, transform_inputs
+from curate.lineage import descendants, is_stale, mark_stale, revive, set_decisions, trace, transform_inputs
 
 
 def table(rows: list[tuple]) -> pd.DataFrame:
@@ -67,3 +67,13 @@ def test_mark_stale_leaves_review_and_other_reasons():
     out, n = mark_stale(t, {"c", "d"}, "faces")
     assert n == 0
     pd.testing.assert_frame_equal(out, t)
+
+
+def test_set_decisions_changes_only_the_named_rows():
+    out = set_decisions(CHAIN, {"other": ("dropped", "no_face", "no face scoring >= 0.5", "faces"),
+                                "nf": ("kept", None, None, None)})
+    got = out.set_index("sample_id")
+    assert got.loc["other", ["status", "reason", "decided_by"]].tolist() == ["dropped", "no_face", "faces"]
+    assert got.loc["nf", "status"] == "kept" and pd.isna(got.loc["nf", "reason"])
+    unchanged = ~out["sample_id"].isin(["other", "nf"])
+    pd.testing.assert_frame_equal(out[unchanged].astype(object), CHAIN[unchanged].astype(object))

@@ -50,7 +50,7 @@ import pandas as pd
 
 from curate.errors import CurateError, OptionError
 from curate.geometry import box_area, boxes_into_crop, crop_box_px, io_min, iou, tile_grid
-from curate.lineage import mark_stale, revive, transform_inputs
+from curate.lineage import Decision, mark_stale, revive, set_decisions, transform_inputs
 from curate.schema import ANNOTATION_COLUMNS, conform
 from curate.summary import summarize
 from curate.workspace import StageResult, Workspace, atomic_write_parquet
@@ -92,6 +92,7 @@ class DetectorConfig:
     nms_iou: float = 0.3
     nms_io_min: float = 0.6
     sure_score: float = 0.7  # below this, an ensemble face must be found by two passes
+    portrait_face_frac: float = 0.15  # one face this big (of the short side): no tiles; 0 = always tile
 
     def model_keys(self) -> tuple[str, ...]:
         return {"ensemble": ("short_range", "full_range"), "short-range": ("short_range",),
@@ -284,19 +285,38 @@ class FaceDetector:
         h, w = rgb.shape[:2]
         found: list[Face] = []
         with quiet_native_stderr():
-            for key in self._models:
-                found += [Face((x1, y1, x2, y2), s, key) for x1, y1, x2, y2, s in self._run(key, rgb)]
-            tiles = tile_grid((w, h), cfg.tile_grid_n, cfg.tile_overlap_frac) if cfg.detector == "ensemble" else []
-            tile_side = min(tiles[0][2] - tiles[0][0], tiles[0][3] - tiles[0][1]) if tiles else 0
-            if tile_side * source_px_per_px >= cfg.min_tile_px:
-                for tx1, ty1, tx2, ty2 in tiles:
-                    for x1, y1, x2, y2, s in self._run("full_range", rgb[ty1:ty2, tx1:tx2]):
-                        if s < cfg.tile_min_confidence or _touches_inner_border(
-                                (x1, y1, x2, y2), (tx1, ty1, tx2, ty2), (w, h), cfg.tile_border_px):
-                            continue
-                        found.append(Face((x1 + tx1, y1 + ty1, x2 + tx1, y2 + ty1), s, "full_range/tile"))
-        merged = nms_faces(found, cfg.nms_iou, cfg.nms_io_min)
-        return confirmed(merged, cfg.sure_score) if cfg.detector == "ensemble" else merged
+            if cfg.detector != "ensemble":
+                for key in self._models:
+                    found += [Face((x1, y1, x2, y2), s, key) for x1, y1, x2, y2, s in self._run(key, rgb)]
+                return nms_faces(found, cfg.nms_iou, cfg.nms_io_min)
+            # Cheapest first: the short-range model alone settles a portrait (one big, sure face).
+            found = [Face((x1, y1, x2, y2), s, "short_range") for x1, y1, x2, y2, s in self._run("short_range", rgb)]
+            short = nms_faces(found, cfg.nms_iou, cfg.nms_io_min)
+            if len(short) == 1 and short[0].score >= cfg.sure_score and self._is_portrait(short[0], (w, h)):
+                return short
+            found += [Face((x1, y1, x2, y2), s, "full_range") for x1, y1, x2, y2, s in self._run("full_range", rgb)]
+            whole = confirmed(nms_faces(found, cfg.nms_iou, cfg.nms_io_min), cfg.sure_score)
+            if self._tiles_add_nothing(whole, (w, h)):
+                return whole
+            tiles = tile_grid((w, h), cfg.tile_grid_n, cfg.tile_overlap_frac)
+            tile_side = min(tiles[0][2] - tiles[0][0], tiles[0][3] - tiles[0][1])
+            if tile_side * source_px_per_px < cfg.min_tile_px:
+                return whole
+            for tx1, ty1, tx2, ty2 in tiles:
+                for x1, y1, x2, y2, s in self._run("full_range", rgb[ty1:ty2, tx1:tx2]):
+                    if s < cfg.tile_min_confidence or _touches_inner_border(
+                            (x1, y1, x2, y2), (tx1, ty1, tx2, ty2), (w, h), cfg.tile_border_px):
+                        continue
+                    found.append(Face((x1 + tx1, y1 + ty1, x2 + tx1, y2 + ty1), s, "full_range/tile"))
+        return confirmed(nms_faces(found, cfg.nms_iou, cfg.nms_io_min), cfg.sure_score)
+
+    def _tiles_add_nothing(self, whole: list[Face], wh: tuple[int, int]) -> bool:
+        """One big, confirmed face (a portrait): tiles would only look for small faces that are not there."""
+        return len(whole) == 1 and self._is_portrait(whole[0], wh)
+
+    def _is_portrait(self, face: Face, wh: tuple[int, int]) -> bool:
+        frac = self.config.portrait_face_frac
+        return bool(frac) and face.short_side_px >= frac * min(wh)
 
     def detect(self, img: Any) -> list[Face]:
         """Faces in a Pillow image (displayed frame), in its full-resolution pixels."""
@@ -511,8 +531,10 @@ _PARENT_FIELDS = ("sample_id", "source", "path", "origin_path", "sha256", "label
                   "rel_path", "format")
 
 
-def _parent_dict(row: pd.Series) -> dict[str, Any]:
-    return {k: (row[k] if pd.notna(row[k]) else None) for k in _PARENT_FIELDS}
+def _parent_dicts(rows: pd.DataFrame) -> list[dict[str, Any]]:
+    """The fields a worker needs of each row, nulls as None (to_dict: iterrows is slow at scale)."""
+    sub = rows[list(_PARENT_FIELDS)].astype(object)
+    return sub.where(sub.notna(), None).to_dict("records")
 
 
 def _inputs(manifest: pd.DataFrame, boxes: bool) -> tuple[pd.Series, int]:
@@ -561,8 +583,7 @@ def faces(manifest: pd.DataFrame, options: FacesOptions, *, ws: Workspace,
     # Rows whose faces are cached and whose crops all exist need no pixels at all.
     tasks: list[_Task] = []
     results: list[dict[str, Any]] = []
-    for _, row in rows.iterrows():
-        parent = _parent_dict(row)
+    for parent in _parent_dicts(rows):
         known = cache.get((parent["sample_id"], parent["sha256"]))
         if known is None:
             tasks.append(_Task(parent))
@@ -591,12 +612,12 @@ def faces(manifest: pd.DataFrame, options: FacesOptions, *, ws: Workspace,
     produced_by_parent: dict[str, list[str]] = {}
     boxes_out: list[dict[str, Any]] = []
     label_of = dict(zip(out["sample_id"], out["label"], strict=True))
-    idx = pd.Series(out.index, index=out["sample_id"])
+    decisions: dict[str, Decision] = {}
+    status_of = dict(zip(out["sample_id"], out["status"], strict=True))
     for res in results:
         sid = res["sample_id"]
-        i = idx[sid]
         if res["error"] is not None:
-            out.loc[i, ["status", "reason", "detail", "decided_by"]] = ["dropped", res["reason"], res["error"], LAYOUT]
+            decisions[sid] = ("dropped", res["reason"], res["error"], LAYOUT)
             warnings.append(res["error"])
             counts["unreadable"] += 1
             produced_by_parent[sid] = []
@@ -612,7 +633,7 @@ def faces(manifest: pd.DataFrame, options: FacesOptions, *, ws: Workspace,
             small = len(found)
             detail = f"no face scoring >= {options.min_confidence:g}" + (
                 f" ({small} smaller than --min-face-px {options.min_face_px})" if small else "")
-            out.loc[i, ["status", "reason", "detail", "decided_by"]] = ["dropped", "no_face", detail, LAYOUT]
+            decisions[sid] = ("dropped", "no_face", detail, LAYOUT)
             counts["no_face"] += 1
             produced_by_parent[sid] = []
             continue
@@ -621,18 +642,18 @@ def faces(manifest: pd.DataFrame, options: FacesOptions, *, ws: Workspace,
             boxes_out += [{"sample_id": sid, "label": cls, "x1": f.xyxy[0], "y1": f.xyxy[1], "x2": f.xyxy[2],
                            "y2": f.xyxy[3], "score": round(f.score, 4), "origin": LAYOUT, "iscrowd": False}
                           for f in chosen]
-            if out.at[i, "status"] == "dropped":  # an earlier run found no face; this one does
+            if status_of[sid] == "dropped":  # an earlier run found no face; this one does
                 # decided_by None: no stage decision stands, so ingest's duplicate marking still sees the row
-                out.loc[i, ["status", "reason", "detail", "decided_by"]] = ["kept", None, None, None]
+                decisions[sid] = ("kept", None, None, None)
             counts["boxes"] += len(chosen)
             continue
         ids = res.get("existing_ids") or [r["sample_id"] for r in res["rows"]]
         new_rows += res["rows"]
         produced_by_parent[sid] = ids
-        out.loc[i, ["status", "reason", "detail", "decided_by"]] = [
-            "dropped", "superseded", f"{len(ids)} face crop{'s' if len(ids) != 1 else ''}", LAYOUT]
+        decisions[sid] = ("dropped", "superseded", f"{len(ids)} face crop{'s' if len(ids) != 1 else ''}", LAYOUT)
         counts["crops"] += len(ids)
 
+    out = set_decisions(out, decisions)
     if options.boxes:
         done = {r["sample_id"] for r in results}
         ann = ann[~(ann["sample_id"].isin(done) & (ann["origin"] == LAYOUT))]
@@ -679,7 +700,8 @@ def _carry_boxes(ann: pd.DataFrame, rows: list[dict[str, Any]], created: set[str
     """Boxes of each parent, moved into its new crops' frames (clipped; boxes outside are not carried)."""
     if not len(ann) or not created:
         return ann
-    by_parent = {pid: g for pid, g in ann.groupby("sample_id")}
+    parents = {r["parent_id"] for r in rows if r["sample_id"] in created}
+    by_parent = {pid: g for pid, g in ann[ann["sample_id"].isin(parents)].groupby("sample_id")}
     extra = []
     for r in rows:
         if r["sample_id"] not in created or r["parent_id"] not in by_parent:

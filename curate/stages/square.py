@@ -39,7 +39,7 @@ import pandas as pd
 
 from curate.errors import CurateError, OptionError
 from curate.geometry import SQUARE_MODES, SquarePlan, square_plan
-from curate.lineage import mark_stale, revive, transform_inputs
+from curate.lineage import Decision, mark_stale, revive, set_decisions, transform_inputs
 from curate.schema import ANNOTATION_COLUMNS, conform
 from curate.summary import summarize
 from curate.workspace import StageResult, Workspace
@@ -217,9 +217,9 @@ def square(manifest: pd.DataFrame, options: SquareOptions, *, ws: Workspace,
     existing = dict(zip(out["sample_id"], out["path"], strict=True))
     tasks: list[_Task] = []
     results: list[dict[str, Any]] = []
-    for _, row in rows.iterrows():
-        parent = {k: (row[k] if pd.notna(row[k]) else None) for k in _PARENT_FIELDS}
-        plan = square_plan((int(row["width"]), int(row["height"])), options.size_px, options.mode)
+    sub = rows[[*_PARENT_FIELDS, "width", "height"]].astype(object)
+    for parent in sub.where(sub.notna(), None).to_dict("records"):
+        plan = square_plan((int(parent.pop("width")), int(parent.pop("height"))), options.size_px, options.mode)
         transform = square_transform(plan, fill)
         did = derived_id(str(parent["sample_id"]), transform)
         if did in existing and Path(existing[did]).exists():
@@ -232,14 +232,13 @@ def square(manifest: pd.DataFrame, options: SquareOptions, *, ws: Workspace,
 
     counts: Counter[str] = Counter()
     warnings: list[str] = []
-    idx = pd.Series(out.index, index=out["sample_id"])
+    decisions: dict[str, Decision] = {}
     new_rows: list[dict[str, Any]] = []
     produced: dict[str, str] = {}
     detail = f"square {options.size_px} {options.mode}"
     for res in results:
-        i = idx[res["sample_id"]]
         if res["error"] is not None:
-            out.loc[i, ["status", "reason", "detail", "decided_by"]] = ["dropped", res["reason"], res["error"], LAYOUT]
+            decisions[res["sample_id"]] = ("dropped", res["reason"], res["error"], LAYOUT)
             warnings.append(res["error"])
             counts["unreadable"] += 1
             continue
@@ -247,7 +246,8 @@ def square(manifest: pd.DataFrame, options: SquareOptions, *, ws: Workspace,
         if res["row"] is not None:
             new_rows.append(res["row"])
         produced[res["sample_id"]] = did
-        out.loc[i, ["status", "reason", "detail", "decided_by"]] = ["dropped", "superseded", detail, LAYOUT]
+        decisions[res["sample_id"]] = ("dropped", "superseded", detail, LAYOUT)
+    out = set_decisions(out, decisions)
     before = set(out["sample_id"])
     out = upsert_rows(out, new_rows)
     created = {r["sample_id"] for r in new_rows if r["sample_id"] not in before}
@@ -273,7 +273,8 @@ def _carry_boxes(ann: pd.DataFrame, rows: list[dict[str, Any]],
     counts: Counter[str] = Counter()
     if not len(ann) or not created:
         return ann, counts
-    by_parent = {pid: g for pid, g in ann.groupby("sample_id")}
+    parents = {r["parent_id"] for r in rows if r["sample_id"] in created}
+    by_parent = {pid: g for pid, g in ann[ann["sample_id"].isin(parents)].groupby("sample_id")}
     extra = []
     for r in rows:
         if r["sample_id"] not in created or r["parent_id"] not in by_parent:
