@@ -326,7 +326,7 @@ class FaceDetector:
         # than ~1024 px (the models see 128/192 px), and it avoids a full-size array copy.
         work = img.reduce(k) if k > 1 else img
         sx, sy = w / work.width, h / work.height
-        faces = self.detect_array(np.asarray(work.convert("RGB")), min(sx, sy))
+        faces = self.detect_array(np.asarray(work if work.mode == "RGB" else work.convert("RGB")), min(sx, sy))
         out = []
         for f in faces:
             x1, y1, x2, y2 = _clip((f.xyxy[0] * sx, f.xyxy[1] * sy, f.xyxy[2] * sx, f.xyxy[3] * sy), w, h)
