@@ -80,7 +80,7 @@ VIEWS: dict[str, str] = {
 # Scalar sample fields copied from the manifest (besides filepath and the label fields).
 _STR_FIELDS = ("sample_id", "path", "origin_path", "rel_path", "source", "split", "status", "reason",
                "detail", "decided_by", "label_origin", "dup_group", "duplicate_of", "format",
-               "parent_id", "parent_filepath", "transform", "media")
+               "parent_id", "parent_filepath", "transform", "media", "record_hash")
 _INT_FIELDS = ("width", "height")
 _BOOL_FIELDS = ("label_conflict", "is_representative")
 
@@ -192,6 +192,10 @@ def sample_records(
                 "iscrowd": bool(b.get("iscrowd")),
             }
             rec["faces" if b.get("origin") == FACE_ORIGIN else "boxes"].append(det)
+        # A refresh rewrites only the samples whose record changed.
+        rec["record_hash"] = None
+        key = json.dumps(rec, sort_keys=True, default=str, separators=(",", ":"))
+        rec["record_hash"] = hashlib.sha1(key.encode()).hexdigest()[:16]
         records.append(rec)
     return records, problems
 
@@ -372,14 +376,38 @@ def _save_atomic(img: Any, path: Path, fmt: str, **kw: Any) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def _named_link(ws: Workspace, row: Mapping[str, Any]) -> str:
+    """A symbolic link (a copy where links are not allowed) to the file under a name with its
+    format's extension. FiftyOne tells images from other media by the file name, so a JPEG
+    named ``IMG_0001`` or ``x.mpo`` would be refused; the bytes are served unchanged."""
+    ext = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "GIF": ".gif", "WEBP": ".webp", "BMP": ".bmp",
+           "ICO": ".ico", "AVIF": ".avif"}[str(row["format"])]
+    key = _py(row.get("sha256")) or hashlib.sha1(str(row["path"]).encode()).hexdigest()
+    out = ws.root / MEDIA_DIR / f"original-{key[:32]}{ext}"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            out.symlink_to(row["path"])
+        except OSError:
+            import shutil
+
+            shutil.copyfile(row["path"], out)
+    return str(out)
+
+
 def media_for(ws: Workspace, manifest: pd.DataFrame) -> dict[str, Media]:
     """What the App shows for every row (writes previews/placeholders into WS/review/media)."""
+    from fiftyone.core.media import IMAGE, get_media_type
+
     out: dict[str, Media] = {}
     for row in manifest.to_dict("records"):
         kind = media_kind(row)
         if kind == "original":
             fmt = str(row["format"])
-            out[row["sample_id"]] = Media(str(row["path"]), kind, int(row["width"]), int(row["height"]),
+            path = str(row["path"])
+            if get_media_type(path) != IMAGE:
+                path = _named_link(ws, row)
+            out[row["sample_id"]] = Media(path, kind, int(row["width"]), int(row["height"]),
                                           MIME_TYPES[fmt], _py(row.get("file_size")))
         elif kind == "preview":
             out[row["sample_id"]] = _preview(ws, row)
@@ -395,7 +423,7 @@ def _prune_media(ws: Workspace, used: Iterable[str]) -> int:
     media_dir = ws.root / MEDIA_DIR
     if media_dir.exists():
         for p in media_dir.iterdir():
-            if p.is_file() and str(p) not in keep:
+            if (p.is_file() or p.is_symlink()) and str(p) not in keep:
                 p.unlink()
                 n += 1
     return n
@@ -506,23 +534,26 @@ def _save_views(ds: Any) -> None:
 
 
 def sync_dataset(ws: Workspace, manifest: pd.DataFrame, annotations: pd.DataFrame, name: str) -> dict[str, Any]:
-    """Create or refresh the dataset in place: match on sample_id, add new rows, update
-    every field of existing ones (tags are left alone), remove samples whose rows are gone."""
+    """Create or refresh the dataset in place: match on sample_id, add new rows, rewrite the
+    samples whose record changed (tags are left alone), remove samples whose rows are gone."""
     fo = _fiftyone()
     media = media_for(ws, manifest)
     records, problems = sample_records(manifest, annotations, media)
     ds = _open_dataset(fo, ws, name, create=True)
     _declare_fields(ds, fo)
     ds.create_index("sample_id", unique=True)
-    existing = dict(zip(ds.values("sample_id"), ds.values("id"), strict=True))
+    stored = list(zip(ds.values("sample_id"), ds.values("id"), ds.values("record_hash"), strict=True))
     wanted = {r["sample_id"] for r in records}
-    gone = [fid for sid, fid in existing.items() if sid not in wanted]
+    gone = [fid for sid, fid, _ in stored if sid not in wanted]  # incl. samples curate did not make
     if gone:
         ds.delete_samples(gone)
-    new = [r for r in records if r["sample_id"] not in existing]
+    hashes = {sid: h for sid, _, h in stored if sid in wanted}
+    new = [r for r in records if r["sample_id"] not in hashes]
     if new:
-        ds.add_samples([fo.Sample(**_fo_values(r, fo)) for r in new], progress=False)
-    update = [_fo_values(r, fo) for r in records if r["sample_id"] in existing]
+        # The schema is declared above, so FiftyOne need not infer it sample by sample.
+        ds.add_samples([fo.Sample(**_fo_values(r, fo)) for r in new], expand_schema=False, progress=False)
+    update = [_fo_values(r, fo) for r in records
+              if r["sample_id"] in hashes and hashes[r["sample_id"]] != r["record_hash"]]
     if update:
         for key in update[0]:
             if key in ("sample_id",):
@@ -532,11 +563,11 @@ def sync_dataset(ws: Workspace, manifest: pd.DataFrame, annotations: pd.DataFram
     _configure_app(ds, fo)
     ds.info = {**ds.info, "curate_workspace": str(ws.root), "rows": len(records)}
     ds.save()
-    pruned = _prune_media(ws, (m.filepath for m in media.values() if m.kind != "original"))
+    pruned = _prune_media(ws, (m.filepath for m in media.values()))
     kinds = pd.Series([m.kind for m in media.values()], dtype=object).value_counts()
     return {
         "dataset": name, "samples": ds.count(), "added": len(new), "updated": len(update),
-        "removed": len(gone), "views": list(VIEWS),
+        "unchanged": len(hashes) - len(update), "removed": len(gone), "views": list(VIEWS),
         "media": {str(k): int(v) for k, v in kinds.items()}, "media_pruned": pruned,
         "warnings": problems,
     }

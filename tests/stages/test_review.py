@@ -200,9 +200,14 @@ def template_ws(corpus, tmp_path_factory) -> Path:
     wrong.mkdir(parents=True)
     for name in ("biden.jpg", "biden2.jpg"):
         shutil.copy2(corpus / "faces_by_person" / "biden" / name, wrong / f"copy_of_{name}")
+    # a camera-style name without extension (FiftyOne tells media types by extension); a copy of a photo,
+    # so also a dropped duplicate
+    (root / "phone").mkdir()
+    shutil.copy2(corpus / "photos" / "imagededup_ukbench00120.jpg", root / "phone" / "IMG_0001")
     ws = Workspace.create(root / "ws")
     specs = [SourceSpec(corpus / d) for d in ("faces_by_person", "photos", "faces_misc")]
-    ws.run_stage("ingest", ingest, IngestOptions([*specs, SourceSpec(root / "mislabelled")], workers=1))
+    specs += [SourceSpec(root / "mislabelled"), SourceSpec(root / "phone", layout="flat")]
+    ws.run_stage("ingest", ingest, IngestOptions(specs, workers=1))
     ws.run_stage("faces", add_faces_and_boxes, {})
     return ws.root
 
@@ -233,7 +238,7 @@ def test_build_has_every_row_with_its_fields(reviewed, corpus):
     ws, ds, result = reviewed
     m = ws.read_manifest().set_index("rel_path", drop=False)
     assert ds.name == dataset_name(ws.root) and ds.persistent
-    assert ds.count() == len(m) == 149 and result.summary["added"] == 149  # 146 files + 2 copies + 1 crop
+    assert ds.count() == len(m) == 150 and result.summary["added"] == 150  # 146 files + 3 copies + 1 crop
     assert sorted(ds.values("sample_id")) == sorted(m["sample_id"])
     samples = by_sample_id(ds)
 
@@ -283,7 +288,11 @@ def test_build_has_every_row_with_its_fields(reviewed, corpus):
         assert s.media == "preview" and s.path == m.loc[rel, "path"]
         with Image.open(s.filepath) as preview:
             assert preview.format == "JPEG" and preview.size == (s.width, s.height)
-    assert result.summary["media"] == {"original": 140, "preview": 6, "placeholder": 3}
+    # a JPEG whose name has no extension: shown through a link named .jpg
+    s = samples[m.loc["IMG_0001", "sample_id"]]
+    assert s.media == "original" and s.filepath.endswith(".jpg") and s.path == m.loc["IMG_0001", "path"]
+    assert os.path.islink(s.filepath) and os.path.realpath(s.filepath) == os.path.realpath(s.path)
+    assert result.summary["media"] == {"original": 141, "preview": 6, "placeholder": 3}
     assert tree_digest(corpus) == digest  # sources are read, never written
 
 
@@ -293,14 +302,14 @@ def test_saved_views_count_what_they_say(reviewed):
     assert sorted(ds.list_saved_views()) == sorted(VIEWS)
     view = ds.load_saved_view
     assert view("kept").count() == int((m["status"] == "kept").sum()) == 136
-    assert view("dropped").count() == int((m["status"] == "dropped").sum()) == 13
+    assert view("dropped").count() == int((m["status"] == "dropped").sum()) == 14
     assert set(view("dropped").values("reason")) == set(m.loc[m["status"] == "dropped", "reason"])
     assert view("no_face").values("rel_path") == ["mtcnn_no-faces.jpg"]
     assert view("faces").count() == 2  # the photo and its crop
     assert sorted(view("label_conflicts").values("rel_path")) == sorted(
         ["biden/biden.jpg", "biden/biden2.jpg", "obama/copy_of_biden.jpg", "obama/copy_of_biden2.jpg"])
     groups = list(view("duplicates").iter_dynamic_groups())
-    assert len(groups) == m["dup_group"].nunique() == 4
+    assert len(groups) == m["dup_group"].nunique() == 5
     for g in groups:  # the kept representative comes first in each group
         assert g.first().is_representative and g.first().status == "kept"
         assert g.count() == int((m["dup_group"] == g.first().sample_id).sum())
@@ -333,11 +342,12 @@ def test_refresh_updates_in_place_and_keeps_tags(fiftyone_env, ws):
     res = CliRunner().invoke(cli, ["review", str(ws.root), "--no-launch", "--json"])
     assert res.exit_code == 0, res.output
     summary = json.loads(res.output)
-    assert (summary["added"], summary["removed"], summary["updated"]) == (1, 1, 148)
+    # one new crop, the old one gone, one row changed; the other 148 are not rewritten
+    assert (summary["added"], summary["removed"], summary["updated"], summary["unchanged"]) == (1, 1, 1, 148)
 
     ds.reload()
     after = ws.read_manifest()
-    assert ds.count() == len(after) == 149
+    assert ds.count() == len(after) == 150
     assert sorted(ds.values("sample_id")) == sorted(after["sample_id"])  # no sample twice, none stale
     assert old_crop not in ds.values("sample_id")
     s = ds.match({"sample_id": angelina}).first()
