@@ -476,7 +476,7 @@ def models_status_cmd(model_dir: Path | None, as_json: bool) -> None:
     """Where each face model would be taken from now (nothing is downloaded)."""
     from curate.models import status
 
-    emit({r["model"]: r["path"] or r["problem"] for r in status(model_dir)}, as_json, "face models")
+    emit({str(r["model"]): r["path"] or r["problem"] for r in status(model_dir)}, as_json, "face models")
 
 
 def main() -> None:
