@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from curate.errors import CurateError
-from curate.hashing import HASH_VERSION, compute_hashes, hash_thumbnail
+from curate.hashing import HASH_COLUMNS, HASH_VERSION, compute_hashes, hash_thumbnail
 
 _REGISTERED = False
 
@@ -187,7 +187,7 @@ def probe_bytes(data: bytes, name: str, opts: ProbeOptions) -> dict[str, Any]:
     out: dict[str, Any] = {
         "format": None, "mode": None, "n_frames": None, "exif_orientation": None,
         "width": None, "height": None, "reason": None, "detail": None,
-        "phash": None, "dhash": None, "hash_version": None,
+        **dict.fromkeys(HASH_COLUMNS), "hash_version": None,
     }
     if not data:
         out.update(reason="empty_file", detail="0 bytes")
@@ -301,7 +301,7 @@ def _reusable(known: dict[str, Any], opts: ProbeOptions) -> bool:
 
 PROBE_COLUMNS = (
     "format", "mode", "n_frames", "exif_orientation", "width", "height",
-    "reason", "detail", "phash", "dhash", "hash_version",
+    "reason", "detail", *HASH_COLUMNS, "hash_version",
 )
 
 

@@ -85,6 +85,9 @@ MANIFEST_COLUMNS: tuple[Column, ...] = (
     Column("phash", "str", True, "64-bit perceptual hash (DCT), 16 hex digits, of the displayed image"),
     Column("dhash", "str", True, "64-bit difference hash, 16 hex digits, of the displayed image"),
     Column("hash_version", "int", True, "version of the hashing code that filled the hash columns"),
+    Column("d4hash", "str", True, "64-bit flip/rotation-aware DCT-sign hash (16 hex digits) of the letterbox-trimmed displayed image; see docs/dedupe.md"),
+    Column("crop_hashes", "str", True, "d4hash of 13 sub-windows (curate.hashing.CROP_WINDOWS), 16 hex digits each, concatenated"),
+    Column("hash_contrast", "float", True, "grey-level standard deviation of the hashed thumbnail; near 0 the hashes carry no information"),
     Column("dup_group", "str", True, "sample_id of the representative for every member of a duplicate group"),
     Column("label_conflict", "bool", False, "member of a duplicate group whose rows carry different labels"),
     Column("transform", "str", True, "JSON record of the transform that made a derived row"),
@@ -203,7 +206,7 @@ def manifest_problems(df: pd.DataFrame) -> list[str]:
     bad_parents = parents[~parents.isin(ids)]
     if len(bad_parents):
         problems.append(f"parent_id: expected an existing sample_id, found {sorted(set(bad_parents))[:5]}")
-    for col in ("phash", "dhash"):
+    for col in ("phash", "dhash", "d4hash"):
         h = df[col].dropna()
         bad_h = h[h.str.len() != 16]
         if len(bad_h):
