@@ -15,7 +15,8 @@ Pulling twice changes nothing: a decision already in the manifest is not a chang
 
 What the App shows for each row (the ``media`` field):
 
-- ``original``: the file itself, when a browser can show it as curate sees it;
+- ``original``: the file itself, when a browser can show it as curate sees it
+  (through a link with the right extension when FiftyOne cannot tell its type by name);
 - ``preview``: a JPEG made with :func:`curate.imageio.load_display` when the
   browser cannot (HEIF, TIFF, ...) or would not apply the EXIF rotation curate
   applies (so boxes, stored in the displayed frame, land where they belong);
@@ -23,7 +24,7 @@ What the App shows for each row (the ``media`` field):
   (unreadable, not_an_image, empty_file, missing files, too_large), so a person
   still sees them. The real file is always in the ``path`` field.
 
-Previews and placeholders live in ``WS/review/media/``; sources are never written.
+Previews, placeholders and links live in ``WS/review/media/``; sources are never written.
 
     >>> from pathlib import Path
     >>> dataset_name(Path("/data/ws/shoes")).startswith("curate-shoes-")
@@ -51,7 +52,6 @@ from curate.errors import CurateError, OptionError
 from curate.schema import MANIFEST_COLUMNS, conform
 from curate.workspace import StageResult, Workspace
 
-REVIEW_DIR = "review"
 MEDIA_DIR = "review/media"
 FACE_ORIGIN = "faces"  # annotations.parquet rows with this origin are face boxes
 
