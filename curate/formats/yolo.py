@@ -276,16 +276,18 @@ def _list_file_images(list_file: Path, root: Path) -> list[Path]:
 
 def label_path_for(image: Path) -> Path | None:
     """The label file of ``image``, if one exists (Ultralytics rule first)."""
-    parts = image.parts
-    for i in range(len(parts) - 2, -1, -1):
+    text = str(image)
+    stem = os.path.splitext(text)[0]
+    parts = stem.split(os.sep)
+    for i in range(len(parts) - 2, -1, -1):  # string work: this runs once per image
         if parts[i].lower() == "images":
             for lab in LABEL_DIR_NAMES:
-                cand = Path(*parts[:i], lab, *parts[i + 1:]).with_suffix(".txt")
-                if cand.is_file():
-                    return cand
+                cand = os.sep.join([*parts[:i], lab, *parts[i + 1:]]) + ".txt"
+                if os.path.isfile(cand):
+                    return Path(cand)
             break
-    side = image.with_suffix(".txt")
-    return side if side.is_file() else None
+    side = stem + ".txt"
+    return Path(side) if os.path.isfile(side) else None
 
 
 def _iter_images(root: Path, source: Path, options: ReadOptions, report: WalkReport) -> Iterator[tuple[Path, str | None, str | None]]:

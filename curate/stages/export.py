@@ -13,8 +13,9 @@ What an export guarantees (docs/formats.md has the per-format layouts):
   consumer decodes, EXIF orientation included.
 - Everything is written to a hidden staging folder next to ``--out``, read back
   with curate's own reader and compared with the kept rows (counts, splits,
-  labels, boxes within 1e-6 of the image size, displayed image sizes), and
-  only then renamed to ``--out``. A failed export leaves nothing behind.
+  labels, boxes within 1e-6 of the image size; the displayed size of every
+  re-encoded image, the byte count of every other), and only then renamed to
+  ``--out``. A failed export leaves nothing behind.
 - A non-empty ``--out`` is refused unless ``--overwrite``; even then an ``--out``
   that holds the workspace or a source folder is refused.
 - The map from each written file back to its ``sample_id`` and source file is
@@ -179,7 +180,7 @@ def plan_export(manifest: pd.DataFrame, annotations: pd.DataFrame | None, defaul
     kept["width"] = kept["width"].astype("int64")
     kept["height"] = kept["height"].astype("int64")
     cols = ["sample_id", "path", "origin_path", "rel_path", "split", "label", "width", "height", "mode",
-            "action", "why", "name"]
+            "file_size", "action", "why", "name"]
     plan = kept[cols].reset_index(drop=True)
     ann = annotations if annotations is not None else pd.DataFrame(columns=["sample_id"])
     boxes = ann[ann["sample_id"].isin(set(plan["sample_id"]))].reset_index(drop=True) if len(ann) else ann.iloc[0:0]
@@ -303,9 +304,15 @@ def verify_export(fmt: Format, plan: pd.DataFrame, boxes: pd.DataFrame, root: Pa
             problems.append(f"{out_rel}: read back as {e.reason}")
             continue
         w, h = int(row.width), int(row.height)
-        size = _displayed_size(prefix + out_rel)
-        if size != (w, h):
-            problems.append(f"{out_rel}: expected a {w}x{h} image, found {size}")
+        if row.action == "link" and not pd.isna(row.file_size):
+            # Unchanged bytes: the probed size holds if the file is the same length (a stat, not a decode).
+            n = os.stat(prefix + out_rel).st_size
+            if n != int(row.file_size):
+                problems.append(f"{out_rel}: expected the source's {int(row.file_size)} bytes, found {n}")
+        else:
+            size = _displayed_size(prefix + out_rel)
+            if size != (w, h):
+                problems.append(f"{out_rel}: expected a {w}x{h} image, found {size}")
         if carries.get("split") and e.split != row.split:
             problems.append(f"{out_rel}: expected split {row.split}, found {e.split}")
         label = None if pd.isna(row.label) else str(row.label)

@@ -135,3 +135,19 @@ def test_image_found_by_stem_elsewhere_and_missing_image(tmp_path, skimage_dir):
     res = read_json(root, ReadOptions())
     assert sorted((e.rel_path, e.reason) for e in res.entries) == [
         ("images/coffee.png", None), ("labels/ghost.jpg", "missing_file")]
+
+
+def test_ingest_cli_takes_a_mapping_file(tmp_path, skimage_dir):
+    from click.testing import CliRunner
+
+    from curate.cli import cli
+    from curate.workspace import Workspace
+
+    root = _dataset(tmp_path, skimage_dir, {"x.json": AIHUB_DOC})
+    mapping = tmp_path / "aihub.mapping.json"
+    mapping.write_text(json.dumps(AIHUB_MAPPING))
+    res = CliRunner().invoke(cli, ["ingest", str(root), "--into", str(tmp_path / "ws"), "--layout", "json",
+                                   "--json-mapping", str(mapping), "--workers", "1"])
+    assert res.exit_code == 0, res.output
+    [row] = Workspace.open(tmp_path / "ws").read_annotations().to_dict("records")
+    assert (row["label"], row["x1"], row["y1"], row["x2"], row["y2"], row["origin"]) == ("cup", 10, 20, 110, 70, "json")

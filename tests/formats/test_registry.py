@@ -44,3 +44,24 @@ def test_cli_choices_come_from_the_registry(args, choices):
     assert res.exit_code == 0
     flat = "".join(res.output.split())  # Click wraps long choice lists
     assert "[" + "|".join(choices) + "]" in flat
+
+
+@pytest.mark.parametrize("min_side, reasons", [
+    # the three sample images are byte-identical: one kept, two duplicates
+    ("1", {"duplicate": 2}),
+    # at the default --min-side the samples' 10x5 images are too small
+    ("64", {"too_small": 3}),  # too_small rows take no part in duplicate groups
+])
+def test_ingest_detects_and_imports_roboflow_coco(corpus, tmp_path, min_side, reasons):
+    import json
+
+    from curate.workspace import Workspace
+
+    src = corpus / DATUMARO / "roboflow_dataset/coco"
+    res = CliRunner().invoke(cli, ["ingest", str(src), "--into", str(tmp_path / "ws"), "--min-side", min_side,
+                                   "--workers", "1", "--json"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.output)
+    assert summary["reason"] == reasons and summary["run"]["boxes"] == 4
+    m = Workspace.open(tmp_path / "ws").read_manifest()
+    assert set(m["layout"]) == {"coco"} and sorted(m["split"]) == ["train", "train", "val"]
