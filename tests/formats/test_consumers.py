@@ -79,6 +79,7 @@ def _fo_boxes(sample, field, w, h):
              (d.bounding_box[1] + d.bounding_box[3]) * h) for d in dets]
 
 
+@pytest.mark.slow  # a real mongod and nine FiftyOne imports: 20-50 s on 2 busy cores
 def test_fiftyone_importers_read_coco_yolo_and_folder(ws_rows, fiftyone_env):
     fo = fiftyone_env
     import fiftyone.types as fot
