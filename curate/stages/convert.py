@@ -107,6 +107,10 @@ def convert(options: ConvertOptions) -> dict[str, Any]:
             eopts.classes = (res.record.get("classes") or {}).get("source")
         shutil.rmtree(ws.root)
         dropped = manifest[manifest["status"] == "dropped"]
+        if len(dropped) == len(manifest):
+            reasons = ", ".join(f"{k} {v}" for k, v in dropped["reason"].value_counts().items())
+            raise SourceError("", file=source, expected=f"at least one readable image in this {layout} dataset",
+                              found=f"none ({reasons or 'no files'})", hint="check --from and --images-dir")
         plan, boxes = plan_export(manifest, annotations, options.default_split)
         summary = export_to(plan, boxes, eopts, [source], staging=staging)
     except BaseException:

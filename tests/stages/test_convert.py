@@ -16,7 +16,7 @@ import yaml
 from click.testing import CliRunner
 
 from curate.cli import cli
-from curate.errors import ExportError
+from curate.errors import SourceError
 from curate.stages.convert import ConvertOptions, convert
 from curate.stages.ingest import sample_id_for
 from tests.conftest import tree_digest
@@ -80,9 +80,11 @@ def test_identical_files_are_all_converted(tmp_path, skimage_dir):
 
 
 def test_dataset_without_images_is_an_error_and_leaves_nothing(corpus, tmp_path):
-    with pytest.raises(ExportError) as e:
-        convert(ConvertOptions(corpus / DATUMARO / "voc_dataset/voc_dataset2", "coco", tmp_path / "out", workers=1))
-    assert str(e.value) == "status: expected at least one kept row to export, found none (see `curate status WS`)"
+    src = corpus / DATUMARO / "voc_dataset/voc_dataset2"  # annotations only, as in Datumaro's tests
+    with pytest.raises(SourceError) as e:
+        convert(ConvertOptions(src, "coco", tmp_path / "out", workers=1))
+    assert str(e.value) == (f"{src}: expected at least one readable image in this voc dataset, found none "
+                            "(missing_file 5) (check --from and --images-dir)")
     assert os.listdir(tmp_path) == []
 
 
