@@ -29,9 +29,9 @@ Checks that **warn** (worth a look; ``--strict`` makes them fail):
 and the largest deviation from the ratios of the last ``curate split`` run.
 
 The near-duplicate search compares only rows in different splits and only
-candidates sharing one of ``near_bits + 1`` hash chunks (pigeonhole: two
-64-bit hashes within ``b`` bits agree exactly on at least one of ``b + 1``
-chunks), so it never compares every pair.
+candidates that agree exactly on a key made of hash slices (pigeonhole: cut
+into ``b + r`` slices, two hashes within ``b`` bits agree on ``r`` of them),
+so it never compares every pair; see :func:`key_plan`.
 
     >>> [c for c, _ in CHECKS][:2]
     ['group_leak', 'near_duplicate_leak']
@@ -104,45 +104,75 @@ def check_group_leak(manifest: pd.DataFrame, units: np.ndarray, limit: int) -> d
     return _result("group_leak", len(bad) > 0, len(bad), msg, examples)
 
 
-def _chunks(bits: int) -> list[tuple[int, int]]:
-    """(shift, width) of ``bits + 1`` nearly equal chunks of a 64-bit hash."""
-    n = min(bits + 1, 64)
-    edges = np.linspace(0, 64, n + 1).round().astype(int)
-    return [(int(edges[i]), int(edges[i + 1] - edges[i])) for i in range(n)]
+def key_plan(max_bits: int, n: int, max_keys: int = 100) -> list[list[tuple[int, int]]]:
+    """Which hash slices to match exactly so that no pair within ``max_bits`` is missed.
+
+    The hash is cut into ``m = max_bits + r`` slices. Two hashes within
+    ``max_bits`` bits differ in at most ``max_bits`` slices, so they agree on at
+    least ``r`` of them: on every slice of some ``r``-combination. Each
+    combination is one exact-match key of about ``64 r / m`` bits. ``r`` is the
+    smallest that makes keys long enough for ``n`` rows to spread thin (buckets
+    of about one row), within ``max_keys`` combinations.
+
+    >>> [len(k) for k in key_plan(4, 1_000_000)][:2], len(key_plan(4, 1_000_000))
+    ([3, 3], 35)
+    """
+    from itertools import combinations
+    from math import comb
+
+    want_bits = max(16, int(np.ceil(np.log2(max(n, 2)))) + 3)
+    r = 1
+    while 64 * r / (max_bits + r) < want_bits and comb(max_bits + r + 1, r + 1) <= max_keys:
+        r += 1
+    m = min(max_bits + r, 64)
+    edges = np.linspace(0, 64, m + 1).round().astype(int)
+    slices = [(int(edges[i]), int(edges[i + 1] - edges[i])) for i in range(m)]
+    return [list(c) for c in combinations(slices, min(r, m))]
+
+
+def _key(h: np.ndarray, slices: list[tuple[int, int]]) -> np.ndarray:
+    key = np.zeros(len(h), dtype=np.uint64)
+    offset = 0
+    for shift, width in slices:
+        part = (h >> np.uint64(shift)) & np.uint64((1 << width) - 1)
+        key |= part << np.uint64(offset)
+        offset += width
+    return key
 
 
 def near_pairs_across_splits(hashes: np.ndarray, split_codes: np.ndarray, max_bits: int) -> pd.DataFrame:
     """Pairs (i, j, bits) of positions in different splits with Hamming distance <= ``max_bits``.
 
-    Candidates share one chunk exactly (pigeonhole), so the work grows with the
-    bucket sizes, not with n^2. Equal (hash, split) rows are collapsed first, so
-    many identical hashes (blank images) cost one candidate, not n^2.
+    Candidates agree exactly on a key made of hash slices (pigeonhole, see
+    :func:`key_plan`), so the work grows with the bucket sizes, not with n^2.
+    Equal (hash, split) rows are collapsed first, so many identical hashes
+    (blank images) cost one candidate, not n^2.
 
     >>> h = np.array([0b1111, 0b0111, 2**40], dtype=np.uint64)
     >>> near_pairs_across_splits(h, np.array([0, 1, 1]), 1)[["i", "j", "bits"]].values.tolist()
     [[0, 1, 1]]
     """
+    empty = pd.DataFrame({"i": [], "j": [], "bits": []}, dtype=np.int64)
     if len(hashes) == 0:
-        return pd.DataFrame({"i": [], "j": [], "bits": []}, dtype=np.int64)
+        return empty
     base = pd.DataFrame({"h": hashes.astype(np.uint64), "s": split_codes.astype(np.int64)})
     uniq = base.drop_duplicates().reset_index(drop=True)
+    uh, us = uniq["h"].to_numpy(), uniq["s"].to_numpy()
     found = []
-    for shift, width in _chunks(max_bits):
-        key = (uniq["h"].to_numpy() >> np.uint64(shift)) & np.uint64((1 << width) - 1)
-        df = pd.DataFrame({"k": key, "u": np.arange(len(uniq)), "s": uniq["s"].to_numpy()})
+    for slices in key_plan(max_bits, len(uniq)):
+        df = pd.DataFrame({"k": _key(uh, slices), "u": np.arange(len(uniq)), "s": us})
         multi = df[df.groupby("k")["s"].transform("nunique") > 1]
         if not len(multi):
             continue
         pairs = multi.merge(multi, on="k", suffixes=("_a", "_b"))
         pairs = pairs[pairs["s_a"] < pairs["s_b"]]
-        found.append(pairs[["u_a", "u_b"]])
+        a, b = pairs["u_a"].to_numpy(), pairs["u_b"].to_numpy()
+        bits = np.bitwise_count(uh[a] ^ uh[b]).astype(np.int64)
+        close = bits <= max_bits  # verify here, so only true pairs are kept between keys
+        found.append(pd.DataFrame({"u_a": a[close], "u_b": b[close], "bits": bits[close]}))
     if not found:
-        return pd.DataFrame({"i": [], "j": [], "bits": []}, dtype=np.int64)
-    cand = pd.concat(found, ignore_index=True).drop_duplicates()
-    ha = uniq["h"].to_numpy()[cand["u_a"].to_numpy()]
-    hb = uniq["h"].to_numpy()[cand["u_b"].to_numpy()]
-    bits = np.bitwise_count(ha ^ hb).astype(np.int64)
-    cand = cand.assign(bits=bits)[bits <= max_bits]
+        return empty
+    cand = pd.concat(found, ignore_index=True).drop_duplicates(["u_a", "u_b"])
     # Back from unique (hash, split) to row positions.
     rows = base.reset_index().merge(uniq.reset_index().rename(columns={"index": "u"}), on=["h", "s"])
     pos_of = rows.groupby("u")["index"].apply(list)

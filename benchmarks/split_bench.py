@@ -1,0 +1,93 @@
+"""Benchmark: `curate split` on synthetic manifests vs scikit-learn's StratifiedGroupKFold.
+
+Both get the same table: N rows in 100 classes (Zipf-like sizes), 30 % of rows in
+duplicate groups of 2-4. Both produce a leak-free grouped, stratified split;
+sklearn's StratifiedGroupKFold(n_splits=10) takes one fold as test and one as val
+(8:1:1), curate's split does the same from its ratios. We report wall time and
+the largest per-class deviation from the 8:1:1 target (classes >= 30 rows).
+
+    python benchmarks/split_bench.py 10000 100000 1000000
+
+Not part of the test suite.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+
+from curate.schema import MANIFEST_COLUMNS, conform
+from curate.stages.split import SplitOptions, assign_splits, parse_ratios
+
+
+def synthetic(n: int, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    weights = 1.0 / np.arange(1, 101) ** 0.8
+    labels = rng.choice(100, size=n, p=weights / weights.sum())
+    ids = np.array([f"{i:09d}" for i in range(n)], dtype=object)
+    dup = np.full(n, None, dtype=object)
+    i = 0
+    grouped = rng.random(n) < 0.3
+    while i < n:  # consecutive grouped rows of one label form a group of 2-4
+        if grouped[i]:
+            size = int(rng.integers(2, 5))
+            j = min(n, i + size)
+            dup[i:j] = ids[i]
+            labels[i:j] = labels[i]
+            i = j
+        else:
+            i += 1
+    df = pd.DataFrame({"sample_id": ids, "source": "s", "path": ids, "origin_path": ids, "rel_path": ids,
+                       "layout": "folder", "status": "kept", "label": [f"c{c}" for c in labels], "dup_group": dup})
+    return conform(df, MANIFEST_COLUMNS)
+
+
+def worst_deviation(labels: np.ndarray, splits: np.ndarray) -> float:
+    target = {"train": 0.8, "val": 0.1, "test": 0.1}
+    df = pd.DataFrame({"c": labels, "s": splits})
+    sizes = df["c"].value_counts()
+    big = sizes[sizes >= 30].index
+    tab = pd.crosstab(df["c"], df["s"]).loc[big]
+    frac = tab.div(tab.sum(axis=1), axis=0)
+    return float(max((frac.get(s, 0) - t).abs().max() for s, t in target.items()))
+
+
+def run_curate(m: pd.DataFrame) -> tuple[float, float]:
+    t = time.perf_counter()
+    out = assign_splits(m, SplitOptions(ratios=parse_ratios("8:1:1"), seed=0))
+    dt = time.perf_counter() - t
+    return dt, worst_deviation(out["label"].to_numpy(), out["split"].to_numpy())
+
+
+def run_sklearn(m: pd.DataFrame) -> tuple[float, float]:
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    groups = m["dup_group"].where(m["dup_group"].notna(), m["sample_id"]).to_numpy()
+    y = m["label"].to_numpy()
+    t = time.perf_counter()
+    folds = StratifiedGroupKFold(n_splits=10, shuffle=True, random_state=0).split(np.zeros(len(m)), y, groups)
+    split = np.full(len(m), "train", dtype=object)
+    for k, (_, test_idx) in enumerate(folds):
+        if k == 0:
+            split[test_idx] = "test"
+        elif k == 1:
+            split[test_idx] = "val"
+        else:
+            break
+    dt = time.perf_counter() - t
+    return dt, worst_deviation(y, split)
+
+
+if __name__ == "__main__":
+    sizes = [int(a) for a in sys.argv[1:]] or [10_000, 100_000]
+    print("| rows | curate split (s) | sklearn StratifiedGroupKFold (s) | speed ratio | worst class deviation curate / sklearn |")
+    print("|---|---|---|---|---|")
+    for n in sizes:
+        m = synthetic(n)
+        c_t, c_dev = run_curate(m)
+        s_t, s_dev = run_sklearn(m) if n <= 200_000 else (float("nan"), float("nan"))
+        ratio = f"{s_t / c_t:.1f}x" if s_t == s_t else "-"
+        print(f"| {n:,} | {c_t:.2f} | {s_t:.2f} | {ratio} | {c_dev:.3f} / {s_dev:.3f} |", flush=True)
