@@ -322,3 +322,20 @@ def test_balance_text_output(faces_ws: Workspace) -> None:
                         "(0 near-duplicates), 0 copies made, 0 kept from an earlier run")
     assert lines[1].split() == ["class", "train", "val"]
     assert lines[2].split() == ["jack", "3", "->", "2", "1"]
+
+
+def test_pool_renders_the_same_copies(faces_ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two worker processes (spawned, each importing albumentations) must give exactly the
+    # rows, boxes and files one process gives.
+    import curate.stages.balance as balance_module
+
+    other = Workspace.open(shutil.copytree(faces_ws.root, tmp_path / "seq"))
+    monkeypatch.setattr(balance_module, "POOL_MIN_COPIES", 1)
+    faces_ws.run_stage("balance", balance, BalanceOptions(target="max", strategy="oversample", workers=2))
+    other.run_stage("balance", balance, BalanceOptions(target="max", strategy="oversample", workers=1))
+    a, b = faces_ws.read_manifest(), other.read_manifest()
+    assert (a["layout"] == "augment").sum() == 6
+    cols = [c for c in a.columns if c != "path"]  # paths differ only by the workspace folder
+    pd.testing.assert_frame_equal(a[cols], b[cols])
+    pd.testing.assert_frame_equal(faces_ws.read_annotations(), other.read_annotations())
+    assert {p.name for p in faces_ws.objects_dir.rglob("*.jpg")} == {p.name for p in other.objects_dir.rglob("*.jpg")}
