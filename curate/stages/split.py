@@ -10,6 +10,9 @@ connected component of the rows' links, found with scipy in one pass):
 - the members of a duplicate group (``dup_group``, ``duplicate_of``),
   including members dropped as ``duplicate``: they get their group's split so
   that a later ``keep`` in review cannot leak a copy into another split;
+- rows whose stored perceptual hashes (``phash``) are within ``--near-bits``
+  bits (default 4, the threshold ``curate check`` fails on), so near-copies stay
+  together even where ``curate dedupe`` has not grouped them;
 - with ``--group source|COLUMN``, every row sharing that column's value (all
   photos of one person, all frames of one video). Duplicate groups and lineage
   are always joined as well.
@@ -65,6 +68,7 @@ class SplitOptions:
     seed: int = 0
     stratify: str | None = "label"  # a column, or None for no stratification
     group: str = "dup"  # dup | source | a manifest column
+    near_bits: int | None = 4  # also join rows whose phash is this close (None: only dup_group)
     resplit: bool = False
     strict: bool = False  # a class that cannot reach every split is an error, not a warning
 
@@ -144,11 +148,37 @@ def _links_by_key(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     return pos[has], first[codes[has]]
 
 
-def unit_ids(manifest: pd.DataFrame, group: str = "dup") -> np.ndarray:
+def _near_hash_links(manifest: pd.DataFrame, near_bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Edges joining rows whose ``phash`` values are within ``near_bits`` bits.
+
+    Equal hashes are joined by key; near ones by the pigeonhole search of
+    ``curate check``, run once over the distinct hashes (so a thousand blank
+    images cost one entry, not a million pairs).
+    """
+    from curate.hashing import hashes_to_uint64
+    from curate.stages.check import near_pairs_across_splits
+
+    col = manifest["phash"].astype(object)
+    valid = (col.notna() & col.astype(str).str.len().eq(16)).to_numpy()
+    pos = np.flatnonzero(valid)
+    if len(pos) < 2:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    h = hashes_to_uint64(col.iloc[pos].astype(str).tolist())
+    uniq, first, inverse = np.unique(h, return_index=True, return_inverse=True)
+    src, dst = [pos], [pos[first[inverse]]]  # every row to the first row with its hash
+    if near_bits > 0 and len(uniq) > 1:
+        pairs = near_pairs_across_splits(uniq, np.arange(len(uniq)), near_bits)
+        src.append(pos[first[pairs["i"].to_numpy()]])
+        dst.append(pos[first[pairs["j"].to_numpy()]])
+    return np.concatenate(src), np.concatenate(dst)
+
+
+def unit_ids(manifest: pd.DataFrame, group: str = "dup", near_bits: int | None = None) -> np.ndarray:
     """Component id of each row: rows that must share one split get the same id.
 
     Joins lineage (``parent_id``), duplicate groups (``dup_group``,
-    ``duplicate_of``) and, unless ``group == "dup"``, equal values of ``group``.
+    ``duplicate_of``), unless ``group == "dup"`` equal values of ``group``, and
+    with ``near_bits`` rows whose perceptual hashes are that close.
     """
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
@@ -173,6 +203,10 @@ def unit_ids(manifest: pd.DataFrame, group: str = "dup") -> np.ndarray:
         dst.append(rep[m])
     if group != "dup":
         a, b = _links_by_key(manifest[group])
+        src.append(a)
+        dst.append(b)
+    if near_bits is not None and near_bits >= 0:
+        a, b = _near_hash_links(manifest, near_bits)
         src.append(a)
         dst.append(b)
     s, d = np.concatenate(src), np.concatenate(dst)
@@ -267,7 +301,7 @@ def assign_splits(manifest: pd.DataFrame, options: SplitOptions) -> pd.DataFrame
     n = len(out)
     if n == 0:
         return out
-    units = unit_ids(out, options.group)
+    units = unit_ids(out, options.group, options.near_bits)
     root = root_positions(out)
     is_root = root == np.arange(n)
     # Augmented copies (balance) follow their parent but weigh nothing: ratios are about real images.
@@ -374,7 +408,7 @@ def small_class_problems(
     kept = ((manifest["status"] == "kept") & (manifest["layout"] != AUGMENT_LAYOUT)).to_numpy()
     if not kept.any():
         return []
-    units = unit_ids(manifest, options.group)
+    units = unit_ids(manifest, options.group, options.near_bits)
     strata = _strata(manifest, options.stratify).to_numpy()
     per = pd.DataFrame({"cls": strata[kept], "unit": units[kept]}).groupby("cls")["unit"].agg(["nunique", "size"])
     out = []
@@ -390,7 +424,7 @@ def small_class_problems(
 
 def _check_options(manifest: pd.DataFrame, options: SplitOptions) -> SplitOptions:
     if options.stratify is not None and options.stratify not in manifest.columns:
-        raise OptionError("", field="--stratify", expected=f"a manifest column or 'none'",
+        raise OptionError("", field="--stratify", expected="a manifest column or 'none'",
                           found=repr(options.stratify))
     group = "source" if options.group == "source" else options.group
     if group != "dup" and group not in manifest.columns:
@@ -402,7 +436,11 @@ def _check_options(manifest: pd.DataFrame, options: SplitOptions) -> SplitOption
     stratify = options.stratify
     if stratify == "label" and not manifest.loc[manifest["status"] == "kept", "label"].notna().any():
         stratify = None  # no labels (e.g. a detection set): one stratum
-    return SplitOptions(dict(options.ratios), options.seed, stratify, group, options.resplit, options.strict)
+    if options.near_bits is not None and not -1 <= options.near_bits <= 16:
+        raise OptionError("", field="--near-bits", expected="-1 (off) to 16", found=options.near_bits)
+    near_bits = None if options.near_bits is None or options.near_bits < 0 else options.near_bits
+    return SplitOptions(dict(options.ratios), options.seed, stratify, group, near_bits, options.resplit,
+                        options.strict)
 
 
 def split(manifest: pd.DataFrame, options: SplitOptions, *, ws: Workspace | None = None,
@@ -425,7 +463,7 @@ def split(manifest: pd.DataFrame, options: SplitOptions, *, ws: Workspace | None
         raise OptionError("; ".join(problems), hint="add images, lower the number of splits, or drop --strict")
     warnings += problems
     if not opts.resplit:
-        leaks = _straddling_units(out, opts.group)
+        leaks = _straddling_units(out, opts.group, opts.near_bits)
         if leaks:
             warnings.append(f"{leaks} groups keep rows from the source in more than one split; "
                             "`curate check` reports them, `--resplit` reassigns them")
@@ -436,6 +474,7 @@ def split(manifest: pd.DataFrame, options: SplitOptions, *, ws: Workspace | None
         "seed": opts.seed,
         "stratify": opts.stratify,
         "group": opts.group,
+        "near_bits": opts.near_bits,
         "resplit": opts.resplit,
         "before": before,
         "after": after,
@@ -447,11 +486,11 @@ def split(manifest: pd.DataFrame, options: SplitOptions, *, ws: Workspace | None
     return StageResult(out, None, summary=summary)
 
 
-def _straddling_units(manifest: pd.DataFrame, group: str) -> int:
+def _straddling_units(manifest: pd.DataFrame, group: str, near_bits: int | None) -> int:
     kept = manifest["status"] == "kept"
     if not kept.any():
         return 0
-    units = unit_ids(manifest, group)
+    units = unit_ids(manifest, group, near_bits)
     df = pd.DataFrame({"unit": units, "split": manifest["split"].astype(object)})[kept.to_numpy()]
     n = df.dropna().groupby("unit")["split"].nunique()
     return int((n > 1).sum())

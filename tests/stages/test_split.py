@@ -329,3 +329,20 @@ def test_split_counts_with_hypothesis_free_example() -> None:
         by_unit[sid.split("r")[0]].add(s)
     assert all(len(v) == 1 for v in by_unit.values())
     assert np.isin(out["split"], list(SPLITS)).all()
+
+
+def test_near_duplicate_hashes_share_a_split() -> None:
+    # Twenty pairs of re-encodes (2 bits apart) that no dedupe run has grouped.
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(20):
+        h = int(rng.integers(0, 2**62)) << 1
+        rows += [row(f"p{i}a", phash=f"{h:016x}"), row(f"p{i}b", phash=f"{h ^ 0b101:016x}")]
+    m = make_manifest(rows)
+    out = assign_splits(m, SplitOptions(seed=0)).set_index("sample_id")["split"]
+    assert all(out[f"p{i}a"] == out[f"p{i}b"] for i in range(20))
+    assert set(out) == {"train", "val", "test"}
+    # 1 bit is too strict for these pairs, and -1 switches the hash links off: some pairs then straddle.
+    for bits in (1, None):
+        loose = assign_splits(m, SplitOptions(seed=0, near_bits=bits)).set_index("sample_id")["split"]
+        assert any(loose[f"p{i}a"] != loose[f"p{i}b"] for i in range(20))
