@@ -36,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -157,20 +158,20 @@ def diverse_subset(
             dist[better] = d[better]
             nearest[better] = i
 
-    for i in np.flatnonzero(pinned):
-        take(int(i))
+    for p in np.flatnonzero(pinned).tolist():
+        take(p)
     # Rows without a hash first (cannot be judged), best preference first.
-    for i in np.flatnonzero(~valid & ~selected)[np.argsort(rank[~valid & ~selected], kind="stable")]:
+    unhashed = np.flatnonzero(~valid & ~selected)
+    for p in unhashed[np.argsort(rank[unhashed], kind="stable")].tolist():
         if selected.sum() >= k:
             break
-        take(int(i))
+        take(p)
     while selected.sum() < min(k, n):
         if not selected.any():
-            i = int(np.argmin(np.where(valid, rank, np.iinfo(np.int64).max)))
+            nxt = int(np.argmin(np.where(valid, rank, np.iinfo(np.int64).max)))
         else:
-            key = np.where(selected, -1, dist * n + tiebreak)
-            i = int(np.argmax(key))
-        take(i)
+            nxt = int(np.argmax(np.where(selected, -1, dist * n + tiebreak)))
+        take(nxt)
     nearest[selected] = np.flatnonzero(selected)
     dist[selected] = 0
     return selected, nearest, np.where(valid, dist, 64)
@@ -370,7 +371,7 @@ def render_copies(task: CopyTask) -> tuple[list[dict[str, Any]], list[dict[str, 
     from curate.derive import store_derived, with_hashes
     from curate.imageio import load_display
 
-    ws = Workspace(task.ws_root)
+    ws = Workspace(Path(task.ws_root))
     parent = task.parent
     try:
         img = load_display(parent["path"])
