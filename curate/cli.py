@@ -481,6 +481,39 @@ def models_status_cmd(model_dir: Path | None, as_json: bool) -> None:
     emit({str(r["model"]): r["path"] or r["problem"] for r in status(model_dir)}, as_json, "face models")
 
 
+@cli.command("dedupe")
+@workspace_argument
+@click.option("--max-hamming", type=click.IntRange(0, 16), default=8, show_default=True,
+              help="Bits of the 64-bit d4hash two images may differ by to become candidates.")
+@click.option("--crops/--no-crops", default=True, show_default=True,
+              help="Also match crop windows: crops up to ~20%, turns by a few degrees, watermarks.")
+@click.option("--verify/--no-verify", default=True, show_default=True,
+              help="Check every candidate pair on the pixels (decodes only images in candidate pairs).")
+@click.option("--priority", default=None, help="Comma-separated source names, most trusted first, for keeping.")
+@click.option("--keep", "keep", default="priority,resolution,annotated", show_default=True,
+              help="Keeper criteria in order (any of priority, resolution, annotated); ties: source, path.")
+@click.option("--min-contrast", type=click.FloatRange(min=0), default=3.0, show_default=True,
+              help="Rows whose hashed thumbnail has a grey-level std below this match only byte-identical copies.")
+@click.option("--dry-run", is_flag=True, help="Show what would change; write nothing to the workspace.")
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write every group (members, distances, kept one and why) to FILE.csv or FILE.json.")
+@click.option("--conflicts", is_flag=True, help="List each group whose members carry different labels.")
+@workers_option
+@json_option
+def dedupe_cmd(workspace: Path, max_hamming: int, crops: bool, verify: bool, priority: str | None, keep: str,
+               min_contrast: float, dry_run: bool, report: Path | None, conflicts: bool, workers: int,
+               as_json: bool) -> None:
+    """Group near duplicates across sources; keep one of each group, drop the rest as duplicate."""
+    from curate.stages.dedupe import DedupeOptions, dedupe
+
+    ws = _open_ws(workspace)
+    opts = DedupeOptions(max_hamming, crops, verify, min_contrast, priority.split(",") if priority else None,
+                         tuple(k.strip() for k in keep.split(",") if k.strip()), dry_run, report, conflicts,
+                         workers, progress=sys.stderr.isatty() and not as_json)
+    result = ws.run_stage("dedupe", dedupe, opts)
+    emit(result.summary, as_json, f"dedupe {ws.root}" + (" (dry run: nothing written)" if dry_run else ""))
+
+
 def main() -> None:
     cli(prog_name="curate")
 

@@ -40,8 +40,8 @@ import numpy as np
 from PIL import Image
 
 # Bump when compute_hashes changes, so ingest recomputes stored hashes.
-# 2: d4hash, crop_hashes, hash_contrast; 128 px thumbnail.
-HASH_VERSION = 2
+# 2: d4hash, crop_hashes, hash_contrast; 128 px thumbnail. 3: paired bars only, disc mask.
+HASH_VERSION = 3
 # Columns compute_hashes fills (all in the manifest schema).
 HASH_COLUMNS = ("phash", "dhash", "d4hash", "crop_hashes", "hash_contrast")
 # Size of the grayscale thumbnail the hashes are taken from. imagehash resizes
@@ -89,58 +89,106 @@ def hash_thumbnail(img: Image.Image) -> Image.Image:
 
 
 def trim_box(gray: np.ndarray, tolerance: float = _BAR_TOLERANCE) -> tuple[int, int, int, int]:
-    """(top, bottom, left, right): how many rows/columns of uniform bars
-    (letterbox or pillarbox padding) lie at each edge of a 2-D uint8 grey array.
+    """(top, bottom, left, right): rows/columns of padding bars at the edges of
+    a 2-D uint8 grey array; zeros when none.
 
-    >>> a = np.zeros((10, 10), np.uint8); a[3:7, :] = np.arange(10, 110, 10)
+    Padding (letterbox, pillarbox, pad-to-square) puts flat bars of one colour
+    on *both* opposite sides, of equal width. Only such pairs are trimmed: a
+    photo on a white background, whose margins differ, keeps its margins, so
+    that a change of contrast cannot move where it is cut.
+
+    >>> a = np.full((10, 10), 200, np.uint8); a[3:7, :] = np.arange(10, 110, 10)
     >>> trim_box(a, tolerance=2)
     (3, 3, 0, 0)
+    >>> a[8:, :] = np.arange(10, 110, 10)  # the bottom bar is narrower: not padding
+    >>> trim_box(a, tolerance=2)
+    (0, 0, 0, 0)
     """
     h, w = gray.shape
-    top, bottom = _bar_run(gray, tolerance), _bar_run(gray[::-1], tolerance)
-    left, right = _bar_run(gray.T, tolerance), _bar_run(gray.T[::-1], tolerance)
-    if top + bottom >= h * _MAX_TRIM_FRAC or left + right >= w * _MAX_TRIM_FRAC:
-        return 0, 0, 0, 0
+    top, bottom = _bar_pair(gray, h, tolerance)
+    left, right = _bar_pair(gray.T, w, tolerance)
     return top, bottom, left, right
 
 
-def _bar_run(lines: np.ndarray, tolerance: float) -> int:
-    """How many leading lines (rows of ``lines``) are flat and of the first line's level."""
+def _bar_pair(lines: np.ndarray, n: int, tolerance: float) -> tuple[int, int]:
+    (first, level_a), (last, level_b) = _bar_run(lines, tolerance), _bar_run(lines[::-1], tolerance)
+    if not first or not last:
+        return 0, 0
+    same_width = abs(first - last) <= max(1, round(0.02 * n))
+    if not same_width or abs(level_a - level_b) > tolerance or first + last >= n * _MAX_TRIM_FRAC:
+        return 0, 0
+    return first, last
+
+
+def _bar_run(lines: np.ndarray, tolerance: float) -> tuple[int, float]:
+    """(how many leading lines are flat and at the first line's level, that level)."""
     first = lines[0]
     if int(first.max()) - int(first.min()) > tolerance:  # the usual case: no bar at all
-        return 0
+        return 0, 0.0
     spread = lines.max(axis=1).astype(np.int16) - lines.min(axis=1)
     level = lines.mean(axis=1)
     ok = (spread <= tolerance) & (np.abs(level - level[0]) <= tolerance)
     bad = np.flatnonzero(~ok)
-    return int(bad[0]) if len(bad) else len(ok)
+    return (int(bad[0]) if len(bad) else len(ok)), float(level[0])
 
 
-def _axis_operator(n_px: int, start: float, stop: float) -> np.ndarray:
-    """(8, n_px) matrix: box-resample pixels [start, stop) of an axis to 32 samples,
-    then take the 8 lowest DCT-II frequencies. Applying it to the rows and the
-    columns of a thumbnail equals resizing the window to 32x32 and taking the
-    8x8 corner of its DCT, in two small matrix products."""
+def _resample_operator(n_px: int, start: float, stop: float) -> np.ndarray:
+    """(32, n_px) matrix: box-resample pixels [start, stop) of an axis to 32 samples."""
     px = np.arange(n_px)[None, :]
     edges = start + (stop - start) * np.arange(_DCT_PX + 1) / _DCT_PX
     overlap = np.clip(edges[1:, None], px, px + 1) - np.clip(edges[:-1, None], px, px + 1)
-    resample = overlap / ((stop - start) / _DCT_PX)  # (32, n_px) area weights
+    return overlap / ((stop - start) / _DCT_PX)
+
+
+@functools.cache
+def _dct8() -> np.ndarray:
+    """(8, 32): the 8 lowest DCT-II basis rows (unnormalised; only signs are used)."""
     j = np.arange(_DCT_PX)
-    dct = np.cos(np.pi * (2 * j[None, :] + 1) * np.arange(_BITS)[:, None] / (2 * _DCT_PX))
-    return dct @ resample
+    return np.cos(np.pi * (2 * j[None, :] + 1) * np.arange(_BITS)[:, None] / (2 * _DCT_PX)).astype(np.float32)
+
+
+@functools.cache
+def _disk() -> np.ndarray:
+    """32x32 mask of the inscribed disc. Its symmetry keeps the hash's D4 algebra
+    exact, and leaving the corners out makes the hash ignore what a small turn
+    (filled corners) or a corner logo changes: measured in docs/benchmarks.md."""
+    c = (_DCT_PX - 1) / 2
+    yy, xx = np.mgrid[0:_DCT_PX, 0:_DCT_PX]
+    return (np.hypot(yy - c, xx - c) <= _DCT_PX / 2).astype(np.float32)
 
 
 @functools.cache
 def _window_operators() -> tuple[np.ndarray, np.ndarray]:
-    """Stacked row and column operators for the full image and every crop window."""
+    """Stacked row and column resampling operators for the full image and every crop window."""
     boxes = [(1.0, 1.0, 0.0, 0.0), *CROP_WINDOWS]
     rows, cols = [], []
     for fw, fh, fx, fy in boxes:
         cw, ch = fw * _WINDOW_SRC_PX, fh * _WINDOW_SRC_PX
         x0, y0 = fx * (_WINDOW_SRC_PX - cw), fy * (_WINDOW_SRC_PX - ch)
-        rows.append(_axis_operator(_WINDOW_SRC_PX, y0, y0 + ch))
-        cols.append(_axis_operator(_WINDOW_SRC_PX, x0, x0 + cw).T)
+        rows.append(_resample_operator(_WINDOW_SRC_PX, y0, y0 + ch))
+        cols.append(_resample_operator(_WINDOW_SRC_PX, x0, x0 + cw).T)
     return np.concatenate(rows).astype(np.float32), np.stack(cols).astype(np.float32)
+
+
+def window_hash(gray: np.ndarray) -> int:
+    """d4hash of one grey square (any size >= 32): resized to 32x32, disc-masked, DCT signs."""
+    n = gray.shape[0]
+    r = _resample_operator(n, 0.0, float(n)).astype(np.float32)
+    return int(_hash_windows((r @ gray.astype(np.float32) @ r.T)[None])[0], 16)
+
+
+def _hash_windows(windows: np.ndarray) -> list[str]:
+    """Hex hashes of a stack of 32x32 windows: signs of the 8x8 lowest DCT
+    coefficients of the disc-masked window; the DC bit is always 0."""
+    disk = _disk()
+    mean = (windows * disk).sum(axis=(1, 2), keepdims=True) / disk.sum()
+    centred = (windows - mean) * disk  # outside the disc: the window's mean level
+    dct = _dct8()
+    coef = dct @ centred @ dct.T  # (windows, 8, 8)
+    bits = coef > 0
+    bits[:, 0, 0] = False  # the DC term carries no information
+    packed = np.packbits(bits.reshape(len(windows), _BITS * _BITS), axis=1)
+    return [row.tobytes().hex() for row in packed]
 
 
 def _window_hashes(gray: np.ndarray) -> list[str]:
@@ -148,13 +196,10 @@ def _window_hashes(gray: np.ndarray) -> list[str]:
     rows, cols = _window_operators()
     # Products of at most 64x64x64 stay under OpenBLAS's threading threshold:
     # a threaded GEMM per image would fight the ingest worker processes for cores.
-    step = 8 * _BITS
+    step = 2 * _DCT_PX
     projected = np.concatenate([rows[i:i + step] @ gray for i in range(0, len(rows), step)])
-    coef = projected.reshape(len(cols), _BITS, _WINDOW_SRC_PX) @ cols  # (windows, 8, 8)
-    bits = coef > 0
-    bits[:, 0, 0] = False  # the DC term is always positive: no information
-    packed = np.packbits(bits.reshape(len(cols), _BITS * _BITS), axis=1)
-    return [row.tobytes().hex() for row in packed]
+    windows = projected.reshape(len(cols), _DCT_PX, _WINDOW_SRC_PX) @ cols  # (windows, 32, 32)
+    return _hash_windows(windows)
 
 
 def compute_hashes(thumb: Image.Image) -> dict[str, str | float]:
@@ -222,7 +267,7 @@ def crop_hashes_to_uint64(joined: Sequence[str]) -> np.ndarray:
 
 
 def _bits_to_uint64(bits: np.ndarray) -> np.ndarray:
-    packed = np.packbits(bits.astype(np.uint8), axis=-1)
+    packed = np.ascontiguousarray(np.packbits(bits.astype(np.uint8), axis=-1))
     return packed.view(">u8").reshape(bits.shape[:-1]).astype(np.uint64)
 
 
