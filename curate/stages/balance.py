@@ -145,7 +145,7 @@ def diverse_subset(
     rank = np.arange(n) if preference is None else np.asarray(preference)
     pinned = np.zeros(n, bool) if pinned is None else np.asarray(pinned, bool).copy()
     valid = np.ones(n, bool) if valid is None else np.asarray(valid, bool)
-    dist = np.full(n, 64, dtype=np.int64)
+    dist = np.full(n, 65, dtype=np.int64)  # above any real distance, so every row gets a nearest
     nearest = np.full(n, -1, dtype=np.int64)
     selected = np.zeros(n, bool)
     tiebreak = (n - 1 - rank).astype(np.int64)  # larger is better
@@ -174,7 +174,7 @@ def diverse_subset(
         take(nxt)
     nearest[selected] = np.flatnonzero(selected)
     dist[selected] = 0
-    return selected, nearest, np.where(valid, dist, 64)
+    return selected, nearest, np.where(valid, np.minimum(dist, 64), 64)
 
 
 def _preference(rows: pd.DataFrame, seed: int) -> np.ndarray:
@@ -291,6 +291,10 @@ def _plan_undersample(rows: pd.DataFrame, target: int, options: BalanceOptions, 
     ids = rows["sample_id"].to_numpy()
     for pos in np.flatnonzero(~selected):
         j, d = int(nearest[pos]), int(dist[pos])
+        if j < 0:  # nothing kept could be compared with it (kept rows have no hash)
+            plan.drops.append((rows.index[pos], f"diverse subset of {target}: no kept row with a "
+                                                f"{options.hash_column} to compare"))
+            continue
         if d <= options.near_dup_bits:
             plan.near_dups += 1
             detail = f"near-duplicate of kept {ids[j]} ({d} bits, {options.hash_column})"
@@ -469,7 +473,10 @@ def balance(manifest: pd.DataFrame, options: BalanceOptions, *, ws: Workspace,
     for i, detail in plan.drops:
         out.loc[i, ["status", "reason", "decided_by", "detail"]] = ["dropped", "balanced_out", DECIDER, detail]
     if plan.revive:
-        out.loc[plan.revive, ["status", "reason", "detail"]] = ["kept", None, None]
+        # A copy another automatic stage dropped (e.g. a dedupe run after balance, which sees a copy
+        # as a near-duplicate of its parent) is taken back too: balance made it on purpose.
+        out.loc[plan.revive, ["status", "reason", "detail", "duplicate_of", "decided_by"]] = [
+            "kept", None, None, None, DECIDER]
     new_rows, new_ann = _make_copies(ws, out, annotations, plan, opts)
     out = upsert_rows(out, new_rows)
     if new_ann:
