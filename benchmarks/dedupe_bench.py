@@ -36,9 +36,9 @@ import itertools
 import json
 import os
 import random
-import resource
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -288,19 +288,37 @@ def million(n: int = 1_000_000, seed: int = 0, crops: bool = False) -> dict:
         frame["crop_hashes"] = ["".join(f"{int(c):016x}" for c in row) for row in win]
     manifest = conform(frame, MANIFEST_COLUMNS)
     del frame
+    before_mb = _rss_mb()
+    peak = [before_mb]
+    stop = threading.Event()
+
+    def sample() -> None:  # RSS while dedupe runs, every 50 ms
+        while not stop.is_set():
+            peak[0] = max(peak[0], _rss_mb())
+            stop.wait(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     t = time.perf_counter()
     c = time.process_time()
     res = dedupe(manifest, DedupeOptions(verify=False, crops=crops, workers=1))
     wall, cpu = time.perf_counter() - t, time.process_time() - c
+    stop.set()
+    sampler.join()
     out = res.manifest
     dup_of = out["duplicate_of"].to_numpy()
     group = out["dup_group"].to_numpy()
     found = sum(group[s] is not None and group[s] == group[d] for s, d in zip(src, dst, strict=True))
     return {"rows": n, "crop_windows": crops, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
             "search_s": res.summary["dedupe"]["search_s"],
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            "rss_before_mb": round(before_mb), "peak_rss_during_mb": round(peak[0]),
             "planted_copies": n_copies, "planted_found": round(found / n_copies, 4),
             "groups": res.summary["dedupe"]["groups"], "duplicates": int(pd.notna(dup_of).sum())}
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def markdown(results: dict) -> str:

@@ -35,7 +35,6 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 
-import imagehash
 import numpy as np
 from PIL import Image
 
@@ -168,13 +167,6 @@ def _window_operators() -> tuple[np.ndarray, np.ndarray]:
         rows.append(_resample_operator(_WINDOW_SRC_PX, y0, y0 + ch))
         cols.append(_resample_operator(_WINDOW_SRC_PX, x0, x0 + cw).T)
     return np.concatenate(rows).astype(np.float32), np.stack(cols).astype(np.float32)
-
-
-def window_hash(gray: np.ndarray) -> int:
-    """d4hash of one grey square (any size >= 32): resized to 32x32, disc-masked, DCT signs."""
-    n = gray.shape[0]
-    r = _resample_operator(n, 0.0, float(n)).astype(np.float32)
-    return int(_hash_windows((r @ gray.astype(np.float32) @ r.T)[None])[0], 16)
 
 
 def _hash_windows(windows: np.ndarray) -> list[str]:

@@ -181,7 +181,7 @@ def orb_features(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
 
     global _ORB
     if _ORB is None:
-        _ORB = cv2.ORB_create(nfeatures=_ORB_FEATURES, fastThreshold=10)
+        _ORB = cv2.ORB.create(nfeatures=_ORB_FEATURES, fastThreshold=10)
     keypoints, descriptors = _ORB.detectAndCompute(gray, None)
     xy = np.array([k.pt for k in keypoints], dtype=np.float32).reshape(-1, 2)
     return xy, descriptors
@@ -217,8 +217,8 @@ def feature_check(
         return 0.0, f"scale {scale:.2f} out of range"
     h, w = a.shape
     warped = cv2.warpAffine(b_aligned.astype(np.float32), model, (w, h), flags=cv2.INTER_LINEAR)
-    cover = cv2.warpAffine(np.ones(b_aligned.shape, np.uint8), model, (w, h), flags=cv2.INTER_NEAREST)
-    cover = cv2.erode(cover, np.ones((5, 5), np.uint8)) > 0
+    warped_ones = cv2.warpAffine(np.ones(b_aligned.shape, np.uint8), model, (w, h), flags=cv2.INTER_NEAREST)
+    cover = cv2.erode(warped_ones, np.ones((5, 5), np.uint8)) > 0
     overlap = float(cover.sum())
     frac_a = overlap / (h * w)
     frac_b = overlap / (b_aligned.shape[0] * b_aligned.shape[1] * scale * scale)

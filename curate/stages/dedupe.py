@@ -351,8 +351,8 @@ def verify_candidates(paths: np.ndarray, a: np.ndarray, b: np.ndarray, d4: np.nd
     agreement = np.where(known, 1.0, np.nan)
     why_not = np.full(n, "", dtype=object)
     uf = _UnionFind(int(max(a.max(initial=0), b.max(initial=0))) + 1)
-    for i in np.flatnonzero(known):
-        uf.union(int(a[i]), int(b[i]))
+    for j in np.flatnonzero(known).tolist():
+        uf.union(int(a[j]), int(b[j]))
     pending = np.flatnonzero(~known)
     workers = options.workers or os.cpu_count() or 1
     batch = max(64, 64 * workers)
@@ -365,22 +365,25 @@ def verify_candidates(paths: np.ndarray, a: np.ndarray, b: np.ndarray, d4: np.nd
     try:
         if workers > 1 and len(pending) >= 64:
             pool = mp.get_context("spawn").Pool(workers)
-        queue = [int(i) for i in pending]
+        queue: list[int] = [int(i) for i in pending]
         while queue:
-            # One pair per pair of current groups in a batch: a copy's other
-            # pairs into the same group then become transitive, not decoded.
-            todo, later, seen = [], [], set()
+            # One pair per group in a batch: a copy's other pairs into the same
+            # group then become transitive, not decoded.
+            todo: list[int] = []
+            later: list[int] = []
+            seen: set[int] = set()
             scanned = 0
-            for scanned, i in enumerate(queue, 1):
+            for i in queue:
+                scanned += 1
                 ra, rb = uf.find(int(a[i])), uf.find(int(b[i]))
                 if ra == rb:
                     accepted[i], methods[i] = True, "transitive"
                     if bar:
                         bar.update()
-                elif (min(ra, rb), max(ra, rb)) in seen or ra in seen or rb in seen:
+                elif ra in seen or rb in seen:
                     later.append(i)
                 else:
-                    seen.update({(min(ra, rb), max(ra, rb)), ra, rb})
+                    seen.update((ra, rb))
                     todo.append(i)
                     if len(todo) >= batch or scanned >= 16 * batch:
                         break
@@ -453,6 +456,8 @@ def dedupe(manifest: pd.DataFrame, options: DedupeOptions, *, ws: Workspace | No
                           found=",".join(options.keep))
     if not 0 <= options.max_hamming <= 16:
         raise OptionError("", field="--max-hamming", expected="0..16", found=options.max_hamming)
+    if options.report is not None:
+        check_report_path(Path(options.report))
     out = manifest.copy()
     review = (out["decided_by"] == "review").to_numpy()
     # Undo this stage's earlier decisions: they are recomputed below (idempotent).
@@ -474,6 +479,7 @@ def dedupe(manifest: pd.DataFrame, options: DedupeOptions, *, ws: Workspace | No
     searchable = (sub["d4hash"].notna() & (pd.to_numeric(sub["hash_contrast"], errors="coerce").fillna(0)
                                            >= options.min_contrast)).to_numpy()
     low_info = int((sub["d4hash"].notna().to_numpy() & ~searchable).sum())
+    unhashed = int((sub["d4hash"].isna() & sub["sha256"].notna()).sum())
     hashed = rows[searchable]
     d4 = hashes_to_uint64(out.loc[hashed, "d4hash"].tolist())
     crops = None
@@ -547,6 +553,9 @@ def dedupe(manifest: pd.DataFrame, options: DedupeOptions, *, ws: Workspace | No
     summary = _summary(out, manifest, report, pairs, accepted, methods, low_info, options,
                        timing={"search_s": round(search_s, 3), "verify_s": round(verify_s, 3),
                                "total_s": round(time.perf_counter() - t0, 3)})
+    if unhashed:
+        summary["warnings"] = [f"{unhashed} rows have no d4hash (ingested by an older curate) and match only "
+                               "byte-identical copies: run `curate ingest` on their sources again to hash them"]
     record = {"groups": [{k: g[k] for k in ("group", "kept", "why", "size")} for g in report[:1000]]}
     return StageResult(out, None, summary=summary, record=record, write=not options.dry_run)
 
@@ -631,6 +640,17 @@ REPORT_COLUMNS = ("group", "size", "kept", "why_kept", "label_conflict", "sample
                   "agreement", "why_not")
 
 
+def check_report_path(path: Path) -> str:
+    """The report's format (".csv" or ".json"), or an OptionError saying what is wrong."""
+    suffix = path.suffix.lower()
+    if suffix not in (".json", ".csv"):
+        raise OptionError("", field="--report", expected="a file name ending in .csv or .json", found=path.name)
+    if not path.absolute().parent.is_dir():
+        raise OptionError("", field="--report", expected="a file in an existing folder",
+                          found=f"{path} (no folder {path.absolute().parent})")
+    return suffix
+
+
 def write_report(report: list[dict[str, Any]], path: Path, rejected: list[dict[str, Any]] | None = None) -> None:
     """Write the groups (and rejected candidate pairs) as JSON or CSV, by extension.
 
@@ -641,12 +661,7 @@ def write_report(report: list[dict[str, Any]], path: Path, rejected: list[dict[s
     from curate.workspace import atomic_write_bytes
 
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in (".json", ".csv"):
-        raise OptionError("", field="--report", expected="a file name ending in .csv or .json", found=path.name)
-    if not path.parent.exists():
-        raise OptionError("", field="--report", expected="a file in an existing folder",
-                          found=f"{path} (no folder {path.parent})")
+    suffix = check_report_path(path)
     rejected = rejected or []
     if suffix == ".json":
         doc = {"groups": report, "rejected_pairs": rejected}
