@@ -1,5 +1,6 @@
 """``curate demo``: a small messy source made from photos bundled with
-scikit-image, curated end to end. Needs no file from outside installed packages.
+scikit-image, curated end to end (ingest, dedupe, split, export). Needs no
+file from outside installed packages.
 
 The messy source (``FOLDER/messy``) is a folder-of-class dump with the usual
 problems: an exact copy, a resized and re-encoded near-copy, a truncated JPEG,
@@ -63,8 +64,14 @@ def build_messy_source(root: Path) -> Path:
 
 
 def run_demo(folder: Path, *, workers: int = 0, progress: bool = False) -> dict[str, Any]:
-    """Build the messy source, ingest it into ``FOLDER/workspace``, return the summary."""
+    """Build the messy source, then run the main job into ``FOLDER/workspace``:
+    ingest -> dedupe -> split 8:1:1 -> export (folder layout) to ``FOLDER/export``.
+    Returns the workspace summary, with each step's own summary under ``steps``."""
+    from curate.stages.dedupe import DedupeOptions, dedupe
+    from curate.stages.export import ExportOptions, export
     from curate.stages.ingest import IngestOptions, SourceSpec, ingest
+    from curate.stages.split import SplitOptions, split
+    from curate.summary import summarize
     from curate.workspace import Workspace
 
     folder = Path(folder).absolute()
@@ -74,7 +81,15 @@ def run_demo(folder: Path, *, workers: int = 0, progress: bool = False) -> dict[
     if ws_dir.exists():
         shutil.rmtree(ws_dir)
     ws = Workspace.create(ws_dir)
+    steps: dict[str, Any] = {}
     res = ws.run_stage("ingest", ingest, IngestOptions([SourceSpec(src, "messy")], workers=workers, progress=progress))
-    summary = dict(res.summary)
-    summary["steps"] = ["ingest"]
+    steps["ingest"] = res.summary["run"]
+    res = ws.run_stage("dedupe", dedupe, DedupeOptions(workers=workers))
+    steps["dedupe"] = {k: v for k, v in res.summary.items() if k not in ("status", "reason", "label", "split", "source")}
+    res = ws.run_stage("split", split, SplitOptions(seed=0))
+    steps["split"] = "8:1:1 by label, duplicate groups kept together"
+    res = ws.run_stage("export", export, ExportOptions(format="folder", out=folder / "export", overwrite=True))
+    steps["export"] = str(folder / "export")
+    summary = summarize(ws.read_manifest())
+    summary["steps"] = steps
     return summary

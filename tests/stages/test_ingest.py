@@ -422,8 +422,12 @@ def test_demo_runs_on_bundled_photos_only(tmp_path):
     import json
 
     s = json.loads(res.output)
-    for reason in ("duplicate", "truncated", "too_small", "not_an_image", "empty_file", "system_file"):
+    for reason in ("truncated", "too_small", "not_an_image", "empty_file", "system_file"):
         assert s["reason"].get(reason, 0) >= 1, reason
+    assert s["reason"]["duplicate"] >= 2  # the exact copy and the resized, re-encoded one
+    assert set(s["split"]) == {"train", "val", "test"}
+    exported = [p for p in (tmp_path / "demo" / "export").rglob("*") if p.is_file()]
+    assert len(exported) == s["status"]["kept"]
 
 
 def _png_bytes(img: Image.Image) -> bytes:
