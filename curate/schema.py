@@ -1,8 +1,9 @@
 """The manifest and annotation table schemas, declared once.
 
 ``MANIFEST_COLUMNS`` / ``ANNOTATION_COLUMNS`` are the single source of truth:
-the pandera models that validate every write, the pyarrow schemas used to write
-parquet, and the generated JSON copies in ``schemas/`` all come from them.
+the validation run on every write (all problems reported at once), the pyarrow
+schemas used to write parquet, and the generated JSON copies in ``schemas/``
+all come from them.
 
     >>> import pandas as pd
     >>> df = empty_manifest()
