@@ -83,7 +83,7 @@ def _with_flips(keys: np.ndarray, width: int) -> np.ndarray:
 class _Table:
     start: int
     width: int
-    keys: np.ndarray  # sorted block keys (uint32) of the entries
+    keys: np.ndarray  # sorted block keys (uint32) of the entries; empty when offsets is set
     ids: np.ndarray  # code index of each entry, int32, in key order
     offsets: np.ndarray | None  # dense bucket table: key b -> entries offsets[b]:offsets[b+1]
 
@@ -126,6 +126,7 @@ class HammingIndex:
         # the key space; below that, binary search costs less than building it.
         if len(sorted_keys) >= (1 << width) // 8:
             offsets = np.searchsorted(sorted_keys, np.arange((1 << width) + 1, dtype=np.uint64)).astype(np.int64)
+            sorted_keys = sorted_keys[:0]  # the bucket table replaces them
         return _Table(start, width, sorted_keys, ids, offsets)
 
     def search(

@@ -258,15 +258,22 @@ class _Images:
     def __init__(self, work_px: int, size: int = 256) -> None:
         self.work_px = work_px
         self.size = size
-        self.items: OrderedDict[tuple[str, int], list[Any]] = OrderedDict()
+        self.items: OrderedDict[tuple[str, int, int, int], list[Any]] = OrderedDict()
 
     def get(self, path: str, d4_index: int) -> list[Any]:
         """[grey array, ORB features or None] of ``path`` turned by ``D4_NAMES[d4_index]``."""
-        key = (path, d4_index)
+        import os
+
+        try:
+            st = os.stat(path)
+            stamp = (st.st_mtime_ns, st.st_size)
+        except OSError:
+            stamp = (0, 0)  # load_gray reports the file
+        key = (path, *stamp, d4_index)
         if key in self.items:
             self.items.move_to_end(key)
             return self.items[key]
-        base = self.items.get((path, 0))
+        base = self.items.get((path, *stamp, 0))
         gray = base[0] if base is not None else load_gray(path, self.work_px)
         if d4_index:
             gray = np.asarray(apply_d4(Image.fromarray(gray), d4_index))

@@ -471,6 +471,10 @@ def dedupe(manifest: pd.DataFrame, options: DedupeOptions, *, ws: Workspace | No
     )
     members = eligible | (review & (out["status"] == "kept").to_numpy())
     before = out[["status", "reason", "duplicate_of", "decided_by"]].copy()
+    # Exact copies marked at ingest join the search as kept rows; unchanged
+    # decisions are handed back to ingest below.
+    exact = out.index[eligible & (out["status"] == "dropped").to_numpy()]
+    out.loc[exact, ["status", "reason", "duplicate_of", "detail"]] = ["kept", None, None, None]
     out.loc[eligible, "dup_group"] = None
     out.loc[eligible, "label_conflict"] = False
 

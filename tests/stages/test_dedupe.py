@@ -221,6 +221,16 @@ def test_exact_duplicates_from_ingest_keep_their_decision():
     assert out.loc[["a", "b"], "decided_by"].tolist() == ["dedupe", "dedupe"]
 
 
+def test_priority_can_change_the_keeper_of_an_exact_group():
+    rows = [row("a", sha256="s", source="s1"), row("b", sha256="s", source="s2")]
+    marked = by_id(mark_exact(table(rows), source_order=["s1", "s2"]))
+    assert marked.loc["b", "duplicate_of"] == "a"
+    out = by_id(run(marked.reset_index(), priority=["s2"]).manifest)
+    assert out.loc["b", ["status", "decided_by"]].tolist() == ["kept", "dedupe"]
+    assert pd.isna(out.loc["b", "reason"]) and pd.isna(out.loc["b", "duplicate_of"])
+    assert out.loc["a", ["status", "duplicate_of", "decided_by"]].tolist() == ["dropped", "b", "dedupe"]
+
+
 def test_low_information_rows_match_only_identical_bytes():
     # The SOURCES.md trap: a page whose plain dHash is 0x0 and an almost black frame.
     rows = [row("page", 0, hash_contrast=48.5), row("dark", near(0, 1, 2, 3), hash_contrast=0.5),
