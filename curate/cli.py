@@ -109,7 +109,8 @@ def ingest(sources: tuple[Path, ...], workspace: Path, names: tuple[str, ...], l
            images_dir: Path | None, json_mapping: str | None, workers: int, as_json: bool) -> None:
     """Read SOURCE folders or lists into a workspace, one manifest row per file."""
     from curate.imageio import ProbeOptions
-    from curate.stages.ingest import IngestOptions, SourceSpec, ingest as run_ingest
+    from curate.stages.ingest import IngestOptions, SourceSpec
+    from curate.stages.ingest import ingest as run_ingest
     from curate.workspace import Workspace
 
     if len(names) > len(sources):
