@@ -217,10 +217,13 @@ def test_a_panorama_is_resized_before_padding(tmp_path, corpus, copy_tree):
     """Padding 15754 x 1382 at full size would need a 745 MB canvas; resizing first keeps the peak far lower."""
     src = copy_tree(corpus / "photos", "pano", files=["cleanvision_image_604.png"])
     ws = make_ws(tmp_path / "ws", src, probe=__import__("curate.imageio").imageio.ProbeOptions(max_aspect=20))
-    code = ("import resource, sys; from curate.workspace import Workspace; "
+    # VmHWM, not getrusage's ru_maxrss: Linux carries the forking parent's peak
+    # (here the pytest worker's) into ru_maxrss across exec, VmHWM starts afresh.
+    code = ("import re, sys; from curate.workspace import Workspace; "
             "from curate.stages.square import SquareOptions, square; "
             "r = Workspace.open(sys.argv[1]).run_stage('square', square, SquareOptions(size_px=224, workers=1)); "
-            "print(r.summary['square']['new'], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)")
+            "hwm = int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)); "
+            "print(r.summary['square']['new'], hwm // 1024)")
     out = subprocess.run([sys.executable, "-c", code, str(ws.root)], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     new, peak_mb = map(int, out.stdout.split())
