@@ -115,18 +115,18 @@ class HammingIndex:
         keys = _block_keys(self.codes, start, width)
         if self.table_flips:
             keys = _with_flips(keys, width)
-        # Sort (key, entry) pairs packed in one uint64: faster than argsort.
-        packed = (keys.astype(np.uint64) << np.uint64(32)) | np.arange(len(keys), dtype=np.uint64)
-        packed.sort()
-        sorted_keys = (packed >> np.uint64(32)).astype(np.uint32)
-        ids = ((packed & np.uint64(0xFFFFFFFF)) % np.uint64(max(len(self.codes), 1))).astype(np.int32)
-        del packed
+        order = np.argsort(keys)  # entry = flip * n + code; order within a bucket does not matter
+        sorted_keys = keys[order]
+        del keys
+        order %= max(len(self.codes), 1)
+        ids = order.astype(np.int32)
+        del order
         offsets = None
         # A dense bucket table pays off once the entries fill a good part of
         # the key space; below that, binary search costs less than building it.
         if len(sorted_keys) >= (1 << width) // 8:
-            offsets = np.searchsorted(sorted_keys, np.arange((1 << width) + 1, dtype=np.uint64)).astype(np.int64)
-            sorted_keys = sorted_keys[:0]  # the bucket table replaces them
+            offsets = np.searchsorted(sorted_keys, np.arange((1 << width) + 1, dtype=np.uint32)).astype(np.int64)
+            sorted_keys = np.zeros(0, np.uint32)  # the bucket table replaces them (a slice would pin them)
         return _Table(start, width, sorted_keys, ids, offsets)
 
     def search(
@@ -158,17 +158,17 @@ class HammingIndex:
         found_q: list[np.ndarray] = []
         found_x: list[np.ndarray] = []
         for table in self.tables:
-            for c0 in range(0, len(queries), chunk_rows):
-                c1 = min(c0 + chunk_rows, len(queries))
-                q, x = self._lookup(queries, c0, c1, table, r, query_flips)
+            # Bound the candidates held at once (~2 million): buckets fill up as the index grows.
+            per_query = (1 + table.width * query_flips) * max(1.0, len(table.ids) / (1 << table.width))
+            step = int(min(chunk_rows, max(1024, 2_000_000 / per_query)))
+            for c0 in range(0, len(queries), step):
+                c1 = min(c0 + step, len(queries))
+                q, x = self._lookup(queries, c0, c1, table, r, query_flips, exclude_self)
                 found_q.append(q)
                 found_x.append(x)
         empty = np.zeros(0, dtype=np.int64)
         qi = np.concatenate(found_q).astype(np.int64) if found_q else empty
         xi = np.concatenate(found_x).astype(np.int64) if found_x else empty
-        if exclude_self:
-            keep = qi != xi
-            qi, xi = qi[keep], xi[keep]
         # A pair close in several blocks is found once per block.
         pair = np.unique(qi * len(self.codes) + xi)
         qi, xi = np.divmod(pair, max(len(self.codes), 1))
@@ -176,7 +176,7 @@ class HammingIndex:
         return qi, xi, dist
 
     def _lookup(self, queries: np.ndarray, c0: int, c1: int, table: _Table, r: int,
-                query_flips: int) -> tuple[np.ndarray, np.ndarray]:
+                query_flips: int, exclude_self: bool) -> tuple[np.ndarray, np.ndarray]:
         keys = _block_keys(queries[c0:c1], table.start, table.width)
         qid = np.arange(c0, c1, dtype=np.int32)
         if query_flips:  # the query side's one-bit flips add one to the block distance reached
@@ -194,5 +194,10 @@ class HammingIndex:
         xi = table.ids[pos]
         del pos
         rq = np.repeat(qid, count)
-        near = np.flatnonzero(np.bitwise_count(queries[rq] ^ self.codes[xi]) <= r)
-        return rq[near], xi[near]
+        near = np.bitwise_count(queries[rq] ^ self.codes[xi]) <= r
+        if exclude_self:
+            near &= rq != xi
+        # With flips on both sides a close pair is met several times: keep it once.
+        pair = np.unique(rq[near].astype(np.int64) * len(self.codes) + xi[near])
+        q, x = np.divmod(pair, max(len(self.codes), 1))
+        return q.astype(np.int32), x.astype(np.int32)

@@ -307,9 +307,10 @@ def connected_groups(n: int, a: np.ndarray, b: np.ndarray) -> list[np.ndarray]:
         return []
     graph = coo_matrix((np.ones(len(a), np.int8), (a, b)), shape=(n, n))
     _, labels = connected_components(graph, directed=False)
-    order = np.argsort(labels, kind="stable")
+    in_group = np.flatnonzero(np.bincount(labels)[labels] >= 2)  # singletons are no group
+    order = in_group[np.argsort(labels[in_group], kind="stable")]
     cuts = np.flatnonzero(np.diff(labels[order])) + 1
-    return [g for g in np.split(order, cuts) if len(g) >= 2]
+    return np.split(order, cuts) if len(order) else []
 
 
 def _restore_decider(manifest: pd.DataFrame, rows: pd.Index) -> pd.Series:
@@ -411,19 +412,17 @@ def verify_candidates(paths: np.ndarray, a: np.ndarray, b: np.ndarray, d4: np.nd
     return accepted, methods, agreement, why_not
 
 
-def _why_kept(manifest: pd.DataFrame, keeper: int, runner_up: int, criteria: Sequence[str],
-              sources: Sequence[str], annotated: set[str], review: set[int]) -> str:
-    k, r = manifest.loc[keeper], manifest.loc[runner_up]
-    if keeper in review:
+def _why_kept(k: dict[str, Any], r: dict[str, Any], criteria: Sequence[str], source_rank: dict[str, int],
+              annotated: set[str], in_review: bool) -> str:
+    """The first keeper criterion on which the kept row ``k`` beats the runner-up ``r``."""
+    if in_review:
         return "kept in review"
     for c in criteria:
-        if c == "priority" and k["source"] != r["source"]:
-            order = list(dict.fromkeys([*sources, *sorted(manifest["source"].unique())]))
-            if order.index(k["source"]) != order.index(r["source"]):
-                return f"source priority: {k['source']} before {r['source']}"
+        if c == "priority" and source_rank[k["source"]] != source_rank[r["source"]]:
+            return f"source priority: {k['source']} before {r['source']}"
         if c == "resolution":
-            pk = int(k["width"] or 0) * int(k["height"] or 0)
-            pr = int(r["width"] or 0) * int(r["height"] or 0)
+            pk = (_int(k["width"]) or 0) * (_int(k["height"]) or 0)
+            pr = (_int(r["width"]) or 0) * (_int(r["height"]) or 0)
             if pk != pr:
                 return f"resolution: {k['width']}x{k['height']} > {r['width']}x{r['height']}"
         if c == "annotated" and (k["sample_id"] in annotated) != (r["sample_id"] in annotated):
@@ -479,7 +478,7 @@ def dedupe(manifest: pd.DataFrame, options: DedupeOptions, *, ws: Workspace | No
     out.loc[eligible, "label_conflict"] = False
 
     rows = out.index[members]
-    sub = out.loc[rows]
+    sub = out.loc[rows, ["d4hash", "hash_contrast", "sha256", "path"]]
     searchable = (sub["d4hash"].notna() & (pd.to_numeric(sub["hash_contrast"], errors="coerce").fillna(0)
                                            >= options.min_contrast)).to_numpy()
     low_info = int((sub["d4hash"].notna().to_numpy() & ~searchable).sum())
@@ -580,30 +579,36 @@ def _group_report(out: pd.DataFrame, rows: pd.Index, groups: list[np.ndarray], e
     report = []
     cols = ["sample_id", "source", "path", "label", "split", "width", "height"]
     in_groups = rows[np.concatenate(groups)] if groups else rows[:0]
-    records = out.loc[in_groups, cols].astype(object).where(out.loc[in_groups, cols].notna(), None).to_dict("index")
+    table = out.loc[in_groups, cols]
+    records = table.astype(object).where(table.notna(), None).to_dict("index")
+    all_sources = sorted(out["source"].unique())
+    source_rank = {s: i for i, s in enumerate(dict.fromkeys([*sources_order, *all_sources]))}
+    rank_of = rank.to_dict()
     for g in groups:
-        labels = [rows[i] for i in g]
-        ordered = sorted(labels, key=lambda i: rank[i])
+        labels = [int(rows[i]) for i in g]
+        ordered = sorted(labels, key=rank_of.__getitem__)
         keeper = ordered[0]
-        why = _why_kept(out, keeper, ordered[1], options.keep, sources_order, annotated, review_rows)
+        why = _why_kept(records[keeper], records[ordered[1]], options.keep, source_rank, annotated,
+                        keeper in review_rows)
         members = []
-        for pos in g:
-            i = rows[pos]
+        for pos, i in zip(g, labels, strict=True):
             r = records[i]
-            links = sorted(by_node.get(int(pos), []), key=lambda e: e["hamming"])
-            best = links[0] if links else {}
+            links = by_node.get(int(pos), [])
+            best = min(links, key=lambda e: e["hamming"]) if links else {}
+            agreement = best.get("agreement")
             members.append({
                 "sample_id": r["sample_id"], "source": r["source"], "path": r["path"],
                 "label": r["label"], "split": r["split"], "width": _int(r["width"]), "height": _int(r["height"]),
-                "role": "kept" if i == keeper else ("kept (review)" if int(i) in review_rows else "duplicate"),
-                "matched_to": out.at[rows[best["other"]], "sample_id"] if best else None,
+                "role": "kept" if i == keeper else ("kept (review)" if i in review_rows else "duplicate"),
+                "matched_to": records[int(rows[best["other"]])]["sample_id"] if best else None,
                 "hamming": best.get("hamming"), "match": best.get("kind"), "verified_by": best.get("method"),
-                "agreement": None if not best or pd.isna(best.get("agreement")) else round(float(best["agreement"]), 3),
+                "agreement": None if agreement is None or pd.isna(agreement) else round(float(agreement), 3),
             })
-        labelset = sorted({m["label"] for m in members if m["label"] is not None and not pd.isna(m["label"])})
-        splits = sorted({m["split"] for m in members if m["split"] is not None and not pd.isna(m["split"])})
+        labelset = sorted({m["label"] for m in members if m["label"] is not None})
+        splits = sorted({m["split"] for m in members if m["split"] is not None})
+        kept_id = records[keeper]["sample_id"]
         report.append({
-            "group": out.at[keeper, "sample_id"], "kept": out.at[keeper, "sample_id"], "why": why,
+            "group": kept_id, "kept": kept_id, "why": why,
             "size": len(members), "label_conflict": len(labelset) > 1, "labels": labelset, "splits": splits,
             "sources": sorted({m["source"] for m in members}), "members": members,
         })
@@ -617,15 +622,15 @@ def _int(v: Any) -> int | None:
 
 def _annotate_details(out: pd.DataFrame, report: list[dict[str, Any]]) -> None:
     """Say in each newly dropped row's detail how it matched its group."""
-    ids = out["sample_id"]
-    pos = pd.Series(out.index, index=ids.to_numpy())
+    detail = {}
     for g in report:
         for m in g["members"]:
-            i = pos[m["sample_id"]]
-            if out.at[i, "decided_by"] != "dedupe" or out.at[i, "status"] != "dropped":
-                continue
-            how = f"{m['match']} match, {m['hamming']} bits, verified by {m['verified_by']}" if m["match"] else ""
-            out.at[i, "detail"] = f"near copy of {g['kept']}" + (f" ({how})" if how else "")
+            if m["role"] == "duplicate":
+                how = f" ({m['match']} match, {m['hamming']} bits, verified by {m['verified_by']})" if m["match"] else ""
+                detail[m["sample_id"]] = f"near copy of {g['kept']}{how}"
+    mine = ((out["decided_by"] == "dedupe") & (out["status"] == "dropped")).to_numpy()
+    new = out.loc[mine, "sample_id"].map(detail)
+    out.loc[new.index[new.notna()], "detail"] = new[new.notna()]
 
 
 def _rejected_pairs(out: pd.DataFrame, rows: pd.Index, edges: pd.DataFrame) -> list[dict[str, Any]]:
