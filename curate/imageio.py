@@ -148,10 +148,13 @@ def to_rgb(img: Image.Image, background: tuple[int, int, int] = (255, 255, 255))
     return img.convert("RGB")
 
 
-def load_display(path: str | Path, *, keep_alpha: bool = False) -> Image.Image:
+def load_display(path: str | Path, *, keep_alpha: bool = False, draft_px: int | None = None) -> Image.Image:
     """Decode ``path`` fully: first frame, EXIF orientation applied, RGB (or RGBA).
 
-    Raises :class:`CurateError` naming the file when it cannot be decoded.
+    ``draft_px`` lets the codec decode at a reduced scale (JPEG DCT scaling)
+    as long as both sides stay at least that large: every byte is still
+    decoded, at a fraction of the cost. Raises :class:`CurateError` naming the
+    file when it cannot be decoded.
     """
     register_openers()
     try:
@@ -160,13 +163,15 @@ def load_display(path: str | Path, *, keep_alpha: bool = False) -> Image.Image:
             with Image.open(path) as im:
                 im.seek(0)
                 orientation = exif_orientation(im)
+                if draft_px is not None:
+                    im.draft("RGB", (draft_px, draft_px))
                 im.load()
                 if keep_alpha and (im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info):
                     out = im.convert("RGBA")
                 else:
                     out = to_rgb(im)
         return apply_orientation(out, orientation)
-    except (OSError, SyntaxError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as e:
+    except (OSError, SyntaxError, ValueError, EOFError, UnidentifiedImageError, Image.DecompressionBombError) as e:
         raise CurateError(f"cannot decode image: {e}", file=path) from e
 
 

@@ -33,7 +33,6 @@ different portraits on white do not pass on their backgrounds.
 from __future__ import annotations
 
 import functools
-import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -93,21 +92,9 @@ def load_gray(path: str, work_px: int = 512) -> np.ndarray:
     JPEGs are decoded at reduced DCT scale, so this costs a fraction of a full decode.
     Raises :class:`curate.errors.CurateError` when the file cannot be decoded.
     """
-    from curate.errors import CurateError
-    from curate.imageio import apply_orientation, exif_orientation, register_openers, to_rgb
+    from curate.imageio import load_display
 
-    register_openers()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(path) as im:
-                im.seek(0)
-                orientation = exif_orientation(im)
-                im.draft("RGB", (work_px, work_px))
-                im.load()
-                img = apply_orientation(to_rgb(im), orientation).convert("L")
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
-        raise CurateError(f"cannot decode image for verification: {e}", file=path) from e
+    img = load_display(path, draft_px=work_px).convert("L")
     if max(img.size) > work_px:
         img.thumbnail((work_px, work_px), Image.Resampling.BOX)
     return np.asarray(img)
