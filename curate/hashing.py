@@ -251,11 +251,14 @@ def hashes_to_uint64(hexes: Sequence[str]) -> np.ndarray:
 
 
 def crop_hashes_to_uint64(joined: Sequence[str]) -> np.ndarray:
-    """``crop_hashes`` strings -> uint64 array of shape (rows, len(CROP_WINDOWS))."""
+    """``crop_hashes`` strings -> uint64 array of shape (rows, len(CROP_WINDOWS)), vectorised."""
     n = len(CROP_WINDOWS)
     if len(joined) == 0:
         return np.zeros((0, n), dtype=np.uint64)
-    return hashes_to_uint64([s[i:i + 16] for s in joined for i in range(0, 16 * n, 16)]).reshape(-1, n)
+    text = "".join(joined)
+    if len(text) != 16 * n * len(joined):
+        raise ValueError(f"crop_hashes: expected {16 * n} hex digits per row")
+    return np.frombuffer(bytes.fromhex(text), dtype=">u8").astype(np.uint64).reshape(-1, n)
 
 
 def _bits_to_uint64(bits: np.ndarray) -> np.ndarray:
