@@ -181,10 +181,10 @@ def _run(cmd: list[str], cwd: Path | None = None) -> tuple[float, str]:
     return wall, proc.stdout
 
 
-def run_curate(set_dir: Path, work: Path, workers: int) -> tuple[list[list[str]], dict]:
+def run_curate(set_dir: Path, work: Path, workers: int, verify: bool = True) -> tuple[list[list[str]], dict]:
     import pandas as pd
 
-    ws = work / "ws"
+    ws = work / ("ws" if verify else "ws_no_verify")
     if ws.exists():
         import shutil
 
@@ -193,7 +193,8 @@ def run_curate(set_dir: Path, work: Path, workers: int) -> tuple[list[list[str]]
     t_ingest, _ = _run([curate, "ingest", str(set_dir), "--into", str(ws), "--layout", "flat", "--min-side", "1",
                         "--max-aspect", "100", "--workers", str(workers), "--json"])
     t_dedupe, out = _run([curate, "dedupe", str(ws), "--workers", str(workers), "--json",
-                          "--report", str(work / "curate_report.json")])
+                          "--report", str(work / f"curate_report{'' if verify else '_no_verify'}.json"),
+                          "--verify" if verify else "--no-verify"])
     summary = json.loads(out)["dedupe"]
     m = pd.read_parquet(ws / "manifest.parquet")
     m["name"] = m["rel_path"]
@@ -225,14 +226,14 @@ def score(groups: list[list[str]], truth: dict[str, dict[str, str]]) -> dict:
     for i, g in enumerate(groups):
         for name in g:
             group_of[os.path.basename(name)] = i
-    predicted = set()
+    predicted: set[tuple[str, str]] = set()
     for g in groups:
         names = sorted({os.path.basename(n) for n in g if os.path.basename(n) in truth})
         predicted.update(itertools.combinations(names, 2))
     by_photo: dict[str, list[str]] = {}
     for name, t in truth.items():
         by_photo.setdefault(t["photo"], []).append(name)
-    true_pairs = set()
+    true_pairs: set[tuple[str, str]] = set()
     for names in by_photo.values():
         true_pairs.update(itertools.combinations(sorted(names), 2))
     hit = predicted & true_pairs
@@ -322,7 +323,8 @@ def _rss_mb() -> float:
 
 
 def markdown(results: dict) -> str:
-    tools = [k for k in ("curate", "imagededup_phash", "imagededup_dhash", "cleanvision") if k in results["scores"]]
+    tools = [k for k in ("curate", "curate_no_verify", "imagededup_phash", "imagededup_dhash", "cleanvision")
+             if k in results["scores"]]
     head = "| | " + " | ".join(tools) + " |\n|---|" + "---|" * len(tools) + "\n"
     rows = ["pair precision", "pair recall"]
     text = head
@@ -359,7 +361,9 @@ def main() -> None:
         print(f"set: {len(truth)} images, {photos} photos", file=sys.stderr)
         results["set"] = {"images": len(truth), "photos": photos}
         runners: dict[str, Callable[[], tuple[list[list[str]], dict]]] = {
-            "curate": lambda: run_curate(set_dir, a.out, a.workers)}
+            "curate": lambda: run_curate(set_dir, a.out, a.workers),
+            # The hash search alone: what the pixel verification adds.
+            "curate_no_verify": lambda: run_curate(set_dir, a.out, a.workers, verify=False)}
         if not a.skip_peers:
             runners["imagededup_phash"] = lambda: run_imagededup(set_dir, a.out, "phash", a.workers)
             runners["imagededup_dhash"] = lambda: run_imagededup(set_dir, a.out, "dhash", a.workers)
