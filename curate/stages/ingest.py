@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing as mp
 import os
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -44,7 +42,6 @@ from curate.imageio import (
     ProbeOptions,
     ProbeTask,
     _probe_task,
-    probe_file,
     threshold_reason,
 )
 from curate.schema import ANNOTATION_COLUMNS, MANIFEST_COLUMNS, conform, empty_annotations
@@ -191,32 +188,12 @@ class _Checkpointer:
 
 
 def _run_probes(tasks: list[ProbeTask], options: IngestOptions, ckpt: _Checkpointer) -> Iterator[dict[str, Any]]:
-    workers = options.workers or os.cpu_count() or 1
-    progress = None
-    if options.progress:
-        from tqdm import tqdm
+    from curate.parallel import stream_map
 
-        progress = tqdm(total=len(tasks), unit="img", file=sys.stderr, desc="ingest")
-    try:
-        if workers == 1 or len(tasks) < 32:
-            it: Iterator[dict[str, Any]] = (probe_file(t.path, options.probe, t.known) for t in tasks)
-            for r in it:
-                ckpt.add(r)
-                if progress:
-                    progress.update()
-                yield r
-            return
-        ctx = mp.get_context("spawn")  # no fork: the parent may hold threads (FiftyOne, pytest)
-        chunksize = max(1, min(32, len(tasks) // (workers * 8)))
-        with ctx.Pool(workers) as pool:
-            for r in pool.imap_unordered(_probe_task, ((t, options.probe) for t in tasks), chunksize=chunksize):
-                ckpt.add(r)
-                if progress:
-                    progress.update()
-                yield r
-    finally:
-        if progress:
-            progress.close()
+    jobs = [(t, options.probe) for t in tasks]
+    for r in stream_map(_probe_task, jobs, workers=options.workers, progress=options.progress, desc="ingest"):
+        ckpt.add(r)
+        yield r
 
 
 # -- rows --------------------------------------------------------------------

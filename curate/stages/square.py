@@ -24,9 +24,6 @@ finds every square already there and does no pixel work.
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
-import os
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -171,28 +168,10 @@ def process_image(task: _Task) -> dict[str, Any]:
 
 
 def _run_tasks(tasks: list[_Task], workers: int, progress: bool) -> Iterator[dict[str, Any]]:
-    bar = None
-    if progress:
-        from tqdm import tqdm
+    from curate.parallel import stream_map
 
-        bar = tqdm(total=len(tasks), unit="img", file=sys.stderr, desc="square")
-    try:
-        n = min(workers or os.cpu_count() or 1, len(tasks))
-        if n <= 1 or len(tasks) < IN_PROCESS_MAX:
-            for t in tasks:
-                yield process_image(t)
-                if bar:
-                    bar.update()
-            return
-        ctx = mp.get_context("spawn")  # no fork: the parent may hold threads (FiftyOne, pytest)
-        with ctx.Pool(n) as pool:
-            for r in pool.imap_unordered(process_image, tasks, chunksize=max(1, min(16, len(tasks) // (n * 8)))):
-                if bar:
-                    bar.update()
-                yield r
-    finally:
-        if bar:
-            bar.close()
+    return stream_map(process_image, tasks, workers=workers, progress=progress, desc="square",
+                      in_process_below=IN_PROCESS_MAX, max_chunk=16)
 
 
 _PARENT_FIELDS = ("sample_id", "source", "path", "origin_path", "sha256", "label", "label_origin", "split",
