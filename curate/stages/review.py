@@ -694,9 +694,6 @@ def launch(ws: Workspace, app: AppAddress, *, remote: bool = False, dataset: str
     """Serve the App on the workspace's dataset until it is closed, Ctrl-C or SIGTERM."""
     import signal
 
-    fo = _fiftyone()
-    ds = _open_dataset(fo, ws, dataset or dataset_name(ws.root), create=False)
-
     def stop(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
@@ -704,16 +701,21 @@ def launch(ws: Workspace, app: AppAddress, *, remote: bool = False, dataset: str
         previous = signal.signal(signal.SIGTERM, stop)
     except ValueError:  # not the main thread: leave signals alone
         previous = None
-    session = fo.launch_app(ds, port=app.port, address=app.address, remote=remote, auto=False)
-    print(f"App at {app.url} ; to stop, " + ("press Ctrl-C" if remote else "close the App or press Ctrl-C"),
-          flush=True)
-    try:
+    print(f"Starting the App at {app.url} ...", flush=True)
+    session = None
+    try:  # a stop can come while FiftyOne is still starting the server: that is a clean stop too
+        fo = _fiftyone()
+        ds = _open_dataset(fo, ws, dataset or dataset_name(ws.root), create=False)
+        session = fo.launch_app(ds, port=app.port, address=app.address, remote=remote, auto=False)
+        print(f"App at {app.url} ; to stop, " + ("press Ctrl-C" if remote else "close the App or press Ctrl-C"),
+              flush=True)
         # Local: return once every App tab has been closed for 3 s (FiftyOne's own default).
         # Remote: an SSH tunnel can drop and come back, so serve until Ctrl-C.
         session.wait(-1 if remote else 3)
     except KeyboardInterrupt:
         pass
     finally:
-        session.close()
+        if session is not None:
+            session.close()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

@@ -9,6 +9,7 @@ changes it works on its own copy.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -16,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -473,48 +475,91 @@ def _get(url: str, timeout_s: float = 10) -> tuple[int, str, bytes]:
         return r.status, r.headers.get("Content-Type", ""), r.read()
 
 
-@pytest.mark.slow  # the App server is a separate Python process that imports FiftyOne: ~20-40 s here
-def test_app_serves_the_dataset_on_a_loopback_port(fiftyone_env, ws):
-    import psutil
+class AppProcess:
+    """`curate review --remote` in a subprocess, its output collected line by line; `stop()` sends
+    SIGTERM and reaps FiftyOne's server service, which outlives its parent for a moment."""
 
-    port = free_port()
-    cmd = [str(Path(sys.executable).with_name("curate")), "review", str(ws.root), "--remote",
-           "--port", str(port), "--address", "127.0.0.1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ))
-    children: list = []
-    try:
-        deadline = time.monotonic() + 150
-        page = None
-        while time.monotonic() < deadline and proc.poll() is None:
-            children = psutil.Process(proc.pid).children(recursive=True) or children
-            try:
-                page = _get(f"http://127.0.0.1:{port}/", 5)
+    def __init__(self, ws_root: Path) -> None:
+        self.port = free_port()
+        cmd = [str(Path(sys.executable).with_name("curate")), "review", str(ws_root), "--remote",
+               "--port", str(self.port), "--address", "127.0.0.1"]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     env=dict(os.environ))
+        self.lines: list[str] = []
+        self.children: list = []
+        self._reader = threading.Thread(target=lambda: self.lines.extend(iter(self.proc.stdout.readline, "")),
+                                        daemon=True)
+        self._reader.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def wait_for(self, prefix: str, timeout_s: float = 150) -> None:
+        import psutil
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and not any(ln.startswith(prefix) for ln in self.lines):
+            if self.proc.poll() is not None:
                 break
-            except OSError:
-                time.sleep(1)
-        assert page is not None, f"App did not answer within 150 s: {proc.poll()=}"
-        status, ctype, body = page
-        assert status == 200 and "text/html" in ctype and b"FiftyOne" in body
-        assert json.loads(_get(f"http://127.0.0.1:{port}/fiftyone")[2])["version"]
-        # the media route serves what the grid shows, placeholders included
-        card = next(p for p in (ws.root / "review" / "media").iterdir() if p.name.startswith("placeholder-"))
-        status, ctype, body = _get(f"http://127.0.0.1:{port}/media?filepath={urllib.parse.quote(str(card))}")
-        assert status == 200 and body[:8] == b"\x89PNG\r\n\x1a\n"
-    finally:
-        proc.send_signal(signal.SIGTERM)  # handled like Ctrl-C: the session closes
+            self.children = psutil.Process(self.proc.pid).children(recursive=True) or self.children
+            time.sleep(0.2)
+        assert any(ln.startswith(prefix) for ln in self.lines), \
+            f"no {prefix!r} within {timeout_s} s: {self.proc.poll()=}\n{self.output}"
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def stop(self) -> int:
+        import psutil
+
+        with contextlib.suppress(psutil.NoSuchProcess):
+            self.children = psutil.Process(self.proc.pid).children(recursive=True) or self.children
+        self.proc.send_signal(signal.SIGTERM)  # handled like Ctrl-C: the session closes
         try:
-            out, _ = proc.communicate(timeout=60)
+            self.proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            out, _ = proc.communicate()
-        for child in children:  # FiftyOne's server service, if it outlived its parent
+            self.proc.kill()
+            self.proc.wait()
+        self._reader.join(timeout=10)
+        for child in self.children:
             try:
                 child.wait(timeout=30)
             except psutil.TimeoutExpired:
                 child.kill()
             except psutil.NoSuchProcess:
                 pass
-    assert proc.returncode == 0, out
-    assert f"App at http://127.0.0.1:{port}/" in out
+        return self.proc.returncode
+
+
+@pytest.mark.slow  # the App server is a separate Python process that imports FiftyOne: ~20-40 s here
+def test_app_serves_the_dataset_on_a_loopback_port(fiftyone_env, ws):
+    app = AppProcess(ws.root)
+    try:
+        app.wait_for(f"App at {app.url}")  # printed once FiftyOne's session is connected
+        status, ctype, body = _get(app.url, 10)
+        assert status == 200 and "text/html" in ctype and b"FiftyOne" in body
+        assert json.loads(_get(f"{app.url}fiftyone")[2])["version"]
+        # the media route serves what the grid shows, placeholders included
+        card = next(p for p in (ws.root / "review" / "media").iterdir() if p.name.startswith("placeholder-"))
+        status, ctype, body = _get(f"{app.url}media?filepath={urllib.parse.quote(str(card))}")
+        assert status == 200 and body[:8] == b"\x89PNG\r\n\x1a\n"
+    finally:
+        returncode = app.stop()
+    assert returncode == 0, app.output
     with pytest.raises(OSError):
-        _get(f"http://127.0.0.1:{port}/", 3)
+        _get(app.url, 3)
+
+
+@pytest.mark.slow  # a subprocess that imports FiftyOne and builds the dataset: ~15-30 s here
+def test_sigterm_while_the_app_is_starting_is_a_clean_stop(fiftyone_env, ws):
+    app = AppProcess(ws.root)
+    try:
+        app.wait_for("Starting the App")  # printed once stop handling is in place, before FiftyOne starts it
+    finally:
+        returncode = app.stop()
+    assert returncode == 0, app.output
+    assert "Aborted" not in app.output and "Traceback" not in app.output
+    with pytest.raises(OSError):
+        _get(app.url, 3)
