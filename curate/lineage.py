@@ -26,6 +26,9 @@ import pandas as pd
 
 STALE_PREFIX = "stale:"
 REVIEW = "review"
+# ``layout`` of the augmented copies `curate balance` makes: deliberate near-copies of their
+# parent, in the parent's split, so split, dedupe and check never treat them as photos.
+AUGMENT_LAYOUT = "augment"
 
 
 def _children_index(manifest: pd.DataFrame) -> dict[str, list[str]]:

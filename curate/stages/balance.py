@@ -44,13 +44,13 @@ import pandas as pd
 
 from curate.augment import AugmentConfig, augment_image, copy_seed, validate_config
 from curate.errors import CurateError, OptionError
+from curate.lineage import AUGMENT_LAYOUT
 from curate.schema import ANNOTATION_COLUMNS, SPLITS, conform, empty_annotations
 from curate.workspace import StageResult, Workspace
 
 STRATEGIES = ("undersample", "oversample", "both")
 TARGETS = ("max", "min", "median")
 NO_SPLIT = "none"  # --splits name for rows without a split
-AUGMENT_LAYOUT = "augment"
 DECIDER = "balance"
 
 

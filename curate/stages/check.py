@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 
 from curate.errors import OptionError
+from curate.lineage import AUGMENT_LAYOUT
 from curate.schema import SPLITS
 from curate.workspace import StageResult, Workspace
 
@@ -290,7 +291,7 @@ def check_split_ratios(manifest: pd.DataFrame, target: dict[str, float] | None) 
     from curate.stages.split import ratio_report, split_counts
 
     # Augmented copies (made by balance, in train) are left out: the ratios are about real images.
-    real = manifest[manifest["layout"] != "augment"]
+    real = manifest[manifest["layout"] != AUGMENT_LAYOUT]
     counts = split_counts(real, "label" if real["label"].notna().any() else None)
     report = ratio_report(counts, target or {})
     overall = "/".join(f"{report['overall'][s]:.2f}" for s in SPLITS)

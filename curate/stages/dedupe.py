@@ -28,7 +28,9 @@ own label, the others stay ``duplicate`` so nothing is exported twice).
 
 Re-running is idempotent: earlier ``dedupe`` decisions are recomputed, and rows
 a person decided in review are never changed (a row kept in review stays kept
-and is preferred as its group's representative).
+and is preferred as its group's representative). The augmented copies
+``curate balance`` makes (``layout = augment``) are near copies of their
+parent on purpose and never take part.
 
     >>> import pandas as pd
     >>> from curate.schema import conform, MANIFEST_COLUMNS
@@ -58,6 +60,7 @@ import numpy as np
 import pandas as pd
 
 from curate.errors import OptionError
+from curate.lineage import AUGMENT_LAYOUT
 from curate.verify import VerifyOptions
 
 if TYPE_CHECKING:
@@ -459,16 +462,18 @@ def dedupe(manifest: pd.DataFrame, options: DedupeOptions, *, ws: Workspace | No
         check_report_path(Path(options.report))
     out = manifest.copy()
     review = (out["decided_by"] == "review").to_numpy()
+    # balance's augmented copies are near-copies on purpose (in their parent's split): never grouped
+    copies = (out["layout"] == AUGMENT_LAYOUT).to_numpy()
     # Undo this stage's earlier decisions: they are recomputed below (idempotent).
     ours = out.index[(out["decided_by"] == "dedupe").to_numpy()]
     if len(ours):
         out.loc[ours, "decided_by"] = _restore_decider(out, ours)
         out.loc[ours, ["status", "reason", "duplicate_of", "detail"]] = ["kept", None, None, None]
-    eligible = ~review & (
+    eligible = ~review & ~copies & (
         (out["status"] == "kept").to_numpy()
         | ((out["reason"] == "duplicate") & out["decided_by"].isin(["ingest"])).to_numpy()
     )
-    members = eligible | (review & (out["status"] == "kept").to_numpy())
+    members = eligible | (review & ~copies & (out["status"] == "kept").to_numpy())
     before = out[["status", "reason", "duplicate_of", "decided_by"]].copy()
     # Exact copies marked at ingest join the search as kept rows; unchanged
     # decisions are handed back to ingest below.

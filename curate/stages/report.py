@@ -45,6 +45,7 @@ import pandas as pd
 
 from curate import __version__
 from curate.errors import OptionError
+from curate.lineage import AUGMENT_LAYOUT
 from curate.report import html as h
 from curate.schema import REASONS, SPLITS
 from curate.workspace import StageResult, Workspace, atomic_write_bytes, utc_now
@@ -60,7 +61,7 @@ NO_PICTURE_REASONS = frozenset({
 # ``decided_by``: a later stage that drops the row (balance dropping a face
 # crop) overwrites that.
 FACE_LAYOUTS = frozenset({"faces"})
-AUGMENT_LAYOUTS = frozenset({"augment", "balance", "oversample"})
+AUGMENT_LAYOUTS = frozenset({AUGMENT_LAYOUT})
 NONE = "(none)"
 
 

@@ -54,11 +54,11 @@ import numpy as np
 import pandas as pd
 
 from curate.errors import OptionError
+from curate.lineage import AUGMENT_LAYOUT
 from curate.schema import SPLITS
 from curate.workspace import StageResult, Workspace
 
 NONE_LABEL = "(none)"
-AUGMENT_LAYOUT = "augment"  # rows made by `curate balance` (see curate.stages.balance)
 DEFAULT_RATIOS: dict[str, float] = {"train": 0.8, "val": 0.1, "test": 0.1}
 
 

@@ -207,6 +207,21 @@ def test_rerun_is_idempotent_and_recomputes_its_own_decisions():
     assert res.summary["dedupe"]["restored"] == 2
 
 
+def test_augmented_copies_from_balance_are_left_alone():
+    # balance's copies hash next to their parent on purpose: grouping them would undo the balancing
+    rows = [row("a", split="train"), row("b", near(A, 2), split="train"),
+            row("a_aug1", near(A, 1), parent_id="a", layout="augment", decided_by="balance", split="train"),
+            row("a_aug2", near(A, 1), parent_id="a", layout="augment", status="dropped", reason="balanced_out",
+                decided_by="balance", split="train")]
+    res = run(rows)
+    out = by_id(res.manifest)
+    assert out.loc["b", "duplicate_of"] == "a"  # real photos still group
+    assert out.loc["a_aug1", ["status", "decided_by"]].tolist() == ["kept", "balance"]
+    assert out.loc["a_aug2", ["status", "reason"]].tolist() == ["dropped", "balanced_out"]
+    assert out.loc[["a_aug1", "a_aug2"], "dup_group"].isna().all()
+    assert res.summary["dedupe"]["groups"] == 1
+
+
 def test_exact_duplicates_from_ingest_keep_their_decision():
     rows = [row("a", sha256="s"), row("b", sha256="s"), row("c", FAR)]
     marked = mark_exact(table(rows))
