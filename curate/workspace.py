@@ -104,6 +104,7 @@ class StageResult:
     summary: dict[str, Any] = field(default_factory=dict)
     record: dict[str, Any] = field(default_factory=dict)  # extra fields for runs/
     write: bool = True  # False for dry runs
+    log_run: bool = False  # record the run in runs/ even though write is False (a read-only check)
 
 
 class Workspace:
@@ -277,6 +278,7 @@ class Workspace:
                 result.manifest = self.write_manifest(result.manifest)
                 if result.annotations is not None:
                     result.annotations = self.write_annotations(result.annotations, result.manifest)
+            if result.write or result.log_run:
                 self.record_run(
                     command,
                     record_options if record_options is not None else _options_dict(options),

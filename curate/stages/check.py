@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from curate.errors import OptionError
+from curate.errors import CurateError, OptionError
 from curate.lineage import AUGMENT_LAYOUT
 from curate.schema import SPLITS
 from curate.workspace import StageResult, Workspace
@@ -313,8 +313,19 @@ def check_split_ratios(manifest: pd.DataFrame, target: dict[str, float] | None) 
 def _last_split_run(ws: Workspace | None) -> dict[str, Any]:
     if ws is None:
         return {}
+    from curate.stages.split import parse_ratios
+
     runs = [r for r in ws.runs() if r.get("command") == "split"]
-    return dict(runs[-1].get("options", {})) if runs else {}
+    last = dict(runs[-1].get("options") or {}) if runs else {}
+    ratios = last.get("ratios")
+    if isinstance(ratios, str):  # as typed ("8:1:1"), e.g. a record written by hand or another tool
+        try:
+            last["ratios"] = parse_ratios(ratios)
+        except CurateError:
+            last["ratios"] = None
+    elif not isinstance(ratios, dict):
+        last["ratios"] = None
+    return last
 
 
 def check(manifest: pd.DataFrame, options: CheckOptions, *, ws: Workspace | None = None,
@@ -359,7 +370,7 @@ def check(manifest: pd.DataFrame, options: CheckOptions, *, ws: Workspace | None
         "kept_rows": int((manifest["status"] == "kept").sum()),
     }
     summary["ok"] = not summary["failed"]
-    return StageResult(manifest, None, summary=summary, write=False)
+    return StageResult(manifest, None, summary=summary, write=False, log_run=True)
 
 
 def format_check(summary: dict[str, Any], title: str) -> str:

@@ -144,6 +144,17 @@ def test_split_ratios_against_the_last_split(tmp_path: Path) -> None:
     assert ratios["ratios"]["per_class"]["cat"] == {"train": 0.6, "val": 0.2, "test": 0.2}
 
 
+@pytest.mark.parametrize(("ratios", "target"), [("6:2:2", "0.60/0.20/0.20"), ("train=0.5,test=0.5", "0.50/0.00/0.50"),
+                                               ("not ratios", None), (7, None)])
+def test_split_ratios_of_a_hand_written_split_record(tmp_path: Path, ratios: object, target: str | None) -> None:
+    ws = make_ws(tmp_path, [row(f"r{i}", "cat", split="train") for i in range(10)])
+    ws.record_run("split", {"ratios": ratios})  # as typed, not as `curate split` records it
+    r = CliRunner().invoke(cli, ["check", str(ws.root), "--json"])
+    msg = next(c for c in json.loads(r.stdout)["checks"] if c["name"] == "split_ratios")["message"]
+    assert msg.startswith("achieved train/val/test 1.00/0.00/0.00")
+    assert (f"(target {target};" in msg) if target else "target" not in msg
+
+
 @settings(max_examples=40, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 2**64 - 1), st.integers(0, 2)), min_size=1, max_size=40),
        st.integers(0, 6), st.lists(st.integers(0, 63), max_size=3))
@@ -197,3 +208,14 @@ def test_installed_command_gates_ci(tmp_path: Path) -> None:
     p = subprocess.run([str(exe), "check", str(bad.root), "--json"], capture_output=True, text=True, timeout=120)
     assert p.returncode == 1, p.stderr
     assert json.loads(p.stdout)["failed"] == ["group_leak"]
+
+
+def test_a_check_is_recorded_in_runs_and_changes_no_table(tmp_path: Path) -> None:
+    ws = make_ws(tmp_path, _with({"cat4": {"phash": "0f0f0f0f0f0f0f0c"}}))
+    before = ws.manifest_path.read_bytes()
+    r = CliRunner().invoke(cli, ["check", str(ws.root), "--min-per-class", "3"])
+    assert r.exit_code == 1
+    (rec,) = [run for run in ws.runs() if run["command"] == "check"]
+    assert rec["options"]["min_per_class"] == 3
+    assert rec["summary"]["failed"] == ["near_duplicate_leak"]
+    assert ws.manifest_path.read_bytes() == before

@@ -10,6 +10,7 @@ scikit-image's bundled photos.
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -30,6 +31,7 @@ from curate.derive import store_derived, upsert_rows
 from curate.errors import OptionError
 from curate.report.thumbs import ThumbnailPool, thumbnail_bytes
 from curate.schema import MANIFEST_COLUMNS, conform, empty_annotations
+from curate.stages.check import CheckOptions, check
 from curate.stages.ingest import IngestOptions, SourceSpec, ingest
 from curate.stages.report import (
     ReportOptions,
@@ -253,6 +255,7 @@ def staged(corpus_ws: Workspace, corpus_report: object) -> tuple[Workspace, dict
     """A copy of the ingested corpus after split, balance and faces; its report page and summary."""
     ws = Workspace.open(shutil.copytree(corpus_ws.root, corpus_ws.root.parent / "staged"))
     done = simulate_later_stages(ws)
+    done["check"] = ws.run_stage("check", check, CheckOptions()).summary  # the real stage: recorded in runs/
     page, summary = _report(ws, ws.root.parent / "staged-report.html")
     return ws, done, page, summary
 
@@ -343,10 +346,14 @@ def test_report_after_split_balance_and_faces(staged):
     assert list(table(doc, "table-label-conflicts").values()) == [["2", "cat ×1, dog ×1"]]
     assert list(table(doc, "table-groups-across-splits").values())[0][:2] == ["3", "train, test"]
     assert "1 leak(s) across splits among kept rows." in page
+    # the last `curate check` run is shown with what it found
+    last_check = page[page.index("<h3>Last <code>curate check</code></h3><pre>"):]
+    last_check = html.unescape(last_check[:last_check.index("</pre>")])
+    assert done["check"]["failed"] and all(f'"{name}"' in last_check for name in done["check"]["failed"])
 
     # Runs, oldest first, with their options.
     runs = doc.tables["table-runs"][1:]
-    assert [r[2] for r in runs] == ["ingest", "split", "balance", "faces"]
+    assert [r[2] for r in runs] == ["ingest", "split", "balance", "faces", "check"]
     assert 'ratios="8:1:1"' in runs[1][5]
     assert summary["sections"] == {s: "shown" for s in SECTIONS} | {"duplicates": "not run"}
 
