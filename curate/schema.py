@@ -37,6 +37,7 @@ REASONS: dict[str, str] = {
     "bad_aspect": "long side / short side above --max-aspect",
     "system_file": "an OS or tool by-product (.DS_Store, Thumbs.db, __MACOSX/, desktop.ini)",
     "hidden": "a hidden file (name starts with '.')",
+    "bad_filename": "the file's name is not valid UTF-8 (e.g. unzipped from a Windows code page); rename it to ingest it",
     "broken_link": "a symbolic link whose target does not exist",
     "outside_source": "a symbolic link that points outside the source folder",
     "missing_file": "a list (CSV/TXT/annotation file) names a file that does not exist",

@@ -15,6 +15,10 @@ The rules (also in docs/ingest.md):
 - Linked folders are entered only when they resolve inside the source (or with
   ``--follow-links``), and each real folder is entered once, so link loops end.
 - Names are kept exactly as the file system gives them (any script, spaces).
+  A name that is not valid UTF-8 (bytes from a zip made with a Windows code
+  page, such as CP949 for Korean) cannot be stored or opened by name later:
+  the file is a row dropped as ``bad_filename``, its path shown with the bad
+  bytes escaped (``\\xb0``).
 
     >>> import skimage
     >>> files = list(walk(skimage.data_dir))
@@ -50,6 +54,20 @@ def _inside(path: str, root_real: str) -> bool:
     return path == root_real or path.startswith(root_real.rstrip(os.sep) + os.sep)
 
 
+def printable(path: str) -> str:
+    """``path`` as valid UTF-8: bytes the file system name could not decode
+    (held by Python as surrogates) shown as ``\\xNN`` escapes.
+
+    >>> printable(os.fsdecode(b"caf\\xe9.jpg"))
+    'caf\\\\xe9.jpg'
+    """
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def classify_name(rel_parts: tuple[str, ...]) -> tuple[str | None, str | None]:
     """Pre-decided reason for a file from its path parts alone."""
     name = rel_parts[-1]
@@ -81,7 +99,7 @@ def walk(root: str | Path, *, follow_links: bool = False, report: WalkReport | N
             report.skipped_dirs.append(f"{'/'.join(rel) or '.'}: {e.strerror}")
             return
         for entry in entries:
-            parts = (*rel, entry.name)
+            parts = (*rel, printable(entry.name))
             rel_path = "/".join(parts)
             is_link = entry.is_symlink()
             try:
@@ -111,6 +129,11 @@ def walk(root: str | Path, *, follow_links: bool = False, report: WalkReport | N
                 regular = False
             if not regular:  # sockets, fifos, devices: never opened
                 report.skipped_dirs.append(f"{rel_path}: not a regular file")
+                continue
+            if printable(entry.path) != entry.path:
+                yield WalkedFile(printable(entry.path), rel_path, "bad_filename",
+                                 "the name is not valid UTF-8; rename it (e.g. `convmv -f cp949 -t utf-8 -r --notest "
+                                 "FOLDER` for Korean names from a Windows zip)")
                 continue
             reason, detail = classify_name(parts)
             yield WalkedFile(entry.path, rel_path, reason, detail)
