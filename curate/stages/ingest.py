@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import time
 from collections.abc import Iterator
@@ -249,6 +250,10 @@ def clean_boxes(boxes: list[Box], width: int, height: int, *, declared_wh: tuple
             x1, x2, y1, y2 = x1 * width, x2 * width, y1 * height, y2 * height
         elif to_display:
             x1, y1, x2, y2 = stored_to_displayed_xyxy((x1, y1, x2, y2), stored_wh, orientation)
+        if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):  # NaN/inf would survive min/max "clamping"
+            problems.append(f"box {b.label} [{x1:g},{y1:g},{x2:g},{y2:g}] has a coordinate that is not a number: "
+                            "dropped")
+            continue
         if x2 < x1:
             x1, x2 = x2, x1
         if y2 < y1:

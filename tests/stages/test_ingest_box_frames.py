@@ -91,6 +91,10 @@ def test_declared_size_equal_to_displayed_keeps_boxes(tmp_path, skimage_dir):
     ([Box("a", 3, 4, 1, 2)], [(1.0, 2.0, 3.0, 4.0)], []),
     # normalized (YOLO): scaled by the displayed size
     ([Box("a", 0.5, 0.5, 1.0, 1.0, normalized=True)], [(10.0, 5.0, 20.0, 10.0)], []),
+    # not a number (a YOLO line with "nan", an infinite width): dropped, never "clamped" to the whole image
+    ([Box("a", 0.4, 0.2, 0.6, float("nan"), normalized=True)], [],
+     ["box a [8,2,12,nan] has a coordinate that is not a number: dropped"]),
+    ([Box("a", 1, 2, float("inf"), 4)], [], ["box a [1,2,inf,4] has a coordinate that is not a number: dropped"]),
 ])
 def test_clean_boxes(boxes, expected_rows, expected_problems):
     rows, problems = clean_boxes(boxes, 20, 10)
