@@ -13,14 +13,14 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 
-def stream_map(fn: Callable[[T], R], tasks: list[T], *, workers: int = 0, progress: bool = False,
+def stream_map(fn: Callable[[T], R], tasks: Sequence[T], *, workers: int = 0, progress: bool = False,
                desc: str = "", in_process_below: int = 32, max_chunk: int = 32) -> Iterator[R]:
     """Yield ``fn(task)`` for every task, in completion order.
 
