@@ -26,12 +26,14 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from PIL import Image
 
 from curate.workspace import Workspace
+
+if TYPE_CHECKING:  # pandas is imported where tables are built: pool workers that store images start without it
+    import pandas as pd
 
 LOSSY_FORMATS = frozenset({"JPEG", "MPO", "HEIF", "AVIF", "JPEG2000"})
 DEFAULT_QUALITY = 95
@@ -124,6 +126,8 @@ def with_hashes(row: dict[str, Any], img: Image.Image) -> dict[str, Any]:
 def upsert_rows(manifest: pd.DataFrame, rows: list[dict[str, Any]]) -> pd.DataFrame:
     """Add derived rows. A row whose sample_id already exists (same parent, same
     transform, so same image) is left as it is, so decisions made on it stand."""
+    import pandas as pd
+
     from curate.schema import MANIFEST_COLUMNS, conform
 
     existing = set(manifest["sample_id"])

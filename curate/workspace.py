@@ -31,25 +31,18 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING, Any
 
 from curate import __version__
 from curate.errors import WorkspaceError, WorkspaceLockedError
-from curate.schema import (
-    ANNOTATION_ARROW,
-    ANNOTATION_COLUMNS,
-    MANIFEST_ARROW,
-    MANIFEST_COLUMNS,
-    conform,
-    empty_annotations,
-    empty_manifest,
-    validate_annotations,
-    validate_manifest,
-)
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+
+# pandas, pyarrow and curate.schema are imported where the tables are read or
+# written: a pool worker that only stores objects (faces, square) then starts
+# without them (about 0.8 s per worker, docs/benchmarks.md#faces).
 
 MARKER = "curate.json"
 WORKSPACE_FORMAT = 1
@@ -72,6 +65,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def atomic_write_parquet(df: pd.DataFrame, path: Path, schema: pa.Schema) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -198,21 +194,33 @@ class Workspace:
 
     # -- tables -------------------------------------------------------------
     def read_manifest(self) -> pd.DataFrame:
+        import pandas as pd
+
+        from curate.schema import MANIFEST_COLUMNS, conform, empty_manifest
+
         if not self.manifest_path.exists():
             return empty_manifest()
         return conform(pd.read_parquet(self.manifest_path), MANIFEST_COLUMNS)
 
     def read_annotations(self) -> pd.DataFrame:
+        import pandas as pd
+
+        from curate.schema import ANNOTATION_COLUMNS, conform, empty_annotations
+
         if not self.annotations_path.exists():
             return empty_annotations()
         return conform(pd.read_parquet(self.annotations_path), ANNOTATION_COLUMNS)
 
     def write_manifest(self, df: pd.DataFrame) -> pd.DataFrame:
+        from curate.schema import MANIFEST_ARROW, validate_manifest
+
         df = validate_manifest(df)
         atomic_write_parquet(df, self.manifest_path, MANIFEST_ARROW)
         return df
 
     def write_annotations(self, df: pd.DataFrame, manifest: pd.DataFrame | None = None) -> pd.DataFrame:
+        from curate.schema import ANNOTATION_ARROW, validate_annotations
+
         df = validate_annotations(df, manifest)
         atomic_write_parquet(df, self.annotations_path, ANNOTATION_ARROW)
         return df

@@ -43,17 +43,22 @@ from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from curate.errors import CurateError, OptionError
 from curate.geometry import box_area, boxes_into_crop, crop_box_px, io_min, iou, tile_grid
-from curate.lineage import Decision, mark_stale, revive, set_decisions, transform_inputs
-from curate.schema import ANNOTATION_COLUMNS, conform
-from curate.summary import summarize
-from curate.workspace import StageResult, Workspace, atomic_write_parquet
+from curate.workspace import Workspace
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from curate.lineage import Decision
+    from curate.workspace import StageResult
+
+# pandas (and the modules built on it) is imported inside the functions that make
+# tables: a pool worker imports this module and starts faster without it.
 
 LAYOUT = "faces"
 SELECT_MODES = ("largest", "all", "most-central")
@@ -503,6 +508,8 @@ def _cache_path(ws: Workspace, key: str) -> Path:
 
 
 def _load_cache(ws: Workspace, key: str) -> dict[tuple[str, str], tuple[tuple[int, int], list[Face]]]:
+    import pandas as pd
+
     path = _cache_path(ws, key)
     if not path.exists():
         return {}
@@ -515,7 +522,10 @@ def _load_cache(ws: Workspace, key: str) -> dict[tuple[str, str], tuple[tuple[in
 
 
 def _save_cache(ws: Workspace, key: str, cache: dict[tuple[str, str], tuple[tuple[int, int], list[Face]]]) -> None:
+    import pandas as pd
     import pyarrow as pa
+
+    from curate.workspace import atomic_write_parquet
 
     rows = [{"sample_id": s, "sha256": h, "width": wh[0], "height": wh[1], "faces": faces_to_json(f)}
             for (s, h), (wh, f) in cache.items()]
@@ -539,6 +549,8 @@ def _parent_dicts(rows: pd.DataFrame) -> list[dict[str, Any]]:
 
 def _inputs(manifest: pd.DataFrame, boxes: bool) -> tuple[pd.Series, int]:
     """Rows this run reads (mask), and how many were left alone because a person decided them."""
+    from curate.lineage import transform_inputs
+
     if boxes:
         by_me = (manifest["decided_by"] == LAYOUT) & manifest["reason"].isin(["no_face", "unreadable", "missing_file"])
         mask = (manifest["decided_by"] != "review") & ((manifest["status"] == "kept") | by_me)
@@ -556,8 +568,14 @@ def faces(manifest: pd.DataFrame, options: FacesOptions, *, ws: Workspace,
         >>> ws = Workspace.open("WS")  # doctest: +SKIP
         >>> ws.run_stage("faces", faces, FacesOptions(select="all")).summary["faces"]  # doctest: +SKIP
     """
+    import pandas as pd
+
     from curate.derive import derived_id, upsert_rows
+    from curate.lineage import mark_stale, revive, set_decisions
     from curate.models import resolve
+    from curate.schema import ANNOTATION_COLUMNS, conform
+    from curate.summary import summarize
+    from curate.workspace import StageResult
 
     t0 = time.perf_counter()
     options.check()
@@ -698,6 +716,8 @@ def faces(manifest: pd.DataFrame, options: FacesOptions, *, ws: Workspace,
 
 def _carry_boxes(ann: pd.DataFrame, rows: list[dict[str, Any]], created: set[str]) -> pd.DataFrame:
     """Boxes of each parent, moved into its new crops' frames (clipped; boxes outside are not carried)."""
+    import pandas as pd
+
     if not len(ann) or not created:
         return ann
     parents = {r["parent_id"] for r in rows if r["sample_id"] in created}
