@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 # pandas, pyarrow and curate.schema are imported where the tables are read or
-# written: a pool worker that only stores objects (faces, square) then starts
+# written: a pool worker that only stores objects (faces) then starts
 # without them (about 0.8 s per worker, docs/benchmarks.md#faces).
 
 MARKER = "curate.json"
