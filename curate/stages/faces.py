@@ -35,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import multiprocessing as mp
 import os
 import sys
 import time
@@ -414,17 +413,24 @@ class _Task:
 
 # -- per-image work (runs in worker processes) -------------------------------------
 
-_STATE: dict[str, Any] = {}
+_STATE: dict[str, Any] = {}  # per process: the settings, and the detector once made
 
 
 def _init_worker(settings: _WorkSettings) -> None:
-    _STATE.clear()
+    _close_worker()
     _STATE["settings"] = settings
+
+
+def _close_worker() -> None:
+    det = _STATE.pop("detector", None)
+    if det is not None:
+        det.close()
+    _STATE.clear()
 
 
 def _detector(settings: _WorkSettings) -> FaceDetector:
     det = _STATE.get("detector")
-    if det is None:  # one detector per worker process, made on first use
+    if det is None:  # one detector per process, made on first use (cached faces need none)
         det = FaceDetector(settings.model_paths, settings.detector)
         _STATE["detector"] = det
     return det
@@ -470,35 +476,14 @@ def _pool_task(task: _Task) -> dict[str, Any]:
 
 
 def _run_tasks(tasks: list[_Task], settings: _WorkSettings, workers: int, progress: bool) -> Iterator[dict[str, Any]]:
-    bar = None
-    if progress:
-        from tqdm import tqdm
+    from curate.parallel import stream_map
 
-        bar = tqdm(total=len(tasks), unit="img", file=sys.stderr, desc="faces")
     try:
-        n = min(workers or os.cpu_count() or 1, len(tasks))
-        if n <= 1 or len(tasks) < IN_PROCESS_MAX:
-            need_detector = any(t.known is None for t in tasks)
-            det = FaceDetector(settings.model_paths, settings.detector) if need_detector else None
-            try:
-                for t in tasks:
-                    yield process_image(t, settings, det)
-                    if bar:
-                        bar.update()
-            finally:
-                if det is not None:
-                    det.close()
-            return
-        ctx = mp.get_context("spawn")  # no fork: the parent may hold threads (FiftyOne, pytest)
-        chunksize = max(1, min(8, len(tasks) // (n * 8)))
-        with ctx.Pool(n, initializer=_init_worker, initargs=(settings,)) as pool:
-            for r in pool.imap_unordered(_pool_task, tasks, chunksize=chunksize):
-                if bar:
-                    bar.update()
-                yield r
+        yield from stream_map(_pool_task, tasks, workers=workers, progress=progress, desc="faces",
+                              in_process_below=IN_PROCESS_MAX, max_chunk=8,
+                              initializer=_init_worker, initargs=(settings,))
     finally:
-        if bar:
-            bar.close()
+        _close_worker()  # the detector of an in-process run (a pool's workers end with the pool)
 
 
 # -- detection cache ---------------------------------------------------------------
