@@ -8,9 +8,13 @@ short-range model):
 
 1. the image is shrunk (integer box filter) so its long side is at most
    ``work_max_side_px``; faces are mapped back to full resolution;
-2. the short-range model (close-ups) and the full-range model (small faces,
-   groups) run on the whole image, keeping faces scoring ``min_confidence``;
-3. the full-range model runs again on 2 x 2 overlapping tiles, which makes
+2. the short-range model (close-ups) runs on the whole image; one big, sure
+   face (a portrait) settles it. Otherwise the full-range model (small faces,
+   groups) runs on the whole image too. Faces must score ``min_confidence``;
+   weaker detections (down to ``hint_min_confidence``) are kept as hints;
+3. only when the whole-image passes leave evidence they could not settle (a
+   face seen by one pass below ``sure_score``, or a hint no face explains),
+   the full-range model runs again on 2 x 2 overlapping tiles, which makes
    small faces larger in its 192 px input. Tile faces must score at least
    ``tile_min_confidence`` and must not touch a tile border inside the image
    (a cut face is found whole in the neighbouring tile);
@@ -63,7 +67,7 @@ LAYOUT = "faces"
 SELECT_MODES = ("largest", "all", "most-central")
 DETECTORS = ("ensemble", "short-range", "full-range")
 CLASS_FROM = ("face", "label")
-DETECTOR_VERSION = 1  # bump when detection changes, so cached detections are not reused
+DETECTOR_VERSION = 2  # bump when detection changes, so cached detections are not reused
 CACHE_DIR = "cache"
 IN_PROCESS_MAX = 8  # fewer tasks than this run in-process: a worker's start (import mediapipe) costs ~1-2 s
 
@@ -97,6 +101,10 @@ class DetectorConfig:
     nms_io_min: float = 0.6
     sure_score: float = 0.7  # below this, an ensemble face must be found by two passes
     portrait_face_frac: float = 0.15  # one face this big (of the short side): no tiles; 0 = always tile
+    # Ensemble: the whole-image passes also report detections down to this score. One below
+    # min_confidence that no face explains is a hint (a face seen too small or too weakly);
+    # tiles run only when there is a hint or an unconfirmed face (docs/faces.md). 0 = always tile.
+    hint_min_confidence: float = 0.15
 
     def model_keys(self) -> tuple[str, ...]:
         return {"ensemble": ("short_range", "full_range"), "short-range": ("short_range",),
@@ -140,6 +148,26 @@ def confirmed(faces: Sequence[Face], sure_score: float) -> list[Face]:
     (e.g. a backdrop next to a head); a real face is usually seen twice.
     """
     return [f for f in faces if f.score >= sure_score or len(f.found_by.split("+")) >= 2]
+
+
+def tiles_may_add(merged: Sequence[Face], whole: Sequence[Face], hints: Sequence[Face], cfg: DetectorConfig) -> bool:
+    """Did the whole-image passes leave evidence they could not settle? A face left
+    unconfirmed (``merged`` holds more than ``whole``), or a hint (a detection below
+    ``min_confidence``) that overlaps no face found so far.
+
+    Without either, the 2 x 2 tiles added no face on any of our test images
+    (docs/faces.md), so the ensemble skips them: they cost four full-range passes.
+
+    >>> cfg, face = DetectorConfig(), Face((10, 10, 50, 50), 0.9, "short_range")
+    >>> tiles_may_add([face], [face], [Face((12, 12, 48, 48), 0.3, "full_range")], cfg)  # the face, seen weakly
+    False
+    >>> tiles_may_add([face], [face], [Face((80, 10, 90, 20), 0.3, "full_range")], cfg)  # something else
+    True
+    """
+    if not cfg.hint_min_confidence or len(merged) > len(whole):
+        return True
+    return any(all(iou(h.xyxy, f.xyxy) <= cfg.nms_iou and io_min(h.xyxy, f.xyxy) <= cfg.nms_io_min for f in merged)
+               for h in hints)
 
 
 def select_faces(faces: Sequence[Face], mode: str, image_wh: tuple[int, int], min_face_px: float = 0) -> list[Face]:
@@ -241,17 +269,25 @@ class FaceDetector:
     """
 
     def __init__(self, model_paths: Mapping[str, str], config: DetectorConfig | None = None) -> None:
-        self.config = config or DetectorConfig()
+        self.config = cfg = config or DetectorConfig()
+        # (model, score floor) per pass. The ensemble's whole-image passes report hints below
+        # min_confidence; its tiles keep min_confidence (MediaPipe's NMS blends every box it keeps).
+        floor = cfg.min_confidence
+        if cfg.detector == "ensemble":
+            hint_floor = min(cfg.hint_min_confidence or floor, floor)
+            passes = {"short_range": ("short_range", hint_floor), "full_range": ("full_range", hint_floor),
+                      "full_range/tile": ("full_range", floor)}
+        else:
+            passes = {key: (key, floor) for key in cfg.model_keys()}
         with quiet_native_stderr():
             from mediapipe.tasks.python import BaseOptions, vision
 
-            self._vision = vision
             self._models = {
-                key: vision.FaceDetector.create_from_options(vision.FaceDetectorOptions(
+                name: vision.FaceDetector.create_from_options(vision.FaceDetectorOptions(
                     base_options=BaseOptions(model_asset_path=str(model_paths[key])),
-                    min_detection_confidence=self.config.min_confidence,
+                    min_detection_confidence=score_floor,
                 ))
-                for key in self.config.model_keys()
+                for name, (key, score_floor) in passes.items()
             }
 
     def close(self) -> None:
@@ -294,25 +330,34 @@ class FaceDetector:
                     found += [Face((x1, y1, x2, y2), s, key) for x1, y1, x2, y2, s in self._run(key, rgb)]
                 return nms_faces(found, cfg.nms_iou, cfg.nms_io_min)
             # Cheapest first: the short-range model alone settles a portrait (one big, sure face).
-            found = [Face((x1, y1, x2, y2), s, "short_range") for x1, y1, x2, y2, s in self._run("short_range", rgb)]
+            hints: list[Face] = []
+            found = self._faces_and_hints("short_range", rgb, hints)
             short = nms_faces(found, cfg.nms_iou, cfg.nms_io_min)
             if len(short) == 1 and short[0].score >= cfg.sure_score and self._is_portrait(short[0], (w, h)):
                 return short
-            found += [Face((x1, y1, x2, y2), s, "full_range") for x1, y1, x2, y2, s in self._run("full_range", rgb)]
-            whole = confirmed(nms_faces(found, cfg.nms_iou, cfg.nms_io_min), cfg.sure_score)
-            if self._tiles_add_nothing(whole, (w, h)):
+            found += self._faces_and_hints("full_range", rgb, hints)
+            merged = nms_faces(found, cfg.nms_iou, cfg.nms_io_min)
+            whole = confirmed(merged, cfg.sure_score)
+            if self._tiles_add_nothing(whole, (w, h)) or not tiles_may_add(merged, whole, hints, cfg):
                 return whole
             tiles = tile_grid((w, h), cfg.tile_grid_n, cfg.tile_overlap_frac)
             tile_side = min(tiles[0][2] - tiles[0][0], tiles[0][3] - tiles[0][1])
             if tile_side * source_px_per_px < cfg.min_tile_px:
                 return whole
             for tx1, ty1, tx2, ty2 in tiles:
-                for x1, y1, x2, y2, s in self._run("full_range", rgb[ty1:ty2, tx1:tx2]):
+                for x1, y1, x2, y2, s in self._run("full_range/tile", rgb[ty1:ty2, tx1:tx2]):
                     if s < cfg.tile_min_confidence or _touches_inner_border(
                             (x1, y1, x2, y2), (tx1, ty1, tx2, ty2), (w, h), cfg.tile_border_px):
                         continue
                     found.append(Face((x1 + tx1, y1 + ty1, x2 + tx1, y2 + ty1), s, "full_range/tile"))
         return confirmed(nms_faces(found, cfg.nms_iou, cfg.nms_io_min), cfg.sure_score)
+
+    def _faces_and_hints(self, key: str, rgb: np.ndarray, hints: list[Face]) -> list[Face]:
+        """One whole-image pass: faces scoring min_confidence; the weaker detections go to ``hints``."""
+        faces: list[Face] = []
+        for x1, y1, x2, y2, s in self._run(key, rgb):
+            (faces if s >= self.config.min_confidence else hints).append(Face((x1, y1, x2, y2), s, key))
+        return faces
 
     def _tiles_add_nothing(self, whole: list[Face], wh: tuple[int, int]) -> bool:
         """One big, confirmed face (a portrait): tiles would only look for small faces that are not there."""

@@ -27,6 +27,7 @@ from curate.stages.faces import (
     nms_faces,
     plan_crops,
     select_faces,
+    tiles_may_add,
 )
 from curate.stages.ingest import IngestOptions, SourceSpec, ingest
 from curate.workspace import Workspace
@@ -85,10 +86,26 @@ def test_nms_merges_overlaps_and_records_every_pass():
     assert confirmed(merged, 0.7) == merged[:1]
 
 
+SURE = Face((10, 10, 50, 50), 0.9, "short_range+full_range")
+WEAK = Face((60, 10, 80, 30), 0.6, "full_range")  # seen by one pass, below sure_score
+
+
+@pytest.mark.parametrize("merged, hints, cfg, expected", [
+    ([SURE], [], DetectorConfig(), False),  # everything settled: no tiles
+    ([SURE], [Face((12, 12, 48, 48), 0.3, "full_range")], DetectorConfig(), False),  # a hint on a known face
+    ([SURE], [Face((12, 30, 30, 48), 0.3, "full_range")], DetectorConfig(), False),  # inside a known face
+    ([SURE], [Face((80, 60, 90, 70), 0.2, "short_range")], DetectorConfig(), True),  # a hint elsewhere
+    ([SURE, WEAK], [], DetectorConfig(), True),  # an unconfirmed face: tiles may confirm it
+    ([SURE], [], DetectorConfig(hint_min_confidence=0), True),  # hints off: always tile
+])
+def test_tiles_run_only_on_evidence(merged, hints, cfg, expected):
+    assert tiles_may_add(merged, confirmed(merged, cfg.sure_score), hints, cfg) is expected
+
+
 def test_crop_at_the_image_edge_is_clamped():
     (face, transform), = plan_crops([Face((-12.0, 40.0, 28.0, 80.0), 0.9)], (200, 100), 0.25, "ensemble")
     assert transform == {"op": "face_crop", "crop_xyxy": [0, 30, 38, 90], "margin_frac": 0.25,
-                         "detector": "ensemble-v1"}
+                         "detector": "ensemble-v2"}
     assert derived_id("p", transform) == derived_id("p", crop_transform((0, 30, 38, 90), 0.25, "ensemble"))
 
 
@@ -210,6 +227,22 @@ def test_face_counts_match_the_hand_counts(misc_ws, corpus):
     assert total == 28
     assert right / total >= 0.9, f"{right}/{total} right; wrong: {wrong}"  # measured: 27/28 (docs/faces.md)
     assert summary["faces"]["images"] == 32
+
+
+@pytest.mark.parametrize("name, faces_n, tile_passes", [
+    ("deepface_couple.jpg", 2, 0),  # two clear faces, nothing else seen: no tiles
+    ("insightface_t1.jpg", 6, 4),  # a group: 3 faces on the whole image, the other 3 from tiles
+    ("fr_obama_and_biden.jpg", 3, 4),  # the child's face is only a hint (0.2-0.3) on the whole image
+])
+def test_ensemble_tiles_only_what_the_whole_image_cannot_settle(corpus, model_paths, name, faces_n, tile_passes):
+    from curate.imageio import load_display
+
+    with FaceDetector(model_paths, DetectorConfig()) as det:
+        calls: list[str] = []
+        run = det._run
+        det._run = lambda key, rgb: calls.append(key) or run(key, rgb)  # type: ignore[method-assign]
+        assert len(det.detect(load_display(corpus / "faces_misc" / name))) == faces_n
+    assert calls.count("full_range/tile") == tile_passes
 
 
 def test_exif_rotated_faces_are_found_upright(misc_ws, corpus, model_paths):
