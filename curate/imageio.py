@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from curate.errors import CurateError
-from curate.hashing import HASH_COLUMNS, HASH_VERSION, compute_hashes, hash_thumbnail
+from curate.hashing import HASH_COLUMNS, HASH_VERSION, THUMB_PX, compute_hashes, hash_thumbnail
 
 _REGISTERED = False
 
@@ -69,6 +69,10 @@ class ProbeOptions:
     min_side_px: int = 64
     max_pixels: int = 178_956_970  # Pillow's own bomb limit (2 x MAX_IMAGE_PIXELS)
     max_aspect: float = 10.0
+    # False leaves the perceptual-hash columns empty (``curate convert``, which
+    # never dedupes): every byte is still decoded, at the smallest scale the
+    # codec offers, so truncation and the displayed size are still known.
+    perceptual_hashes: bool = True
 
 
 def _looks_like_text(head: bytes) -> bool:
@@ -186,7 +190,8 @@ def probe_bytes(data: bytes, name: str, opts: ProbeOptions) -> dict[str, Any]:
     """Validate and describe one file's bytes. Never raises for bad input.
 
     Returns the manifest columns ingest fills from a file: format, mode,
-    n_frames, exif_orientation, width, height, reason, detail and the hashes.
+    n_frames, exif_orientation, width, height, reason, detail and the hashes
+    (left None when ``opts.perceptual_hashes`` is False).
     """
     register_openers()
     out: dict[str, Any] = {
@@ -225,9 +230,12 @@ def probe_bytes(data: bytes, name: str, opts: ProbeOptions) -> dict[str, Any]:
                 return out
             # Decode every byte of image data, at reduced scale where the codec
             # allows it (JPEG DCT scaling): truncation is still detected, and
-            # decoding costs a fraction of a full-size decode.
-            im.draft(im.mode, (128, 128))
+            # decoding costs a fraction of a full-size decode. Without hashes
+            # no pixels are used, so the smallest scale (1/8) will do.
+            im.draft(im.mode, (THUMB_PX, THUMB_PX) if opts.perceptual_hashes else (1, 1))
             im.load()
+            if not opts.perceptual_hashes:
+                return out
             thumb = hash_thumbnail(apply_orientation(to_rgb(im), orientation))
         except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError, MemoryError) as e:
             out.update(reason=_classify_decode_error(e), detail=_short(e))
@@ -299,7 +307,7 @@ def _reusable(known: dict[str, Any], opts: ProbeOptions) -> bool:
     if reason == "too_large":  # not decoded then; decode now if the limit was raised
         w, h = known.get("width") or 0, known.get("height") or 0
         return bool(w * h > opts.max_pixels)
-    if reason in INTRINSIC_REASONS:
+    if reason in INTRINSIC_REASONS or not opts.perceptual_hashes:
         return True
     return known.get("hash_version") == HASH_VERSION
 

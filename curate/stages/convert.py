@@ -8,6 +8,10 @@ keeps:
 
 - no image is dropped for its size or shape (``--min-side 1``, no aspect limit);
 - byte-identical files are all converted (a conversion is not a clean-up);
+- the probe skips the perceptual hashes, which only dedupe uses: every image
+  is still decoded in full (at the smallest scale the codec offers), so
+  truncated and unreadable files are still caught and every size is the
+  EXIF-displayed one;
 - the source's class list keeps its order (YOLO ``names``, COCO categories
   by id, VOC ``labelmap.txt``), so class ids only change where the target
   format demands it (COCO ids start at 1).
@@ -98,7 +102,8 @@ def convert(options: ConvertOptions) -> dict[str, Any]:
         ws = Workspace.create(staging / CONVERT_WS)
         read_extra = {"voc_one_based": options.voc_one_based, **options.read_extra}
         iopts = IngestOptions([SourceSpec(source, name="source", layout=layout)],
-                              ProbeOptions(min_side_px=1, max_aspect=float("inf")), workers=options.workers,
+                              ProbeOptions(min_side_px=1, max_aspect=float("inf"), perceptual_hashes=False),
+                              workers=options.workers,
                               read_extra=read_extra)
         res = ws.run_stage("ingest", ingest, iopts)
         manifest = keep_duplicates(res.manifest)
