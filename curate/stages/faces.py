@@ -9,7 +9,8 @@ short-range model):
 1. the image is shrunk (integer box filter) so its long side is at most
    ``work_max_side_px``; faces are mapped back to full resolution;
 2. the short-range model (close-ups) runs on the whole image; one big, sure
-   face (a portrait) settles it. Otherwise the full-range model (small faces,
+   face (a portrait) settles it, and so do several with no hint (below)
+   elsewhere. Otherwise the full-range model (small faces,
    groups) runs on the whole image too. Faces must score ``min_confidence``;
    weaker detections (down to ``hint_min_confidence``) are kept as hints;
 3. only when the whole-image passes leave evidence they could not settle (a
@@ -329,11 +330,12 @@ class FaceDetector:
                 for key in self._models:
                     found += [Face((x1, y1, x2, y2), s, key) for x1, y1, x2, y2, s in self._run(key, rgb)]
                 return nms_faces(found, cfg.nms_iou, cfg.nms_io_min)
-            # Cheapest first: the short-range model alone settles a portrait (one big, sure face).
+            # Cheapest first: the short-range model alone settles a portrait (one big, sure face),
+            # or a few such faces with nothing else seen (a couple).
             hints: list[Face] = []
             found = self._faces_and_hints("short_range", rgb, hints)
             short = nms_faces(found, cfg.nms_iou, cfg.nms_io_min)
-            if len(short) == 1 and short[0].score >= cfg.sure_score and self._is_portrait(short[0], (w, h)):
+            if self._short_settles(short, hints, (w, h)):
                 return short
             found += self._faces_and_hints("full_range", rgb, hints)
             merged = nms_faces(found, cfg.nms_iou, cfg.nms_io_min)
@@ -358,6 +360,13 @@ class FaceDetector:
         for x1, y1, x2, y2, s in self._run(key, rgb):
             (faces if s >= self.config.min_confidence else hints).append(Face((x1, y1, x2, y2), s, key))
         return faces
+
+    def _short_settles(self, short: list[Face], hints: list[Face], wh: tuple[int, int]) -> bool:
+        """Every short-range face sure and portrait-sized; with more than one, no hint elsewhere."""
+        cfg = self.config
+        if not short or not all(f.score >= cfg.sure_score and self._is_portrait(f, wh) for f in short):
+            return False
+        return len(short) == 1 or not tiles_may_add(short, short, hints, cfg)
 
     def _tiles_add_nothing(self, whole: list[Face], wh: tuple[int, int]) -> bool:
         """One big, confirmed face (a portrait): tiles would only look for small faces that are not there."""

@@ -229,12 +229,14 @@ def test_face_counts_match_the_hand_counts(misc_ws, corpus):
     assert summary["faces"]["images"] == 32
 
 
-@pytest.mark.parametrize("name, faces_n, tile_passes", [
-    ("deepface_couple.jpg", 2, 0),  # two clear faces, nothing else seen: no tiles
-    ("insightface_t1.jpg", 6, 4),  # a group: 3 faces on the whole image, the other 3 from tiles
-    ("fr_obama_and_biden.jpg", 3, 4),  # the child's face is only a hint (0.2-0.3) on the whole image
+@pytest.mark.parametrize("name, faces_n, passes", [
+    ("skimage_astronaut.png", 1, ["short_range"]),  # a portrait: one pass
+    ("deepface_couple.jpg", 2, ["short_range"]),  # two big, sure faces and nothing else seen: one pass
+    ("fr_two_people.jpg", 2, ["short_range", "full_range"] + 4 * ["full_range/tile"]),  # weak hints: tiles
+    ("insightface_t1.jpg", 6, ["short_range", "full_range"] + 4 * ["full_range/tile"]),  # 3 whole, 3 from tiles
+    ("fr_obama_and_biden.jpg", 3, ["short_range", "full_range"] + 4 * ["full_range/tile"]),  # the child: a hint
 ])
-def test_ensemble_tiles_only_what_the_whole_image_cannot_settle(corpus, model_paths, name, faces_n, tile_passes):
+def test_ensemble_runs_only_the_passes_the_image_needs(corpus, model_paths, name, faces_n, passes):
     from curate.imageio import load_display
 
     with FaceDetector(model_paths, DetectorConfig()) as det:
@@ -242,7 +244,7 @@ def test_ensemble_tiles_only_what_the_whole_image_cannot_settle(corpus, model_pa
         run = det._run
         det._run = lambda key, rgb: calls.append(key) or run(key, rgb)  # type: ignore[method-assign]
         assert len(det.detect(load_display(corpus / "faces_misc" / name))) == faces_n
-    assert calls.count("full_range/tile") == tile_passes
+    assert calls == passes
 
 
 def test_exif_rotated_faces_are_found_upright(misc_ws, corpus, model_paths):
