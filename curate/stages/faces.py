@@ -13,10 +13,10 @@ short-range model):
    elsewhere. Otherwise the full-range model (small faces,
    groups) runs on the whole image too. Faces must score ``min_confidence``;
    weaker detections (down to ``hint_min_confidence``) are kept as hints;
-3. only when the whole-image passes leave evidence they could not settle (a
-   face seen by one pass below ``sure_score``, or a hint no face explains),
-   the full-range model runs again on 2 x 2 overlapping tiles, which makes
-   small faces larger in its 192 px input. Tile faces must score at least
+3. where the whole-image passes leave evidence they could not settle (a face
+   seen by one pass below ``sure_score``, or a hint no face explains), the
+   full-range model runs again on those of the 2 x 2 overlapping tiles that
+   overlap it, which makes small faces larger in its 192 px input. Tile faces must score at least
    ``tile_min_confidence`` and must not touch a tile border inside the image
    (a cut face is found whole in the neighbouring tile);
 4. overlapping faces are merged by non-maximum suppression (IoU, and
@@ -104,7 +104,8 @@ class DetectorConfig:
     portrait_face_frac: float = 0.15  # one face this big (of the short side): no tiles; 0 = always tile
     # Ensemble: the whole-image passes also report detections down to this score. One below
     # min_confidence that no face explains is a hint (a face seen too small or too weakly);
-    # tiles run only when there is a hint or an unconfirmed face (docs/faces.md). 0 = always tile.
+    # tiles run only where there is a hint or an unconfirmed face (docs/faces.md).
+    # 0 = no hints: all 4 tiles whenever the whole image is not one portrait face (detector v1).
     hint_min_confidence: float = 0.15
 
     def model_keys(self) -> tuple[str, ...]:
@@ -151,24 +152,26 @@ def confirmed(faces: Sequence[Face], sure_score: float) -> list[Face]:
     return [f for f in faces if f.score >= sure_score or len(f.found_by.split("+")) >= 2]
 
 
-def tiles_may_add(merged: Sequence[Face], whole: Sequence[Face], hints: Sequence[Face], cfg: DetectorConfig) -> bool:
-    """Did the whole-image passes leave evidence they could not settle? A face left
-    unconfirmed (``merged`` holds more than ``whole``), or a hint (a detection below
-    ``min_confidence``) that overlaps no face found so far.
+def tile_evidence(merged: Sequence[Face], whole: Sequence[Face], hints: Sequence[Face],
+                  cfg: DetectorConfig) -> list[Face]:
+    """What the whole-image passes saw but could not settle: faces left unconfirmed
+    (in ``merged`` but not in ``whole``), and hints (detections below
+    ``min_confidence``) that overlap no face found so far.
 
-    Without either, the 2 x 2 tiles added no face on any of our test images
-    (docs/faces.md), so the ensemble skips them: they cost four full-range passes.
+    The ensemble runs a 2 x 2 tile only where it overlaps such evidence: without
+    it, tiles added no face on any of our test images (docs/faces.md), and each
+    tile costs a full-range pass.
 
     >>> cfg, face = DetectorConfig(), Face((10, 10, 50, 50), 0.9, "short_range")
-    >>> tiles_may_add([face], [face], [Face((12, 12, 48, 48), 0.3, "full_range")], cfg)  # the face, seen weakly
-    False
-    >>> tiles_may_add([face], [face], [Face((80, 10, 90, 20), 0.3, "full_range")], cfg)  # something else
-    True
+    >>> tile_evidence([face], [face], [Face((12, 12, 48, 48), 0.3, "full_range")], cfg)  # the face, seen weakly
+    []
+    >>> tile_evidence([face], [face], [Face((80, 10, 90, 20), 0.3, "full_range")], cfg)  # something else
+    [Face(xyxy=(80, 10, 90, 20), score=0.3, found_by='full_range')]
     """
-    if not cfg.hint_min_confidence or len(merged) > len(whole):
-        return True
-    return any(all(iou(h.xyxy, f.xyxy) <= cfg.nms_iou and io_min(h.xyxy, f.xyxy) <= cfg.nms_io_min for f in merged)
-               for h in hints)
+    settled = set(whole)
+    return [f for f in merged if f not in settled] + [
+        h for h in hints
+        if all(iou(h.xyxy, f.xyxy) <= cfg.nms_iou and io_min(h.xyxy, f.xyxy) <= cfg.nms_io_min for f in merged)]
 
 
 def select_faces(faces: Sequence[Face], mode: str, image_wh: tuple[int, int], min_face_px: float = 0) -> list[Face]:
@@ -340,12 +343,15 @@ class FaceDetector:
             found += self._faces_and_hints("full_range", rgb, hints)
             merged = nms_faces(found, cfg.nms_iou, cfg.nms_io_min)
             whole = confirmed(merged, cfg.sure_score)
-            if self._tiles_add_nothing(whole, (w, h)) or not tiles_may_add(merged, whole, hints, cfg):
+            if self._tiles_add_nothing(whole, (w, h)):
                 return whole
             tiles = tile_grid((w, h), cfg.tile_grid_n, cfg.tile_overlap_frac)
             tile_side = min(tiles[0][2] - tiles[0][0], tiles[0][3] - tiles[0][1])
             if tile_side * source_px_per_px < cfg.min_tile_px:
                 return whole
+            if cfg.hint_min_confidence:  # else every tile, always
+                evidence = tile_evidence(merged, whole, hints, cfg)
+                tiles = [t for t in tiles if any(_overlaps(e.xyxy, t) for e in evidence)]
             for tx1, ty1, tx2, ty2 in tiles:
                 for x1, y1, x2, y2, s in self._run("full_range/tile", rgb[ty1:ty2, tx1:tx2]):
                     if s < cfg.tile_min_confidence or _touches_inner_border(
@@ -366,7 +372,7 @@ class FaceDetector:
         cfg = self.config
         if not short or not all(f.score >= cfg.sure_score and self._is_portrait(f, wh) for f in short):
             return False
-        return len(short) == 1 or not tiles_may_add(short, short, hints, cfg)
+        return len(short) == 1 or (bool(cfg.hint_min_confidence) and not tile_evidence(short, short, hints, cfg))
 
     def _tiles_add_nothing(self, whole: list[Face], wh: tuple[int, int]) -> bool:
         """One big, confirmed face (a portrait): tiles would only look for small faces that are not there."""
@@ -396,6 +402,10 @@ class FaceDetector:
 def _clip(b: tuple[float, float, float, float], w: int, h: int) -> tuple[float, float, float, float]:
     """Faces may reach past the image (BlazeFace predicts the whole face); keep the box inside."""
     return (min(max(b[0], 0.0), w), min(max(b[1], 0.0), h), min(max(b[2], 0.0), w), min(max(b[3], 0.0), h))
+
+
+def _overlaps(a: Sequence[float], b: Sequence[float]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
 def _touches_inner_border(box: Sequence[float], tile: Sequence[int], wh: tuple[int, int], px: float) -> bool:

@@ -27,7 +27,7 @@ from curate.stages.faces import (
     nms_faces,
     plan_crops,
     select_faces,
-    tiles_may_add,
+    tile_evidence,
 )
 from curate.stages.ingest import IngestOptions, SourceSpec, ingest
 from curate.workspace import Workspace
@@ -90,16 +90,19 @@ SURE = Face((10, 10, 50, 50), 0.9, "short_range+full_range")
 WEAK = Face((60, 10, 80, 30), 0.6, "full_range")  # seen by one pass, below sure_score
 
 
-@pytest.mark.parametrize("merged, hints, cfg, expected", [
-    ([SURE], [], DetectorConfig(), False),  # everything settled: no tiles
-    ([SURE], [Face((12, 12, 48, 48), 0.3, "full_range")], DetectorConfig(), False),  # a hint on a known face
-    ([SURE], [Face((12, 30, 30, 48), 0.3, "full_range")], DetectorConfig(), False),  # inside a known face
-    ([SURE], [Face((80, 60, 90, 70), 0.2, "short_range")], DetectorConfig(), True),  # a hint elsewhere
-    ([SURE, WEAK], [], DetectorConfig(), True),  # an unconfirmed face: tiles may confirm it
-    ([SURE], [], DetectorConfig(hint_min_confidence=0), True),  # hints off: always tile
+ELSEWHERE = Face((80, 60, 90, 70), 0.2, "short_range")
+
+
+@pytest.mark.parametrize("merged, hints, expected", [
+    ([SURE], [], []),  # everything settled: no tiles
+    ([SURE], [Face((12, 12, 48, 48), 0.3, "full_range")], []),  # a hint on a known face
+    ([SURE], [Face((12, 30, 30, 48), 0.3, "full_range")], []),  # inside a known face
+    ([SURE], [ELSEWHERE], [ELSEWHERE]),  # a hint elsewhere
+    ([SURE, WEAK], [], [WEAK]),  # an unconfirmed face: tiles may confirm it
 ])
-def test_tiles_run_only_on_evidence(merged, hints, cfg, expected):
-    assert tiles_may_add(merged, confirmed(merged, cfg.sure_score), hints, cfg) is expected
+def test_tile_evidence_is_what_the_whole_image_left_open(merged, hints, expected):
+    cfg = DetectorConfig()
+    assert tile_evidence(merged, confirmed(merged, cfg.sure_score), hints, cfg) == expected
 
 
 def test_crop_at_the_image_edge_is_clamped():
@@ -229,17 +232,20 @@ def test_face_counts_match_the_hand_counts(misc_ws, corpus):
     assert summary["faces"]["images"] == 32
 
 
-@pytest.mark.parametrize("name, faces_n, passes", [
-    ("skimage_astronaut.png", 1, ["short_range"]),  # a portrait: one pass
-    ("deepface_couple.jpg", 2, ["short_range"]),  # two big, sure faces and nothing else seen: one pass
-    ("fr_two_people.jpg", 2, ["short_range", "full_range"] + 4 * ["full_range/tile"]),  # weak hints: tiles
-    ("insightface_t1.jpg", 6, ["short_range", "full_range"] + 4 * ["full_range/tile"]),  # 3 whole, 3 from tiles
-    ("fr_obama_and_biden.jpg", 3, ["short_range", "full_range"] + 4 * ["full_range/tile"]),  # the child: a hint
+@pytest.mark.parametrize("name, faces_n, passes, cfg", [
+    ("skimage_astronaut.png", 1, ["short_range"], {}),  # a portrait: one pass
+    ("deepface_couple.jpg", 2, ["short_range"], {}),  # two big, sure faces and nothing else seen: one pass
+    ("fr_two_people.jpg", 2, ["short_range", "full_range"] + 4 * ["full_range/tile"], {}),  # weak hints: tiles
+    ("insightface_t1.jpg", 6, ["short_range", "full_range"] + 4 * ["full_range/tile"], {}),  # 3 whole, 3 from tiles
+    # the child's face is a hint at the bottom right: the 3 tiles that overlap it
+    ("fr_obama_and_biden.jpg", 3, ["short_range", "full_range"] + 3 * ["full_range/tile"], {}),
+    # without hints: every tile whenever the image is not one portrait face (detector v1)
+    ("deepface_couple.jpg", 2, ["short_range", "full_range"] + 4 * ["full_range/tile"], {"hint_min_confidence": 0}),
 ])
-def test_ensemble_runs_only_the_passes_the_image_needs(corpus, model_paths, name, faces_n, passes):
+def test_ensemble_runs_only_the_passes_the_image_needs(corpus, model_paths, name, faces_n, passes, cfg):
     from curate.imageio import load_display
 
-    with FaceDetector(model_paths, DetectorConfig()) as det:
+    with FaceDetector(model_paths, DetectorConfig(**cfg)) as det:
         calls: list[str] = []
         run = det._run
         det._run = lambda key, rgb: calls.append(key) or run(key, rgb)  # type: ignore[method-assign]
