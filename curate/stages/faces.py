@@ -10,15 +10,15 @@ short-range model):
    ``work_max_side_px``; faces are mapped back to full resolution;
 2. the short-range model (close-ups) runs on the whole image; one big, sure
    face (a portrait) settles it, and so do several with no hint (below)
-   elsewhere. Otherwise the full-range model (small faces,
-   groups) runs on the whole image too. Faces must score ``min_confidence``;
-   weaker detections (down to ``hint_min_confidence``) are kept as hints;
+   elsewhere. Otherwise the full-range model (small faces, groups) runs on the
+   whole image too. Faces must score ``min_confidence``; weaker detections
+   (down to ``hint_min_confidence``) are kept as hints;
 3. where the whole-image passes leave evidence they could not settle (a face
    seen by one pass below ``sure_score``, or a hint no face explains), the
    full-range model runs again on those of the 2 x 2 overlapping tiles that
-   overlap it, which makes small faces larger in its 192 px input. Tile faces must score at least
-   ``tile_min_confidence`` and must not touch a tile border inside the image
-   (a cut face is found whole in the neighbouring tile);
+   overlap it, which makes small faces larger in its 192 px input. Tile faces
+   must score at least ``tile_min_confidence`` and must not touch a tile
+   border inside the image (a cut face is found whole in the neighbouring tile);
 4. overlapping faces are merged by non-maximum suppression (IoU, and
    intersection over the smaller box, so a face inside a bigger one counts once).
 
