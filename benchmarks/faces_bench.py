@@ -166,6 +166,7 @@ def main() -> None:
     from curate.workspace import Workspace
 
     resolve()  # models in the cache before any timing
+    load_start = os.getloadavg()[0]
     tmp = Path(tempfile.mkdtemp(prefix="faces-bench-"))
     try:
         images = build_set(args.corpus, HERE / "out" / f"faces_{args.n}", args.n)
@@ -202,7 +203,7 @@ def main() -> None:
         n, ns = len(sizes["full"][1]), len(sizes["small"][1])
         load = os.getloadavg()[0]
         print(f"\n{n} images ({ns} for the fixed-cost run), {args.workers} workers, median of {args.repeats}; "
-              f"load average at the end {load:.1f}\n")
+              f"load average (1 min) {load_start:.1f} at the start, {load:.1f} at the end\n")
         print("| run | what it does | images/s, whole run (wall) | CPU ms / image, whole run | CPU ms / image, "
               "steady state | fixed CPU s (start-up) | vs bare, whole run (CPU) | vs bare, steady state (CPU) | faces |")
         print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
