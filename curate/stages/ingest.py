@@ -27,12 +27,15 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from curate.errors import OptionError, SourceError
 from curate.formats import REGISTRY, detect
@@ -45,10 +48,10 @@ from curate.imageio import (
     _probe_task,
     threshold_reason,
 )
-from curate.schema import ANNOTATION_COLUMNS, MANIFEST_COLUMNS, conform, empty_annotations
+from curate.schema import ANNOTATION_COLUMNS, MANIFEST_ARROW, MANIFEST_COLUMNS, conform, empty_annotations
 from curate.stages.dedupe import mark_exact
 from curate.summary import summarize
-from curate.workspace import StageResult, Workspace, atomic_write_bytes, atomic_write_parquet
+from curate.workspace import StageResult, Workspace, atomic_write_bytes
 
 PARTIAL_DIR = ".partial/ingest"
 SOURCES_FILE = "sources.json"
@@ -134,40 +137,90 @@ def read_source(path: Path, spec: SourceSpec, options: IngestOptions) -> tuple[s
 
 # -- probing -----------------------------------------------------------------
 
-def _known_cache(manifest: pd.DataFrame, ws: Workspace) -> dict[str, dict[str, Any]]:
-    cols = ["path", "file_size", "mtime_ns", "sha256", *PROBE_COLUMNS]
-    frames = []
-    origin = manifest[manifest["parent_id"].isna() & manifest["sha256"].notna()]
-    if len(origin):
-        frames.append(origin[cols])
-    partial = ws.root / PARTIAL_DIR
-    if partial.exists():
-        for p in sorted(partial.glob("chunk-*.parquet")):
-            try:
-                frames.append(pd.read_parquet(p)[cols])
-            except Exception:  # a chunk cut by a kill is simply not used
-                continue
-    if not frames:
-        return {}
-    df = pd.concat(frames, ignore_index=True).drop_duplicates("path", keep="last")
-    df = df.astype(object).where(df.notna(), None)
-    # A cached too_small/bad_aspect/duplicate row decoded fine: its intrinsic reason is None.
-    df["reason"] = df["reason"].where(df["reason"].isin(list(INTRINSIC_REASONS)), None)
-    return {r["path"]: r for r in df.to_dict("records")}
+# What a probe returns, typed as in the manifest, plus whether it was reused.
+_PROBE_FIELDS = ("path", "file_size", "mtime_ns", "sha256", *PROBE_COLUMNS)
+_PROBE_SCHEMA = pa.schema([pa.field(c, MANIFEST_ARROW.field(c).type) for c in _PROBE_FIELDS]
+                          + [pa.field("reused", pa.bool_())])
 
 
-class _Checkpointer:
+class _KnownCache:
+    """Earlier probe results by path (manifest rows and checkpoint chunks), for
+    :func:`curate.imageio.probe_file` to reuse.
+
+    Kept as one object array per column, with a row's dict made only when its
+    task is sent: a dict per cached path cost about 1 KB a row (issue 2).
+    """
+
+    def __init__(self, manifest: pd.DataFrame, ws: Workspace) -> None:
+        frames = []
+        origin = manifest[manifest["parent_id"].isna() & manifest["sha256"].notna()]
+        if len(origin):
+            frames.append(origin[list(_PROBE_FIELDS)])
+        partial = ws.root / PARTIAL_DIR
+        if partial.exists():
+            for p in sorted(partial.glob("chunk-*.parquet")):
+                try:
+                    frames.append(pd.read_parquet(p)[list(_PROBE_FIELDS)])
+                except Exception:  # a chunk cut by a kill is simply not used
+                    continue
+        self.columns: dict[str, np.ndarray] = {}
+        self.row: dict[str, int] = {}
+        if not frames:
+            return
+        df = pd.concat(frames, ignore_index=True).drop_duplicates("path", keep="last")
+        # A cached too_small/bad_aspect/duplicate row decoded fine: its intrinsic reason is None.
+        df["reason"] = df["reason"].where(df["reason"].isin(list(INTRINSIC_REASONS)), None)
+        for c in _PROBE_FIELDS:
+            s = df[c].astype(object)
+            self.columns[c] = s.where(s.notna(), None).to_numpy(dtype=object)
+        self.row = {p: i for i, p in enumerate(self.columns["path"])}
+
+    def get(self, path: str) -> dict[str, Any] | None:
+        i = self.row.get(path)
+        return None if i is None else {c: v[i] for c, v in self.columns.items()}
+
+
+class _ProbeJobs(Sequence[tuple[ProbeTask, ProbeOptions]]):
+    """The pool's jobs, each made when the pool takes it, so that a re-run's
+    cached rows stay columns until their turn."""
+
+    def __init__(self, paths: list[str], cache: _KnownCache, options: ProbeOptions) -> None:
+        self.paths, self.cache, self.options = paths, cache, options
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @overload
+    def __getitem__(self, i: int) -> tuple[ProbeTask, ProbeOptions]: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[tuple[ProbeTask, ProbeOptions]]: ...
+
+    def __getitem__(self, i: int | slice) -> tuple[ProbeTask, ProbeOptions] | list[tuple[ProbeTask, ProbeOptions]]:
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        path = self.paths[i]
+        return ProbeTask(path, self.cache.get(path)), self.options
+
+
+class _ProbeResults:
+    """Probe results as they stream in from the pool.
+
+    Held as Arrow record batches, about 0.5 KB a row where a result dict took
+    about 3 KB (issue 2: peak memory must stay flat; docs/benchmarks.md), and
+    the freshly decoded ones written to ``WS/.partial/ingest/`` as they come,
+    so that a killed run loses at most one batch.
+    """
+
     def __init__(self, ws: Workspace, every: int) -> None:
         self.dir = ws.root / PARTIAL_DIR
         self.dir.mkdir(parents=True, exist_ok=True)
         self.every = every
         self.pending: list[dict[str, Any]] = []
+        self.batches: list[pa.RecordBatch] = []
         self.n = len(list(self.dir.glob("chunk-*.parquet")))
         self.last = time.monotonic()
 
     def add(self, result: dict[str, Any]) -> None:
-        if result.get("reused"):
-            return
         self.pending.append(result)
         if len(self.pending) >= self.every or time.monotonic() - self.last > 10:
             self.flush()
@@ -175,26 +228,38 @@ class _Checkpointer:
     def flush(self) -> None:
         if not self.pending:
             return
-        df = pd.DataFrame(self.pending).drop(columns=["reused"], errors="ignore")
-        for c in ("file_size", "mtime_ns", "n_frames", "exif_orientation", "width", "height", "hash_version"):
-            if c in df:
-                df[c] = pd.array(df[c], dtype="Int64")
-        import pyarrow as pa
+        import pyarrow.parquet as pq
 
-        schema = pa.Schema.from_pandas(df, preserve_index=False)
-        atomic_write_parquet(df, self.dir / f"chunk-{self.n:06d}.parquet", schema)
-        self.n += 1
+        batch = pa.RecordBatch.from_pylist(self.pending, schema=_PROBE_SCHEMA)
+        fresh = batch.filter(pa.array([not r.get("reused") for r in self.pending]))
+        if fresh.num_rows:  # reused results are in the manifest already
+            sink = pa.BufferOutputStream()
+            pq.write_table(pa.Table.from_batches([fresh.select(list(_PROBE_FIELDS))]), sink, compression="zstd")
+            atomic_write_bytes(self.dir / f"chunk-{self.n:06d}.parquet", sink.getvalue().to_pybytes())
+            self.n += 1
+        self.batches.append(batch)
         self.pending = []
         self.last = time.monotonic()
 
+    def take_table(self) -> pa.Table:
+        """All results as one table. This object lets go of them, so that the
+        caller holds the only copy and can free it."""
+        self.flush()
+        table = pa.Table.from_batches(self.batches, schema=_PROBE_SCHEMA)
+        self.batches = []
+        return table
 
-def _run_probes(tasks: list[ProbeTask], options: IngestOptions, ckpt: _Checkpointer) -> Iterator[dict[str, Any]]:
+
+def _probe(paths: list[str], cache: _KnownCache, options: IngestOptions, ws: Workspace) -> _ProbeResults:
+    """Probe every path in the pool; one result per path, in completion order."""
     from curate.parallel import stream_map
 
-    jobs = [(t, options.probe) for t in tasks]
+    results = _ProbeResults(ws, options.checkpoint_every)
+    jobs = _ProbeJobs(paths, cache, options.probe)
     for r in stream_map(_probe_task, jobs, workers=options.workers, progress=options.progress, desc="ingest"):
-        ckpt.add(r)
-        yield r
+        results.add(r)
+    results.flush()
+    return results
 
 
 # -- rows --------------------------------------------------------------------
@@ -272,6 +337,119 @@ def clean_boxes(boxes: list[Box], width: int, height: int, *, declared_wh: tuple
     return rows, problems
 
 
+_ENTRY_COLUMNS = ("sample_id", "source", "path", "rel_path", "layout", "label", "split", "reason", "detail")
+
+
+@dataclass
+class _ReadRows:
+    """What the readers found, as columns of the rows this run writes (one per
+    sample_id, the first entry naming it), rather than an entry or dict per row."""
+
+    columns: dict[str, list[Any]] = field(default_factory=lambda: {c: [] for c in _ENTRY_COLUMNS})
+    boxed: list[tuple[int, Entry]] = field(default_factory=list)  # (row, entry) of probed entries with boxes
+    to_probe: list[str] = field(default_factory=list)  # every entry not dropped by its reader, in read order
+    classes: dict[str, list[str]] = field(default_factory=dict)  # class lists the formats declare, in order
+    warnings: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    def add(self, name: str, layout: str, result: ReadResult, seen_ids: set[str]) -> None:
+        cols = self.columns
+        for e in result.entries:
+            if e.reason is None:
+                self.to_probe.append(e.path)
+            sid = sample_id_for(name, e.rel_path)
+            if sid in seen_ids:  # e.g. a list naming one file twice: one row
+                continue
+            seen_ids.add(sid)
+            if e.boxes and e.reason is None:
+                self.boxed.append((len(cols["sample_id"]), e))
+            for c, v in zip(_ENTRY_COLUMNS, (sid, name, e.path, e.rel_path, layout, e.label, e.split,
+                                             e.reason, e.detail), strict=True):
+                cols[c].append(v)
+
+
+def _objects(values: Any) -> pd.Series:
+    """A str column as Python objects. pandas 3 would infer its Arrow-backed
+    ``str`` dtype, which :func:`curate.schema.conform` turns back into a new
+    object per cell; built as objects, equal cells can share one."""
+    return pd.Series(values, dtype=object)
+
+
+def _new_rows(read: _ReadRows, results: _ProbeResults, opts: ProbeOptions
+              ) -> tuple[pd.DataFrame, list[dict[str, Any]], list[str], int]:
+    """(rows of this run, their boxes, box problems, rows whose probe was reused)."""
+    probed = results.take_table()
+    cols = read.columns
+    n = len(cols["sample_id"])
+    # Each row takes the probe of its path (the last one, as a path listed twice
+    # is probed twice); rows its reader dropped take none.
+    last = probed.num_rows - 1
+    at_backwards = pc.index_in(pa.array(cols["path"], pa.string()),
+                               value_set=probed["path"].take(pa.array(np.arange(last, -1, -1))))
+    at = pc.subtract(pa.scalar(last, at_backwards.type), at_backwards)
+    at = pc.if_else(pa.array([r is None for r in cols["reason"]], pa.bool_()), at, pa.nulls(n, at.type))
+    reused = int(pc.sum(probed["reused"].take(at)).as_py() or 0)
+    probe = {c: probed[c].take(at).to_pylist() for c in _PROBE_FIELDS if c != "path"}  # the cells, as Python values
+    del probed, at
+    # Arrow's allocator keeps freed memory for reuse; hand the probe table's back.
+    pa.default_memory_pool().release_unused()
+    width, height = probe["width"], probe["height"]
+    reason, detail = probe["reason"], probe["detail"]
+    file_size, mtime_ns = probe["file_size"], probe["mtime_ns"]
+    for i in range(n):
+        if cols["reason"][i] is not None:  # decided by the reader, not probed
+            reason[i], detail[i] = cols["reason"][i], cols["detail"][i]
+            try:
+                st = os.lstat(cols["path"][i])
+                file_size[i], mtime_ns[i] = st.st_size, st.st_mtime_ns
+            except OSError:
+                pass
+            continue
+        r, d, w, h = reason[i], detail[i], width[i], height[i]
+        if r is None:
+            r, d = threshold_reason(w, h, opts)
+        if r == "too_large" and w and h:
+            d = f"{w}x{h} = {w * h} px > --max-pixels {opts.max_pixels}"
+        reason[i], detail[i] = r, d
+
+    ann_rows: list[dict[str, Any]] = []
+    box_problems: list[str] = []
+    orientation = probe["exif_orientation"]
+    for i, e in read.boxed:
+        where = f"{cols['source'][i]}/{e.rel_path}"
+        if width[i] and height[i]:
+            boxes, problems = clean_boxes(e.boxes, int(width[i]), int(height[i]), declared_wh=e.declared_wh,
+                                          orientation=orientation[i])
+            ann_rows += [{"sample_id": cols["sample_id"][i], "origin": cols["layout"][i], **b} for b in boxes]
+            box_problems += [f"{where}: {msg}" for msg in problems]
+        else:
+            box_problems.append(f"{where}: {len(e.boxes)} boxes not imported: image is {reason[i]}")
+
+    shared: dict[Any, Any] = {}  # one object per distinct value of the few-valued columns
+    new = pd.DataFrame({
+        **{c: _objects(cols[c]) for c in ("sample_id", "source", "path", "rel_path", "layout", "label", "split")},
+        "origin_path": _objects(cols["path"]), "parent_id": _objects([None] * n),
+        "label_origin": _objects(["source" if v is not None else None for v in cols["label"]]),
+        "decided_by": _objects(["ingest"] * n), "duplicate_of": _objects([None] * n),
+        "dup_group": _objects([None] * n), "label_conflict": np.zeros(n, dtype=bool),
+        "transform": _objects([None] * n),
+        "status": _objects(["dropped" if r else "kept" for r in reason]),
+        "reason": _objects([shared.setdefault(v, v) for v in reason]), "detail": _objects(detail),
+        "file_size": pd.array(file_size, dtype="Int64"), "mtime_ns": pd.array(mtime_ns, dtype="Int64"),
+    })
+    for c in ("sha256", *PROBE_COLUMNS):
+        if c in ("reason", "detail"):
+            continue
+        values = probe.pop(c)
+        if pa.types.is_string(_PROBE_SCHEMA.field(c).type):
+            new[c] = _objects([shared.setdefault(v, v) for v in values] if c in ("format", "mode") else values)
+        elif pa.types.is_integer(_PROBE_SCHEMA.field(c).type):
+            new[c] = pd.array(values, dtype="Int64")
+        else:
+            new[c] = pd.Series(values, dtype="float64")
+    return new, ann_rows, box_problems, reused
+
+
 def ingest(manifest: pd.DataFrame, options: IngestOptions, *, ws: Workspace,
            annotations: pd.DataFrame | None = None) -> StageResult:
     """Add or refresh the rows of ``options.sources``; see the module docstring."""
@@ -280,72 +458,28 @@ def ingest(manifest: pd.DataFrame, options: IngestOptions, *, ws: Workspace,
     t0 = time.perf_counter()
     sources = _register_sources(ws, options.sources)
     all_sources = load_sources(ws)
-    existing = manifest.set_index("sample_id", drop=False) if len(manifest) else manifest
-    cache = _known_cache(manifest, ws)
 
-    read: list[tuple[str, str, Entry]] = []  # (source, layout, entry)
-    classes: dict[str, list[str]] = {}  # class lists the formats declare, in their order
-    warnings: list[str] = []
-    skipped: list[str] = []
+    read = _ReadRows()
+    seen_ids: set[str] = set()
     for name, path, spec in sources:
         layout, result = read_source(path, spec, options)
         if result.classes:
-            classes[name] = result.classes
-        warnings += [f"{name}: {w}" for w in result.warnings]
-        skipped += [f"{name}: {s}" for s in result.skipped]
-        read += [(name, layout, e) for e in result.entries]
+            read.classes[name] = result.classes
+        read.warnings += [f"{name}: {w}" for w in result.warnings]
+        read.skipped += [f"{name}: {s}" for s in result.skipped]
+        read.add(name, layout, result, seen_ids)
+        del result
 
-    tasks = [ProbeTask(e.path, cache.get(e.path)) for _, _, e in read if e.reason is None]
-    ckpt = _Checkpointer(ws, options.checkpoint_every)
-    probed: dict[str, dict[str, Any]] = {}
-    for r in _run_probes(tasks, options, ckpt):
-        probed[r["path"]] = r
-    ckpt.flush()
+    n_tasks = len(read.to_probe)
+    results = _probe(read.to_probe, _KnownCache(manifest, ws), options, ws)
+    if seen_ids:
+        new, ann_rows, box_problems, reused = _new_rows(read, results, options.probe)
+        new = _carry_decisions(new, manifest)
+    else:
+        new, ann_rows, box_problems, reused = manifest.iloc[0:0], [], [], 0
+    warnings, skipped, classes = read.warnings, read.skipped, read.classes
+    del read
 
-    rows, ann_rows, box_problems = [], [], []
-    reused = 0
-    seen_ids: set[str] = set()
-    for name, layout, e in read:
-        sid = sample_id_for(name, e.rel_path)
-        if sid in seen_ids:  # e.g. a list naming one file twice: one row
-            continue
-        seen_ids.add(sid)
-        row: dict[str, Any] = {
-            "sample_id": sid, "source": name, "path": e.path, "origin_path": e.path, "parent_id": None,
-            "rel_path": e.rel_path, "layout": layout, "label": e.label,
-            "label_origin": "source" if e.label is not None else None,
-            "split": e.split, "decided_by": "ingest", "duplicate_of": None, "dup_group": None,
-            "label_conflict": False, "transform": None,
-        }
-        if e.reason is not None:
-            row.update(status="dropped", reason=e.reason, detail=e.detail)
-            try:
-                st = os.lstat(e.path)
-                row.update(file_size=st.st_size, mtime_ns=st.st_mtime_ns)
-            except OSError:
-                pass
-        else:
-            p = probed[e.path]
-            reused += bool(p.get("reused"))
-            row.update({k: p.get(k) for k in ("file_size", "mtime_ns", "sha256", *PROBE_COLUMNS)})
-            reason, detail = p.get("reason"), p.get("detail")
-            if reason is None:
-                reason, detail = threshold_reason(p.get("width"), p.get("height"), options.probe)
-            if reason == "too_large" and p.get("width") and p.get("height"):
-                w, h = p["width"], p["height"]
-                detail = f"{w}x{h} = {w * h} px > --max-pixels {options.probe.max_pixels}"
-            row.update(status="dropped" if reason else "kept", reason=reason, detail=detail)
-            if e.boxes and p.get("width") and p.get("height"):
-                boxes, problems = clean_boxes(e.boxes, int(p["width"]), int(p["height"]),
-                                              declared_wh=e.declared_wh, orientation=p.get("exif_orientation"))
-                ann_rows += [{"sample_id": sid, "origin": layout, **b} for b in boxes]
-                box_problems += [f"{name}/{e.rel_path}: {msg}" for msg in problems]
-            elif e.boxes:
-                box_problems.append(f"{name}/{e.rel_path}: {len(e.boxes)} boxes not imported: image is {row['reason']}")
-        _carry_decisions(row, existing)
-        rows.append(row)
-
-    new = pd.DataFrame(rows) if rows else manifest.iloc[0:0]
     touched = {n for n, _, _ in sources}
     keep_old = manifest[~manifest["sample_id"].isin(seen_ids)].copy() if len(manifest) else manifest
     vanished = keep_old["source"].isin(touched) & keep_old["parent_id"].isna() & (keep_old["reason"] != "missing_file")
@@ -353,6 +487,7 @@ def ingest(manifest: pd.DataFrame, options: IngestOptions, *, ws: Workspace,
         keep_old.loc[vanished, ["status", "reason", "detail", "decided_by"]] = [
             "dropped", "missing_file", "no longer in the source", "ingest"]
     combined = conform(pd.concat([keep_old, new], ignore_index=True), MANIFEST_COLUMNS)
+    del keep_old, new
 
     annotated: set[str] = set()
     ann = annotations if annotations is not None else empty_annotations()
@@ -378,7 +513,7 @@ def ingest(manifest: pd.DataFrame, options: IngestOptions, *, ws: Workspace,
     this_run = combined[combined["sample_id"].isin(seen_ids)]
     run = {
         "files": len(seen_ids),
-        "probed": len(tasks) - reused,
+        "probed": n_tasks - reused,
         "reused": reused,
         "new": int((~pd.Series(sorted(seen_ids)).isin(set(manifest["sample_id"]))).sum()) if len(manifest) else len(seen_ids),
         "kept": int((this_run["status"] == "kept").sum()),
@@ -395,18 +530,23 @@ def ingest(manifest: pd.DataFrame, options: IngestOptions, *, ws: Workspace,
     return StageResult(combined, ann, summary=summary, record=record)
 
 
-def _carry_decisions(row: dict[str, Any], existing: pd.DataFrame) -> None:
-    """Keep decisions later stages or a person made on a row whose file is unchanged."""
-    if not len(existing) or row["sample_id"] not in existing.index:
-        return
-    old = existing.loc[row["sample_id"]]
-    same_file = old["sha256"] == row.get("sha256") and old["sha256"] is not None
-    if not same_file:
-        return
-    if old["decided_by"] not in (None, "ingest") and not pd.isna(old["decided_by"]):
-        for k in ("status", "reason", "detail", "duplicate_of", "dup_group", "label_conflict", "decided_by"):
-            row[k] = old[k]
-    if old.get("label_origin") not in (None, "source") and not pd.isna(old.get("label_origin")):
-        row["label"], row["label_origin"] = old["label"], old["label_origin"]
-    if row.get("split") is None and old["split"] is not None and not pd.isna(old["split"]):
-        row["split"] = old["split"]
+def _carry_decisions(new: pd.DataFrame, manifest: pd.DataFrame) -> pd.DataFrame:
+    """Keep decisions later stages or a person made on rows whose file is unchanged."""
+    if not len(manifest):
+        return new
+    cols = ["sha256", "status", "reason", "detail", "duplicate_of", "dup_group", "label_conflict", "decided_by",
+            "label", "label_origin", "split"]
+    old = manifest.set_index("sample_id")[cols].reindex(new["sample_id"])
+    old_sha = old["sha256"].to_numpy(dtype=object)
+    same_file = pd.notna(old_sha) & (old_sha == new["sha256"].to_numpy(dtype=object))
+    decided = same_file & old["decided_by"].notna().to_numpy() & (old["decided_by"] != "ingest").to_numpy()
+    relabelled = same_file & old["label_origin"].notna().to_numpy() & (old["label_origin"] != "source").to_numpy()
+    split_before = same_file & new["split"].isna().to_numpy() & old["split"].notna().to_numpy()
+    for mask, names in ((decided, ("status", "reason", "detail", "duplicate_of", "dup_group", "decided_by")),
+                        (relabelled, ("label", "label_origin")), (split_before, ("split",))):
+        for c in names:
+            if mask.any():
+                new.loc[mask, c] = old[c].to_numpy(dtype=object)[mask]
+    if decided.any():
+        new.loc[decided, "label_conflict"] = old["label_conflict"].to_numpy()[decided].astype(bool)
+    return new

@@ -267,6 +267,10 @@ def test_csv_and_txt_lists(tmp_path, skimage_dir, name, text):
     assert rows.loc["chelsea", "label"] == "cat" and rows.loc["coffee", "label"] == "cup"
     assert rows.loc["missing", "reason"] == "missing_file"
     assert (m["layout"] == "csv").all()
+    # A row with no file has no mtime; the others keep theirs to the nanosecond
+    # (a float column on the way used to round them).
+    assert pd.isna(rows.loc["missing", "mtime_ns"])
+    assert rows.loc["chelsea", "mtime_ns"] == os.stat(src / "chelsea.png").st_mtime_ns
 
 
 # -- duplicates across sources -------------------------------------------------
