@@ -10,6 +10,7 @@ Formats are registered explicitly in ``curate.formats.REGISTRY``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,6 +97,44 @@ class Format:
     write: Callable[[pd.DataFrame, pd.DataFrame, Path, WriteOptions], dict[str, Any]] | None = None
     # Readers used for --layout but not tried by auto-detection unless listed.
     detect_priority: int = 100
+
+
+def relative_path(path: str | Path, root: str | Path) -> str:
+    """``path`` relative to ``root`` with ``/`` separators (a prefix cut when
+    ``path`` lies under ``root``, as it does for almost every file a reader
+    finds; :func:`os.path.relpath` otherwise).
+
+    >>> relative_path("/data/ds/images/train/a.jpg", "/data/ds")
+    'images/train/a.jpg'
+    """
+    text, base = os.fspath(path), os.fspath(root).rstrip(os.sep) + os.sep
+    rel = text[len(base):] if text.startswith(base) and ".." not in text else os.path.relpath(text, root)
+    return rel.replace(os.sep, "/")
+
+
+class FileNames:
+    """Whether a file exists, answered from one listing per folder.
+
+    A reader that asks about every image (its label file, its image file)
+    lists each folder once instead of calling ``stat`` per file. A name not in
+    the listing is checked on disk, so case-insensitive file systems answer as
+    :func:`os.path.isfile` does.
+    """
+
+    def __init__(self) -> None:
+        self._names: dict[str, frozenset[str]] = {}
+
+    def isfile(self, path: str | Path) -> bool:
+        folder, name = os.path.split(os.fspath(path))
+        names = self._names.get(folder)
+        if names is None:
+            try:
+                with os.scandir(folder or ".") as it:
+                    names = frozenset(e.name for e in it if e.is_file())
+            except OSError:
+                names = frozenset()
+            self._names[folder] = names
+        return name in names or (bool(names) and os.path.isfile(path))
 
 
 def iter_chunks(items: list[Any], size: int) -> Iterator[list[Any]]:

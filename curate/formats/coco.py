@@ -39,8 +39,17 @@ from typing import Any
 import pandas as pd
 
 from curate.errors import FormatError
-from curate.formats.base import Box, Entry, ReadOptions, ReadResult, WriteOptions, canonical_split
-from curate.formats.output import boxes_by_sample, class_list, image_files_by_split, place_image
+from curate.formats.base import (
+    Box,
+    Entry,
+    FileNames,
+    ReadOptions,
+    ReadResult,
+    WriteOptions,
+    canonical_split,
+    relative_path,
+)
+from curate.formats.output import FileWriter, boxes_by_sample, class_list, image_files_by_split
 
 ROBOFLOW_NAME = "_annotations.coco.json"
 _HEAD = re.compile(rb'"images"\s*:\s*\[')
@@ -161,8 +170,16 @@ def _categories(path: Path, doc: dict[str, Any], warnings: list[str]) -> dict[in
     return cats
 
 
+_NUMBER = (int, float)  # JSON numbers; bool is its own type, so `type(v) in _NUMBER` leaves it out
+
+
 def _box(path: Path, i: int, a: dict[str, Any]) -> tuple[float, float, float, float]:
     bbox = a.get("bbox")
+    if type(bbox) is list and len(bbox) == 4:
+        x, y, w, h = bbox
+        if type(x) in _NUMBER and type(y) in _NUMBER and type(w) in _NUMBER and type(h) in _NUMBER:
+            x, y = float(x), float(y)  # coco_xywh_to_xyxy, inlined: this runs once per box
+            return x, y, x + float(w), y + float(h)
     if bbox is not None:
         ok = isinstance(bbox, list) and len(bbox) == 4 and all(
             isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)
@@ -213,6 +230,10 @@ def read_coco_file(path: Path, root: Path, split: str | None, options: ReadOptio
                          Path(images_dir).absolute() if images_dir else None)
     by_id: dict[int, Entry] = {}
     chosen_base: Path | None = None
+    listed = FileNames()
+
+    def exists(p: Path) -> bool:
+        return listed.isfile(p) or os.path.exists(p)
     for i, im in enumerate(doc["images"]):
         if not isinstance(im, dict):
             raise FormatError(path, f"images[{i}]", expected="an object", found=type(im).__name__)
@@ -224,19 +245,21 @@ def read_coco_file(path: Path, root: Path, split: str | None, options: ReadOptio
         if not isinstance(name, str) or not name:
             raise FormatError(path, f"images[{i}].file_name", expected="a file name", found=repr(name))
         if os.path.isabs(name):
-            file = Path(name)
+            file, found = Path(name), os.path.exists(name)
         else:
-            if chosen_base is None or not (chosen_base / name).exists():
-                # Find the folder once and reuse it: one stat per image, not one per candidate.
-                chosen_base = next((b for b in bases if (b / name).exists()), chosen_base)
+            # Find the folder once and reuse it: one look-up per image, not one per candidate.
+            found = chosen_base is not None and exists(chosen_base / name)
+            if not found:
+                chosen_base = next((b for b in bases if exists(b / name)), chosen_base)
+                found = chosen_base is not None and exists(chosen_base / name)
             file = (chosen_base or bases[0]) / name
         w, h = im.get("width"), im.get("height")
         declared = (int(w), int(h)) if isinstance(w, (int, float)) and isinstance(h, (int, float)) and w > 0 and h > 0 else None
         key = str(file)
         entry = entries.get(key)
         if entry is None:
-            entry = Entry(key, os.path.relpath(file, root).replace(os.sep, "/"), split=split, declared_wh=declared)
-            if not file.exists():
+            entry = Entry(key, relative_path(key, root), split=split, declared_wh=declared)
+            if not found:
                 entry.reason, entry.detail = "missing_file", f"listed in {path.name} images[{i}]"
             entries[key] = entry
         else:
@@ -290,12 +313,13 @@ def coco_document(rows: list[dict[str, Any]], boxes: dict[str, list[dict[str, An
         images.append({"id": image_id, "file_name": row["name"], "width": int(row["width"]),
                        "height": int(row["height"])})
         for b in boxes.get(row["sample_id"], []):
-            x, y, w, h = xyxy_to_coco_xywh((b["x1"], b["y1"], b["x2"], b["y2"]))
+            x, y = float(b["x1"]), float(b["y1"])  # xyxy_to_coco_xywh, inlined: this runs once per box
+            w, h = float(b["x2"]) - x, float(b["y2"]) - y
             ann: dict[str, Any] = {"id": ann_id, "image_id": image_id, "category_id": cat_id[b["label"]],
                                    "bbox": [x, y, w, h], "area": w * h, "iscrowd": int(bool(b.get("iscrowd"))),
                                    "segmentation": []}
             score = b.get("score")
-            if score is not None and not pd.isna(score):
+            if score is not None and score is not pd.NA and score == score:  # not None, NA or NaN
                 ann["score"] = float(score)
             annotations.append(ann)
             ann_id += 1
@@ -315,13 +339,15 @@ def write_coco(plan: pd.DataFrame, boxes: pd.DataFrame, out: Path, options: Writ
     files: dict[str, str] = {}
     image_id, ann_id = 1, 1
     (out / "annotations").mkdir(parents=True, exist_ok=True)
-    for split, rows in image_files_by_split(plan).items():
-        for row in rows:
-            rel = f"images/{split}/{row['name']}"
-            place_image(row["path"], out / rel, row["action"], options.link)
-            files[row["sample_id"]] = rel
-        doc = coco_document(rows, by_sample, classes, image_id, ann_id)
-        image_id += len(doc["images"])
-        ann_id += len(doc["annotations"])
-        (out / "annotations" / f"instances_{split}.json").write_text(json.dumps(doc, ensure_ascii=False))
+    with FileWriter(options.link) as writer:
+        for split, rows in image_files_by_split(plan).items():
+            (out / "images" / split).mkdir(parents=True, exist_ok=True)
+            images = os.path.join(out, "images", split, "")
+            for row in rows:  # plain strings, not Path objects: this runs once per image
+                writer.image(row["path"], images + row["name"], row["action"])
+                files[row["sample_id"]] = f"images/{split}/{row['name']}"
+            doc = coco_document(rows, by_sample, classes, image_id, ann_id)
+            image_id += len(doc["images"])
+            ann_id += len(doc["annotations"])
+            (out / "annotations" / f"instances_{split}.json").write_text(json.dumps(doc, ensure_ascii=False))
     return {"files": files, "classes": classes, "carries": {"labels": False, "boxes": True, "split": True}}

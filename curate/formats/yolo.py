@@ -40,11 +40,21 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from curate.errors import FormatError
-from curate.formats.base import Box, Entry, ReadOptions, ReadResult, WriteOptions, canonical_split
-from curate.formats.output import boxes_by_sample, class_list, fmt_frac, image_files_by_split, place_image
+from curate.formats.base import (
+    Box,
+    Entry,
+    FileNames,
+    ReadOptions,
+    ReadResult,
+    WriteOptions,
+    canonical_split,
+    relative_path,
+)
+from curate.formats.output import FileWriter, class_list, fmt_frac, image_files_by_split
 from curate.walk import WalkReport, walk
 
 YAML_NAMES = ("data.yaml", "data.yml", "dataset.yaml", "dataset.yml")
@@ -129,6 +139,23 @@ def yolo_line(class_id: int, xyxy: Sequence[float], resolution_wh: tuple[int, in
     y1, y2 = min(max(y1 / h, 0.0), 1.0), min(max(y2 / h, 0.0), 1.0)
     cx, cy, bw, bh = xyxyn_to_yolo_xywhn((x1, y1, x2, y2))
     return " ".join([str(class_id), *(fmt_frac(v) for v in (cx, cy, bw, bh))])
+
+
+def yolo_lines(class_ids: Sequence[int], xyxy: Any, resolution_wh: Any) -> list[str]:
+    """:func:`yolo_line` for many boxes at once (the same text), as numpy array work.
+
+    ``xyxy`` is (n, 4) pixel boxes and ``resolution_wh`` (n, 2) the size of each
+    box's image.
+
+    >>> yolo_lines([1, 0], [(50, 25, 150, 75), (0, 0, 300, 50)], [(200, 100), (200, 100)])
+    ['1 0.5 0.5 0.5 0.5', '0 0.5 0.25 1 0.5']
+    """
+    wh = np.asarray(resolution_wh, dtype=np.float64).reshape(-1, 2)
+    xyxyn = np.clip(np.asarray(xyxy, dtype=np.float64).reshape(-1, 4) / np.tile(wh, 2), 0.0, 1.0)
+    x1, y1, x2, y2 = xyxyn.T
+    xywhn = np.stack([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1], axis=1).tolist()
+    return [f"{int(c)} {fmt_frac(cx)} {fmt_frac(cy)} {fmt_frac(bw)} {fmt_frac(bh)}"
+            for c, (cx, cy, bw, bh) in zip(class_ids, xywhn, strict=True)]
 
 
 def parse_names(value: Any, file: Path) -> dict[int, str]:
@@ -274,23 +301,29 @@ def _list_file_images(list_file: Path, root: Path) -> list[Path]:
     return out
 
 
-def label_path_for(image: Path) -> Path | None:
-    """The label file of ``image``, if one exists (Ultralytics rule first)."""
-    text = str(image)
+def label_path_for(image: Path | str, files: FileNames | None = None) -> Path | None:
+    """The label file of ``image``, if one exists (Ultralytics rule first).
+
+    ``files`` answers "is there such a file" from folder listings (one per
+    folder rather than a ``stat`` per image) when a reader asks for many images.
+    """
+    isfile = files.isfile if files is not None else os.path.isfile
+    text = os.fspath(image)
     stem = os.path.splitext(text)[0]
     parts = stem.split(os.sep)
     for i in range(len(parts) - 2, -1, -1):  # string work: this runs once per image
         if parts[i].lower() == "images":
             for lab in LABEL_DIR_NAMES:
                 cand = os.sep.join([*parts[:i], lab, *parts[i + 1:]]) + ".txt"
-                if os.path.isfile(cand):
+                if isfile(cand):
                     return Path(cand)
             break
     side = stem + ".txt"
-    return Path(side) if os.path.isfile(side) else None
+    return Path(side) if isfile(side) else None
 
 
-def _iter_images(root: Path, source: Path, options: ReadOptions, report: WalkReport) -> Iterator[tuple[Path, str | None, str | None]]:
+def _iter_images(root: Path, source: Path, options: ReadOptions, report: WalkReport
+                 ) -> Iterator[tuple[Path | str, str | None, str | None]]:
     """(image path, pre-decided reason, detail) under one image source."""
     if source.is_file():
         for p in _list_file_images(source, root):
@@ -299,7 +332,7 @@ def _iter_images(root: Path, source: Path, options: ReadOptions, report: WalkRep
     for f in walk(source, follow_links=options.follow_links, report=report):
         if f.rel_path.lower().endswith(".txt"):
             continue  # label files beside images (Darknet), lists, READMEs
-        yield Path(f.path), f.reason, f.detail
+        yield f.path, f.reason, f.detail
 
 
 def read_yolo(path: Path, options: ReadOptions) -> ReadResult:
@@ -325,16 +358,17 @@ def read_yolo(path: Path, options: ReadOptions) -> ReadResult:
     report = WalkReport()
     entries: dict[str, Entry] = {}
     warnings: list[str] = []
+    files = FileNames()
     for split, source in sources:
         for image, reason, detail in _iter_images(root, source, options, report):
-            key = str(image)
+            key = os.fspath(image)
             if key in entries:
                 continue
-            entry = Entry(key, os.path.relpath(image, root).replace(os.sep, "/"), split=split, reason=reason, detail=detail)
+            entry = Entry(key, relative_path(key, root), split=split, reason=reason, detail=detail)
             entries[key] = entry
             if reason is not None:
                 continue
-            label_file = label_path_for(image)
+            label_file = label_path_for(key, files)
             if label_file is not None:
                 entry.boxes = _read_label_file(label_file, names, names_src)
     skipped = report.skipped_dirs + [f"{p}: link loop" for p in report.loops]
@@ -349,8 +383,17 @@ def _read_label_file(path: Path, names: dict[int, str], names_src: str) -> list[
         raise FormatError(path, None, message=f"cannot read the label file: {e}") from e
     boxes = []
     for n, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
+        cells = line.split()
+        if not cells:
             continue
+        if len(cells) == 5 and cells[0].isdigit():  # the common "class cx cy w h": no call per line
+            try:
+                label, cx, cy, w, h = names[int(cells[0])], *map(float, cells[1:])
+            except (KeyError, ValueError):
+                pass  # parse_yolo_line below says what is wrong
+            else:
+                boxes.append(Box(label, cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2, normalized=True))
+                continue
         try:
             label, (x1, y1, x2, y2), score = parse_yolo_line(line, names)
         except LineError as e:
@@ -382,24 +425,37 @@ def data_yaml(splits: list[str], classes: list[str]) -> tuple[str, list[str]]:
     return text, warnings
 
 
+def label_texts(plan: pd.DataFrame, boxes: pd.DataFrame, ids: dict[str, int]) -> dict[str, str]:
+    """The label file text of every plan row that has boxes, by sample_id (box order kept)."""
+    if not len(boxes):
+        return {}
+    row_of = pd.Index(plan["sample_id"]).get_indexer(boxes["sample_id"])
+    mine = row_of >= 0
+    wh = plan[["width", "height"]].to_numpy(dtype=np.float64)[row_of[mine]]
+    sub = boxes[mine]
+    lines = yolo_lines(sub["label"].astype(str).map(ids).tolist(), sub[["x1", "y1", "x2", "y2"]].to_numpy(), wh)
+    out: dict[str, list[str]] = {}
+    for sid, line in zip(sub["sample_id"].tolist(), lines, strict=True):
+        out.setdefault(sid, []).append(line)
+    return {sid: "\n".join(ls) + "\n" for sid, ls in out.items()}
+
+
 def write_yolo(plan: pd.DataFrame, boxes: pd.DataFrame, out: Path, options: WriteOptions) -> dict[str, Any]:
     """Write ``images/<split>/``, ``labels/<split>/`` and ``data.yaml``."""
     classes = class_list(boxes["label"] if len(boxes) else [], options.extra.get("classes"))
-    ids = {c: i for i, c in enumerate(classes)}
-    by_sample = boxes_by_sample(boxes)
+    texts = label_texts(plan, boxes, {c: i for i, c in enumerate(classes)})
     files: dict[str, str] = {}
     groups = image_files_by_split(plan)
-    for split, rows in groups.items():
-        (out / "labels" / split).mkdir(parents=True, exist_ok=True)
-        for row in rows:
-            rel = f"images/{split}/{row['name']}"
-            place_image(row["path"], out / rel, row["action"], options.link)
-            files[row["sample_id"]] = rel
-            wh = (int(row["width"]), int(row["height"]))
-            lines = [yolo_line(ids[b["label"]], (b["x1"], b["y1"], b["x2"], b["y2"]), wh)
-                     for b in by_sample.get(row["sample_id"], [])]
-            label_file = out / "labels" / split / (Path(row["name"]).stem + ".txt")
-            label_file.write_text("".join(ln + "\n" for ln in lines))
+    with FileWriter(options.link) as writer:
+        for split, rows in groups.items():
+            (out / "images" / split).mkdir(parents=True, exist_ok=True)
+            (out / "labels" / split).mkdir(parents=True, exist_ok=True)
+            images, labels = os.path.join(out, "images", split, ""), os.path.join(out, "labels", split, "")
+            for row in rows:  # plain strings, not Path objects: this runs once per image
+                name, sid = row["name"], row["sample_id"]
+                writer.image(row["path"], images + name, row["action"])
+                files[sid] = f"images/{split}/{name}"
+                writer.text(labels + os.path.splitext(name)[0] + ".txt", texts.get(sid, ""))
     text, warnings = data_yaml(list(groups), classes)
     (out / "data.yaml").write_text(text, encoding="utf-8")
     return {"files": files, "classes": classes, "warnings": warnings,

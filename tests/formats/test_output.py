@@ -50,3 +50,40 @@ def test_fmt_num_reads_back_exactly(v):
 @given(st.floats(min_value=0, max_value=1))
 def test_fmt_frac_error_is_below_1e_8(v):
     assert abs(float(fmt_frac(v)) - v) <= 5e-9 + 1e-15
+
+
+def test_copy_file_is_an_independent_copy(tmp_path):
+    from curate.formats.output import copy_file
+
+    src = tmp_path / "src.jpg"
+    src.write_bytes(b"\xff\xd8" + bytes(range(256)) * 300)
+    dest = tmp_path / "new" / "folder" / "dest.jpg"  # missing folders are made
+    copy_file(src, dest)
+    assert dest.read_bytes() == src.read_bytes()
+    assert dest.stat().st_ino != src.stat().st_ino and dest.stat().st_nlink == 1  # not a hard link
+    src.write_bytes(b"changed")
+    assert dest.stat().st_size == 2 + 256 * 300  # a later change to the source does not reach the export
+
+
+def test_copy_file_of_an_empty_file(tmp_path):
+    from curate.formats.output import copy_file
+
+    (tmp_path / "empty").write_bytes(b"")
+    copy_file(tmp_path / "empty", tmp_path / "out")
+    assert (tmp_path / "out").read_bytes() == b""
+
+
+def test_file_writer_writes_everything_and_raises_the_first_failure(tmp_path):
+    from curate.formats.output import FileWriter
+
+    src = tmp_path / "a.jpg"
+    src.write_bytes(b"jpeg bytes")
+    with FileWriter("copy", batch=3) as w:
+        for i in range(10):
+            w.image(src, tmp_path / "out" / f"{i}.jpg", "link")
+            w.text(str(tmp_path / "out" / f"{i}.txt"), f"line {i}\n")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
+        [f"{i}.jpg" for i in range(10)] + [f"{i}.txt" for i in range(10)])
+    assert (tmp_path / "out" / "7.txt").read_text() == "line 7\n"
+    with pytest.raises(ExportError, match="the source image is missing"), FileWriter("copy") as w:
+        w.image(tmp_path / "gone.jpg", tmp_path / "out2" / "x.jpg", "link")

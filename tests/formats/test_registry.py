@@ -65,3 +65,18 @@ def test_ingest_detects_and_imports_roboflow_coco(corpus, tmp_path, min_side, re
     assert summary["reason"] == reasons and summary["run"]["boxes"] == 4
     m = Workspace.open(tmp_path / "ws").read_manifest()
     assert set(m["layout"]) == {"coco"} and sorted(m["split"]) == ["train", "train", "val"]
+
+
+def test_relative_path_and_file_listing(tmp_path):
+    from curate.formats.base import FileNames, relative_path
+
+    assert relative_path(tmp_path / "a" / "b.jpg", tmp_path) == "a/b.jpg"
+    assert relative_path(tmp_path / "a" / ".." / "b.jpg", tmp_path / "a") == "../b.jpg"  # not a prefix cut
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "x.txt").write_text("")
+    (tmp_path / "d" / "sub.txt").mkdir()  # a folder is not a file
+    files = FileNames()
+    assert files.isfile(tmp_path / "d" / "x.txt")
+    assert not files.isfile(tmp_path / "d" / "sub.txt")
+    assert not files.isfile(tmp_path / "d" / "y.txt")
+    assert not files.isfile(tmp_path / "missing" / "x.txt")

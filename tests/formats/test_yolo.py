@@ -22,6 +22,7 @@ from curate.formats.yolo import (
     write_yolo,
     xyxy_to_yolo_xywhn,
     yolo_line,
+    yolo_lines,
     yolo_xywhn_to_xyxy,
 )
 
@@ -162,3 +163,38 @@ def test_writer_class_ids_match_names_across_splits(tmp_path, skimage_dir):
     back = read_yolo(tmp_path, ReadOptions())
     assert {e.rel_path: [b.label for b in e.boxes] for e in back.entries} == {
         "images/train/a.png": ["zebra"], "images/val/b.png": ["ant"]}
+
+
+@settings(deadline=None)  # timing varies on a shared machine; the property does not
+@given(st.lists(st.tuples(st.integers(0, 79), side, side, st.floats(-100, 12000), st.floats(-100, 12000),
+                          st.floats(-100, 12000), st.floats(-100, 12000)), max_size=20))
+def test_yolo_lines_is_yolo_line_for_many_boxes(boxes):
+    """The vectorised writer path prints the same text as the one-box function, clamping included."""
+    expected = [yolo_line(c, (x1, y1, x2, y2), (w, h)) for c, w, h, x1, y1, x2, y2 in boxes]
+    got = yolo_lines([b[0] for b in boxes], [b[3:] for b in boxes], [b[1:3] for b in boxes])
+    assert got == expected
+
+
+@pytest.mark.parametrize("text, boxes", [
+    ("0 0.5 0.5 0.2 0.4\n", [("a", 0.4, 0.3, 0.6, 0.7, None)]),  # the fast path
+    ("1 0.5 0.5 0.2 0.4 0.9\n\n0 0.5 0.5 1 1\n", [("b", 0.4, 0.3, 0.6, 0.7, 0.9), ("a", 0.0, 0.0, 1.0, 1.0, None)]),
+    ("+1 0.5 0.5 0.2 0.4\n", [("b", 0.4, 0.3, 0.6, 0.7, None)]),  # not all digits: the general parser, same box
+])
+def test_label_file_lines(tmp_path, text, boxes):
+    from curate.formats.yolo import _read_label_file
+
+    p = tmp_path / "x.txt"
+    p.write_text(text)
+    got = [(b.label, *(pytest.approx(v) for v in (b.x1, b.y1, b.x2, b.y2)), b.score)
+           for b in _read_label_file(p, {0: "a", 1: "b"}, "data.yaml")]
+    assert got == boxes
+
+
+def test_label_file_with_an_unknown_class_still_names_file_and_line(tmp_path):
+    from curate.formats.yolo import _read_label_file
+
+    p = tmp_path / "x.txt"
+    p.write_text("0 0.5 0.5 0.2 0.4\n7 0.5 0.5 0.2 0.4\n")
+    with pytest.raises(FormatError) as e:
+        _read_label_file(p, {0: "a", 1: "b"}, "data.yaml")
+    assert "line 2: class id" in str(e.value) and "data.yaml" in str(e.value)
