@@ -31,7 +31,7 @@ import pandas as pd
 
 from curate.errors import FormatError
 from curate.formats.base import Box, Entry, ReadOptions, ReadResult, WriteOptions, canonical_split
-from curate.formats.output import boxes_by_sample, class_list, fmt_num, place_image
+from curate.formats.output import FileWriter, boxes_by_sample, class_list, fmt_num
 from curate.imageio import IMAGE_EXTENSIONS
 
 FILE_NAMES = ("file", "filename", "file_name", "image", "image_id", "img", "path", "filepath", "id", "name")
@@ -156,18 +156,19 @@ def write_csv(plan: pd.DataFrame, boxes: pd.DataFrame, out: Path, options: Write
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["file", "split", "x1", "y1", "x2", "y2", "label"] if with_boxes else ["file", "split", "label"])
     files: dict[str, str] = {}
-    for row in plan.to_dict("records"):
-        rel = f"images/{row['split']}/{row['name']}"
-        place_image(row["path"], out / rel, row["action"], options.link)
-        files[row["sample_id"]] = rel
-        if not with_boxes:
-            w.writerow([rel, row["split"], "" if pd.isna(row["label"]) else row["label"]])
-            continue
-        rows = by_sample.get(row["sample_id"], [])
-        if not rows:
-            w.writerow([rel, row["split"], "", "", "", "", ""])
-        for b in rows:
-            w.writerow([rel, row["split"], *(fmt_num(b[k]) for k in ("x1", "y1", "x2", "y2")), b["label"]])
+    with FileWriter(options.link) as writer:
+        for row in plan.to_dict("records"):
+            rel = f"images/{row['split']}/{row['name']}"
+            writer.image(row["path"], out / rel, row["action"])
+            files[row["sample_id"]] = rel
+            if not with_boxes:
+                w.writerow([rel, row["split"], "" if pd.isna(row["label"]) else row["label"]])
+                continue
+            rows = by_sample.get(row["sample_id"], [])
+            if not rows:
+                w.writerow([rel, row["split"], "", "", "", "", ""])
+            for b in rows:
+                w.writerow([rel, row["split"], *(fmt_num(b[k]) for k in ("x1", "y1", "x2", "y2")), b["label"]])
     (out / "labels.csv").write_text(buf.getvalue(), encoding="utf-8")
     return {"files": files, "classes": classes, "read_path": "labels.csv",
             "carries": {"labels": not with_boxes, "boxes": with_boxes, "split": True}}

@@ -29,7 +29,7 @@ import pandas as pd
 
 from curate.errors import ExportError
 from curate.formats.base import Entry, ReadOptions, ReadResult, WriteOptions, canonical_split
-from curate.formats.output import check_folder_name, class_list, place_image
+from curate.formats.output import FileWriter, check_folder_name, class_list
 from curate.walk import WalkReport, walk
 
 
@@ -97,9 +97,10 @@ def write_folder(plan: pd.DataFrame, boxes: pd.DataFrame, out: Path, options: Wr
                               found=clash, hint="keep split folders (drop --no-split-dirs)")
     classes = class_list(labels, options.extra.get("classes"))
     files: dict[str, str] = {}
-    for row in plan.to_dict("records"):
-        rel = f"{row['split']}/{row['label']}/{row['name']}" if split_dirs else f"{row['label']}/{row['name']}"
-        place_image(row["path"], out / rel, row["action"], options.link)
-        files[row["sample_id"]] = rel
+    with FileWriter(options.link) as writer:
+        for row in plan.to_dict("records"):
+            rel = f"{row['split']}/{row['label']}/{row['name']}" if split_dirs else f"{row['label']}/{row['name']}"
+            writer.image(row["path"], out / rel, row["action"])
+            files[row["sample_id"]] = rel
     return {"files": files, "classes": classes,
             "carries": {"labels": True, "boxes": False, "split": bool(split_dirs)}}

@@ -52,7 +52,7 @@ import pandas as pd
 
 from curate.errors import FormatError, OptionError
 from curate.formats.base import Box, Entry, ReadOptions, ReadResult, WriteOptions, canonical_split
-from curate.formats.output import boxes_by_sample, class_list, image_files_by_split, place_image
+from curate.formats.output import FileWriter, boxes_by_sample, class_list, image_files_by_split
 from curate.imageio import IMAGE_EXTENSIONS
 from curate.walk import WalkReport, walk
 
@@ -445,12 +445,13 @@ def write_json(plan: pd.DataFrame, boxes: pd.DataFrame, out: Path, options: Writ
     classes = class_list(boxes["label"] if len(boxes) else [], options.extra.get("classes"))
     by_sample = boxes_by_sample(boxes)
     files: dict[str, str] = {}
-    for split, rows in image_files_by_split(plan).items():
-        for row in rows:
-            rel = f"{split}/{row['name']}"
-            place_image(row["path"], out / rel, row["action"], options.link)
-            files[row["sample_id"]] = rel
-            doc = box_document(row, by_sample.get(row["sample_id"], []))
-            (out / split / (Path(row["name"]).stem + ".json")).write_text(
-                json.dumps(doc, ensure_ascii=False, indent=1), encoding="utf-8")
+    with FileWriter(options.link) as writer:
+        for split, rows in image_files_by_split(plan).items():
+            for row in rows:
+                rel = f"{split}/{row['name']}"
+                writer.image(row["path"], out / rel, row["action"])
+                files[row["sample_id"]] = rel
+                doc = box_document(row, by_sample.get(row["sample_id"], []))
+                writer.text(out / split / (Path(row["name"]).stem + ".json"),
+                            json.dumps(doc, ensure_ascii=False, indent=1))
     return {"files": files, "classes": classes, "carries": {"labels": True, "boxes": True, "split": True}}

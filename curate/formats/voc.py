@@ -39,7 +39,7 @@ import pandas as pd
 
 from curate.errors import FormatError
 from curate.formats.base import Box, Entry, ReadOptions, ReadResult, WriteOptions, canonical_split
-from curate.formats.output import boxes_by_sample, class_list, fmt_num, image_files_by_split, place_image
+from curate.formats.output import FileWriter, boxes_by_sample, class_list, fmt_num, image_files_by_split
 from curate.walk import WalkReport, walk
 
 COORDS = ("xmin", "ymin", "xmax", "ymax")
@@ -282,15 +282,17 @@ def write_voc(plan: pd.DataFrame, boxes: pd.DataFrame, out: Path, options: Write
     files: dict[str, str] = {}
     (out / "Annotations").mkdir(parents=True, exist_ok=True)
     (out / "ImageSets" / "Main").mkdir(parents=True, exist_ok=True)
-    for split, rows in image_files_by_split(plan).items():
-        stems = []
-        for row in rows:
-            rel = f"JPEGImages/{row['name']}"
-            place_image(row["path"], out / rel, row["action"], options.link)
-            files[row["sample_id"]] = rel
-            stem = Path(row["name"]).stem
-            stems.append(stem)
-            (out / "Annotations" / f"{stem}.xml").write_text(
-                voc_xml(row, by_sample.get(row["sample_id"], []), one_based), encoding="utf-8")
-        (out / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(s + "\n" for s in stems), encoding="utf-8")
+    with FileWriter(options.link) as writer:
+        for split, rows in image_files_by_split(plan).items():
+            stems = []
+            for row in rows:
+                rel = f"JPEGImages/{row['name']}"
+                writer.image(row["path"], out / rel, row["action"])
+                files[row["sample_id"]] = rel
+                stem = Path(row["name"]).stem
+                stems.append(stem)
+                writer.text(out / "Annotations" / f"{stem}.xml",
+                            voc_xml(row, by_sample.get(row["sample_id"], []), one_based))
+            (out / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(s + "\n" for s in stems),
+                                                                     encoding="utf-8")
     return {"files": files, "classes": classes, "carries": {"labels": False, "boxes": True, "split": True}}

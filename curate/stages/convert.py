@@ -103,8 +103,10 @@ def convert(options: ConvertOptions) -> dict[str, Any]:
         read_extra = {"voc_one_based": options.voc_one_based, **options.read_extra}
         iopts = IngestOptions([SourceSpec(source, name="source", layout=layout)],
                               ProbeOptions(min_side_px=1, max_aspect=float("inf"), perceptual_hashes=False),
-                              workers=options.workers,
-                              read_extra=read_extra)
+                              workers=options.workers, read_extra=read_extra,
+                              # Checkpoints make a re-run of ingest resume; this workspace is gone
+                              # after the run, so fewer of them (each is an fsync'd Parquet file).
+                              checkpoint_every=5000)
         res = ws.run_stage("ingest", ingest, iopts)
         manifest = keep_duplicates(res.manifest)
         annotations = res.annotations

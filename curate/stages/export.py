@@ -290,9 +290,11 @@ def verify_export(fmt: Format, plan: pd.DataFrame, boxes: pd.DataFrame, root: Pa
     expected_rel = set(files.values())
     for rel in sorted(set(by_rel) - expected_rel):
         problems.append(f"{rel}: not an exported image, found in the export")
-    grouped: dict[str, list[tuple[str, float, float, float, float]]] = {}
-    for b in boxes.itertuples(index=False):
-        grouped.setdefault(b.sample_id, []).append((str(b.label), float(b.x1), float(b.y1), float(b.x2), float(b.y2)))
+    grouped: dict[str, list[BoxTuple]] = {}
+    if len(boxes):  # columns as lists, not a tuple object per row: this runs once per box
+        coords = boxes[["x1", "y1", "x2", "y2"]].to_numpy(dtype=float).tolist()
+        for sid, label, xyxy in zip(boxes["sample_id"].tolist(), boxes["label"].tolist(), coords, strict=True):
+            grouped.setdefault(sid, []).append((str(label), *xyxy))
     for row in plan.itertuples(index=False):
         out_rel = files.get(row.sample_id, "")
         back_entry = by_rel.get(out_rel)
