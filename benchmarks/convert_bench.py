@@ -14,10 +14,10 @@ The tools take turns for ``--repeat`` rounds (default 2) and each one's
 fastest round is reported.
 What each one does per leg differs, and the table says so:
 
-- curate (``convert``): reads the annotations, opens and hashes every image
-  (sha256, size, EXIF orientation, decode check), copies the images, writes the
-  labels, then reads the result back and compares it (``--no-verify`` skips
-  that last step; timed too);
+- curate (``convert``): reads the annotations, opens every image (sha256,
+  size, EXIF orientation, a full decode at 1/8 scale that catches truncation;
+  no perceptual hashes), copies the images, writes the labels, then reads the
+  result back and compares it (``--no-verify`` skips that last step; timed too);
 - globox: annotations only (``from_coco``/``save_yolo_v5``; reading YOLO back
   opens every image's header for its size); it copies no image;
 - Datumaro (``coco_instances`` -> ``yolo_ultralytics`` -> ``coco_instances``,
@@ -195,7 +195,8 @@ def main() -> None:
     src = make_dataset(OUT / f"coco-{args.images}", args.images, args.boxes_per_image)
     n_img, n_box, _ = coco_counts(sorted((src / "annotations").glob("instances_*.json")))
     print(f"# {n_img} images, {n_box} boxes; {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cores, Python {platform.python_version()}")
+          f"{os.cpu_count()} cores, Python {platform.python_version()}; load average at start "
+          + " ".join(f"{v:.1f}" for v in os.getloadavg()), flush=True)
     runs: dict[str, Any] = {}
     if "curate" not in args.skip:
         runs["curate"] = lambda: run_curate(src, OUT / "work-curate", True, args.workers)
@@ -224,6 +225,7 @@ def main() -> None:
         imgs, listed, kept = coco_counts(r["result"])
         print(f"{name:24} {r['to_yolo']:12.2f} {r['to_coco']:12.2f} {total:8.2f} {ratio:8.2f}x  "
               f"{imgs} / {listed} / {kept}")
+    print("# load average at the end " + " ".join(f"{v:.1f}" for v in os.getloadavg()))
 
 
 if __name__ == "__main__":
