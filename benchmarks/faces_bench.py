@@ -23,8 +23,16 @@ machine load hits every kind alike:
 Wall time includes starting the pool (importing mediapipe in each worker) for
 all kinds. CPU seconds are user+sys of the whole process tree; each kind also
 runs on the first quarter of the images, so the per-image (steady-state) CPU
-cost and the fixed start-up cost can be told apart. Prints JSON lines and a
-Markdown table for docs/benchmarks.md.
+cost and the fixed start-up cost can be told apart.
+
+On a loaded machine that steady-state figure (a difference of two runs) is
+noisy, so ``--interleaved`` adds a second measure of the per-image cost: one
+process, warmed up, takes the images one by one and times (process CPU, which
+includes MediaPipe's threads) the bare work, then curate's per-image function
+(``process_image``: decode, detect, select, crop, encode, hash, store) with
+each detector, on the same image before going on to the next, so that load
+changes hit every kind alike. Prints JSON lines and Markdown tables for
+docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -128,6 +136,48 @@ def run_curate(ws_dir: str, workers: int, detector: str) -> dict[str, Any]:
     return {"images": f["images"], "faces": f["faces_found"], "crops": f["crops"], "no_face": f["no_face"]}
 
 
+def run_interleaved(ws_dir: str) -> dict[str, Any]:
+    """Per-image CPU ms of bare and ``process_image`` (ensemble, short-range), image by image in one process."""
+    import mediapipe as mp
+    import numpy as np
+
+    from curate.imageio import load_display
+    from curate.models import resolve
+    from curate.stages import faces as F
+    from curate.workspace import Workspace
+
+    m = Workspace.open(ws_dir).read_manifest()
+    parents = F._parent_dicts(m[m["status"] == "kept"])
+    models = {k: str(r.path) for k, r in resolve().items()}
+    _bare_init(models["short_range"])
+    runs = {}
+    for name, detector in (("curate", "ensemble"), ("curate-short", "short-range")):
+        cfg = F.DetectorConfig(detector=detector)
+        # each its own objects/ folder, so no run finds another's crop already stored
+        settings = F._WorkSettings(str(Path(ws_dir) / name), models, cfg, "largest", 0, 0.25, False, 95)
+        runs[name] = (settings, F.FaceDetector(models, cfg))
+
+    def bare(parent: dict[str, Any]) -> None:
+        img = np.asarray(load_display(parent["path"]))
+        with F.quiet_native_stderr():
+            _DET["det"].detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=img))
+
+    for p in parents[:5]:  # warm-up: first calls of each model are slower
+        bare(p)
+        for settings, det in runs.values():
+            F.process_image(F._Task(p), settings, det)
+    cpu = dict.fromkeys(["bare", *runs], 0.0)
+    for p in parents:
+        t = time.process_time()
+        bare(p)
+        cpu["bare"] += time.process_time() - t
+        for name, (settings, det) in runs.items():
+            t = time.process_time()
+            F.process_image(F._Task(p), settings, det)
+            cpu[name] += time.process_time() - t
+    return {"images": len(parents), **{f"{k}_ms": round(1000 * v / len(parents), 2) for k, v in cpu.items()}}
+
+
 def child(kind: str, arg: str, workers: int) -> dict[str, Any]:
     """Run one measurement in a fresh interpreter; wall and CPU seconds of its whole process tree."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -150,12 +200,15 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=300, help="number of images")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--interleaved", action="store_true", help="also measure per-image CPU image by image, in turns")
     ap.add_argument("--child", nargs=2, metavar=("KIND", "ARG"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         kind, arg = args.child
         if kind == "bare":
             rec = run_bare(json.loads(Path(arg).read_text()), args.workers)
+        elif kind == "interleaved":
+            rec = run_interleaved(arg)
         else:
             rec = run_curate(arg, args.workers, "short-range" if kind == "curate-short" else "ensemble")
         print(json.dumps(rec))
@@ -216,6 +269,22 @@ def main() -> None:
             print(f"| {k} | {what[k]} | {n / full['wall_s']:.1f} | {1000 * full['cpu_s'] / n:.0f} | "
                   f"{1000 * per[k]:.1f} | {fixed:.1f} | {med[('bare', 'full')]['cpu_s'] / full['cpu_s']:.0%} | "
                   f"{per['bare'] / per[k]:.0%} | {full['faces']} |")
+        if args.interleaved:
+            inter = []
+            for r in range(args.repeats):
+                ws = tmp / f"ws-interleaved-{r}"
+                shutil.copytree(sizes["full"][0], ws)
+                rec = child("interleaved", str(ws), 1)
+                rec.update(repeat=r)
+                inter.append(rec)
+                print(json.dumps(rec), flush=True)
+            print(f"\nInterleaved, one process, per image in turns; median of {args.repeats}; load average (1 min) "
+                  f"{os.getloadavg()[0]:.1f} at the end\n")
+            print("| run | CPU ms / image | vs bare |")
+            print("|---|---:|---:|")
+            ms = {k: statistics.median(x[f"{k}_ms"] for x in inter) for k in kinds}
+            for k in kinds:
+                print(f"| {k} | {ms[k]:.1f} | {ms['bare'] / ms[k]:.0%} |")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
