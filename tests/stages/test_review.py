@@ -497,7 +497,7 @@ class AppProcess:
 
     def wait_for(self, prefix: str, timeout_s: float = 300) -> None:
         # Generous: ~20-40 s here alone, but two Python processes importing FiftyOne on 2 shared cores under
-        # other load (benchmarks next to the suite) have taken over 150 s.
+        # other load (benchmarks next to the suite) can take several times that.
         import psutil
 
         deadline = time.monotonic() + timeout_s
