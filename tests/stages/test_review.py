@@ -470,7 +470,8 @@ def test_busy_port_is_refused_before_the_build(fiftyone_env, ws):
     check_port("127.0.0.1", free_port())  # a free one passes
 
 
-def _get(url: str, timeout_s: float = 10) -> tuple[int, str, bytes]:
+def _get(url: str, timeout_s: float = 60) -> tuple[int, str, bytes]:
+    # a page is answered in well under a second here; the margin is for a machine under heavy load
     with urllib.request.urlopen(url, timeout=timeout_s) as r:
         return r.status, r.headers.get("Content-Type", ""), r.read()
 
@@ -535,12 +536,25 @@ class AppProcess:
         return self.proc.returncode
 
 
+def _stops_answering(url: str, within_s: float = 60) -> bool:
+    """True once nothing listens at ``url``. FiftyOne's server process notices its parent is gone and exits
+    on its own; that can take a moment after the parent's exit."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            _get(url, 3)
+        except OSError:
+            return True
+        time.sleep(1)
+    return False
+
+
 @pytest.mark.slow  # the App server is a separate Python process that imports FiftyOne: ~20-40 s here
 def test_app_serves_the_dataset_on_a_loopback_port(fiftyone_env, ws):
     app = AppProcess(ws.root)
     try:
         app.wait_for(f"App at {app.url}")  # printed once FiftyOne's session is connected
-        status, ctype, body = _get(app.url, 10)
+        status, ctype, body = _get(app.url)
         assert status == 200 and "text/html" in ctype and b"FiftyOne" in body
         assert json.loads(_get(f"{app.url}fiftyone")[2])["version"]
         # the media route serves what the grid shows, placeholders included
@@ -550,8 +564,7 @@ def test_app_serves_the_dataset_on_a_loopback_port(fiftyone_env, ws):
     finally:
         returncode = app.stop()
     assert returncode == 0, app.output
-    with pytest.raises(OSError):
-        _get(app.url, 3)
+    assert _stops_answering(app.url), "the App server outlived `curate review`"
 
 
 @pytest.mark.slow  # a subprocess that imports FiftyOne and builds the dataset: ~15-30 s here
@@ -563,5 +576,4 @@ def test_sigterm_while_the_app_is_starting_is_a_clean_stop(fiftyone_env, ws):
         returncode = app.stop()
     assert returncode == 0, app.output
     assert "Aborted" not in app.output and "Traceback" not in app.output
-    with pytest.raises(OSError):
-        _get(app.url, 3)
+    assert _stops_answering(app.url), "the App server outlived `curate review`"
