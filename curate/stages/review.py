@@ -691,22 +691,35 @@ def app_address(address: str | None = None, port: int | None = None) -> AppAddre
 
 
 def launch(ws: Workspace, app: AppAddress, *, remote: bool = False, dataset: str | None = None) -> None:
-    """Serve the App on the workspace's dataset until it is closed, Ctrl-C or SIGTERM."""
+    """Serve the App on the workspace's dataset until it is closed, Ctrl-C or SIGTERM.
+
+    SIGTERM (kill, a service manager) stops the App as cleanly as Ctrl-C. One that comes while FiftyOne is
+    still starting its server is held until the start is done and then stops the App at once: cut in half,
+    FiftyOne's start leaves a half-made service object whose clean-up fails noisily at exit.
+    """
     import signal
 
-    def stop(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
+    state: dict[str, Any] = {"running": False, "stop": False}
 
-    try:  # SIGTERM (kill, a service manager) stops the App as cleanly as Ctrl-C
+    def stop(signum: int, frame: Any) -> None:
+        state["stop"] = True
+        if state["running"]:
+            state["running"] = False  # a second signal during the close is not a second interrupt
+            raise KeyboardInterrupt
+
+    try:
         previous = signal.signal(signal.SIGTERM, stop)
     except ValueError:  # not the main thread: leave signals alone
         previous = None
     print(f"Starting the App at {app.url} ...", flush=True)
     session = None
-    try:  # a stop can come while FiftyOne is still starting the server: that is a clean stop too
+    try:
         fo = _fiftyone()
         ds = _open_dataset(fo, ws, dataset or dataset_name(ws.root), create=False)
         session = fo.launch_app(ds, port=app.port, address=app.address, remote=remote, auto=False)
+        state["running"] = True  # from here a SIGTERM interrupts; one that came during the start stops now
+        if state["stop"]:
+            return
         print(f"App at {app.url} ; to stop, " + ("press Ctrl-C" if remote else "close the App or press Ctrl-C"),
               flush=True)
         # Local: return once every App tab has been closed for 3 s (FiftyOne's own default).
@@ -715,6 +728,7 @@ def launch(ws: Workspace, app: AppAddress, *, remote: bool = False, dataset: str
     except KeyboardInterrupt:
         pass
     finally:
+        state["running"] = False
         if session is not None:
             session.close()
         if previous is not None:

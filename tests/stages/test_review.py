@@ -572,6 +572,7 @@ def test_sigterm_while_the_app_is_starting_is_a_clean_stop(fiftyone_env, ws):
     app = AppProcess(ws.root)
     try:
         app.wait_for("Starting the App")  # printed once stop handling is in place, before FiftyOne starts it
+        # the SIGTERM below lands while FiftyOne is importing or starting its server
     finally:
         returncode = app.stop()
     assert returncode == 0, app.output
