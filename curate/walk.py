@@ -115,13 +115,15 @@ def walk(root: str | Path, *, follow_links: bool = False, report: WalkReport | N
                     continue
                 yield from visit(entry.path, parts)
                 continue
+            shown = printable(entry.path)  # what the manifest can hold: the path itself when it is UTF-8
             if is_link:
                 target = os.path.realpath(entry.path)
                 if not os.path.exists(target):
-                    yield WalkedFile(entry.path, rel_path, "broken_link", f"link target {os.readlink(entry.path)!r} is missing")
+                    yield WalkedFile(shown, rel_path, "broken_link", f"link target {os.readlink(entry.path)!r} is missing")
                     continue
                 if not follow_links and not _inside(target, root_real):
-                    yield WalkedFile(entry.path, rel_path, "outside_source", f"link points to {target}; use --follow-links")
+                    yield WalkedFile(shown, rel_path, "outside_source",
+                                     f"link points to {printable(target)}; use --follow-links")
                     continue
             try:
                 regular = entry.is_file(follow_symlinks=True)
@@ -130,8 +132,8 @@ def walk(root: str | Path, *, follow_links: bool = False, report: WalkReport | N
             if not regular:  # sockets, fifos, devices: never opened
                 report.skipped_dirs.append(f"{rel_path}: not a regular file")
                 continue
-            if printable(entry.path) != entry.path:
-                yield WalkedFile(printable(entry.path), rel_path, "bad_filename",
+            if shown != entry.path:
+                yield WalkedFile(shown, rel_path, "bad_filename",
                                  "the name is not valid UTF-8; rename it (e.g. `convmv -f cp949 -t utf-8 -r --notest "
                                  "FOLDER` for Korean names from a Windows zip)")
                 continue

@@ -35,6 +35,11 @@ def make_source(root: Path, skimage_dir: Path) -> Path:
     os.mkdir(bad_dir)
     photo.resize((200, 133)).save(os.fsdecode(bad_dir + b"/a.jpg"))
     os.mkfifo(src / "dog" / "pipe.jpg")  # opening it would block forever
+    # links whose own name, or whose target's name outside the source, is not UTF-8
+    outside = os.fsencode(root) + b"/" + CP949_NAME
+    shutil.copy(src / "cat" / "ok.jpg", outside)
+    os.symlink(outside, os.fsencode(src / "dog") + b"/" + CP949_NAME)
+    os.symlink(outside, src / "dog" / "link_out.jpg")
     return src
 
 
@@ -51,6 +56,10 @@ def test_walk_flags_bad_names_and_skips_fifos(tmp_path: Path, skimage_dir: Path)
     assert files["\\xb0\\xed\\xbe\\xe7\\xc0\\xcc/a.jpg"].reason == "bad_filename"
     assert files["cat/고양이 사진.jpg"].reason is None
     assert "dog/pipe.jpg" not in files
+    assert files["dog/\\xbb\\xe7\\xc1\\xf8.jpg"].reason == "outside_source"
+    out_link = files["dog/link_out.jpg"]
+    assert out_link.reason == "outside_source"
+    assert out_link.detail == f"link points to {tmp_path}/\\xbb\\xe7\\xc1\\xf8.jpg; use --follow-links"
     for f in files.values():  # everything the walk yields can be stored as UTF-8
         f.path.encode("utf-8")
         f.rel_path.encode("utf-8")
@@ -70,7 +79,8 @@ def test_ingest_records_bad_names_and_goes_on(tmp_path: Path, skimage_dir: Path)
         "dropped", "bad_filename", "\\xb0\\xed\\xbe\\xe7\\xc0\\xcc"]
     assert "convmv" in m.loc["cat/\\xbb\\xe7\\xc1\\xf8.jpg", "detail"]
     assert (m.loc[["cat/ok.jpg", "cat/고양이 사진.jpg", "dog/ok.jpg"], "status"] == "kept").all()
-    assert len(m) == 5  # the FIFO is not a row; the run record lists it
+    assert len(m) == 7  # the FIFO is not a row; the run record lists it
+    assert (m.loc[["dog/\\xbb\\xe7\\xc1\\xf8.jpg", "dog/link_out.jpg"], "reason"] == "outside_source").all()
     assert json.loads(p.stdout)["reason"]["bad_filename"] == 2
     (run,) = [json.loads(r.read_text()) for r in (ws / "runs").glob("*-ingest-*.json")]
     assert any("dog/pipe.jpg" in s for s in run.get("skipped", []))
