@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from PIL import Image
@@ -34,6 +35,21 @@ from curate.workspace import Workspace
 
 if TYPE_CHECKING:  # pandas is imported where tables are built: pool workers that store images start without it
     import pandas as pd
+
+@dataclass
+class DeriveResult:
+    """What a per-image transform returns for one parent row.
+
+    ``rows``: the derived rows it stored (manifest dicts); ``error`` and
+    ``reason`` (``unreadable``, ``missing_file``) when the parent could not be
+    used, in which case ``rows`` is empty.
+    """
+
+    sample_id: str
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+    reason: str | None = None
+
 
 LOSSY_FORMATS = frozenset({"JPEG", "MPO", "HEIF", "AVIF", "JPEG2000"})
 DEFAULT_QUALITY = 95
@@ -135,3 +151,45 @@ def upsert_rows(manifest: pd.DataFrame, rows: list[dict[str, Any]]) -> pd.DataFr
     if not new_rows:
         return manifest
     return conform(pd.concat([manifest, pd.DataFrame(new_rows)], ignore_index=True), MANIFEST_COLUMNS)
+
+
+def carry_boxes_into_crops(ann: pd.DataFrame, rows: list[dict[str, Any]], created: set[str]) -> pd.DataFrame:
+    """Boxes of each parent, moved into the frames of its new crops (``crop_xyxy`` of their transform).
+
+    Boxes are clipped to the crop; boxes with no area inside it are not
+    carried. Only rows in ``created`` get boxes, so a re-run never doubles them.
+    One gather over the parents' boxes, not a table per crop (a per-crop
+    pandas copy took 20 % of `curate crop`).
+    """
+    import numpy as np
+    import pandas as pd
+
+    from curate.geometry import boxes_into_crop
+
+    todo = [r for r in rows if r["sample_id"] in created]
+    if not len(ann) or not todo:
+        return ann
+    parent_ids = ann["sample_id"].to_numpy(dtype=object)
+    positions: dict[str, list[int]] = {}
+    wanted = {r["parent_id"] for r in todo}
+    for pos in np.flatnonzero(ann["sample_id"].isin(wanted).to_numpy()):
+        positions.setdefault(parent_ids[pos], []).append(int(pos))
+    xyxy = ann[["x1", "y1", "x2", "y2"]].to_numpy(dtype=np.float64)
+    take: list[np.ndarray] = []
+    moved: list[np.ndarray] = []
+    owner: list[str] = []
+    for r in todo:
+        pos = positions.get(r["parent_id"])
+        if not pos:
+            continue
+        idx = np.asarray(pos)
+        boxes, keep = boxes_into_crop(xyxy[idx], json.loads(r["transform"])["crop_xyxy"])
+        take.append(idx[keep])
+        moved.append(boxes[keep])
+        owner += [r["sample_id"]] * int(keep.sum())
+    if not owner:
+        return ann
+    extra = ann.iloc[np.concatenate(take)].copy()
+    extra[["x1", "y1", "x2", "y2"]] = np.concatenate(moved)
+    extra["sample_id"] = owner
+    return pd.concat([ann, extra], ignore_index=True)

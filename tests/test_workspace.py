@@ -56,3 +56,23 @@ def test_put_object_is_content_addressed(tmp_path):
     p2, d2 = ws.put_object(b"abc", ".png")
     assert p1 == p2 and d1 == d2 and p1.parent.parent == ws.objects_dir
     assert p1.name == f"{d1}.png"
+
+
+def test_objects_are_flushed_once_before_the_manifest_names_them(tmp_path, monkeypatch):
+    import curate.workspace as workspace
+
+    ws = Workspace.create(tmp_path / "ws")
+    calls: list[str] = []
+    real = workspace.sync_filesystem
+    monkeypatch.setattr(workspace, "sync_filesystem", lambda p: calls.append("sync") or real(p))
+    real_write = Workspace.write_manifest
+    monkeypatch.setattr(Workspace, "write_manifest", lambda self, df: calls.append("manifest") or real_write(self, df))
+
+    def stores(manifest, options, *, ws, annotations):
+        ws.put_object(b"pixels", "png")
+        return StageResult(manifest, objects_written=True)
+
+    ws.run_stage("stores", stores, {})
+    ws.run_stage("reads", lambda m, o, *, ws, annotations: StageResult(m), {})
+    assert calls == ["sync", "manifest", "manifest"]  # one flush, before the write that needs it
+    assert not list(ws.objects_dir.rglob("*.tmp"))

@@ -502,7 +502,7 @@ def balance(manifest: pd.DataFrame, options: BalanceOptions, *, ws: Workspace,
         "warnings": plan.warnings,
     }
     record = {"created": [r["sample_id"] for r in new_rows]}
-    return StageResult(out, annotations, summary=summary, record=record)
+    return StageResult(out, annotations, summary=summary, record=record, objects_written=bool(new_rows))
 
 
 def format_balance(summary: dict[str, Any], title: str) -> str:

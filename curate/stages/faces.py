@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from curate.errors import CurateError, OptionError
-from curate.geometry import box_area, boxes_into_crop, crop_box_px, io_min, iou, tile_grid
+from curate.geometry import box_area, crop_box_px, io_min, iou, tile_grid
 from curate.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -619,7 +619,7 @@ def faces(manifest: pd.DataFrame, options: FacesOptions, *, ws: Workspace,
     """
     import pandas as pd
 
-    from curate.derive import derived_id, upsert_rows
+    from curate.derive import carry_boxes_into_crops, derived_id, upsert_rows
     from curate.lineage import mark_stale, revive, set_decisions
     from curate.models import resolve
     from curate.schema import ANNOTATION_COLUMNS, conform
@@ -731,7 +731,7 @@ def faces(manifest: pd.DataFrame, options: FacesOptions, *, ws: Workspace,
         out = upsert_rows(out, new_rows)
         created = [r["sample_id"] for r in new_rows if r["sample_id"] not in before]
         counts["crops_new"] = len(set(created))
-        ann = _carry_boxes(ann, new_rows, set(created))
+        ann = carry_boxes_into_crops(ann, new_rows, set(created))
         produced = {i for ids in produced_by_parent.values() for i in ids}
         out, counts["revived"] = revive(out, produced, LAYOUT)
         previous = out[(out["layout"] == LAYOUT) & out["parent_id"].isin(list(produced_by_parent))]
@@ -760,29 +760,8 @@ def faces(manifest: pd.DataFrame, options: FacesOptions, *, ws: Workspace,
     record = {"models": {k: {"path": str(m.path), "sha256": m.spec.sha256, "found_in": m.found_in}
                          for k, m in models.items()},
               "detector": asdict(cfg), "detector_cache": key}
-    return StageResult(out, conform(ann, ANNOTATION_COLUMNS), summary=summary, record=record)
-
-
-def _carry_boxes(ann: pd.DataFrame, rows: list[dict[str, Any]], created: set[str]) -> pd.DataFrame:
-    """Boxes of each parent, moved into its new crops' frames (clipped; boxes outside are not carried)."""
-    import pandas as pd
-
-    if not len(ann) or not created:
-        return ann
-    parents = {r["parent_id"] for r in rows if r["sample_id"] in created}
-    by_parent = {pid: g for pid, g in ann[ann["sample_id"].isin(parents)].groupby("sample_id")}
-    extra = []
-    for r in rows:
-        if r["sample_id"] not in created or r["parent_id"] not in by_parent:
-            continue
-        g = by_parent[r["parent_id"]]
-        crop = json.loads(r["transform"])["crop_xyxy"]
-        moved, keep = boxes_into_crop(g[["x1", "y1", "x2", "y2"]].to_numpy(), crop)
-        part = g[keep].copy()
-        part[["x1", "y1", "x2", "y2"]] = moved[keep]
-        part["sample_id"] = r["sample_id"]
-        extra.append(part)
-    return pd.concat([ann, *extra], ignore_index=True) if extra else ann
+    return StageResult(out, conform(ann, ANNOTATION_COLUMNS), summary=summary, record=record,
+                       objects_written=bool(new_rows))
 
 
 def record_options(options: FacesOptions) -> dict[str, Any]:

@@ -243,7 +243,8 @@ def square(manifest: pd.DataFrame, options: SquareOptions, *, ws: Workspace,
     if warnings:
         summary["warnings"] = warnings
     return StageResult(out, conform(ann, ANNOTATION_COLUMNS), summary=summary,
-                       record={"fill_rgb": list(fill) if isinstance(fill, tuple) else fill})
+                       record={"fill_rgb": list(fill) if isinstance(fill, tuple) else fill},
+                       objects_written=bool(new_rows))
 
 
 def _carry_boxes(ann: pd.DataFrame, rows: list[dict[str, Any]],
