@@ -454,6 +454,39 @@ def square_cmd(workspace: Path, size_px: int, mode: str, fill: str, quality: int
     emit(result.summary, as_json, f"squares in {ws.root}")
 
 
+@cli.command("crop")
+@workspace_argument
+@click.option("--margin", "margin_frac", type=click.FloatRange(0, 5), default=0.0, show_default=True,
+              help="Context around each box, as a fraction of its width/height on each side (clamped to the image).")
+@click.option("--min-box-px", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Skip boxes whose shorter side is below this many pixels (recorded as too_small).")
+@click.option("--classes", default=None, help="Crop only these box classes (comma-separated).")
+@click.option("--square", is_flag=True, help="Widen each window to a square around its box before cutting.")
+@click.option("--label-from", type=click.Choice(["box", "row"]), default="box", show_default=True,
+              help="Patch label: the box's class, or the image's own label.")
+@click.option("--supersede", is_flag=True,
+              help="Drop each photo that gave patches as superseded (for classification-only exports).")
+@click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True,
+              help="JPEG quality of patches of lossy sources (patches of PNG sources are PNG).")
+@workers_option
+@json_option
+def crop_cmd(workspace: Path, margin_frac: float, min_box_px: int, classes: str | None, square: bool,
+             label_from: str, supersede: bool, quality: int, workers: int, as_json: bool) -> None:
+    """Cut every annotated box into its own labelled sample (a patch)."""
+    from curate.stages.crop import CropOptions, crop, record_options
+
+    ws = _open_ws(workspace)
+    opts = CropOptions(margin_frac=margin_frac, min_box_px=min_box_px, classes=_names(classes), square=square,
+                       label_from=label_from, supersede=supersede, quality=quality, workers=workers,
+                       progress=sys.stderr.isatty() and not as_json)
+    result = ws.run_stage("crop", crop, opts, record_options=record_options(opts))
+    emit(result.summary, as_json, f"crop in {ws.root}")
+
+
+def _names(value: str | None) -> tuple[str, ...] | None:
+    return None if value is None else tuple(n.strip() for n in value.split(",") if n.strip())
+
+
 @cli.group("models")
 def models_group() -> None:
     """The face detector models: where they are, and fetching them."""

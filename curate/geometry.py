@@ -66,6 +66,52 @@ def crop_box_px(face_xyxy: Sequence[float], margin_frac: float, image_wh: tuple[
     return int(cx1), int(cy1), int(cx2), int(cy2)
 
 
+def crop_window_px(box_xyxy: Sequence[float], margin_frac: float, image_wh: tuple[int, int], *,
+                   square: bool = False) -> tuple[IntBoxXYXY, bool] | None:
+    """Integer window to cut a box out of a ``w x h`` image: ``(window, clamped)``, or None.
+
+    The box is clipped to the image, grown by ``margin_frac`` of its size on
+    each side, rounded outwards and clamped to the image (``clamped`` says the
+    image edge cut the window). With ``square`` the window is first widened
+    along its short side to a square around the box; at an image edge the
+    square slides inwards rather than shrinking, so nothing is distorted later.
+    Only a square larger than the image's short side is clamped (and stops
+    being square). None when the box has no area inside the image.
+
+    >>> crop_window_px((10, 10, 20, 30), 0.0, (100, 100))
+    ((10, 10, 20, 30), False)
+    >>> crop_window_px((10, 10, 20, 30), 0.0, (100, 100), square=True)
+    ((5, 10, 25, 30), False)
+    >>> crop_window_px((0, 80, 10, 100), 0.5, (100, 100), square=True)  # at a corner: slides inwards
+    ((0, 60, 40, 100), True)
+    >>> crop_window_px((120, 10, 130, 20), 0.1, (100, 100)) is None  # outside the image
+    True
+    """
+    w, h = int(image_wh[0]), int(image_wh[1])
+    bx1, by1, bx2, by2 = clamp_xyxy(box_xyxy, (w, h))
+    if bx2 - bx1 <= 0 or by2 - by1 <= 0:
+        return None
+    x1, y1, x2, y2 = expand_xyxy((bx1, by1, bx2, by2), margin_frac)
+    wx1, wy1, wx2, wy2 = math.floor(x1), math.floor(y1), math.ceil(x2), math.ceil(y2)
+    if not square:
+        window = clamp_xyxy((wx1, wy1, wx2, wy2), (w, h))
+        out = (int(window[0]), int(window[1]), int(window[2]), int(window[3]))
+        return out, out != (wx1, wy1, wx2, wy2)
+    side = max(wx2 - wx1, wy2 - wy1)
+
+    def fit(lo: int, hi: int, limit: int) -> tuple[int, int, bool]:
+        lo -= (side - (hi - lo)) // 2  # widen around the box's centre
+        hi = lo + side
+        if side > limit:
+            return 0, limit, True
+        shift = max(0, -lo) - max(0, hi - limit)
+        return lo + shift, hi + shift, shift != 0
+
+    ax1, ax2, cx = fit(wx1, wx2, w)
+    ay1, ay2, cy = fit(wy1, wy2, h)
+    return (ax1, ay1, ax2, ay2), cx or cy
+
+
 def box_area(box: Sequence[float]) -> float:
     return max(0.0, float(box[2]) - float(box[0])) * max(0.0, float(box[3]) - float(box[1]))
 

@@ -12,6 +12,7 @@ from curate.geometry import (
     boxes_into_crop,
     clamp_xyxy,
     crop_box_px,
+    crop_window_px,
     expand_xyxy,
     io_min,
     iou,
@@ -181,3 +182,25 @@ def test_plan_record_round_trips():
 def test_square_plan_rejects_bad_input(wh, size, mode):
     with pytest.raises(ValueError):
         square_plan(wh, size, mode)
+
+
+@given(case=image_and_box(), margin=st.floats(0, 2, allow_nan=False), square=st.booleans())
+def test_crop_window_holds_the_box_inside_the_image(case, margin, square):
+    wh, box = case
+    fit = crop_window_px(box, margin, wh, square=square)
+    assert fit is not None
+    (x1, y1, x2, y2), clamped = fit
+    assert all(isinstance(v, int) for v in (x1, y1, x2, y2))
+    assert 0 <= x1 < x2 <= wh[0] and 0 <= y1 < y2 <= wh[1]
+    assert x1 <= box[0] and y1 <= box[1] and x2 >= box[2] and y2 >= box[3]  # the whole box is in the patch
+    if square and max(x2 - x1, y2 - y1) <= min(wh):
+        assert x2 - x1 == y2 - y1  # a square that fits the image stays a square (it slides, never shrinks)
+    if not square and not clamped:
+        ex = expand_xyxy(box, margin)  # unclamped: exactly the margin-grown box, rounded outwards
+        assert (x1, y1, x2, y2) == (int(np.floor(ex[0])), int(np.floor(ex[1])), int(np.ceil(ex[2])),
+                                    int(np.ceil(ex[3])))
+
+
+@given(wh=st.tuples(sizes, sizes), dx=st.floats(1, 1000, allow_nan=False))
+def test_crop_window_of_a_box_outside_the_image_is_none(wh, dx):
+    assert crop_window_px((wh[0] + dx - 1, 0, wh[0] + dx, 10), 0.5, wh) is None
