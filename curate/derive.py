@@ -172,8 +172,8 @@ def carry_boxes_into_crops(ann: pd.DataFrame, rows: list[dict[str, Any]], create
     parent_ids = ann["sample_id"].to_numpy(dtype=object)
     positions: dict[str, list[int]] = {}
     wanted = {r["parent_id"] for r in todo}
-    for pos in np.flatnonzero(ann["sample_id"].isin(wanted).to_numpy()):
-        positions.setdefault(parent_ids[pos], []).append(int(pos))
+    for i in np.flatnonzero(ann["sample_id"].isin(wanted).to_numpy()):
+        positions.setdefault(parent_ids[i], []).append(int(i))
     xyxy = ann[["x1", "y1", "x2", "y2"]].to_numpy(dtype=np.float64)
     take: list[np.ndarray] = []
     moved: list[np.ndarray] = []
