@@ -45,7 +45,7 @@ REASONS: dict[str, str] = {
     "no_face": "no face found by `curate faces`",
     "rejected_in_review": "tagged `reject` in the review app",
     "balanced_out": "removed by `curate balance` to even out class counts",
-    "superseded": "replaced by derived rows (face crops, squares); see parent_id",
+    "superseded": "replaced by derived rows (face crops, box patches with `curate crop --supersede`, squares); see parent_id",
 }
 
 

@@ -88,7 +88,8 @@ def write_folder(plan: pd.DataFrame, boxes: pd.DataFrame, out: Path, options: Wr
     if len(unlabeled):
         raise ExportError("", field="label", expected="a label on every exported row of a class-folder export",
                           found=f"{len(unlabeled)} rows without one (e.g. {unlabeled['rel_path'].iloc[0]})",
-                          hint="label or drop them first, or export boxes with --format coco/yolo/voc")
+                          hint="label or drop them first, export boxes with --format coco/yolo/voc, or, when they are the photos "
+                               "that `curate crop` cut patches from, re-run it with --supersede")
     labels = [check_folder_name(str(lab)) for lab in plan["label"].unique()]
     if not split_dirs:
         clash = [lab for lab in labels if canonical_split(lab)]

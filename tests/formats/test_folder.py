@@ -38,7 +38,8 @@ def test_layout_reads_back(tmp_path, skimage_dir, split_dirs, expected):
                                       "found ['test'] (keep split folders (drop --no-split-dirs))"),
     # an unlabeled row has no folder to go to
     ([None], {}, "label: expected a label on every exported row of a class-folder export, found 1 rows without one "
-                 "(e.g. coffee.png) (label or drop them first, or export boxes with --format coco/yolo/voc)"),
+                 "(e.g. coffee.png) (label or drop them first, export boxes with --format coco/yolo/voc, or, when "
+                 "they are the photos that `curate crop` cut patches from, re-run it with --supersede)"),
 ])
 def test_bad_labels(tmp_path, skimage_dir, labels, extra, message):
     with pytest.raises(ExportError) as e:

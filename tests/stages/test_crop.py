@@ -321,3 +321,14 @@ def test_metal_surface_workflow_on_corpus_photos(corpus, tmp_path):
     assert res.exit_code == 0, res.output
     trained = json.loads(res.stdout)
     assert trained["classes"] == 3 and sum(trained["images"].values()) == len(kept)
+
+
+def test_a_folder_export_with_the_unlabelled_photos_still_kept_names_the_fix(skimage_ws, tmp_path):
+    from curate.errors import ExportError
+
+    ws, _ = skimage_ws
+    run_crop(ws)
+    with pytest.raises(ExportError, match="cut patches from, re-run it with --supersede"):
+        ws.run_stage("export", export, ExportOptions("folder", tmp_path / "out"))
+    run_crop(ws, supersede=True)
+    assert ws.run_stage("export", export, ExportOptions("folder", tmp_path / "out")).summary["images"] == 5
