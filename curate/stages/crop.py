@@ -308,6 +308,7 @@ def crop(manifest: pd.DataFrame, options: CropOptions, *, ws: Workspace,
         "images": len(results), "boxes": counts["boxes"], "patches": len(all_ids), "new": len(created),
         "reused": len(all_ids) - len(created), "skipped": {r: by_reason[r] for r in SKIP_REASONS if by_reason[r]},
         "not_selected": counts["not_selected"], "unreadable": counts["unreadable"],
+        "clamped": sum(1 for r in new_rows if '"clamped": true' in r["transform"]),
         "boxes_carried": len(ann) - n_ann, "parents_superseded": sum(1 for d in decisions.values()
                                                                      if d[1] == "superseded"),
         "stale": counts["stale"], "revived": counts["revived"], "seconds": round(time.perf_counter() - t0, 3),
