@@ -91,6 +91,8 @@ def cli() -> None:
 @click.option("--layout", default="auto", show_default=True,
               help="Force a layout/format for every SOURCE: auto, folder, flat, csv, or a format name.")
 @click.option("--label", default=None, help="One label for every file of a flat source.")
+@click.option("--split", "splits", multiple=True,
+              help="Pin each SOURCE, in order, to a split: train, val, test (an official release), or auto.")
 @click.option("--min-side", "min_side_px", type=click.IntRange(min=1), default=64, show_default=True,
               help="Drop images whose shorter side is below this many pixels (too_small).")
 @click.option("--max-pixels", type=click.IntRange(min=1), default=178_956_970, show_default=True,
@@ -105,7 +107,7 @@ def cli() -> None:
 @workers_option
 @json_option
 def ingest(sources: tuple[Path, ...], workspace: Path, names: tuple[str, ...], layout: str, label: str | None,
-           min_side_px: int, max_pixels: int, max_aspect: float, priority: str | None, follow_links: bool,
+           splits: tuple[str, ...], min_side_px: int, max_pixels: int, max_aspect: float, priority: str | None, follow_links: bool,
            images_dir: Path | None, json_mapping: str | None, workers: int, as_json: bool) -> None:
     """Read SOURCE folders or lists into a workspace, one manifest row per file."""
     from curate.imageio import ProbeOptions
@@ -113,16 +115,18 @@ def ingest(sources: tuple[Path, ...], workspace: Path, names: tuple[str, ...], l
     from curate.stages.ingest import ingest as run_ingest
     from curate.workspace import Workspace
 
-    if len(names) > len(sources):
-        raise click.BadParameter(f"{len(names)} names for {len(sources)} sources", param_hint="--source")
-    specs = [SourceSpec(p, names[i] if i < len(names) else None, layout, label) for i, p in enumerate(sources)]
+    for opt, given in (("--source", names), ("--split", splits)):
+        if len(given) > len(sources):
+            raise click.BadParameter(f"{len(given)} values for {len(sources)} sources", param_hint=opt)
+    specs = [SourceSpec(p, names[i] if i < len(names) else None, layout, label,
+                        splits[i] if i < len(splits) else None) for i, p in enumerate(sources)]
     extra = {k: v for k, v in {"images_dir": images_dir, "json_mapping": json_mapping}.items() if v is not None}
     opts = IngestOptions(specs, ProbeOptions(min_side_px, max_pixels, max_aspect), workers, follow_links,
                          priority.split(",") if priority else None, sys.stderr.isatty() and not as_json,
                          read_extra=extra)
     ws = Workspace.create(workspace)
     result = ws.run_stage("ingest", run_ingest, opts, record_options={
-        "sources": [str(s) for s in sources], "names": list(names), "layout": layout, "label": label,
+        "sources": [str(s) for s in sources], "names": list(names), "layout": layout, "label": label, "splits": list(splits),
         "min_side_px": min_side_px, "max_pixels": max_pixels, "max_aspect": max_aspect, "priority": priority,
         "follow_links": follow_links, "workers": workers})
     emit(result.summary, as_json, f"ingested into {ws.root}")
@@ -262,16 +266,19 @@ def _classes(value: str | None) -> list[str] | None:
 @click.option("--format", "fmt", required=True, type=_FormatChoice("write"), help="Dataset format to write.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder to write; must be new or empty unless --overwrite.")
+@click.option("--json-mapping", default=None,
+              help="json format: write files in this mapping's shape (file or shipped name, e.g. aihub-vehicle-damage).")
 @_export_write_options
 @json_option
-def export_cmd(workspace: Path, fmt: str, out: Path, overwrite: bool, link: str, no_verify: bool, default_split: str,
-               classes: str | None, no_split_dirs: bool, voc_one_based: bool, as_json: bool) -> None:
+def export_cmd(workspace: Path, fmt: str, out: Path, json_mapping: str | None, overwrite: bool, link: str,
+               no_verify: bool, default_split: str, classes: str | None, no_split_dirs: bool, voc_one_based: bool,
+               as_json: bool) -> None:
     """Write the kept rows as a dataset (folder, yolo, yolo-cls, coco, voc, csv, json), verified."""
     from curate.stages.export import ExportOptions, export
 
     ws = _open_ws(workspace)
     opts = ExportOptions(fmt, out, overwrite, link, not no_verify, default_split, _classes(classes),
-                         not no_split_dirs, voc_one_based)
+                         not no_split_dirs, voc_one_based, extra={"json_mapping": json_mapping})
     result = ws.run_stage("export", export, opts)
     emit(result.summary, as_json, "export")
 
@@ -283,7 +290,8 @@ def export_cmd(workspace: Path, fmt: str, out: Path, overwrite: bool, link: str,
 @click.option("--to", "to_fmt", required=True, type=_FormatChoice("write"), help="Format to write.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder to write; must be new or empty unless --overwrite.")
-@click.option("--json-mapping", default=None, help="Field mapping for per-image JSON sources (file or shipped name).")
+@click.option("--json-mapping", default=None,
+              help="Field mapping for per-image JSON, read and written (file or shipped name).")
 @click.option("--images-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Folder the source's image names are relative to, when not beside the annotations.")
 @_export_write_options

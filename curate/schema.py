@@ -93,6 +93,7 @@ MANIFEST_COLUMNS: tuple[Column, ...] = (
     Column("dup_group", "str", True, "sample_id of the representative for every member of a duplicate group"),
     Column("label_conflict", "bool", False, "member of a duplicate group whose rows carry different labels"),
     Column("transform", "str", True, "JSON record of the transform that made a derived row"),
+    Column("split_pinned", "bool", False, "split given by `curate ingest --split`: `curate split` never changes it"),
 )
 
 ANNOTATION_COLUMNS: tuple[Column, ...] = (

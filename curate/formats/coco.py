@@ -53,6 +53,7 @@ from curate.formats.output import FileWriter, boxes_by_sample, class_list, image
 
 ROBOFLOW_NAME = "_annotations.coco.json"
 _HEAD = re.compile(rb'"images"\s*:\s*\[')
+_ONE_IMAGE = re.compile(rb'"images"\s*:\s*\{')
 
 
 # -- pure converters ---------------------------------------------------------
@@ -93,7 +94,10 @@ def _peek_coco(path: Path) -> bool:
             head = f.read(65536)
     except OSError:
         return False
-    # COCO 2017 puts "categories" last, Datumaro first: either sign will do.
+    # COCO 2017 puts "categories" last, Datumaro first: either sign will do. A per-image file
+    # whose "images" is one object (AI-Hub's vehicle-damage JSON) has categories too: not COCO.
+    if _ONE_IMAGE.search(head):
+        return False
     return bool(_HEAD.search(head)) or b'"categories"' in head
 
 

@@ -17,9 +17,17 @@ A mapping (``--json-mapping FILE`` or the name of a shipped one, e.g. ``default`
      "label": "scene",                     optional image-level class
      "boxes": "annotations",               the list of boxes ("" when the file is the list)
      "box": {"label": "class", "xyxy": "box"},
+     "size": "RESOLUTION",                 optional declared size as one "1920*1080" text (or [w, h])
+     "numbers_as_text": false,             coordinates and sizes may be numeric strings ("30", " 12.5")
      "normalized": false,                  coordinates are fractions of the image size
      "label_names": {"1": "car"},          optional: label values -> class names
      "schema": "my.schema.json"}           optional: validate with this JSON Schema instead
+
+Shipped mappings (``--json-mapping NAME``): ``default``, ``aihub-vehicle-damage``
+(``images.file_name``, ``annotations[].bbox`` as x, y, w, h, class in
+``damage``) and ``aihub-household-waste`` (``FILE NAME``, ``RESOLUTION`` as
+``"W*H"``, ``Bounding[].x1..y2`` as strings, class in ``CLASS``). Auto-detection
+tries every shipped mapping on the first JSON files it finds.
 
 ``box`` takes its coordinates from ``x1/y1/x2/y2`` paths, ``x/y/w/h`` paths
 (top-left corner and size), or one path holding a 4-number list: ``xyxy`` or
@@ -33,7 +41,8 @@ Files are found anywhere under the source folder; a folder named like a split
 image is looked up beside the JSON, then in ``--images-dir``, then anywhere in
 the source by name (or by the JSON's stem when the mapping names no image).
 
-Writing (default mapping): ``<split>/<name>`` with ``<split>/<stem>.json`` beside it.
+Writing: ``<split>/<name>`` with ``<split>/<stem>.json`` beside it, in the shape
+of the mapping given (``--json-mapping``; the default mapping otherwise).
 
     >>> get_path({"image": {"resolution": [640, 480]}}, "image.resolution.1")
     480
@@ -42,6 +51,7 @@ Writing (default mapping): ``<split>/<name>`` with ``<split>/<stem>.json`` besid
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Sequence
 from importlib import resources
@@ -59,7 +69,11 @@ from curate.walk import WalkReport, walk
 MAPPING_FILE = "jsonbox.{name}.mapping.json"
 DEFAULT_SCHEMA_FILE = "jsonbox.default.schema.json"
 MAPPING_SCHEMA_FILE = "jsonbox.mapping.schema.json"
+# Shipped mappings, in the order auto-detection tries them.
+SHIPPED_MAPPINGS = ("default", "aihub-vehicle-damage", "aihub-household-waste")
 _MISSING = object()
+NUMBER_TEXT = r"^\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*$"
+SIZE_TEXT = r"^\s*\d+\s*[*xX×,]\s*\d+\s*$"
 
 
 # -- mapping -----------------------------------------------------------------
@@ -86,8 +100,8 @@ def load_mapping(spec: str | Path | dict[str, Any] | None) -> tuple[dict[str, An
             try:
                 mapping = json.loads(data_text(MAPPING_FILE.format(name=name)))
             except FileNotFoundError:
-                raise OptionError("", field="--json-mapping", expected="a mapping file or a shipped name (default)",
-                                  found=repr(name)) from None
+                raise OptionError("", field="--json-mapping", expected=f"a mapping file or a shipped name "
+                                  f"({', '.join(SHIPPED_MAPPINGS)})", found=repr(name)) from None
             src = f"schemas/{MAPPING_FILE.format(name=name)}"
     _check_mapping(mapping, src)
     return mapping, src
@@ -122,9 +136,35 @@ def get_path(doc: Any, path: str, default: Any = _MISSING) -> Any:
     return node
 
 
+def set_path(doc: dict[str, Any], path: str, value: Any) -> None:
+    """Put ``value`` at a dotted ``path`` inside ``doc``, making objects (and lists, for numbers) on the way.
+
+    >>> d: dict = {}
+    >>> set_path(d, "image.resolution.1", 480); set_path(d, "image.file_name", "a.jpg"); d
+    {'image': {'resolution': [None, 480], 'file_name': 'a.jpg'}}
+    """
+    parts = split_path(path)
+    node: Any = doc
+    for part, nxt in zip(parts, [*parts[1:], None], strict=True):
+        key: Any = int(part) if part.isdigit() and isinstance(node, list) else part
+        if nxt is None:
+            if isinstance(node, list):
+                node.extend([None] * (key + 1 - len(node)))
+            node[key] = value
+            return
+        if isinstance(node, list):
+            node.extend([None] * (key + 1 - len(node)))
+            if node[key] is None:
+                node[key] = [] if nxt.isdigit() else {}
+        elif key not in node:
+            node[key] = [] if nxt.isdigit() else {}
+        node = node[key]
+
+
 # -- schema ------------------------------------------------------------------
 
 _NUMBER = {"type": "number"}
+_NUMBER_OR_TEXT = {"type": ["number", "string"], "pattern": NUMBER_TEXT}
 _LABEL = {"type": ["string", "integer"]}
 
 
@@ -156,13 +196,14 @@ def schema_for_mapping(mapping: dict[str, Any]) -> dict[str, Any]:
     """The JSON Schema every input file must satisfy under ``mapping``."""
     box: dict[str, Any] = {}
     spec = mapping["box"]
+    number = _NUMBER_OR_TEXT if mapping.get("numbers_as_text") else _NUMBER
     _put(box, spec["label"], dict(_LABEL), True)
-    four = {"type": "array", "items": _NUMBER, "minItems": 4, "maxItems": 4}
+    four = {"type": "array", "items": dict(number), "minItems": 4, "maxItems": 4}
     if "xyxy" in spec or "xywh" in spec:
         _put(box, spec.get("xyxy") or spec["xywh"], dict(four), True)
     else:
         for k in ("x1", "y1", "x2", "y2") if "x1" in spec else ("x", "y", "w", "h"):
-            _put(box, spec[k], dict(_NUMBER), True)
+            _put(box, spec[k], dict(number), True)
     doc: dict[str, Any] = {"$schema": "https://json-schema.org/draft/2020-12/schema",
                            "title": "curate per-image JSON box file"}
     boxes = {"type": "array", "items": box}
@@ -170,8 +211,11 @@ def schema_for_mapping(mapping: dict[str, Any]) -> dict[str, Any]:
         _put(doc, mapping["boxes"], boxes, True)
     else:
         doc.update(boxes)
-    for key, leaf in (("image", {"type": "string", "minLength": 1}), ("width", {"type": "number", "exclusiveMinimum": 0}),
-                      ("height", {"type": "number", "exclusiveMinimum": 0}), ("label", dict(_LABEL))):
+    side = {**number, "exclusiveMinimum": 0}
+    size = {"type": ["string", "array"], "pattern": SIZE_TEXT, "prefixItems": [dict(side), dict(side)],
+            "minItems": 2, "maxItems": 2}
+    for key, leaf in (("image", {"type": "string", "minLength": 1}), ("width", dict(side)), ("height", dict(side)),
+                      ("size", size), ("label", dict(_LABEL))):
         if mapping.get(key):
             _put(doc, mapping[key], leaf, False)
     return doc
@@ -225,6 +269,9 @@ def describe_error(error: Any) -> tuple[str, str, str]:
         return field, f"{'>' if kind == 'exclusiveMinimum' else '>='} {error.validator_value}", json.dumps(value)
     if kind == "minLength":
         return field, "a non-empty string", json.dumps(value)
+    if kind == "pattern":
+        want = "a size like 1920*1080" if error.validator_value == SIZE_TEXT else "a number (or a numeric string)"
+        return field, want, f"string {json.dumps(value)[:60]}"
     if kind in ("oneOf", "anyOf") and isinstance(error.schema, dict) and "x-expected" in error.schema:
         found = sorted(value) if isinstance(value, dict) else json.dumps(value)[:60]
         return field, str(error.schema["x-expected"]), f"keys {found}"
@@ -266,8 +313,13 @@ class FileValidator:
 def box_xyxy(box: dict[str, Any], spec: dict[str, Any]) -> tuple[float, float, float, float]:
     """Corners of one (validated) box object under the mapping's ``box`` spec.
 
+    Numeric strings (``"30"``) are read as numbers; the schema lets them
+    through only for a mapping with ``numbers_as_text``.
+
     >>> box_xyxy({"b": [10, 20, 5, 5]}, {"label": "l", "xywh": "b"})
     (10.0, 20.0, 15.0, 25.0)
+    >>> box_xyxy({"x1": "30", "y1": " 4.5", "x2": "60", "y2": "9"}, {"label": "l", "x1": "x1", "y1": "y1", "x2": "x2", "y2": "y2"})
+    (30.0, 4.5, 60.0, 9.0)
     """
     if "xyxy" in spec:
         x1, y1, x2, y2 = (float(v) for v in get_path(box, spec["xyxy"]))
@@ -280,6 +332,20 @@ def box_xyxy(box: dict[str, Any], spec: dict[str, Any]) -> tuple[float, float, f
         return x1, y1, x2, y2
     x, y, w, h = (float(get_path(box, spec[k])) for k in ("x", "y", "w", "h"))
     return x, y, x + w, y + h
+
+
+def parse_size(value: Any) -> tuple[float, float]:
+    """A declared size: ``"1920*1080"`` (also ``x``, ``X``, ``×``, ``,``) or ``[1920, 1080]``.
+
+    >>> parse_size("1920*1080"), parse_size([640, "480"])
+    ((1920.0, 1080.0), (640.0, 480.0))
+    """
+    if isinstance(value, str):
+        import re
+
+        w, h = re.split(r"\s*[*xX×,]\s*", value.strip())
+        return float(w), float(h)
+    return float(value[0]), float(value[1])
 
 
 def _label_name(value: Any, mapping: dict[str, Any], file: Path, field: str) -> str:
@@ -298,6 +364,13 @@ def parse_document(doc: Any, mapping: dict[str, Any], file: Path
     image = get_path(doc, mapping["image"], None) if mapping.get("image") else None
     w = get_path(doc, mapping["width"], None) if mapping.get("width") else None
     h = get_path(doc, mapping["height"], None) if mapping.get("height") else None
+    size = get_path(doc, mapping["size"], None) if mapping.get("size") else None
+    if size is not None and (w is None or h is None):
+        w, h = parse_size(size)
+    w, h = (float(w), float(h)) if w is not None and h is not None else (None, None)
+    if w is not None and h is not None and not (math.isfinite(w) and math.isfinite(h)):
+        raise FormatError(file, mapping.get("size") or mapping.get("width"), expected="a finite image size",
+                          found=f"{w:g} x {h:g}")
     declared = (int(w), int(h)) if w and h else None
     label_value = get_path(doc, mapping["label"], None) if mapping.get("label") else None
     label = _label_name(label_value, mapping, file, mapping["label"]) if label_value is not None else None
@@ -315,37 +388,58 @@ def parse_document(doc: Any, mapping: dict[str, Any], file: Path
 
 # -- detection and reading ---------------------------------------------------
 
-def _first_json(root: Path) -> Path | None:
-    folders = [root]
-    try:
-        folders += sorted(Path(e.path) for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
-    except OSError:
-        return None
-    for folder in folders[:16]:
+def _json_files(root: Path, limit: int = 3, max_dirs: int = 200, max_depth: int = 5) -> list[Path]:
+    """Up to ``limit`` JSON files near the top of ``root`` (breadth first, names sorted).
+
+    AI-Hub trees keep their JSON a few levels down
+    (``1.Training/2.라벨링데이터/TL_x/a.json``); the walk is bounded so
+    detection stays cheap on a big folder.
+    """
+    found: list[Path] = []
+    queue = [(root, 0)]
+    seen = 0
+    while queue and len(found) < limit and seen < max_dirs:
+        folder, depth = queue.pop(0)
+        seen += 1
         try:
-            for e in sorted(os.scandir(folder), key=lambda e: e.name):
-                if e.is_file() and e.name.lower().endswith(".json") and not e.name.startswith(".") \
-                        and e.name != "_annotations.coco.json" and not e.name.startswith("instances"):
-                    return Path(e.path)
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError:
             continue
+        for e in entries:
+            if e.name.startswith("."):
+                continue
+            if e.is_file() and e.name.lower().endswith(".json") and e.name != "_annotations.coco.json" \
+                    and not e.name.startswith("instances"):
+                found.append(Path(e.path))
+                if len(found) >= limit:
+                    break
+            elif e.is_dir(follow_symlinks=False) and depth < max_depth:
+                queue.append((Path(e.path), depth + 1))
+    return found
+
+
+def guess_mapping(path: Path) -> str | None:
+    """The first shipped mapping (``SHIPPED_MAPPINGS`` order) that the JSON files near the top of ``path`` follow."""
+    import jsonschema
+
+    root = path if path.is_dir() else path.parent
+    docs = []
+    for f in _json_files(root) if path.is_dir() else [path]:
+        try:
+            if f.stat().st_size <= 1 << 20:
+                docs.append(json.loads(f.read_bytes()))
+        except (OSError, ValueError, RecursionError):
+            continue
+    for name in SHIPPED_MAPPINGS if docs else ():
+        validator = jsonschema.Draft202012Validator(json.loads(data_text(f"jsonbox.{name}.schema.json")))
+        if all(isinstance(d, dict) and validator.is_valid(d) for d in docs):
+            return name
     return None
 
 
 def detect_json(path: Path) -> bool:
-    """A folder whose first JSON file (top or one level down) is a default-mapping box file."""
-    if not path.is_dir():
-        return False
-    first = _first_json(path)
-    if first is None:
-        return False
-    try:
-        if first.stat().st_size > 1 << 20:
-            return False
-        doc = json.loads(first.read_bytes())
-    except (OSError, ValueError):
-        return False
-    return isinstance(doc, dict) and isinstance(doc.get("boxes"), list)
+    """A folder whose first JSON files (up to a few levels down) follow one of the shipped mappings."""
+    return path.is_dir() and guess_mapping(path) is not None
 
 
 def _split_of(rel_path: str) -> str | None:
@@ -369,7 +463,9 @@ def _pick(cands: list[Path], near: Path) -> Path | None:
 
 def read_json(path: Path, options: ReadOptions) -> ReadResult:
     """Read per-image JSON box files under ``path``; see the module docstring."""
-    mapping, src = load_mapping(options.extra.get("json_mapping"))
+    given = options.extra.get("json_mapping")
+    guessed = None if given else guess_mapping(path)
+    mapping, src = load_mapping(given or guessed)
     validator = FileValidator(mapping, src)
     path = path.absolute()
     root = path.parent if path.is_file() else path
@@ -425,23 +521,79 @@ def read_json(path: Path, options: ReadOptions) -> ReadResult:
     declared_classes = list(dict.fromkeys(str(v) for v in mapping["label_names"].values())) \
         if mapping.get("label_names") else None
     skipped = report.skipped_dirs + [f"{p}: link loop" for p in report.loops]
+    if guessed and guessed != "default":
+        warnings.append(f"read with the shipped mapping {guessed!r}, which its JSON files follow "
+                        f"(pass --json-mapping to choose another)")
     return ReadResult(list(entries.values()), warnings=warnings, skipped=skipped, classes=declared_classes)
 
 
 # -- writing -----------------------------------------------------------------
 
-def box_document(row: dict[str, Any], boxes: list[dict[str, Any]]) -> dict[str, Any]:
-    """One image's file under the default mapping (pure)."""
-    doc: dict[str, Any] = {"image": row["name"], "width": int(row["width"]), "height": int(row["height"])}
-    if row.get("label") is not None and not pd.isna(row["label"]):
-        doc["label"] = str(row["label"])
-    doc["boxes"] = [{"x1": float(b["x1"]), "y1": float(b["y1"]), "x2": float(b["x2"]), "y2": float(b["y2"]),
-                     "label": str(b["label"])} for b in boxes]
-    return doc
+def _number(value: float, as_text: bool) -> float | int | str:
+    if not as_text:
+        return float(value)
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def box_document(row: dict[str, Any], boxes: list[dict[str, Any]],
+                 mapping: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One image's file in the shape ``mapping`` reads (the default mapping when None); pure.
+
+    >>> box_document({"name": "a.jpg", "width": 640, "height": 480, "label": None},
+    ...              [{"label": "cup", "x1": 10, "y1": 20, "x2": 30, "y2": 60}],
+    ...              {"image": "FILE NAME", "size": "RESOLUTION", "boxes": "Bounding", "numbers_as_text": True,
+    ...               "box": {"label": "CLASS", "x1": "x1", "y1": "y1", "x2": "x2", "y2": "y2"}})
+    {'FILE NAME': 'a.jpg', 'RESOLUTION': '640*480', 'Bounding': [{'x1': '10', 'y1': '20', 'x2': '30', 'y2': '60', 'CLASS': 'cup'}]}
+    """
+    if mapping is None:
+        mapping, _ = load_mapping("default")
+    w, h = int(row["width"]), int(row["height"])
+    as_text = bool(mapping.get("numbers_as_text"))
+    sx, sy = (w, h) if mapping.get("normalized") else (1, 1)
+    names = {v: k for k, v in (mapping.get("label_names") or {}).items()}
+
+    def label_value(name: str) -> str | int:
+        code = names.get(name, name)
+        return int(code) if names and code.isdigit() else code
+
+    doc: dict[str, Any] = {}
+    set_path(doc, mapping.get("image") or "image", row["name"])
+    if mapping.get("width") and mapping.get("height"):
+        set_path(doc, mapping["width"], _number(w, as_text) if as_text else w)
+        set_path(doc, mapping["height"], _number(h, as_text) if as_text else h)
+    elif mapping.get("size"):
+        set_path(doc, mapping["size"], f"{w}*{h}")
+    if mapping.get("label") and row.get("label") is not None and not pd.isna(row["label"]):
+        set_path(doc, mapping["label"], label_value(str(row["label"])))
+    spec = mapping["box"]
+    items = []
+    for b in boxes:
+        x1, y1, x2, y2 = float(b["x1"]) / sx, float(b["y1"]) / sy, float(b["x2"]) / sx, float(b["y2"]) / sy
+        item: dict[str, Any] = {}
+        if "xyxy" in spec:
+            set_path(item, spec["xyxy"], [_number(v, as_text) for v in (x1, y1, x2, y2)])
+        elif "xywh" in spec:
+            set_path(item, spec["xywh"], [_number(v, as_text) for v in (x1, y1, x2 - x1, y2 - y1)])
+        else:
+            keys, values = (("x1", "y1", "x2", "y2"), (x1, y1, x2, y2)) if "x1" in spec else \
+                (("x", "y", "w", "h"), (x1, y1, x2 - x1, y2 - y1))
+            for k, v in zip(keys, values, strict=True):
+                set_path(item, spec[k], _number(v, as_text))
+        set_path(item, spec["label"], label_value(str(b["label"])))
+        items.append(item)
+    if mapping["boxes"]:
+        set_path(doc, mapping["boxes"], items)
+        return doc
+    return items  # type: ignore[return-value]  # a mapping whose file is the list of boxes
 
 
 def write_json(plan: pd.DataFrame, boxes: pd.DataFrame, out: Path, options: WriteOptions) -> dict[str, Any]:
-    """Write ``<split>/<name>`` and ``<split>/<stem>.json`` (default mapping)."""
+    """Write ``<split>/<name>`` and ``<split>/<stem>.json``, in the shape of ``--json-mapping`` (default mapping)."""
+    mapping, _ = load_mapping(options.extra.get("json_mapping"))
+    if not mapping["boxes"] and (mapping.get("image") or mapping.get("width") or mapping.get("size")
+                                 or mapping.get("label")):
+        raise OptionError("", field="--json-mapping", expected="a mapping that names a boxes path to write with",
+                          found="a file that is only the list of boxes, with image fields")
     classes = class_list(boxes["label"] if len(boxes) else [], options.extra.get("classes"))
     by_sample = boxes_by_sample(boxes)
     files: dict[str, str] = {}
@@ -451,7 +603,7 @@ def write_json(plan: pd.DataFrame, boxes: pd.DataFrame, out: Path, options: Writ
                 rel = f"{split}/{row['name']}"
                 writer.image(row["path"], out / rel, row["action"])
                 files[row["sample_id"]] = rel
-                doc = box_document(row, by_sample.get(row["sample_id"], []))
+                doc = box_document(row, by_sample.get(row["sample_id"], []), mapping)
                 writer.text(out / split / (Path(row["name"]).stem + ".json"),
                             json.dumps(doc, ensure_ascii=False, indent=1))
     return {"files": files, "classes": classes, "carries": {"labels": True, "boxes": True, "split": True}}

@@ -414,7 +414,8 @@ def data_yaml(splits: list[str], classes: list[str]) -> tuple[str, list[str]]:
     if "val" not in doc:
         fallback = "train" if "train" in doc else splits[0] if splits else "train"
         doc["val"] = f"images/{fallback}"
-        warnings.append(f"no val split: data.yaml val points at images/{fallback} (run `curate split` first)")
+        warnings.append(f"no val split: data.yaml val points at images/{fallback} (no exported row has split val: "
+                        "`curate split` assigns one in a workspace; a converted dataset keeps its source's splits)")
     if "train" not in doc:
         doc["train"] = doc["val"]
     doc = {k: doc[k] for k in ("train", "val", "test") if k in doc}

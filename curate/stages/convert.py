@@ -93,7 +93,8 @@ def convert(options: ConvertOptions) -> dict[str, Any]:
         raise SourceError("", file=source, expected="an existing dataset folder or file", found="nothing there")
     out = Path(options.out).expanduser().absolute()
     eopts = ExportOptions(options.to_format, out, options.overwrite, options.link, options.verify,
-                          options.default_split, options.classes, options.split_dirs, options.voc_one_based)
+                          options.default_split, options.classes, options.split_dirs, options.voc_one_based,
+                          extra={"json_mapping": options.read_extra.get("json_mapping")})
     check_options(eopts)
     layout = source_format(source, options.from_format)
     check_target(out, options.overwrite, [source])

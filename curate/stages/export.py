@@ -277,7 +277,7 @@ def verify_export(fmt: Format, plan: pd.DataFrame, boxes: pd.DataFrame, root: Pa
     """Read ``root`` back with ``fmt``'s reader and list every difference from the plan."""
     assert fmt.read is not None  # every writable format is readable
     read_path = root / result.get("read_path", ".")
-    extra = {"voc_one_based": options.voc_one_based}
+    extra = {"voc_one_based": options.voc_one_based, "json_mapping": options.extra.get("json_mapping")}
     back = fmt.read(read_path, ReadOptions(follow_links=True, extra=extra))
     carries = result.get("carries", {})
     files: dict[str, str] = result["files"]

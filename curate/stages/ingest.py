@@ -28,7 +28,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, overload
 
@@ -37,9 +37,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curate.boxes import merge_duplicate_boxes
 from curate.errors import OptionError, SourceError
 from curate.formats import REGISTRY, detect
-from curate.formats.base import Box, Entry, ReadOptions, ReadResult
+from curate.formats.base import Box, Entry, ReadOptions, ReadResult, canonical_split
 from curate.imageio import (
     INTRINSIC_REASONS,
     PROBE_COLUMNS,
@@ -63,6 +64,9 @@ class SourceSpec:
     name: str | None = None
     layout: str = "auto"
     label: str | None = None
+    # Pin every file of the source to this split (an official train/val/test release); "auto": the
+    # source's own split folders, and forget an earlier pin; None: as the source was registered.
+    split: str | None = None
 
 
 @dataclass
@@ -112,9 +116,12 @@ def _register_sources(ws: Workspace, specs: list[SourceSpec]) -> list[tuple[str,
         ws_real = os.path.realpath(ws.root)
         if os.path.realpath(path) == ws_real or os.path.realpath(path).startswith(ws_real + os.sep):
             raise SourceError("", file=path, expected="a source outside the workspace", found="the workspace itself")
+        pin = known.get(name, {}).get("split") if spec.split is None else canonical_split(spec.split)
+        if spec.split not in (None, "auto") and pin is None:
+            raise OptionError("", field="--split", expected="train, val, test or auto", found=spec.split)
         known[name] = {"path": str(path), "layout": spec.layout, "label": spec.label,
-                       "order": known.get(name, {}).get("order", len(known))}
-        resolved.append((name, path, spec))
+                       "order": known.get(name, {}).get("order", len(known)), "split": pin}
+        resolved.append((name, path, replace(spec, split=pin)))
     atomic_write_bytes(ws.root / SOURCES_FILE, (json.dumps(known, indent=2) + "\n").encode())
     return resolved
 
@@ -132,7 +139,25 @@ def read_source(path: Path, spec: SourceSpec, options: IngestOptions) -> tuple[s
             raise OptionError("", field="--layout", expected=f"one of {readable_formats()}", found=spec.layout)
         fmt = REGISTRY[spec.layout]
     assert fmt.read is not None  # checked above; a registry invariant, not user input
-    return fmt.name, fmt.read(path, ropts)
+    result = fmt.read(path, ropts)
+    if spec.layout == "auto" and fmt.name in ("folder", "flat"):
+        result.warnings += _annotation_files_hint(result.entries)
+    return fmt.name, result
+
+
+def _annotation_files_hint(entries: list[Entry]) -> list[str]:
+    """A warning when an auto-detected class/flat folder holds JSON or XML files next to its images.
+
+    They become rows dropped as ``not_an_image``, and their boxes are lost: the
+    likely layout is a per-image annotation format, which the user must name.
+    """
+    found = [e.rel_path for e in entries if e.rel_path.lower().endswith((".json", ".xml"))]
+    if not found:
+        return []
+    kind = "json --json-mapping FILE (per-image JSON boxes, docs/formats.md)" \
+        if found[0].lower().endswith(".json") else "voc (Pascal VOC XML)"
+    return [f"{len(found)} annotation-like files sit among the images (e.g. {found[0]}) and were read as "
+            f"files, not as boxes: if they describe the images, ingest again with --layout {kind}"]
 
 
 # -- probing -----------------------------------------------------------------
@@ -351,10 +376,15 @@ class _ReadRows:
     classes: dict[str, list[str]] = field(default_factory=dict)  # class lists the formats declare, in order
     warnings: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    pinned: set[str] = field(default_factory=set)  # sample_ids whose split ingest --split set
 
-    def add(self, name: str, layout: str, result: ReadResult, seen_ids: set[str]) -> None:
+    def add(self, name: str, layout: str, result: ReadResult, seen_ids: set[str], pin: str | None = None) -> None:
+        """Add a source's entries; ``pin`` replaces every entry's split (``ingest --split``)."""
         cols = self.columns
         for e in result.entries:
+            if pin is not None:
+                e.split = pin
+                self.pinned.add(sample_id_for(name, e.rel_path))
             if e.reason is None:
                 self.to_probe.append(e.path)
             sid = sample_id_for(name, e.rel_path)
@@ -433,6 +463,7 @@ def _new_rows(read: _ReadRows, results: _ProbeResults, opts: ProbeOptions
         "decided_by": _objects(["ingest"] * n), "duplicate_of": _objects([None] * n),
         "dup_group": _objects([None] * n), "label_conflict": np.zeros(n, dtype=bool),
         "transform": _objects([None] * n),
+        "split_pinned": np.array([sid in read.pinned for sid in cols["sample_id"]], dtype=bool),
         "status": _objects(["dropped" if r else "kept" for r in reason]),
         "reason": _objects([shared.setdefault(v, v) for v in reason]), "detail": _objects(detail),
         "file_size": pd.array(file_size, dtype="Int64"), "mtime_ns": pd.array(mtime_ns, dtype="Int64"),
@@ -467,7 +498,7 @@ def ingest(manifest: pd.DataFrame, options: IngestOptions, *, ws: Workspace,
             read.classes[name] = result.classes
         read.warnings += [f"{name}: {w}" for w in result.warnings]
         read.skipped += [f"{name}: {s}" for s in result.skipped]
-        read.add(name, layout, result, seen_ids)
+        read.add(name, layout, result, seen_ids, pin=spec.split)
         del result
 
     n_tasks = len(read.to_probe)
@@ -502,6 +533,7 @@ def ingest(manifest: pd.DataFrame, options: IngestOptions, *, ws: Workspace,
     order = sorted(all_sources, key=lambda s: all_sources[s].get("order", 0))
     priority = list(options.priority or []) + order
     combined = mark_exact(combined, priority, annotated)
+    ann, merged = merge_duplicate_boxes(combined, ann)
     rank = combined["source"].map({s: i for i, s in enumerate(order)}).fillna(len(order))
     combined = combined.assign(_r=rank, _d=combined["parent_id"].notna())
     combined = combined.sort_values(["_r", "rel_path", "_d", "sample_id"], kind="mergesort").drop(columns=["_r", "_d"])
@@ -521,8 +553,11 @@ def ingest(manifest: pd.DataFrame, options: IngestOptions, *, ws: Workspace,
         "vanished": int(vanished.sum()) if len(manifest) else 0,
         "seconds": round(time.perf_counter() - t0, 3),
         "boxes": len(ann_rows),
+        "boxes_from_duplicates": merged["added"],
+        "box_conflicts": len(merged["conflicts"]),
     }
     summary = {**summarize(combined), "run": run}
+    box_problems += merged["conflicts"] + merged["not_moved"]
     if warnings or box_problems:
         summary["warnings"] = warnings + box_problems
     record = {"sources": {n: str(p) for n, p, _ in sources}, "skipped": skipped, "box_problems": box_problems,

@@ -20,7 +20,8 @@ connected component of the rows' links, found with scipy in one pass):
 A unit weighs as many samples as it has kept rows, counted per class.
 
 **Assignment.** Units keep an existing split (from the source, or an earlier
-run) unless ``--resplit``. Each class's target per split is ``ratio x kept
+run) unless ``--resplit``; a unit holding a row pinned by ``curate ingest
+--split`` keeps the pinned split even then. Each class's target per split is ``ratio x kept
 rows of that class``. The free units are placed largest first (equal sizes in
 an order drawn from ``--seed``), each into the split where its class has the
 largest remaining deficit (for a unit holding several classes: the largest
@@ -310,10 +311,12 @@ def assign_splits(manifest: pd.DataFrame, options: SplitOptions) -> pd.DataFrame
     existing = out["split"].astype(object).to_numpy()
     has_split = pd.notna(existing)
 
-    # Units that keep an existing split: any root row already carries one.
+    # Units that keep an existing split: any root row already carries one (with --resplit: a pinned one).
+    pinned = out["split_pinned"].fillna(False).to_numpy(dtype=bool) if "split_pinned" in out else np.zeros(n, bool)
     fixed_split: dict[int, str] = {}
-    if not options.resplit:
-        df = pd.DataFrame({"unit": units, "split": existing, "kept": kept})[is_root & has_split]
+    keep = has_split if not options.resplit else has_split & pinned
+    if keep.any():
+        df = pd.DataFrame({"unit": units, "split": existing, "kept": kept | pinned})[is_root & keep]
         if len(df):
             # The unit's split: the most common among its kept roots (then all roots), ties in SPLITS order.
             df["w"] = np.where(df["kept"], 1_000_000, 1)
@@ -336,7 +339,8 @@ def assign_splits(manifest: pd.DataFrame, options: SplitOptions) -> pd.DataFrame
     root_units = pd.Series(units)
     if fixed_split:
         fill = pd.Series(fixed_split)
-        take = is_root & ~has_split & root_units.isin(fill.index).to_numpy()
+        # With --resplit only pinned units are fixed, and every root of one follows the pin.
+        take = is_root & (~has_split | options.resplit) & ~pinned & root_units.isin(fill.index).to_numpy()
         final[take] = root_units[take].map(fill).to_numpy()
     fixed_counts: dict[str, dict[str, int]] = {}
     fixed_rows = kept & root_units.isin(set(fixed_split)).to_numpy()

@@ -15,7 +15,9 @@ from curate.formats.base import ReadOptions
 from curate.formats.jsonbox import data_text, load_mapping, read_json, schema_for_mapping
 
 REPO = Path(__file__).resolve().parents[2]
-SHIPPED = ["jsonbox.default.mapping.json", "jsonbox.default.schema.json", "jsonbox.mapping.schema.json"]
+PRESETS = ["default", "aihub-vehicle-damage", "aihub-household-waste"]
+SHIPPED = ["jsonbox.mapping.schema.json", *[f"jsonbox.{p}.{kind}.json" for p in PRESETS for kind in ("mapping", "schema")]]
+GOLDEN = Path(__file__).parent / "golden"
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -23,9 +25,10 @@ def test_schemas_copy_matches_package_data(name):
     assert (REPO / "schemas" / name).read_text() == data_text(name), f"schemas/{name} differs from curate/data/{name}"
 
 
-def test_shipped_default_schema_is_generated_from_the_default_mapping():
-    mapping, _ = load_mapping("default")
-    assert json.loads(data_text("jsonbox.default.schema.json")) == schema_for_mapping(mapping)
+@pytest.mark.parametrize("preset", PRESETS)
+def test_shipped_schemas_are_generated_from_their_mappings(preset):
+    mapping, _ = load_mapping(preset)
+    assert json.loads(data_text(f"jsonbox.{preset}.schema.json")) == schema_for_mapping(mapping)
 
 
 def _dataset(tmp_path: Path, skimage_dir: Path, docs: dict[str, object], images=("coffee.png",)) -> Path:
@@ -122,7 +125,8 @@ def test_bad_mapping_is_an_option_error(mapping, message):
 def test_unknown_shipped_mapping_name():
     with pytest.raises(OptionError) as e:
         load_mapping("nope")
-    assert str(e.value) == "--json-mapping: expected a mapping file or a shipped name (default), found 'nope'"
+    assert str(e.value) == ("--json-mapping: expected a mapping file or a shipped name (default, aihub-vehicle-damage, "
+                            "aihub-household-waste), found 'nope'")
 
 
 def test_image_found_by_stem_elsewhere_and_missing_image(tmp_path, skimage_dir):
@@ -151,3 +155,97 @@ def test_ingest_cli_takes_a_mapping_file(tmp_path, skimage_dir):
     assert res.exit_code == 0, res.output
     [row] = Workspace.open(tmp_path / "ws").read_annotations().to_dict("records")
     assert (row["label"], row["x1"], row["y1"], row["x2"], row["y2"], row["origin"]) == ("cup", 10, 20, 110, 70, "json")
+
+
+# -- AI-Hub shapes: numbers as text, "W*H" sizes, shipped presets, golden examples ---------------
+
+def _golden_dataset(tmp_path: Path, skimage_dir: Path, preset: str, folder: str = "") -> tuple[Path, dict]:
+    """The golden example of ``preset`` (written by us in that shape) next to a real photo of its size."""
+    from PIL import Image
+
+    doc = json.loads((GOLDEN / f"{preset}.json").read_text())
+    mapping, _ = load_mapping(preset)
+    from curate.formats.jsonbox import get_path
+
+    name = get_path(doc, mapping["image"])
+    root = tmp_path / "src"
+    (root / folder).mkdir(parents=True, exist_ok=True)
+    Image.open(skimage_dir / "coffee.png").convert("RGB").save(root / folder / name, quality=95)  # 600x400
+    (root / folder / f"{Path(name).stem}.json").write_text(json.dumps(doc, ensure_ascii=False))
+    return root, doc
+
+
+@pytest.mark.parametrize("preset, boxes", [
+    # annotations[].bbox as x, y, w, h; class in damage; size in images.width/height
+    ("aihub-vehicle-damage", [("Scratched", 150.0, 40.5, 250.0, 98.5), ("Crushed", 320.0, 210.0, 440.0, 290.0),
+                              ("Scratched", 20.0, 300.0, 80.0, 320.0)]),
+    # Bounding[].x1..y2 as strings; class in CLASS; size as "600*400"
+    ("aihub-household-waste", [("c_12", 30.0, 40.0, 210.0, 330.0), ("c_3", 300.5, 120.0, 480.0, 260.0)]),
+])
+def test_aihub_presets_read_their_golden_example_and_round_trip(tmp_path, skimage_dir, preset, boxes):
+    from curate.formats.jsonbox import write_json
+    from curate.stages.export import plan_export
+    from curate.stages.ingest import IngestOptions, SourceSpec, ingest
+    from curate.workspace import Workspace
+
+    root, golden = _golden_dataset(tmp_path, skimage_dir, preset)
+    assert detect(root).name == "json"  # found by its shape, no --json-mapping needed
+    res = read_json(root, ReadOptions())
+    [e] = res.entries
+    assert e.declared_wh == (600, 400)
+    assert [(b.label, b.x1, b.y1, b.x2, b.y2) for b in e.boxes] == boxes
+    assert any(preset in w for w in res.warnings)  # says which shipped mapping it took
+    # through a workspace and back out in the same shape
+    ws = Workspace.create(tmp_path / "ws")
+    ws.run_stage("ingest", ingest, IngestOptions([SourceSpec(root, name="hub")], workers=1))
+    plan, ann = plan_export(ws.read_manifest(), ws.read_annotations(), "train")
+    out = tmp_path / "out"
+    from curate.formats.base import WriteOptions
+
+    write_json(plan, ann, out, WriteOptions(extra={"json_mapping": preset}))
+    [written] = sorted(out.rglob("*.json"))
+    doc = json.loads(written.read_text())
+    again = read_json(out, ReadOptions(extra={"json_mapping": preset}))
+    [e2] = again.entries
+    assert [(b.label, b.x1, b.y1, b.x2, b.y2) for b in e2.boxes] == boxes
+    assert e2.declared_wh == (600, 400)
+    mapping, _ = load_mapping(preset)
+    from curate.formats.jsonbox import get_path
+
+    for key in ("image", "size", "width", "height"):  # the same fields, the same types as the golden file
+        if mapping.get(key):
+            assert type(get_path(doc, mapping[key])) is type(get_path(golden, mapping[key])), key
+
+
+@pytest.mark.parametrize("value, message", [
+    ("12px", 'expected a number (or a numeric string), found string "12px"'),
+    ("", 'expected a number (or a numeric string), found string ""'),
+])
+def test_numbers_as_text_still_refuses_text_that_is_no_number(tmp_path, skimage_dir, value, message):
+    root, doc = _golden_dataset(tmp_path, skimage_dir, "aihub-household-waste")
+    doc["Bounding"][1]["x2"] = value
+    (root / "25_X001_C012_1217_0.json").write_text(json.dumps(doc))
+    with pytest.raises(FormatError) as e:
+        read_json(root, ReadOptions(extra={"json_mapping": "aihub-household-waste"}))
+    assert str(e.value) == f"{root / '25_X001_C012_1217_0.json'}: Bounding[1].x2: {message}"
+
+
+def test_a_size_that_is_not_w_times_h_is_named(tmp_path, skimage_dir):
+    root, doc = _golden_dataset(tmp_path, skimage_dir, "aihub-household-waste")
+    doc["RESOLUTION"] = "600 by 400"
+    (root / "25_X001_C012_1217_0.json").write_text(json.dumps(doc))
+    with pytest.raises(FormatError) as e:
+        read_json(root, ReadOptions(extra={"json_mapping": "aihub-household-waste"}))
+    assert str(e.value) == f'{root / "25_X001_C012_1217_0.json"}: RESOLUTION: expected a size like 1920*1080, found string "600 by 400"'
+
+
+@pytest.mark.parametrize("folder, split", [
+    ("1.Training/2.라벨링데이터", "train"),  # AI-Hub's numbered split folders
+    ("2.Validation/[V라벨링]생활폐기물_01", "val"),  # and its bracketed archive folders
+    ("labels/Validation", "val"),
+])
+def test_aihub_split_folders_set_the_split(tmp_path, skimage_dir, folder, split):
+    root, _ = _golden_dataset(tmp_path, skimage_dir, "aihub-household-waste", folder)
+    assert detect(root).name == "json"  # the JSON sits a few folders down
+    [e] = read_json(root, ReadOptions()).entries
+    assert e.split == split

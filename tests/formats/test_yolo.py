@@ -144,7 +144,8 @@ def test_data_yaml_always_has_val_for_ultralytics():
     text, warnings = data_yaml(["train"], ["a"])
     doc = yaml.safe_load(text)
     assert doc == {"train": "images/train", "val": "images/train", "nc": 1, "names": {0: "a"}}
-    assert warnings == ["no val split: data.yaml val points at images/train (run `curate split` first)"]
+    assert warnings == ["no val split: data.yaml val points at images/train (no exported row has split val: "
+                        "`curate split` assigns one in a workspace; a converted dataset keeps its source's splits)"]
 
 
 def test_writer_class_ids_match_names_across_splits(tmp_path, skimage_dir):

@@ -438,3 +438,47 @@ def _png_bytes(img: Image.Image) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
+
+
+# -- official splits, and JSON next to images ------------------------------------------
+
+def test_split_option_pins_a_source_and_is_remembered(tmp_path, skimage_dir):
+    from curate.stages.split import SplitOptions, split
+
+    train = tmp_path / "kaggle"
+    val = tmp_path / "official_val"
+    for folder, names in ((train, ("astronaut", "coffee", "chelsea", "rocket")), (val, ("camera", "moon"))):
+        (folder / "objects").mkdir(parents=True)
+        for n in names:
+            shutil.copy(next(skimage_dir.glob(f"{n}.*")), folder / "objects")
+    ws, m, _ = run_ingest(tmp_path / "ws", SourceSpec(train), SourceSpec(val, split="val"))
+    assert m.groupby("source")["split"].apply(lambda s: sorted(set(s.dropna()))).to_dict() == {
+        "kaggle": [], "official_val": ["val"]}
+    assert m[m["source"] == "official_val"]["split_pinned"].all() and not m[m["source"] == "kaggle"]["split_pinned"].any()
+    ws.run_stage("split", split, SplitOptions(resplit=True, ratios={"train": 0.5, "val": 0.0, "test": 0.5}))
+    m = ws.read_manifest()
+    assert set(m[m["source"] == "official_val"]["split"]) == {"val"}
+    # a re-run without --split keeps the pin (sources.json); --split auto forgets it
+    ws.run_stage("ingest", ingest, IngestOptions([SourceSpec(val)], workers=1))
+    assert ws.read_manifest().query("source == 'official_val'")["split_pinned"].all()
+    ws.run_stage("ingest", ingest, IngestOptions([SourceSpec(val, split="auto")], workers=1))
+    assert not ws.read_manifest().query("source == 'official_val'")["split_pinned"].any()
+
+
+def test_split_option_refuses_an_unknown_split(tmp_path, skimage_dir):
+    res = CliRunner().invoke(cli, ["ingest", str(skimage_dir), "--into", str(tmp_path / "ws"), "--split", "holdout",
+                                   "--layout", "flat", "--workers", "1"])
+    assert res.exit_code == 1
+    assert res.output == "Error: --split: expected train, val, test or auto, found holdout\n"
+
+
+def test_json_next_to_images_names_the_likely_layout(tmp_path, skimage_dir):
+    src = tmp_path / "waste"
+    (src / "bottle").mkdir(parents=True)
+    shutil.copy(skimage_dir / "coffee.png", src / "bottle" / "a.png")
+    (src / "bottle" / "a.json").write_text('{"objects": [{"name": "pet", "rect": [1, 2, 30, 40]}]}')
+    _, m, summary = run_ingest(tmp_path / "ws", SourceSpec(src))
+    assert m.set_index("rel_path").loc["bottle/a.json", "reason"] == "not_an_image"
+    assert ("waste: 1 annotation-like files sit among the images (e.g. bottle/a.json) and were read as files, not "
+            "as boxes: if they describe the images, ingest again with --layout json --json-mapping FILE "
+            "(per-image JSON boxes, docs/formats.md)") in summary["warnings"]

@@ -204,6 +204,16 @@ def test_existing_split_kept_unless_resplit() -> None:
     assert (re["split"].iloc[:10] != "train").any()
 
 
+def test_pinned_rows_keep_their_split_even_with_resplit() -> None:
+    # an official validation release (ingest --split val), one of whose photos is a copy of a train row
+    rows = [row(f"v{i}", split="val", split_pinned=True) for i in range(10)] + [row(f"n{i}") for i in range(10)]
+    rows.append(row("copy", split="train", dup_group="v0", duplicate_of="v0", status="dropped", reason="duplicate"))
+    out = assign_splits(make_manifest(rows), SplitOptions(resplit=True))
+    assert (out["split"].iloc[:10] == "val").all()
+    assert out.loc[out["sample_id"] == "copy", "split"].item() == "val"  # a copy follows the pinned row
+    assert set(out["split"].iloc[10:20]) <= {"train", "test"} and (out["split"].iloc[10:20] == "train").sum() >= 8
+
+
 def test_new_member_of_a_split_group_joins_its_split() -> None:
     # A photo from the source's test split, and a later near-copy of it with no split.
     m = make_manifest([row("a", split="test", dup_group="a"), row("b", dup_group="a"),
