@@ -5,7 +5,8 @@
 
 The source is made once in ``benchmarks/out/crop/src`` from the corpus photos
 (``../shared/data``; scikit-image's bundled photos where it is absent): real
-photos copied under new names until there are ``--images`` of them, each with
+photos, upright, with 0-3 px cut off each side and saved as JPEG q92 (so no two
+are exact duplicates) until there are ``--images`` of them, each with
 a metal-surface JSON of ``--boxes`` random boxes (10-40 % of each side, three
 classes, coordinates as ``bbox: [x1, y1, x2, y2]``).
 
@@ -73,7 +74,7 @@ def photos() -> list[Path]:
 def make_source(n_images: int, n_boxes: int, seed: int = 0) -> Path:
     from PIL import Image, ImageOps
 
-    src = OUT / f"src-{n_images}x{n_boxes}"
+    src = OUT / f"src-v2-{n_images}x{n_boxes}"
     if (src / ".done").exists():
         return src
     shutil.rmtree(src, ignore_errors=True)
@@ -82,10 +83,13 @@ def make_source(n_images: int, n_boxes: int, seed: int = 0) -> Path:
     pool = photos()
     for k in range(n_images):
         photo = pool[k % len(pool)]
-        name = f"{k:05d}_{photo.name}"
-        shutil.copy(photo, src / name)
-        with Image.open(photo) as im:
-            w, h = ImageOps.exif_transpose(im).size
+        name = f"{k:05d}_{photo.stem}.jpg"
+        with Image.open(photo) as im:  # a few pixels cut off: no two files are exact duplicates
+            shown = ImageOps.exif_transpose(im).convert("RGB")
+            cut = rng.integers(0, 4, size=4)
+            shown = shown.crop((int(cut[0]), int(cut[1]), shown.width - int(cut[2]), shown.height - int(cut[3])))
+            shown.save(src / name, quality=92)
+            w, h = shown.size
         boxes = []
         for b in range(n_boxes):
             bw, bh = rng.uniform(0.1, 0.4) * w, rng.uniform(0.1, 0.4) * h
@@ -176,7 +180,7 @@ def main() -> None:
     args = ap.parse_args()
     print(f"load average at start: {os.getloadavg()}", flush=True)
     src = make_source(args.images, args.boxes)
-    template = curate_ws(src, OUT / f"ws-{args.images}x{args.boxes}")
+    template = curate_ws(src, OUT / f"ws-v2-{args.images}x{args.boxes}")
     runs: dict[str, list[tuple[float, float, int]]] = {}
 
     def timed(name: str, fn) -> None:  # type: ignore[no-untyped-def]
