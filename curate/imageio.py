@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -207,9 +208,12 @@ def probe_bytes(data: bytes, name: str, opts: ProbeOptions) -> dict[str, Any]:
         warnings.simplefilter("ignore")
         try:
             im = Image.open(io.BytesIO(data))
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
             if ext in IMAGE_EXTENSIONS and not _looks_like_text(data[:1024]):
-                out.update(reason="unreadable", detail=f"not recognised as any image format ({_short(e)})")
+                # No decoder knows the bytes: random data, a header destroyed, or a format without a
+                # plugin here. `unreadable` is kept for files a decoder recognises but cannot decode.
+                out.update(reason="unknown_format", detail=f"no image decoder recognises the {ext} file's "
+                                                           f"bytes (they start {data[:8].hex(' ')})")
             else:
                 kind = "text" if _looks_like_text(data[:1024]) else "binary data"
                 out.update(reason="not_an_image", detail=f"content is {kind}, not an image")
@@ -249,7 +253,8 @@ def probe_bytes(data: bytes, name: str, opts: ProbeOptions) -> dict[str, Any]:
 
 # Reasons that come from the bytes alone; everything else is a threshold on the
 # probed size (recomputed on every run, so changing --min-side needs no decode).
-INTRINSIC_REASONS = frozenset({"empty_file", "not_an_image", "unreadable", "truncated", "too_large"})
+INTRINSIC_REASONS = frozenset({"empty_file", "not_an_image", "unknown_format", "unreadable", "truncated",
+                               "too_large"})
 
 
 def threshold_reason(width: int | None, height: int | None, opts: ProbeOptions) -> tuple[str | None, str | None]:
@@ -264,8 +269,16 @@ def threshold_reason(width: int | None, height: int | None, opts: ProbeOptions) 
     return None, None
 
 
+_OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>")
+
+
 def _short(e: BaseException) -> str:
-    text = f"{type(e).__name__}: {e}"
+    """``Type: message``, at most 200 characters, without Python object addresses (they name nothing).
+
+    >>> _short(ValueError("cannot identify image file <_io.BytesIO object at 0x7f3a2c>"))
+    'ValueError: cannot identify image file (the file's bytes)'
+    """
+    text = _OBJECT_REPR.sub("(the file's bytes)", f"{type(e).__name__}: {e}")
     return text if len(text) <= 200 else text[:197] + "..."
 
 
@@ -287,7 +300,10 @@ def probe_file(path: str, opts: ProbeOptions, known: dict[str, Any] | None = Non
             data = f.read()
     except OSError as e:
         result.update(probe_bytes(b"", path, opts))
-        result.update(reason="unreadable", detail=f"cannot read file: {_short(e)}")
+        if isinstance(e, FileNotFoundError):  # gone between the listing and the read (deleted mid-run)
+            result.update(reason="missing_file", detail="the file was removed while curate ran")
+        else:
+            result.update(reason="unreadable", detail=f"cannot read file: {_short(e)}")
         return result
     result["file_size"] = st.st_size
     result["mtime_ns"] = st.st_mtime_ns

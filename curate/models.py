@@ -352,6 +352,16 @@ def fetch(target_dir: str | Path | None = None) -> list[dict[str, str]]:
     env = dict(os.environ)
     env.pop(ENV_MODEL_DIR, None)  # fetch fills a folder; the named folder is a target, not a source
     dest = Path(target_dir).expanduser().absolute() if target_dir is not None else cache_dir(env)
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=dest, prefix=".curate-write-test-")
+        probe.close()
+    except OSError as e:
+        raise ModelNotFoundError("", file=dest, field="--dir" if target_dir is not None else "model cache",
+                                 expected="a folder curate can create and write the face models into",
+                                 found=f"{type(e).__name__}: {e.strerror or e}",
+                                 hint="choose another --dir" if target_dir is not None
+                                 else "set CURATE_CACHE_DIR to a writable folder") from e
     resolved: dict[str, ResolvedModel] = {}
     if target_dir is not None:  # copies already on this machine (user cache, mediapipe) need no download
         for key in MODELS:

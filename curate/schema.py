@@ -30,7 +30,8 @@ STATUSES = ("kept", "dropped")
 REASONS: dict[str, str] = {
     "empty_file": "the file has zero bytes",
     "not_an_image": "the content is not an image (text, HTML, JSON, archive, ...)",
-    "unreadable": "looks like an image (by name or header) but cannot be decoded",
+    "unknown_format": "named like an image, but no decoder recognises the bytes (random data, a destroyed header, or a format without a plugin)",
+    "unreadable": "recognised as an image format but cannot be decoded",
     "truncated": "the image data ends early; the decoder ran out of bytes",
     "too_small": "shorter side below --min-side pixels",
     "too_large": "more pixels than --max-pixels (decompression-bomb guard)",

@@ -128,3 +128,16 @@ def test_models_inside_an_installed_mediapipe_010_are_used(tmp_path, real_models
         ("full_range", "mediapipe", str(pkg / MODELS["full_range"].filename)),
         ("short_range", "mediapipe", str(pkg / MODELS["short_range"].filename)),
     ]))
+
+
+def test_fetch_into_a_folder_that_cannot_be_made_is_a_one_line_error(tmp_path):
+    from click.testing import CliRunner
+
+    from curate.cli import cli
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    res = CliRunner().invoke(cli, ["models", "fetch", "--dir", str(blocker / "models")])
+    assert res.exit_code == 1
+    assert res.output == (f"Error: {blocker / 'models'}: --dir: expected a folder curate can create and write the "
+                          "face models into, found NotADirectoryError: Not a directory (choose another --dir)\n")

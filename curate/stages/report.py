@@ -53,7 +53,7 @@ from curate.workspace import StageResult, Workspace, atomic_write_bytes, utc_now
 # Reasons whose files have no picture to show (nothing decodable, a decode
 # would be dangerous (too_large), or the file is not the user's image at all).
 NO_PICTURE_REASONS = frozenset({
-    "unreadable", "truncated", "empty_file", "not_an_image", "broken_link", "missing_file",
+    "unreadable", "unknown_format", "truncated", "empty_file", "not_an_image", "broken_link", "missing_file",
     "too_large", "system_file", "outside_source",
 })
 # Derived rows are recognised by the transform that made them: ``layout``

@@ -98,7 +98,7 @@ EXPECTED = {
     "empty.jpg": ("dropped", "empty_file"),
     "error_page.jpg": ("dropped", "not_an_image"),
     "cut.jpg": ("dropped", "truncated"),
-    "garbage.jpg": ("dropped", "unreadable"),
+    "garbage.jpg": ("dropped", "unknown_format"),  # no decoder knows the bytes
     "really_png.jpg": ("kept", None),
     "notes.txt": ("dropped", "not_an_image"),
     "meta.json": ("dropped", "not_an_image"),
@@ -140,6 +140,9 @@ def test_every_bad_case_gets_its_reason_and_nothing_is_lost(tmp_path, messy):
     assert walked <= set(rows.index)
     assert summary["run"]["files"] == len(m)
     assert tree_digest(messy) == before, "a source file was changed"
+    # details name what was found, never a Python object's address
+    assert not m["detail"].dropna().str.contains(" object at 0x").any()
+    assert rows.loc["garbage.jpg", "detail"].startswith("no image decoder recognises the .jpg file's bytes")
 
 
 def test_recognised_by_content_and_sizes_as_displayed(tmp_path, messy):
@@ -201,7 +204,7 @@ def test_flat_crawl_of_real_photos(tmp_path, corpus):
     rows = by_name(m)
     assert len(m) == 62 and m["label"].isna().all()
     expect = {
-        "imagededup_ukbench09268_corrupt.jpg": "unreadable",  # garbage from byte 0
+        "imagededup_ukbench09268_corrupt.jpg": "unknown_format",  # garbage from byte 0
         "pillow_truncated_jpeg.jpg": "truncated",  # opens, fails on load
         "skimage_no_time_for_that_tiny.gif": "too_small",  # 14x25
         "cleanvision_image_604.png": "bad_aspect",  # 15754x1382
@@ -482,3 +485,13 @@ def test_json_next_to_images_names_the_likely_layout(tmp_path, skimage_dir):
     assert ("waste: 1 annotation-like files sit among the images (e.g. bottle/a.json) and were read as files, not "
             "as boxes: if they describe the images, ingest again with --layout json --json-mapping FILE "
             "(per-image JSON boxes, docs/formats.md)") in summary["warnings"]
+
+
+def test_a_file_removed_before_its_read_is_missing_not_unreadable(tmp_path, skimage_dir):
+    from curate.imageio import probe_file
+
+    gone = tmp_path / "gone.jpg"
+    shutil.copy(skimage_dir / "rocket.jpg", gone)
+    gone.unlink()  # listed by the walk, deleted before the worker read it
+    res = probe_file(str(gone), ProbeOptions())
+    assert (res["reason"], res["detail"]) == ("missing_file", "the file was removed while curate ran")

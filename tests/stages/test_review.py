@@ -275,7 +275,7 @@ def test_build_has_every_row_with_its_fields(reviewed, corpus):
     assert samples[parent["sample_id"]].boxes is None  # face boxes are not object boxes
 
     # files that cannot be decoded still appear: a card with the reason, the file itself in `path`
-    for rel, reason in (("imagededup_ukbench09268_corrupt.jpg", "unreadable"), ("faces.csv", "not_an_image")):
+    for rel, reason in (("imagededup_ukbench09268_corrupt.jpg", "unknown_format"), ("faces.csv", "not_an_image")):
         s = samples[m.loc[rel, "sample_id"]]
         assert (s.status, s.reason, s.media, s.width) == ("dropped", reason, "placeholder", None)
         assert s.path == m.loc[rel, "path"] and s.filepath.startswith(str(ws.root / "review" / "media"))
