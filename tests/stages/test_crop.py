@@ -333,3 +333,22 @@ def test_a_folder_export_with_the_unlabelled_photos_still_kept_names_the_fix(ski
         ws.run_stage("export", export, ExportOptions("folder", tmp_path / "out"))
     run_crop(ws, supersede=True)
     assert ws.run_stage("export", export, ExportOptions("folder", tmp_path / "out")).summary["images"] == 5
+
+
+@pytest.mark.parametrize("fmt", ["yolo", "coco", "voc", "yolo-cls", "csv", "json"])
+def test_patches_chain_with_balance_and_every_export(skimage_ws, tmp_path, fmt):
+    from curate.stages.balance import BalanceOptions, balance
+
+    ws, _ = skimage_ws
+    run_crop(ws, margin_frac=0.1, supersede=True)
+    ws.run_stage("split", split, SplitOptions(parse_ratios("1:0:0"), seed=0))
+    res = ws.run_stage("balance", balance, BalanceOptions(target=3, strategy="oversample", workers=1))
+    assert res.summary["copies_made"] > 0  # small classes got augmented patches, boxes carried
+    m = ws.read_manifest()
+    kept = m[m["status"] == "kept"]
+    assert set(kept["layout"]) == {"crop", "augment"}
+    out = tmp_path / fmt
+    summary = ws.run_stage("export", export, ExportOptions(fmt, out)).summary  # read back and compared
+    assert summary["images"] == len(kept)
+    if fmt in ("yolo", "coco", "voc", "json"):
+        assert summary["boxes"] == len(ws.read_annotations().merge(kept[["sample_id"]]))
