@@ -107,8 +107,9 @@ def cli() -> None:
 @workers_option
 @json_option
 def ingest(sources: tuple[Path, ...], workspace: Path, names: tuple[str, ...], layout: str, label: str | None,
-           splits: tuple[str, ...], min_side_px: int, max_pixels: int, max_aspect: float, priority: str | None, follow_links: bool,
-           images_dir: Path | None, json_mapping: str | None, workers: int, as_json: bool) -> None:
+           splits: tuple[str, ...], min_side_px: int, max_pixels: int, max_aspect: float, max_file_mb: float,
+           priority: str | None, follow_links: bool, images_dir: Path | None, json_mapping: str | None, workers: int,
+           as_json: bool) -> None:
     """Read SOURCE folders or lists into a workspace, one manifest row per file."""
     from curate.imageio import ProbeOptions
     from curate.stages.ingest import IngestOptions, SourceSpec
@@ -121,13 +122,15 @@ def ingest(sources: tuple[Path, ...], workspace: Path, names: tuple[str, ...], l
     specs = [SourceSpec(p, names[i] if i < len(names) else None, layout, label,
                         splits[i] if i < len(splits) else None) for i, p in enumerate(sources)]
     extra = {k: v for k, v in {"images_dir": images_dir, "json_mapping": json_mapping}.items() if v is not None}
-    opts = IngestOptions(specs, ProbeOptions(min_side_px, max_pixels, max_aspect), workers, follow_links,
+    probe = ProbeOptions(min_side_px, max_pixels, max_aspect, max_file_bytes=int(max_file_mb * 2**20))
+    opts = IngestOptions(specs, probe, workers, follow_links,
                          priority.split(",") if priority else None, sys.stderr.isatty() and not as_json,
                          read_extra=extra)
     ws = Workspace.create(workspace)
     result = ws.run_stage("ingest", run_ingest, opts, record_options={
         "sources": [str(s) for s in sources], "names": list(names), "layout": layout, "label": label, "splits": list(splits),
-        "min_side_px": min_side_px, "max_pixels": max_pixels, "max_aspect": max_aspect, "priority": priority,
+        "min_side_px": min_side_px, "max_pixels": max_pixels, "max_aspect": max_aspect, "max_file_mb": max_file_mb,
+        "priority": priority,
         "follow_links": follow_links, "workers": workers})
     emit(result.summary, as_json, f"ingested into {ws.root}")
 

@@ -21,6 +21,7 @@ import hashlib
 import io
 import os
 import re
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +71,8 @@ class ProbeOptions:
     min_side_px: int = 64
     max_pixels: int = 178_956_970  # Pillow's own bomb limit (2 x MAX_IMAGE_PIXELS)
     max_aspect: float = 10.0
+    # Files above this many bytes are dropped as too_large without being read (a 6 GB file named .jpg).
+    max_file_bytes: int = 2 << 30
     # False leaves the perceptual-hash columns empty (``curate convert``, which
     # never dedupes): every byte is still decoded, at the smallest scale the
     # codec offers, so truncation and the displayed size are still known.
@@ -187,8 +190,8 @@ def _classify_decode_error(e: BaseException) -> str:
     return "unreadable"
 
 
-def probe_bytes(data: bytes, name: str, opts: ProbeOptions) -> dict[str, Any]:
-    """Validate and describe one file's bytes. Never raises for bad input.
+def probe_bytes(data: bytes | None, name: str, opts: ProbeOptions) -> dict[str, Any]:
+    """Validate and describe one file's bytes (``None``: read them from the file ``name``). Never raises for bad input.
 
     Returns the manifest columns ingest fills from a file: format, mode,
     n_frames, exif_orientation, width, height, reason, detail and the hashes
@@ -200,22 +203,31 @@ def probe_bytes(data: bytes, name: str, opts: ProbeOptions) -> dict[str, Any]:
         "width": None, "height": None, "reason": None, "detail": None,
         **dict.fromkeys(HASH_COLUMNS), "hash_version": None,
     }
-    if not data:
+    if data is not None and not data:
         out.update(reason="empty_file", detail="0 bytes")
         return out
+    if data is None:
+        try:
+            with open(name, "rb") as f:
+                head = f.read(1024)
+        except OSError as e:
+            out.update(reason="unreadable", detail=f"cannot read file: {_short(e)}")
+            return out
+    else:
+        head = data[:1024]
     ext = os.path.splitext(name)[1].lower()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            im = Image.open(io.BytesIO(data))
+            im = Image.open(io.BytesIO(data) if data is not None else name)
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-            if ext in IMAGE_EXTENSIONS and not _looks_like_text(data[:1024]):
+            if ext in IMAGE_EXTENSIONS and not _looks_like_text(head):
                 # No decoder knows the bytes: random data, a header destroyed, or a format without a
                 # plugin here. `unreadable` is kept for files a decoder recognises but cannot decode.
                 out.update(reason="unknown_format", detail=f"no image decoder recognises the {ext} file's "
-                                                           f"bytes (they start {data[:8].hex(' ')})")
+                                                           f"bytes (they start {head[:8].hex(' ')})")
             else:
-                kind = "text" if _looks_like_text(data[:1024]) else "binary data"
+                kind = "text" if _looks_like_text(head) else "binary data"
                 out.update(reason="not_an_image", detail=f"content is {kind}, not an image")
             return out
         try:
@@ -254,7 +266,7 @@ def probe_bytes(data: bytes, name: str, opts: ProbeOptions) -> dict[str, Any]:
 # Reasons that come from the bytes alone; everything else is a threshold on the
 # probed size (recomputed on every run, so changing --min-side needs no decode).
 INTRINSIC_REASONS = frozenset({"empty_file", "not_an_image", "unknown_format", "unreadable", "truncated",
-                               "too_large"})
+                               "too_large", "special_file"})
 
 
 def threshold_reason(width: int | None, height: int | None, opts: ProbeOptions) -> tuple[str | None, str | None]:
@@ -294,10 +306,27 @@ class ProbeTask:
 def probe_file(path: str, opts: ProbeOptions, known: dict[str, Any] | None = None) -> dict[str, Any]:
     """Read ``path`` once: stat, sha256 and :func:`probe_bytes` (or reuse ``known``)."""
     result: dict[str, Any] = {"path": path, "file_size": None, "mtime_ns": None, "sha256": None}
+    data: bytes | None = None
     try:
-        st = os.stat(path)
-        with open(path, "rb") as f:
-            data = f.read()
+        # O_NONBLOCK: a FIFO named by a list must not block the open; fstat then tells what was opened.
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
+            st = os.fstat(f.fileno())
+            result["file_size"], result["mtime_ns"] = st.st_size, st.st_mtime_ns
+            if not stat.S_ISREG(st.st_mode):  # a FIFO, a device (/dev/zero), a socket: never read
+                result.update(probe_bytes(b"", path, opts))
+                result.update(reason="special_file", detail=f"not a regular file ({_file_kind(st.st_mode)})",
+                              file_size=None)
+                return result
+            if st.st_size > opts.max_file_bytes:
+                result.update(probe_bytes(b"", path, opts))
+                result.update(reason="too_large", detail=f"{st.st_size:,} bytes > --max-file-mb "
+                                                         f"{opts.max_file_bytes / 2**20:g}; not read")
+                return result
+            if st.st_size <= IN_MEMORY_MAX_BYTES:
+                data = f.read()
+                result["sha256"] = hashlib.sha256(data).hexdigest()
+            else:  # hashed in a stream and decoded from the file: memory stays flat for big files
+                result["sha256"] = hashlib.file_digest(f, "sha256").hexdigest()
     except OSError as e:
         result.update(probe_bytes(b"", path, opts))
         if isinstance(e, FileNotFoundError):  # gone between the listing and the read (deleted mid-run)
@@ -305,9 +334,6 @@ def probe_file(path: str, opts: ProbeOptions, known: dict[str, Any] | None = Non
         else:
             result.update(reason="unreadable", detail=f"cannot read file: {_short(e)}")
         return result
-    result["file_size"] = st.st_size
-    result["mtime_ns"] = st.st_mtime_ns
-    result["sha256"] = hashlib.sha256(data).hexdigest()
     if known is not None and known.get("sha256") == result["sha256"] and _reusable(known, opts):
         result.update({k: known.get(k) for k in PROBE_COLUMNS})
         result["reused"] = True
@@ -315,6 +341,17 @@ def probe_file(path: str, opts: ProbeOptions, known: dict[str, Any] | None = Non
     result.update(probe_bytes(data, path, opts))
     result["reused"] = False
     return result
+
+
+IN_MEMORY_MAX_BYTES = 64 << 20  # bigger files are streamed, not held whole
+
+
+def _file_kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder")):
+        if test(mode):
+            return name
+    return "not a regular file"
 
 
 def _reusable(known: dict[str, Any], opts: ProbeOptions) -> bool:

@@ -97,6 +97,9 @@ class ReadResult:
     warnings: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # folders passed over, for the run record
     classes: list[str] | None = None  # declared class list, when the format has one
+    # Every entry came from walking the source (curate.walk), whose link rules already confine it; other
+    # readers take names from files, and ingest confines those (curate.paths.confine).
+    walked: bool = False
 
 
 @dataclass

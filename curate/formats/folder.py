@@ -64,7 +64,7 @@ def read_folder(root: Path, options: ReadOptions) -> ReadResult:
             parts = parts[1:]
         label = parts[0] if len(parts) > 1 else options.label
         entries.append(Entry(f.path, f.rel_path, label=label, split=split, reason=f.reason, detail=f.detail))
-    return ReadResult(entries, skipped=report.skipped_dirs + [f"{p}: link loop" for p in report.loops])
+    return ReadResult(entries, skipped=report.skipped_dirs + [f"{p}: link loop" for p in report.loops], walked=True)
 
 
 def read_flat(root: Path, options: ReadOptions) -> ReadResult:
@@ -73,7 +73,7 @@ def read_flat(root: Path, options: ReadOptions) -> ReadResult:
         Entry(f.path, f.rel_path, label=options.label, reason=f.reason, detail=f.detail)
         for f in walk(root, follow_links=options.follow_links, report=report)
     ]
-    return ReadResult(entries, skipped=report.skipped_dirs + [f"{p}: link loop" for p in report.loops])
+    return ReadResult(entries, skipped=report.skipped_dirs + [f"{p}: link loop" for p in report.loops], walked=True)
 
 
 def write_folder(plan: pd.DataFrame, boxes: pd.DataFrame, out: Path, options: WriteOptions) -> dict[str, Any]:

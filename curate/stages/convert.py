@@ -31,8 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from curate.errors import OptionError, SourceError
 from curate.stages.export import (
     ExportOptions,
@@ -74,14 +72,6 @@ def source_format(source: Path, name: str) -> str:
     return name
 
 
-def keep_duplicates(manifest: pd.DataFrame) -> pd.DataFrame:
-    """Undo ingest's exact-duplicate drops: a conversion converts every copy."""
-    dup = (manifest["reason"] == "duplicate") & (manifest["decided_by"] == "ingest")
-    out = manifest.copy()
-    out.loc[dup, ["status", "reason", "duplicate_of", "detail"]] = ["kept", None, None, None]
-    return out
-
-
 def convert(options: ConvertOptions) -> dict[str, Any]:
     """Convert ``options.source`` to ``options.to_format`` at ``options.out``; return the summary."""
     from curate.imageio import ProbeOptions
@@ -107,9 +97,9 @@ def convert(options: ConvertOptions) -> dict[str, Any]:
                               workers=options.workers, read_extra=read_extra,
                               # Checkpoints make a re-run of ingest resume; this workspace is gone
                               # after the run, so fewer of them (each is an fsync'd Parquet file).
-                              checkpoint_every=5000)
+                              checkpoint_every=5000, exact_duplicates=False)
         res = ws.run_stage("ingest", ingest, iopts)
-        manifest = keep_duplicates(res.manifest)
+        manifest = res.manifest
         annotations = res.annotations
         if eopts.classes is None:
             eopts.classes = (res.record.get("classes") or {}).get("source")

@@ -459,7 +459,11 @@ def dedupe(manifest: pd.DataFrame, options: DedupeOptions, *, ws: Workspace | No
     if not 0 <= options.max_hamming <= 16:
         raise OptionError("", field="--max-hamming", expected="0..16", found=options.max_hamming)
     if options.report is not None:
+        from curate.paths import check_output, workspace_sources
+
         check_report_path(Path(options.report))
+        if ws is not None:
+            check_output(options.report, sources=workspace_sources(ws.root), workspace=ws.root, option="--report")
     out = manifest.copy()
     review = (out["decided_by"] == "review").to_numpy()
     # balance's augmented copies are near-copies on purpose (in their parent's split): never grouped

@@ -92,6 +92,7 @@ def check_target(out: Path, overwrite: bool, protected: Sequence[Path] = ()) -> 
     if out.exists() and not out.is_dir():
         raise ExportError("", file=out, expected="a folder for the export", found="a file")
     for p in protected:
+        p = p.parent if p.is_file() else p  # a list or annotation file source: its folder is the source
         if _inside(p, out):
             raise ExportError("", file=out, expected="an output folder outside the workspace and the sources",
                               found=f"a folder holding {p}", hint="choose another --out")

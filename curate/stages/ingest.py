@@ -49,6 +49,7 @@ from curate.imageio import (
     _probe_task,
     threshold_reason,
 )
+from curate.paths import confine
 from curate.schema import ANNOTATION_COLUMNS, MANIFEST_ARROW, MANIFEST_COLUMNS, conform, empty_annotations
 from curate.stages.dedupe import mark_exact
 from curate.summary import summarize
@@ -78,6 +79,9 @@ class IngestOptions:
     priority: list[str] | None = None  # source names, most trusted first
     progress: bool = False
     checkpoint_every: int = 500  # results between checkpoints
+    # Mark byte-identical files as duplicates of one kept copy (moving their boxes to it). Off for
+    # `curate convert`, which converts every copy.
+    exact_duplicates: bool = True
     read_extra: dict[str, Any] = field(default_factory=dict)  # format-specific reader options
 
 
@@ -378,10 +382,20 @@ class _ReadRows:
     skipped: list[str] = field(default_factory=list)
     pinned: set[str] = field(default_factory=set)  # sample_ids whose split ingest --split set
 
-    def add(self, name: str, layout: str, result: ReadResult, seen_ids: set[str], pin: str | None = None) -> None:
-        """Add a source's entries; ``pin`` replaces every entry's split (``ingest --split``)."""
+    def add(self, name: str, layout: str, result: ReadResult, seen_ids: set[str], pin: str | None = None,
+            roots: Sequence[str | Path] = (), follow_links: bool = False) -> None:
+        """Add a source's entries; ``pin`` replaces every entry's split (``ingest --split``).
+
+        Entries a reader took from an annotation file or list are confined to
+        ``roots`` (:func:`curate.paths.confine`): one that resolves outside is
+        dropped as ``outside_source``.
+        """
         cols = self.columns
         for e in result.entries:
+            if not result.walked and e.reason is None:
+                e.path, reason, detail = confine(e.path, roots, follow_links=follow_links)
+                if reason is not None:
+                    e.reason, e.detail = reason, detail
             if pin is not None:
                 e.split = pin
                 self.pinned.add(sample_id_for(name, e.rel_path))
@@ -498,7 +512,9 @@ def ingest(manifest: pd.DataFrame, options: IngestOptions, *, ws: Workspace,
             read.classes[name] = result.classes
         read.warnings += [f"{name}: {w}" for w in result.warnings]
         read.skipped += [f"{name}: {s}" for s in result.skipped]
-        read.add(name, layout, result, seen_ids, pin=spec.split)
+        roots = [path if path.is_dir() else path.parent, *([options.read_extra["images_dir"]]
+                                                            if options.read_extra.get("images_dir") else [])]
+        read.add(name, layout, result, seen_ids, pin=spec.split, roots=roots, follow_links=options.follow_links)
         del result
 
     n_tasks = len(read.to_probe)
@@ -532,8 +548,10 @@ def ingest(manifest: pd.DataFrame, options: IngestOptions, *, ws: Workspace,
 
     order = sorted(all_sources, key=lambda s: all_sources[s].get("order", 0))
     priority = list(options.priority or []) + order
-    combined = mark_exact(combined, priority, annotated)
-    ann, merged = merge_duplicate_boxes(combined, ann)
+    merged: dict[str, Any] = {"added": 0, "conflicts": [], "not_moved": []}
+    if options.exact_duplicates:
+        combined = mark_exact(combined, priority, annotated)
+        ann, merged = merge_duplicate_boxes(combined, ann)
     rank = combined["source"].map({s: i for i, s in enumerate(order)}).fillna(len(order))
     combined = combined.assign(_r=rank, _d=combined["parent_id"].notna())
     combined = combined.sort_values(["_r", "rel_path", "_d", "sample_id"], kind="mergesort").drop(columns=["_r", "_d"])

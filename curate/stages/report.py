@@ -723,7 +723,10 @@ def report(manifest: pd.DataFrame, options: ReportOptions, *, ws: Workspace,
     result is not written back and no run is recorded.
     """
     options.check()
+    from curate.paths import check_output, workspace_sources
+
     out = Path(options.out) if options.out is not None else ws.root / "report.html"
+    out = check_output(out, sources=workspace_sources(ws.root), workspace=ws.root)
     if out.is_dir():
         raise OptionError("", field="--out", expected="a file name for the HTML report", found=f"a folder: {out}",
                           hint="add a file name, e.g. --out report.html")
