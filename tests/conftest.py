@@ -15,7 +15,10 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -93,3 +96,42 @@ def fiftyone_env(tmp_path_factory: pytest.TempPathFactory):
 
     assert str(fo.config.database_dir) == str(db_dir), "FiftyOne did not take the temporary database folder"
     return fo
+
+
+CRASH_DECODER = Path(__file__).resolve().parent / "crash_decoder"
+
+
+@pytest.fixture()
+def crashing_decoder(monkeypatch: pytest.MonkeyPatch):
+    """Worker processes started from now on crash while decoding a JPEG whose
+    comment names a fault (see tests/crash_decoder/sitecustomize.py); this
+    process is not affected. Returns ``save_poison(img, path, fault)``, which
+    writes ``img`` as such a JPEG (``fault``: ``segfault`` or ``sigkill``)."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(CRASH_DECODER),
+                                                                os.environ.get("PYTHONPATH")) if p))
+
+    def save_poison(img, path: Path, fault: str) -> Path:
+        img.convert("RGB").save(path, quality=85, comment=f"curate-test: {fault}".encode())
+        return path
+
+    return save_poison
+
+
+def within(seconds: float, fn: Callable[[], Any]) -> Any:
+    """``fn()``, failing the test (rather than hanging the suite) if it takes longer than ``seconds``."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as e:  # re-raised in the test's thread
+            box["error"] = e
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(seconds)
+    if t.is_alive():
+        pytest.fail(f"still running after {seconds} s: hung")
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")

@@ -6,12 +6,12 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
-import threading
 import time
 
 import pytest
 
 from curate.parallel import DEFAULT_RETRIES, WorkerCrash, WorkerCrashedError, WorkerPool, stream_map
+from tests.conftest import within
 
 _STATE: dict[str, int] = {}
 
@@ -79,26 +79,6 @@ def _crashed(task: tuple[int, str, str], crash: WorkerCrash) -> tuple[int, str, 
     return task[0], crash.detail, crash.attempts
 
 
-def _within(seconds: float, fn):
-    """fn(), failing the test (rather than hanging the suite) if it takes longer than ``seconds``."""
-    box: dict[str, object] = {}
-
-    def run() -> None:
-        try:
-            box["value"] = fn()
-        except BaseException as e:  # re-raised in the test's thread
-            box["error"] = e
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    t.join(seconds)
-    if t.is_alive():
-        pytest.fail(f"still running after {seconds} s: hung")
-    if "error" in box:
-        raise box["error"]  # type: ignore[misc]
-    return box["value"]
-
-
 def _tasks(n: int, faults: dict[int, str], marker: str = "") -> list[tuple[int, str, str]]:
     return [(i, faults.get(i, ""), marker if i in faults else "") for i in range(n)]
 
@@ -110,7 +90,7 @@ def _tasks(n: int, faults: dict[int, str], marker: str = "") -> list[tuple[int, 
 ])
 def test_a_task_that_kills_its_worker_is_given_up_and_the_rest_is_unchanged(fault, detail):
     tasks = _tasks(120, {37: fault})
-    out = _within(60, lambda: list(stream_map(_work, tasks, workers=2, in_process_below=0, on_crash=_crashed)))
+    out = within(60, lambda: list(stream_map(_work, tasks, workers=2, in_process_below=0, on_crash=_crashed)))
     crashed = [r for r in out if isinstance(r, tuple)]
     assert crashed == [(37, detail, 1 + DEFAULT_RETRIES)]  # tried three times, then given up
     assert sorted(r for r in out if not isinstance(r, tuple)) == [i * 10 for i in range(120) if i != 37]
@@ -118,18 +98,18 @@ def test_a_task_that_kills_its_worker_is_given_up_and_the_rest_is_unchanged(faul
 
 def test_retries_are_bounded_and_a_crash_without_on_crash_is_an_error():
     tasks = _tasks(40, {3: "sigkill"})
-    out = _within(60, lambda: list(stream_map(_work, tasks, workers=2, in_process_below=0, on_crash=_crashed,
+    out = within(60, lambda: list(stream_map(_work, tasks, workers=2, in_process_below=0, on_crash=_crashed,
                                               retries=0)))
     assert [r for r in out if isinstance(r, tuple)] == [(3, "worker process killed by signal 9 (SIGKILL)", 1)]
     with pytest.raises(WorkerCrashedError, match=r"task 3: expected a result, found worker process killed by "
                                                  r"signal 9 \(SIGKILL\) \(3 attempts\)"):
-        _within(60, lambda: list(stream_map(_work, tasks, workers=2, in_process_below=0)))
+        within(60, lambda: list(stream_map(_work, tasks, workers=2, in_process_below=0)))
 
 
 def test_a_crash_on_the_first_attempt_only_costs_nothing(tmp_path):
     tasks = _tasks(60, {10: "segfault"}, marker=str(tmp_path / "crashed-once"))
     with WorkerPool(_work, 2) as pool:
-        out = _within(60, lambda: pool.map(tasks, chunksize=4, on_crash=_crashed))
+        out = within(60, lambda: pool.map(tasks, chunksize=4, on_crash=_crashed))
         assert pool.crashes == 1
     assert out == [i * 10 for i in range(60)]  # the retry succeeded; map keeps task order
 
@@ -153,19 +133,19 @@ def test_a_worker_killed_from_outside_mid_task(tmp_path):
                 killed = True
         return out
 
-    out = _within(60, run)
+    out = within(60, run)
     assert sorted(out) == [i * 10 for i in range(80)]  # task 5 ran again, and passed
 
 
 def test_a_worker_killed_while_idle_is_replaced():
     with WorkerPool(_add_pid, 2, initializer=_init, initargs=(0,)) as pool:
-        first = _within(60, lambda: pool.map(list(range(20)), chunksize=2))
+        first = within(60, lambda: pool.map(list(range(20)), chunksize=2))
         victim = first[0][1]
         os.kill(victim, signal.SIGKILL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and _alive(victim):
             time.sleep(0.01)
-        second = _within(60, lambda: pool.map(list(range(20)), chunksize=2))
+        second = within(60, lambda: pool.map(list(range(20)), chunksize=2))
         assert pool.crashes == 0  # it held no task: nothing lost, nothing charged
     assert [v for v, _ in second] == list(range(20))
     assert victim not in {pid for _, pid in second}
@@ -174,7 +154,7 @@ def test_a_worker_killed_while_idle_is_replaced():
 def test_a_task_that_never_returns_is_killed_after_its_time_limit():
     tasks = _tasks(20, {4: "hang"})
     t0 = time.monotonic()
-    out = _within(60, lambda: list(stream_map(_work, tasks, workers=2, in_process_below=0, on_crash=_crashed,
+    out = within(60, lambda: list(stream_map(_work, tasks, workers=2, in_process_below=0, on_crash=_crashed,
                                               retries=1, task_timeout_s=1.0)))
     assert [r for r in out if isinstance(r, tuple)] == [(4, "no result after 1 s: worker process killed", 2)]
     assert time.monotonic() - t0 < 30
@@ -182,16 +162,16 @@ def test_a_task_that_never_returns_is_killed_after_its_time_limit():
 
 def test_an_exception_in_a_task_is_raised_here_with_the_workers_traceback():
     with pytest.raises(ValueError, match="task 6 is bad") as info:
-        _within(60, lambda: list(stream_map(_work, _tasks(30, {6: "raise"}), workers=2, in_process_below=0)))
+        within(60, lambda: list(stream_map(_work, _tasks(30, {6: "raise"}), workers=2, in_process_below=0)))
     assert "_work" in str(info.value.__cause__)  # the remote traceback
 
 
 def test_an_initializer_that_raises_or_crashes_stops_the_run_instead_of_restarting_forever():
     with pytest.raises(ValueError, match="bad settings"):
-        _within(60, lambda: list(stream_map(_add, list(range(10)), workers=2, in_process_below=0,
+        within(60, lambda: list(stream_map(_add, list(range(10)), workers=2, in_process_below=0,
                                             initializer=_bad_init, initargs=("raise",))))
     with pytest.raises(WorkerCrashedError, match="died before they were ready"):
-        _within(60, lambda: list(stream_map(_add, list(range(10)), workers=2, in_process_below=0,
+        within(60, lambda: list(stream_map(_add, list(range(10)), workers=2, in_process_below=0,
                                             initializer=_bad_init, initargs=("sigkill",))))
 
 
@@ -199,7 +179,7 @@ def test_a_worker_death_is_seen_at_once():
     """The parent learns of a dead worker from its process sentinel, not a time-out:
     three deaths and two fresh workers cost well under the seconds a time-out would."""
     t0 = time.monotonic()
-    _within(60, lambda: list(stream_map(_work, _tasks(4, {0: "sigkill"}), workers=2, in_process_below=0,
+    within(60, lambda: list(stream_map(_work, _tasks(4, {0: "sigkill"}), workers=2, in_process_below=0,
                                         on_crash=_crashed)))
     assert time.monotonic() - t0 < 20
 

@@ -21,7 +21,7 @@ from curate.cli import cli
 from curate.imageio import ProbeOptions
 from curate.stages.ingest import IngestOptions, SourceSpec, ingest, sample_id_for
 from curate.workspace import Workspace
-from tests.conftest import tree_digest
+from tests.conftest import tree_digest, within
 
 
 def run_ingest(ws_dir: Path, *specs: SourceSpec, **kw) -> tuple[Workspace, pd.DataFrame, dict]:
@@ -438,3 +438,38 @@ def _png_bytes(img: Image.Image) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
+
+
+# -- a worker process that dies ------------------------------------------------
+
+
+def test_a_file_that_crashes_its_worker_is_dropped_and_the_rest_is_unchanged(tmp_path, skimage_dir,
+                                                                             crashing_decoder):
+    """A real segfault and a real SIGKILL inside the JPEG decoder of a pool worker (issue 13, issue 18):
+    the run finishes, each poison file is `worker_crashed` after the bounded retries, every other row
+    equals an undisturbed run's, and a re-run (decoder fixed) tries the crashed files again."""
+    src = tmp_path / "src"
+    _make_many(src, skimage_dir, 40)
+    photo = Image.open(skimage_dir / "astronaut.png")
+    crashing_decoder(photo.resize((640, 640)), src / "poison_segv.jpg", "segfault")
+    crashing_decoder(photo.resize((600, 640)), src / "poison_kill.jpg", "sigkill")
+    spec = SourceSpec(src, name="src")
+    _, crashed, summary = within(300, lambda: run_ingest(tmp_path / "ws", spec, workers=2))  # no hang
+    rows = by_name(crashed)
+    for name, signame in (("poison_segv.jpg", "SIGSEGV"), ("poison_kill.jpg", "SIGKILL")):
+        assert (rows.loc[name, "status"], rows.loc[name, "reason"]) == ("dropped", "worker_crashed")
+        assert rows.loc[name, "detail"] == f"worker process killed by signal {11 if signame == 'SIGSEGV' else 9} " \
+                                           f"({signame}) (3 attempts)"
+        assert pd.isna(rows.loc[name, "sha256"]) and rows.loc[name, "file_size"] > 0
+    assert summary["reason"]["worker_crashed"] == 2
+
+    os.environ.pop("PYTHONPATH", None)  # the decoder is fixed (monkeypatch restores it after the test)
+    _, clean, _ = run_ingest(tmp_path / "ws_clean", spec, workers=2)
+    poison = clean["rel_path"].isin(["poison_segv.jpg", "poison_kill.jpg"])
+    assert (clean.loc[poison, "status"] == "kept").all()
+    others = crashed[~crashed["rel_path"].isin(["poison_segv.jpg", "poison_kill.jpg"])]
+    pd.testing.assert_frame_equal(others.reset_index(drop=True), clean[~poison].reset_index(drop=True))
+
+    _, again, s2 = run_ingest(tmp_path / "ws", spec, workers=2)
+    assert s2["run"]["probed"] == 2  # only the crashed files are decoded again
+    pd.testing.assert_frame_equal(again, clean)
