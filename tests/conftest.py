@@ -101,20 +101,37 @@ def fiftyone_env(tmp_path_factory: pytest.TempPathFactory):
 CRASH_DECODER = Path(__file__).resolve().parent / "crash_decoder"
 
 
-@pytest.fixture()
-def crashing_decoder(monkeypatch: pytest.MonkeyPatch):
-    """Worker processes started from now on crash while decoding a JPEG whose
-    comment names a fault (see tests/crash_decoder/sitecustomize.py); this
-    process is not affected. Returns ``save_poison(img, path, fault)``, which
-    writes ``img`` as such a JPEG (``fault``: ``segfault`` or ``sigkill``)."""
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(CRASH_DECODER),
-                                                                os.environ.get("PYTHONPATH")) if p))
+class CrashingDecoder:
+    """Makes worker processes started while it is on crash while decoding a JPEG whose
+    comment names a fault (see tests/crash_decoder/sitecustomize.py). The test's own
+    process is never affected: the hook is loaded only at a process's start."""
 
-    def save_poison(img, path: Path, fault: str) -> Path:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.monkeypatch = monkeypatch
+        self.on()
+
+    def on(self) -> None:
+        self.monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(CRASH_DECODER), *self._others()]))
+
+    def off(self) -> None:
+        """The decoder is fixed: workers started from now on decode every file."""
+        self.monkeypatch.setenv("PYTHONPATH", os.pathsep.join(self._others()))
+
+    @staticmethod
+    def _others() -> list[str]:
+        return [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(CRASH_DECODER)]
+
+    @staticmethod
+    def save_poison(img: Any, path: Path, fault: str) -> Path:
+        """Write ``img`` as a JPEG that crashes its decoder (``fault``: ``segfault`` or ``sigkill``)."""
         img.convert("RGB").save(path, quality=85, comment=f"curate-test: {fault}".encode())
         return path
 
-    return save_poison
+
+@pytest.fixture()
+def crashing_decoder(monkeypatch: pytest.MonkeyPatch) -> CrashingDecoder:
+    """A :class:`CrashingDecoder`, on."""
+    return CrashingDecoder(monkeypatch)
 
 
 def within(seconds: float, fn: Callable[[], Any]) -> Any:

@@ -451,8 +451,8 @@ def test_a_file_that_crashes_its_worker_is_dropped_and_the_rest_is_unchanged(tmp
     src = tmp_path / "src"
     _make_many(src, skimage_dir, 40)
     photo = Image.open(skimage_dir / "astronaut.png")
-    crashing_decoder(photo.resize((640, 640)), src / "poison_segv.jpg", "segfault")
-    crashing_decoder(photo.resize((600, 640)), src / "poison_kill.jpg", "sigkill")
+    crashing_decoder.save_poison(photo.resize((640, 640)), src / "poison_segv.jpg", "segfault")
+    crashing_decoder.save_poison(photo.resize((600, 640)), src / "poison_kill.jpg", "sigkill")
     spec = SourceSpec(src, name="src")
     _, crashed, summary = within(300, lambda: run_ingest(tmp_path / "ws", spec, workers=2))  # no hang
     rows = by_name(crashed)
@@ -463,7 +463,7 @@ def test_a_file_that_crashes_its_worker_is_dropped_and_the_rest_is_unchanged(tmp
         assert pd.isna(rows.loc[name, "sha256"]) and rows.loc[name, "file_size"] > 0
     assert summary["reason"]["worker_crashed"] == 2
 
-    os.environ.pop("PYTHONPATH", None)  # the decoder is fixed (monkeypatch restores it after the test)
+    crashing_decoder.off()  # the decoder is fixed
     _, clean, _ = run_ingest(tmp_path / "ws_clean", spec, workers=2)
     poison = clean["rel_path"].isin(["poison_segv.jpg", "poison_kill.jpg"])
     assert (clean.loc[poison, "status"] == "kept").all()
