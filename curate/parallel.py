@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any, Generic, TypeVar
 
-from curate.errors import CurateError
+from curate.errors import CurateError, OptionError
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -113,6 +113,9 @@ def exit_detail(exitcode: int | None) -> str:
 def _worker_main(conn: Connection, fn: Callable[[Any], Any], initializer: Callable[..., object] | None,
                  initargs: tuple[Any, ...]) -> None:
     """A worker's life: initializer once, then chunks of (index, task) until told to stop."""
+    # Ctrl-C reaches the whole process group: the parent alone decides (it stops every
+    # worker), rather than each worker dying with a traceback that reads like a crash.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         if initializer is not None:
             initializer(*initargs)
@@ -189,7 +192,7 @@ class WorkerPool(Generic[T, R]):
                  initializer: Callable[..., object] | None = None, initargs: tuple[Any, ...] = (),
                  retries: int = DEFAULT_RETRIES, task_timeout_s: float | None = None) -> None:
         if retries < 0:
-            raise CurateError("", field="retries", expected="0 or more", found=retries)
+            raise OptionError("", field="retries", expected="0 or more", found=retries)
         self.fn, self.initializer, self.initargs = fn, initializer, initargs
         self.workers = workers or os.cpu_count() or 1
         self.retries, self.task_timeout_s = retries, task_timeout_s
@@ -296,6 +299,8 @@ class WorkerPool(Generic[T, R]):
             if handle is w.conn and w not in dead:
                 try:
                     self._receive(w, job)
+                    while w.chunk and w.conn.poll():  # the rest of what it has sent: one wait() for many answers
+                        self._receive(w, job)
                     continue
                 except (EOFError, OSError):  # its end closed: it died; the sentinel says how
                     pass
