@@ -296,7 +296,7 @@ class WorkerPool(Generic[T, R]):
         dead: list[_Worker] = []
         for handle in wait(list(by_handle), timeout):
             w = by_handle[handle]
-            if handle is w.conn and w not in dead:
+            if not isinstance(handle, int) and w not in dead:  # its pipe, not its sentinel
                 try:
                     self._receive(w, job)
                     while w.chunk and w.conn.poll():  # the rest of what it has sent: one wait() for many answers
