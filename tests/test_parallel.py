@@ -7,6 +7,7 @@ import ctypes
 import os
 import signal
 import time
+from collections.abc import Sequence
 
 import pytest
 
@@ -200,3 +201,32 @@ def _alive(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+class _Lazy(Sequence[int]):
+    """A sequence that records the highest index taken from it, like ingest's lazily made jobs."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.highest = n, -1
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i):  # type: ignore[override]
+        self.highest = max(self.highest, i)
+        return i
+
+
+def test_tasks_are_taken_when_sent_and_an_abandoned_run_leaves_no_worker_behind():
+    tasks = _Lazy(10_000)
+    pool = WorkerPool(_add_pid, 2, initializer=_init, initargs=(0,))
+    stream = pool.imap_unordered(tasks, chunksize=4)
+    first = [next(stream) for _ in range(10)]
+    assert tasks.highest < 100  # a few chunks per worker, not the whole sequence: memory stays bounded
+    pids = {pid for _, pid in first}
+    stream.close()  # the caller stops early: busy workers are killed, idle ones stopped by close()
+    pool.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.01)
+    assert not any(_alive(p) for p in pids)
