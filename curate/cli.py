@@ -99,6 +99,8 @@ def cli() -> None:
               help="Drop images with more pixels than this, without decoding them (too_large).")
 @click.option("--max-aspect", type=click.FloatRange(min=1.0), default=10.0, show_default=True,
               help="Drop images whose long/short side ratio is above this (bad_aspect).")
+@click.option("--max-file-mb", type=click.FloatRange(min=0, min_open=True), default=2048, show_default=True,
+              help="Drop files larger than this many MiB without reading them (too_large).")
 @click.option("--priority", default=None, help="Comma-separated source names, most trusted first, for keeping duplicates.")
 @click.option("--follow-links", is_flag=True, help="Follow symbolic links that point outside a source.")
 @click.option("--images-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,

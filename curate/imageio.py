@@ -320,7 +320,7 @@ def probe_file(path: str, opts: ProbeOptions, known: dict[str, Any] | None = Non
             if st.st_size > opts.max_file_bytes:
                 result.update(probe_bytes(b"", path, opts))
                 result.update(reason="too_large", detail=f"{st.st_size:,} bytes > --max-file-mb "
-                                                         f"{opts.max_file_bytes / 2**20:g}; not read")
+                                                         f"{round(opts.max_file_bytes / 2**20, 3):g}; not read")
                 return result
             if st.st_size <= IN_MEMORY_MAX_BYTES:
                 data = f.read()

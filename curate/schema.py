@@ -43,6 +43,8 @@ REASONS: dict[str, str] = {
     "broken_link": "a symbolic link whose target does not exist",
     "outside_source": "a symbolic link that points outside the source folder",
     "missing_file": "a list (CSV/TXT/annotation file) names a file that does not exist",
+    "worker_crashed": "the worker process died on this file every time it was tried (a decoder crash, the "
+                      "out-of-memory killer); detail says how. Not necessarily the file's fault: a re-run tries it again",
     "duplicate": "a copy of another kept row (see duplicate_of)",
     "no_face": "no face found by `curate faces`",
     "rejected_in_review": "tagged `reject` in the review app",

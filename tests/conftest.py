@@ -15,7 +15,10 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -93,3 +96,59 @@ def fiftyone_env(tmp_path_factory: pytest.TempPathFactory):
 
     assert str(fo.config.database_dir) == str(db_dir), "FiftyOne did not take the temporary database folder"
     return fo
+
+
+CRASH_DECODER = Path(__file__).resolve().parent / "crash_decoder"
+
+
+class CrashingDecoder:
+    """Makes worker processes started while it is on crash while decoding a JPEG whose
+    comment names a fault (see tests/crash_decoder/sitecustomize.py). The test's own
+    process is never affected: the hook is loaded only at a process's start."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.monkeypatch = monkeypatch
+        self.on()
+
+    def on(self) -> None:
+        self.monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(CRASH_DECODER), *self._others()]))
+
+    def off(self) -> None:
+        """The decoder is fixed: workers started from now on decode every file."""
+        self.monkeypatch.setenv("PYTHONPATH", os.pathsep.join(self._others()))
+
+    @staticmethod
+    def _others() -> list[str]:
+        return [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(CRASH_DECODER)]
+
+    @staticmethod
+    def save_poison(img: Any, path: Path, fault: str) -> Path:
+        """Write ``img`` as a JPEG that crashes its decoder (``fault``: ``segfault`` or ``sigkill``)."""
+        img.convert("RGB").save(path, quality=85, comment=f"curate-test: {fault}".encode())
+        return path
+
+
+@pytest.fixture()
+def crashing_decoder(monkeypatch: pytest.MonkeyPatch) -> CrashingDecoder:
+    """A :class:`CrashingDecoder`, on."""
+    return CrashingDecoder(monkeypatch)
+
+
+def within(seconds: float, fn: Callable[[], Any]) -> Any:
+    """``fn()``, failing the test (rather than hanging the suite) if it takes longer than ``seconds``."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as e:  # re-raised in the test's thread
+            box["error"] = e
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(seconds)
+    if t.is_alive():
+        pytest.fail(f"still running after {seconds} s: hung")
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")

@@ -129,3 +129,14 @@ def test_report_and_dedupe_report_never_overwrite_a_source(tmp_path, skimage_dir
     res = runner.invoke(cli, ["report", str(ws.root), "--out", str(src / "coffee.png")])
     assert res.exit_code == 1 and "--out: expected a path outside the sources" in res.output
     assert tree_digest(src) == before
+
+
+def test_ingest_cli_caps_the_file_size(tmp_path, skimage_dir):
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(skimage_dir / "coffee.png", src / "coffee.png")
+    res = CliRunner().invoke(cli, ["ingest", str(src), "--into", str(tmp_path / "ws"), "--max-file-mb", "0.1",
+                                   "--workers", "1"])
+    assert res.exit_code == 0, res.output
+    row = Workspace.open(tmp_path / "ws").read_manifest().iloc[0]
+    assert row["reason"] == "too_large" and row["detail"].endswith("bytes > --max-file-mb 0.1; not read")

@@ -45,6 +45,7 @@ import pandas as pd
 from curate.augment import AugmentConfig, augment_image, copy_seed, validate_config
 from curate.errors import CurateError, OptionError
 from curate.lineage import AUGMENT_LAYOUT
+from curate.parallel import WorkerCrash, WorkerPool
 from curate.schema import ANNOTATION_COLUMNS, SPLITS, conform, empty_annotations
 from curate.workspace import StageResult, Workspace
 
@@ -403,6 +404,12 @@ def render_copies(task: CopyTask) -> tuple[list[dict[str, Any]], list[dict[str, 
     return rows, ann_rows, []
 
 
+def _copies_crashed(task: CopyTask, crash: WorkerCrash) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]:
+    """No copies of a parent whose worker process died on it every time; a warning says so, as for an
+    unreadable parent (the parent row itself stays as it is: balance adds copies, it does not judge files)."""
+    return [], [], [f"cannot copy {task.parent['sample_id']}: {crash.message()}"]
+
+
 # Below this many copies a process pool costs more than it saves: each worker
 # imports albumentations (and with it torch), about 5 s on the reference machine.
 POOL_MIN_COPIES = 48
@@ -411,7 +418,6 @@ POOL_MIN_COPIES = 48
 def _make_copies(ws: Workspace, out: pd.DataFrame, annotations: pd.DataFrame, plan: _Plan,
                  options: BalanceOptions) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Render the planned copies, parent by parent, in a process pool when there are many."""
-    import multiprocessing as mp
     import os
 
     by_parent: dict[int, list[tuple[int, dict[str, Any]]]] = {}
@@ -428,8 +434,8 @@ def _make_copies(ws: Workspace, out: pd.DataFrame, annotations: pd.DataFrame, pl
     if workers == 1 or len(plan.make) < POOL_MIN_COPIES or len(tasks) < 2:
         results = [render_copies(t) for t in tasks]
     else:
-        with mp.get_context("spawn").Pool(min(workers, len(tasks))) as pool:
-            results = pool.map(render_copies, tasks, chunksize=1)
+        with WorkerPool(render_copies, min(workers, len(tasks))) as pool:
+            results = pool.map(tasks, chunksize=1, on_crash=_copies_crashed)
     rows = [r for res in results for r in res[0]]
     ann_rows = [a for res in results for a in res[1]]
     plan.warnings += [w for res in results for w in res[2]]

@@ -63,6 +63,7 @@ if TYPE_CHECKING:
 
     from curate.derive import DeriveResult
     from curate.lineage import Decision
+    from curate.parallel import WorkerCrash
     from curate.workspace import StageResult
 
 LAYOUT = "crop"
@@ -187,11 +188,20 @@ def process_image(task: _Task) -> DeriveResult:
     return res
 
 
+def _crashed(task: _Task, crash: WorkerCrash) -> DeriveResult:
+    """The result for a photo whose worker process died on it every time: the photo is dropped as worker_crashed."""
+    from curate.derive import DeriveResult
+
+    return DeriveResult(task.parent["sample_id"], reason="worker_crashed",
+                        error=f"{task.parent['path']}: {crash.message()} while cutting its boxes "
+                              "(re-run `curate crop` to try again)")
+
+
 def _run_tasks(tasks: list[_Task], workers: int, progress: bool) -> Iterator[DeriveResult]:
     from curate.parallel import stream_map
 
     return stream_map(process_image, tasks, workers=workers, progress=progress, desc="crop",
-                      in_process_below=IN_PROCESS_MAX, max_chunk=8)
+                      in_process_below=IN_PROCESS_MAX, max_chunk=8, on_crash=_crashed)
 
 
 # -- the stage -----------------------------------------------------------------------
@@ -209,7 +219,7 @@ def _inputs(manifest: pd.DataFrame) -> pd.Series:
     """
     from curate.lineage import descendants, transform_inputs
 
-    mask = transform_inputs(manifest, LAYOUT, reread=("superseded", "unreadable", "missing_file"))
+    mask = transform_inputs(manifest, LAYOUT, reread=("superseded", "unreadable", "missing_file", "worker_crashed"))
     crop_parents = set(manifest.loc[manifest["layout"] == LAYOUT, "parent_id"].dropna())
     below = descendants(manifest, crop_parents)
     return mask & ~manifest["sample_id"].isin(below) & manifest["width"].notna() & manifest["height"].notna()
@@ -278,7 +288,7 @@ def crop(manifest: pd.DataFrame, options: CropOptions, *, ws: Workspace,
         if res.error is not None:
             decisions[res.sample_id] = ("dropped", res.reason, res.error, LAYOUT)
             warnings.append(res.error)
-            counts["unreadable"] += 1
+            counts["worker_crashed" if res.reason == "worker_crashed" else "unreadable"] += 1
             continue
         ids = reused.get(res.sample_id) or [r["sample_id"] for r in res.rows]
         new_rows += res.rows
@@ -286,8 +296,8 @@ def crop(manifest: pd.DataFrame, options: CropOptions, *, ws: Workspace,
         if options.supersede:
             n = len(ids)
             decisions[res.sample_id] = ("dropped", "superseded", f"{n} box patch{'es' if n != 1 else ''}", LAYOUT)
-    if not options.supersede:  # an earlier run superseded them; this one keeps the photos
-        earlier = rows[(rows["decided_by"] == LAYOUT) & (rows["reason"] == "superseded")]["sample_id"]
+    if not options.supersede:  # an earlier run superseded them, or could not read them; now they stay kept
+        earlier = rows[(rows["decided_by"] == LAYOUT) & (rows["status"] == "dropped")]["sample_id"]
         decisions.update({sid: ("kept", None, None, None) for sid in earlier if sid in produced})
     out = set_decisions(out, decisions)
     before = set(out["sample_id"])
@@ -308,6 +318,7 @@ def crop(manifest: pd.DataFrame, options: CropOptions, *, ws: Workspace,
         "images": len(results), "boxes": counts["boxes"], "patches": len(all_ids), "new": len(created),
         "reused": len(all_ids) - len(created), "skipped": {r: by_reason[r] for r in SKIP_REASONS if by_reason[r]},
         "not_selected": counts["not_selected"], "unreadable": counts["unreadable"],
+        "worker_crashed": counts["worker_crashed"],
         "clamped": sum(1 for r in new_rows if '"clamped": true' in r["transform"]),
         "boxes_carried": len(ann) - n_ann, "parents_superseded": sum(1 for d in decisions.values()
                                                                      if d[1] == "superseded"),

@@ -47,7 +47,6 @@ parent on purpose and never take part.
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 import sys
 import time
@@ -61,7 +60,8 @@ import pandas as pd
 
 from curate.errors import OptionError
 from curate.lineage import AUGMENT_LAYOUT
-from curate.verify import VerifyOptions
+from curate.parallel import WorkerCrash, WorkerPool
+from curate.verify import PairCheck, VerifyOptions
 
 if TYPE_CHECKING:
     from curate.workspace import StageResult, Workspace
@@ -338,6 +338,12 @@ class _UnionFind:
         self.parent[self.find(x)] = self.find(y)
 
 
+def _pair_crashed(task: tuple[str, str, int, Any], crash: WorkerCrash) -> PairCheck:
+    """A pair whose worker process died on it every time is not merged: it could not be verified. Which of
+    the two files crashed the decoder is not known, so neither row is dropped; the reason is reported."""
+    return PairCheck(False, "", 0.0, f"not verified: {crash.message()}")
+
+
 def verify_candidates(paths: np.ndarray, a: np.ndarray, b: np.ndarray, d4: np.ndarray, known: np.ndarray,
                       options: DedupeOptions) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Check candidate pairs on the pixels, nearest first, in parallel batches.
@@ -368,7 +374,7 @@ def verify_candidates(paths: np.ndarray, a: np.ndarray, b: np.ndarray, d4: np.nd
     pool = None
     try:
         if workers > 1 and len(pending) >= 64:
-            pool = mp.get_context("spawn").Pool(workers)
+            pool = WorkerPool(verify_paths, workers)
         queue: list[int] = [int(i) for i in pending]
         while queue:
             # One pair per group in a batch: a copy's other pairs into the same
@@ -395,7 +401,7 @@ def verify_candidates(paths: np.ndarray, a: np.ndarray, b: np.ndarray, d4: np.nd
             todo.sort(key=lambda i: (a[i], b[i]))  # a worker's image cache then serves repeats
             tasks = [(str(paths[a[i]]), str(paths[b[i]]), int(d4[i]), options.verify_options) for i in todo]
             if pool is not None:
-                checks = pool.map(verify_paths, tasks, chunksize=max(1, len(tasks) // (workers * 4)))
+                checks = pool.map(tasks, chunksize=max(1, len(tasks) // (workers * 4)), on_crash=_pair_crashed)
             else:
                 checks = [verify_paths(t) for t in tasks]
             for i, c in zip(todo, checks, strict=True):
@@ -409,7 +415,6 @@ def verify_candidates(paths: np.ndarray, a: np.ndarray, b: np.ndarray, d4: np.nd
     finally:
         if pool is not None:
             pool.close()
-            pool.join()
         if bar:
             bar.close()
     return accepted, methods, agreement, why_not

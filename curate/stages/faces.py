@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from curate.lineage import Decision
+    from curate.parallel import WorkerCrash
     from curate.workspace import StageResult
 
 # pandas (and the modules built on it) is imported inside the functions that make
@@ -539,13 +540,21 @@ def _pool_task(task: _Task) -> dict[str, Any]:
     return process_image(task, _STATE["settings"])
 
 
+def _crashed(task: _Task, crash: WorkerCrash) -> dict[str, Any]:
+    """The result for an image whose worker process died on it every time: its row is dropped as worker_crashed."""
+    parent = task.parent
+    return {"sample_id": parent["sample_id"], "sha256": parent["sha256"], "faces": None, "wh": None, "rows": [],
+            "reason": "worker_crashed",
+            "error": f"{parent['path']}: {crash.message()} while detecting faces (re-run `curate faces` to try again)"}
+
+
 def _run_tasks(tasks: list[_Task], settings: _WorkSettings, workers: int, progress: bool) -> Iterator[dict[str, Any]]:
     from curate.parallel import stream_map
 
     try:
         yield from stream_map(_pool_task, tasks, workers=workers, progress=progress, desc="faces",
                               in_process_below=IN_PROCESS_MAX, max_chunk=8,
-                              initializer=_init_worker, initargs=(settings,))
+                              initializer=_init_worker, initargs=(settings,), on_crash=_crashed)
     finally:
         _close_worker()  # the detector of an in-process run (a pool's workers end with the pool)
 
@@ -596,15 +605,19 @@ def _parent_dicts(rows: pd.DataFrame) -> list[dict[str, Any]]:
     return sub.where(sub.notna(), None).to_dict("records")
 
 
+# Reasons this stage gives its inputs that a re-run reads again (a worker crash need not be the file's fault).
+_REREAD = ("no_face", "unreadable", "missing_file", "worker_crashed")
+
+
 def _inputs(manifest: pd.DataFrame, boxes: bool) -> tuple[pd.Series, int]:
     """Rows this run reads (mask), and how many were left alone because a person decided them."""
     from curate.lineage import transform_inputs
 
     if boxes:
-        by_me = (manifest["decided_by"] == LAYOUT) & manifest["reason"].isin(["no_face", "unreadable", "missing_file"])
+        by_me = (manifest["decided_by"] == LAYOUT) & manifest["reason"].isin(list(_REREAD))
         mask = (manifest["decided_by"] != "review") & ((manifest["status"] == "kept") | by_me)
     else:
-        mask = transform_inputs(manifest, LAYOUT, reread=("superseded", "no_face", "unreadable", "missing_file"))
+        mask = transform_inputs(manifest, LAYOUT, reread=("superseded", *_REREAD))
     review = int(((manifest["decided_by"] == "review") & (manifest["status"] == "kept")).sum())
     return mask & manifest["path"].notna(), review
 
@@ -686,7 +699,7 @@ def faces(manifest: pd.DataFrame, options: FacesOptions, *, ws: Workspace,
         if res["error"] is not None:
             decisions[sid] = ("dropped", res["reason"], res["error"], LAYOUT)
             warnings.append(res["error"])
-            counts["unreadable"] += 1
+            counts["worker_crashed" if res["reason"] == "worker_crashed" else "unreadable"] += 1
             produced_by_parent[sid] = []
             continue
         found = res["faces"]
@@ -748,6 +761,7 @@ def faces(manifest: pd.DataFrame, options: FacesOptions, *, ws: Workspace,
         ("boxes" if options.boxes else "crops"): counts["boxes" if options.boxes else "crops"],
         "no_face": counts["no_face"],
         "unreadable": counts["unreadable"],
+        "worker_crashed": counts["worker_crashed"],
         "detected": counts["detected"],
         "from_cache": counts["cached"],
         "left_to_review": review_rows,

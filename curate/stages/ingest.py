@@ -49,6 +49,7 @@ from curate.imageio import (
     _probe_task,
     threshold_reason,
 )
+from curate.parallel import DEFAULT_RETRIES, WorkerCrash
 from curate.paths import confine
 from curate.schema import ANNOTATION_COLUMNS, MANIFEST_ARROW, MANIFEST_COLUMNS, conform, empty_annotations
 from curate.stages.dedupe import mark_exact
@@ -82,6 +83,8 @@ class IngestOptions:
     # Mark byte-identical files as duplicates of one kept copy (moving their boxes to it). Off for
     # `curate convert`, which converts every copy.
     exact_duplicates: bool = True
+    retries: int = DEFAULT_RETRIES  # tries again of a file whose worker process died, before worker_crashed
+    task_timeout_s: float | None = None  # a file probed longer than this kills its worker (None: no limit)
     read_extra: dict[str, Any] = field(default_factory=dict)  # format-specific reader options
 
 
@@ -279,13 +282,38 @@ class _ProbeResults:
         return table
 
 
+def _probe_crashed(job: tuple[ProbeTask, ProbeOptions], crash: WorkerCrash) -> dict[str, Any]:
+    """The probe result of a file whose worker process died on it every time: dropped as ``worker_crashed``.
+
+    Its bytes are not read here (this process must not decode it), so its
+    sha256 stays null: a re-run then finds nothing to reuse and tries the file
+    again, since a crash need not be the file's fault (a full disk, the
+    out-of-memory killer, a decoder since fixed).
+
+        >>> r = _probe_crashed((ProbeTask("/nonexistent.jpg"), ProbeOptions()), WorkerCrash("killed", 3))
+        >>> r["reason"], r["sha256"], r["detail"]
+        ('worker_crashed', None, 'killed (3 attempts)')
+    """
+    task, _ = job
+    result: dict[str, Any] = {"path": task.path, "file_size": None, "mtime_ns": None, "sha256": None,
+                              **dict.fromkeys(PROBE_COLUMNS), "reused": False}
+    result.update(reason="worker_crashed", detail=crash.message())
+    try:
+        st = os.stat(task.path)
+        result.update(file_size=st.st_size, mtime_ns=st.st_mtime_ns)
+    except OSError:
+        pass
+    return result
+
+
 def _probe(paths: list[str], cache: _KnownCache, options: IngestOptions, ws: Workspace) -> _ProbeResults:
     """Probe every path in the pool; one result per path, in completion order."""
     from curate.parallel import stream_map
 
     results = _ProbeResults(ws, options.checkpoint_every)
     jobs = _ProbeJobs(paths, cache, options.probe)
-    for r in stream_map(_probe_task, jobs, workers=options.workers, progress=options.progress, desc="ingest"):
+    for r in stream_map(_probe_task, jobs, workers=options.workers, progress=options.progress, desc="ingest",
+                        on_crash=_probe_crashed, retries=options.retries, task_timeout_s=options.task_timeout_s):
         results.add(r)
     results.flush()
     return results

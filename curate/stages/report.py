@@ -51,10 +51,11 @@ from curate.schema import REASONS, SPLITS
 from curate.workspace import StageResult, Workspace, atomic_write_bytes, utc_now
 
 # Reasons whose files have no picture to show (nothing decodable, a decode
-# would be dangerous (too_large), or the file is not the user's image at all).
+# would be dangerous (too_large; worker_crashed: its decode killed a process, and
+# the report decodes in threads of its own process), or the file is not the user's image at all).
 NO_PICTURE_REASONS = frozenset({
     "unreadable", "unknown_format", "truncated", "empty_file", "not_an_image", "broken_link", "missing_file",
-    "too_large", "system_file", "outside_source",
+    "worker_crashed", "special_file", "too_large", "system_file", "outside_source",
 })
 # Derived rows are recognised by the transform that made them: ``layout``
 # (curate.derive.store_derived sets it to the stage's transform name). Not by

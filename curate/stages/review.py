@@ -21,7 +21,7 @@ What the App shows for each row (the ``media`` field):
   browser cannot (HEIF, TIFF, ...) or would not apply the EXIF rotation curate
   applies (so boxes, stored in the displayed frame, land where they belong);
 - ``placeholder``: a card stating the reason, for files that cannot be decoded
-  (unreadable, not_an_image, empty_file, missing files, too_large), so a person
+  (unreadable, not_an_image, empty_file, missing files, too_large, worker_crashed), so a person
   still sees them. The real file is always in the ``path`` field.
 
 Previews, placeholders and links live in ``WS/review/media/``; sources are never written.
@@ -145,7 +145,9 @@ def media_kind(row: Mapping[str, Any]) -> str:
         'original'
     """
     width, height, reason = _py(row.get("width")), _py(row.get("height")), _py(row.get("reason"))
-    if width is None or height is None or reason == "too_large" or not os.path.isfile(str(row.get("path"))):
+    # too_large: a decode is the danger; worker_crashed: its decode killed a worker process (issue 18)
+    if width is None or height is None or reason in ("too_large", "worker_crashed") \
+            or not os.path.isfile(str(row.get("path"))):
         return "placeholder"
     if _py(row.get("format")) in BROWSER_FORMATS and _py(row.get("exif_orientation")) in (None, 1):
         return "original"

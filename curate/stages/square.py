@@ -37,6 +37,7 @@ import pandas as pd
 from curate.errors import CurateError, OptionError
 from curate.geometry import SQUARE_MODES, SquarePlan, square_plan
 from curate.lineage import Decision, mark_stale, revive, set_decisions, transform_inputs
+from curate.parallel import WorkerCrash
 from curate.schema import ANNOTATION_COLUMNS, conform
 from curate.summary import summarize
 from curate.workspace import StageResult, Workspace
@@ -167,11 +168,17 @@ def process_image(task: _Task) -> dict[str, Any]:
     return res
 
 
+def _crashed(task: _Task, crash: WorkerCrash) -> dict[str, Any]:
+    """The result for an image whose worker process died on it every time: its row is dropped as worker_crashed."""
+    return {"sample_id": task.parent["sample_id"], "row": None, "reason": "worker_crashed",
+            "error": f"{task.parent['path']}: {crash.message()} while squaring it (re-run `curate square` to try again)"}
+
+
 def _run_tasks(tasks: list[_Task], workers: int, progress: bool) -> Iterator[dict[str, Any]]:
     from curate.parallel import stream_map
 
     return stream_map(process_image, tasks, workers=workers, progress=progress, desc="square",
-                      in_process_below=IN_PROCESS_MAX, max_chunk=16)
+                      in_process_below=IN_PROCESS_MAX, max_chunk=16, on_crash=_crashed)
 
 
 _PARENT_FIELDS = ("sample_id", "source", "path", "origin_path", "sha256", "label", "label_origin", "split",
@@ -191,7 +198,7 @@ def square(manifest: pd.DataFrame, options: SquareOptions, *, ws: Workspace,
     fill = options.check()
     out = manifest.copy()
     ann = annotations if annotations is not None else conform(pd.DataFrame(), ANNOTATION_COLUMNS)
-    mask = transform_inputs(out, LAYOUT, reread=("superseded", "unreadable", "missing_file"))
+    mask = transform_inputs(out, LAYOUT, reread=("superseded", "unreadable", "missing_file", "worker_crashed"))
     rows = out[mask & out["width"].notna() & out["height"].notna()]
     existing = dict(zip(out["sample_id"], out["path"], strict=True))
     tasks: list[_Task] = []
@@ -219,7 +226,7 @@ def square(manifest: pd.DataFrame, options: SquareOptions, *, ws: Workspace,
         if res["error"] is not None:
             decisions[res["sample_id"]] = ("dropped", res["reason"], res["error"], LAYOUT)
             warnings.append(res["error"])
-            counts["unreadable"] += 1
+            counts["worker_crashed" if res["reason"] == "worker_crashed" else "unreadable"] += 1
             continue
         did = res.get("existing") or res["row"]["sample_id"]
         if res["row"] is not None:
@@ -237,6 +244,7 @@ def square(manifest: pd.DataFrame, options: SquareOptions, *, ws: Workspace,
     summary = {**summarize(out), "square": {
         "images": len(results), "squares": len(produced), "new": len(created),
         "reused": len(produced) - len(created), "unreadable": counts["unreadable"],
+        "worker_crashed": counts["worker_crashed"],
         "boxes_carried": carried["carried"], "boxes_clipped": carried["clipped"], "boxes_cut_off": carried["cut_off"],
         "stale": counts["stale"], "revived": counts["revived"], "seconds": round(time.perf_counter() - t0, 3),
     }}

@@ -352,3 +352,30 @@ def test_patches_chain_with_balance_and_every_export(skimage_ws, tmp_path, fmt):
     assert summary["images"] == len(kept)
     if fmt in ("yolo", "coco", "voc", "json"):
         assert summary["boxes"] == len(ws.read_annotations().merge(kept[["sample_id"]]))
+
+
+def test_a_photo_that_crashes_its_worker_is_recorded_and_the_rest_is_cut(tmp_path, skimage_dir, crashing_decoder):
+    """A real segfault in the JPEG decoder of a pool worker: the photo is dropped as worker_crashed after the
+    bounded retries, every other photo gives its patches, and a re-run with the decoder fixed cuts it too."""
+    from tests.conftest import within
+
+    base = [Image.open(skimage_dir / f).convert("RGB") for f in ("astronaut.png", "coffee.png", "chelsea.png")]
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(20):
+        base[i % 3].resize((200 + 3 * i, 150)).save(src / f"img_{i:02d}.jpg", quality=85)
+    crashing_decoder.save_poison(base[0].resize((180, 240)), src / "poison.jpg", "segfault")
+    for f in src.glob("*.jpg"):
+        (src / f"{f.stem}.json").write_text(json.dumps({"image": f.name, "annotations": [
+            {"label": "a", "bbox": [10, 10, 90, 90]}, {"label": "b", "bbox": [60, 40, 150, 140]}]}))
+    ws = ingest_ws(tmp_path, src)  # ingest runs in this process: its decoder is fine
+    summary = within(300, lambda: run_crop(ws, workers=2))
+    assert summary["worker_crashed"] == 1 and summary["patches"] == 40
+    m = ws.read_manifest()
+    row = m[(m["rel_path"] == "poison.jpg") & m["parent_id"].isna()].iloc[0]
+    assert (row["status"], row["reason"], row["decided_by"]) == ("dropped", "worker_crashed", "crop")
+    assert "killed by signal 11 (SIGSEGV) (3 attempts)" in row["detail"]
+    crashing_decoder.off()
+    again = within(300, lambda: run_crop(ws, workers=2))
+    assert (again["new"], again["reused"]) == (2, 40)
+    assert ws.read_manifest().query("rel_path == 'poison.jpg' and parent_id.isna()")["status"].item() == "kept"

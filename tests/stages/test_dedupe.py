@@ -36,9 +36,11 @@ from curate.stages.dedupe import (
     connected_groups,
     dedupe,
     mark_exact,
+    verify_candidates,
 )
 from curate.stages.ingest import IngestOptions, SourceSpec, ingest
 from curate.workspace import Workspace
+from tests.conftest import within
 
 A = 0x3C5A_9F01_7E22_D4B8  # an arbitrary 63-bit d4hash (the top bit is the DC bit: 0)
 FAR = 0x0F0F_3C3C_5555_1234
@@ -502,3 +504,30 @@ def test_corpus_transforms_and_hard_negatives(corpus, tmp_path, copy_tree):
         ["obama-480p.jpg", "obama-720p.jpg", "obama.jpg"],
     ]
     assert summary["dedupe"]["low_information"] >= 1  # the almost black frame
+
+
+def test_a_pair_that_crashes_its_worker_is_not_merged_and_the_rest_is_unchanged(tmp_path, skimage_dir,
+                                                                                crashing_decoder):
+    """A real segfault in the JPEG decoder of a verify worker (issue 18): the pair is reported as not
+    verified, the other pairs get the same answers as an undisturbed run, and nothing hangs."""
+    names = ["astronaut.png", "brick.png", "camera.png", "chelsea.png", "coffee.png", "coins.png", "grass.png",
+             "gravel.png", "horse.png", "moon.png", "page.png", "rocket.jpg"]
+    paths = []
+    for n in names:
+        Image.open(skimage_dir / n).convert("RGB").save(tmp_path / f"{Path(n).stem}.jpg", quality=90)
+        paths.append(str(tmp_path / f"{Path(n).stem}.jpg"))
+    paths.append(str(crashing_decoder.save_poison(Image.open(skimage_dir / "astronaut.png"), tmp_path / "poison.jpg",
+                                                  "segfault")))
+    pairs = [(i, j) for i in range(len(names)) for j in range(i + 1, len(names))] + [(0, len(names))]
+    a = np.array([p[0] for p in pairs])
+    b = np.array([p[1] for p in pairs])
+    d4 = np.zeros(len(pairs), dtype=int)
+    known = np.zeros(len(pairs), dtype=bool)
+    opts = DedupeOptions(workers=2)
+    path_arr = np.array(paths, dtype=object)
+    accepted, methods, _, why_not = within(300, lambda: verify_candidates(path_arr, a, b, d4, known, opts))
+    assert not accepted[-1] and why_not[-1] == "not verified: worker process killed by signal 11 (SIGSEGV) (3 attempts)"
+    crashing_decoder.off()
+    clean = verify_candidates(path_arr, a, b, d4, known, opts)
+    assert clean[0][-1]  # the poison file is a re-encoded copy of the astronaut: verified once it decodes
+    assert list(accepted[:-1]) == list(clean[0][:-1]) and list(why_not[:-1]) == list(clean[3][:-1])

@@ -31,7 +31,7 @@ from curate.stages.faces import (
 )
 from curate.stages.ingest import IngestOptions, SourceSpec, ingest
 from curate.workspace import Workspace
-from tests.conftest import tree_digest
+from tests.conftest import tree_digest, within
 
 
 @pytest.fixture(scope="module")
@@ -323,3 +323,35 @@ def test_boxes_with_class_from_label(tmp_path, corpus, copy_tree, model_paths):
     assert sorted(zip(ann["rel_path"], ann["label"], strict=True)) == [
         ("biden/biden.jpg", "biden"), ("sundar/img25.jpg", "sundar")]
     assert summary["faces"]["faces_per_image"] == {"1": 2}
+
+
+def test_an_image_that_crashes_its_worker_drops_its_row_and_the_rest_is_unchanged(tmp_path, skimage_dir,
+                                                                                  model_paths, crashing_decoder):
+    """A real SIGKILL in the JPEG decoder of a pool worker, as the out-of-memory killer sends it (issue 18):
+    the photo is dropped as worker_crashed, the other photos get the same crops as an undisturbed run,
+    and a re-run (decoder fixed) detects it."""
+    src = tmp_path / "src"
+    src.mkdir()
+    astronaut = Image.open(skimage_dir / "astronaut.png").convert("RGB")
+    for i in range(8):  # IN_PROCESS_MAX photos: enough to start a pool
+        astronaut.rotate(i * 3).save(src / f"astronaut_{i}.jpg", quality=85)
+    crashing_decoder.save_poison(astronaut.resize((400, 400)), src / "poison.jpg", "sigkill")
+    ws = make_ws(tmp_path / "ws", src)  # ingest runs here, in this process: the decoder is fine here
+    summary = within(300, lambda: run_faces(ws, workers=2))
+    assert (summary["faces"]["worker_crashed"], summary["faces"]["detected"]) == (1, 8)
+    m = ws.read_manifest()
+    row, kids = rows_of(m, "poison.jpg")
+    assert (row["status"], row["reason"], row["decided_by"]) == ("dropped", "worker_crashed", "faces")
+    assert "killed by signal 9 (SIGKILL) (3 attempts)" in row["detail"] and not len(kids)
+
+    crashing_decoder.off()
+    clean_ws = make_ws(tmp_path / "ws_clean", src)
+    run_faces(clean_ws, workers=2)
+    clean = clean_ws.read_manifest()
+    for i in range(8):
+        assert sorted(rows_of(m, f"astronaut_{i}.jpg")[1]["sha256"]) == \
+            sorted(rows_of(clean, f"astronaut_{i}.jpg")[1]["sha256"])
+    again = within(300, lambda: run_faces(ws, workers=2))
+    assert again["faces"]["detected"] == 1 and again["faces"]["worker_crashed"] == 0
+    row, kids = rows_of(ws.read_manifest(), "poison.jpg")
+    assert row["reason"] == "superseded" and len(kids) == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import signal
@@ -21,7 +22,7 @@ from curate.cli import cli
 from curate.imageio import ProbeOptions
 from curate.stages.ingest import IngestOptions, SourceSpec, ingest, sample_id_for
 from curate.workspace import Workspace
-from tests.conftest import tree_digest
+from tests.conftest import tree_digest, within
 
 
 def run_ingest(ws_dir: Path, *specs: SourceSpec, **kw) -> tuple[Workspace, pd.DataFrame, dict]:
@@ -495,3 +496,85 @@ def test_a_file_removed_before_its_read_is_missing_not_unreadable(tmp_path, skim
     gone.unlink()  # listed by the walk, deleted before the worker read it
     res = probe_file(str(gone), ProbeOptions())
     assert (res["reason"], res["detail"]) == ("missing_file", "the file was removed while curate ran")
+
+
+# -- a worker process that dies ------------------------------------------------
+
+
+def test_a_file_that_crashes_its_worker_is_dropped_and_the_rest_is_unchanged(tmp_path, skimage_dir,
+                                                                             crashing_decoder):
+    """A real segfault and a real SIGKILL inside the JPEG decoder of a pool worker (issue 13, issue 18):
+    the run finishes, each poison file is `worker_crashed` after the bounded retries, every other row
+    equals an undisturbed run's, and a re-run (decoder fixed) tries the crashed files again."""
+    src = tmp_path / "src"
+    _make_many(src, skimage_dir, 40)
+    photo = Image.open(skimage_dir / "astronaut.png")
+    crashing_decoder.save_poison(photo.resize((640, 640)), src / "poison_segv.jpg", "segfault")
+    crashing_decoder.save_poison(photo.resize((600, 640)), src / "poison_kill.jpg", "sigkill")
+    spec = SourceSpec(src, name="src")
+    _, crashed, summary = within(300, lambda: run_ingest(tmp_path / "ws", spec, workers=2))  # no hang
+    rows = by_name(crashed)
+    for name, signame in (("poison_segv.jpg", "SIGSEGV"), ("poison_kill.jpg", "SIGKILL")):
+        assert (rows.loc[name, "status"], rows.loc[name, "reason"]) == ("dropped", "worker_crashed")
+        assert rows.loc[name, "detail"] == f"worker process killed by signal {11 if signame == 'SIGSEGV' else 9} " \
+                                           f"({signame}) (3 attempts)"
+        assert pd.isna(rows.loc[name, "sha256"]) and rows.loc[name, "file_size"] > 0
+    assert summary["reason"]["worker_crashed"] == 2
+
+    crashing_decoder.off()  # the decoder is fixed
+    _, clean, _ = run_ingest(tmp_path / "ws_clean", spec, workers=2)
+    poison = clean["rel_path"].isin(["poison_segv.jpg", "poison_kill.jpg"])
+    assert (clean.loc[poison, "status"] == "kept").all()
+    others = crashed[~crashed["rel_path"].isin(["poison_segv.jpg", "poison_kill.jpg"])]
+    pd.testing.assert_frame_equal(others.reset_index(drop=True), clean[~poison].reset_index(drop=True))
+
+    _, again, s2 = run_ingest(tmp_path / "ws", spec, workers=2)
+    assert s2["run"]["probed"] == 2  # only the crashed files are decoded again
+    pd.testing.assert_frame_equal(again, clean)
+
+
+def _pool_workers(pid: int) -> list[int]:
+    """Pids of the spawn pool workers among ``pid``'s children (not multiprocessing's resource tracker)."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return []
+    out = []
+    for child in children:
+        try:
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"spawn_main" in cmdline:
+            out.append(int(child))
+    return out
+
+
+def test_a_worker_killed_from_outside_does_not_hang_the_installed_command(tmp_path, skimage_dir):
+    """Issue 13's case: SIGKILL one worker of a running `curate ingest`, as the out-of-memory killer does.
+    The command finishes, and since the file it was on decodes fine when tried again, the manifest equals
+    an undisturbed run's."""
+    src = tmp_path / "src"
+    _make_many(src, skimage_dir, 300)
+    exe = Path(sys.executable).parent / "curate"
+    proc = subprocess.Popen([str(exe), "ingest", str(src), "--into", str(tmp_path / "ws"), "--source", "src",
+                             "--workers", "2", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    victim = None
+    deadline = time.monotonic() + 60
+    while victim is None and time.monotonic() < deadline and proc.poll() is None:
+        workers = _pool_workers(proc.pid)
+        if len(workers) == 2:
+            time.sleep(1.0)  # let them start and take work
+            victim = workers[0]
+            os.kill(victim, signal.SIGKILL)
+        time.sleep(0.01)
+    assert victim is not None, "ingest finished before a worker could be killed; make the source bigger"
+    try:
+        out, err = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("curate ingest hung after one of its workers was killed")
+    assert proc.returncode == 0, err
+    assert json.loads(out)["run"]["files"] == 300
+    _, clean, _ = run_ingest(tmp_path / "ws_clean", SourceSpec(src, name="src"), workers=2)
+    pd.testing.assert_frame_equal(Workspace.open(tmp_path / "ws").read_manifest(), clean)

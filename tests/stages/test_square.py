@@ -21,6 +21,7 @@ from curate.stages.faces import FacesOptions, faces
 from curate.stages.ingest import IngestOptions, SourceSpec, ingest
 from curate.stages.square import SquareOptions, make_square, parse_fill, square
 from curate.workspace import Workspace
+from tests.conftest import within
 
 GREEN = (0, 255, 0)
 
@@ -232,3 +233,40 @@ def test_a_panorama_is_resized_before_padding(tmp_path, corpus, copy_tree):
     m = ws.read_manifest()
     sq = m[m["layout"] == "square"].iloc[0]
     assert json.loads(sq["transform"])["resized_wh"] == [224, 20]
+
+
+def test_an_image_that_crashes_its_worker_drops_its_row_and_the_rest_is_unchanged(tmp_path, skimage_dir,
+                                                                                  crashing_decoder):
+    """A real segfault in the JPEG decoder of a pool worker (issue 18): the parent row is dropped as
+    worker_crashed after the bounded retries, every other row and object is as in an undisturbed run,
+    and a re-run (decoder fixed) squares it."""
+    src = tmp_path / "src"
+    src.mkdir()
+    base = [Image.open(skimage_dir / f).convert("RGB") for f in ("astronaut.png", "coffee.png", "chelsea.png")]
+    for i in range(20):
+        base[i % 3].rotate(i * 11).resize((200 + 3 * i, 150)).save(src / f"img_{i:02d}.jpg", quality=85)
+    crashing_decoder.save_poison(base[0].resize((180, 240)), src / "poison.jpg", "segfault")
+    ws = make_ws(tmp_path / "ws", src)  # ingest runs here, in this process: the decoder is fine here
+    clean_ws = make_ws(tmp_path / "ws_clean", src)
+
+    summary = within(300, lambda: run_square(ws, size_px=64, workers=2))
+    assert summary["square"]["worker_crashed"] == 1
+    m = ws.read_manifest()
+    poison = m[m["rel_path"] == "poison.jpg"]
+    row = poison[poison["parent_id"].isna()].iloc[0]
+    assert (row["status"], row["reason"], row["decided_by"]) == ("dropped", "worker_crashed", "square")
+    assert "killed by signal 11 (SIGSEGV) (3 attempts)" in row["detail"]
+    assert len(poison) == 1  # no square was made of it
+
+    crashing_decoder.off()
+    run_square(clean_ws, size_px=64, workers=2)
+    clean = clean_ws.read_manifest()
+
+    def comparable(frame: pd.DataFrame, root: Path) -> pd.DataFrame:
+        return frame.assign(path=frame["path"].str.replace(str(root), "WS", regex=False)).reset_index(drop=True)
+
+    others = clean["rel_path"] != "poison.jpg"
+    pd.testing.assert_frame_equal(comparable(m[m["rel_path"] != "poison.jpg"], ws.root),
+                                  comparable(clean[others], clean_ws.root))
+    within(300, lambda: run_square(ws, size_px=64, workers=2))  # tries it again, and now it works
+    pd.testing.assert_frame_equal(comparable(ws.read_manifest(), ws.root), comparable(clean, clean_ws.root))
