@@ -4,9 +4,8 @@
 tests/test_schema.py fails when the copies are stale.
 """
 
-from pathlib import Path
-
 import json
+from pathlib import Path
 
 from curate.formats.jsonbox import SHIPPED_MAPPINGS, data_text, load_mapping, schema_for_mapping
 from curate.schema import schema_files
