@@ -93,6 +93,8 @@ MANIFEST_COLUMNS: tuple[Column, ...] = (
     Column("dup_group", "str", True, "sample_id of the representative for every member of a duplicate group"),
     Column("label_conflict", "bool", False, "member of a duplicate group whose rows carry different labels"),
     Column("transform", "str", True, "JSON record of the transform that made a derived row"),
+    Column("group", "str", True, "rows that must share a split, e.g. one person (`curate split --group-from`); "
+                                 "derived rows carry their source row's value"),
 )
 
 ANNOTATION_COLUMNS: tuple[Column, ...] = (
