@@ -128,11 +128,11 @@ def csv_groups(manifest: pd.DataFrame, file: str, column: str) -> tuple[pd.Serie
         raise _group_from_error(f"{column!r} is also the key column of {p.name}",
                                 f"add a file column ({', '.join(GROUP_KEY_COLUMNS)}) naming each image")
     rel = manifest["rel_path"].astype(str).str.replace("\\", "/", regex=False)
-    exact: dict[str, int] = {}
+    exact: dict[str, list[int]] = {}  # rows sharing a key (two sources' obama/1.jpg, derived rows) all match
     for i, (src, r, origin) in enumerate(zip(manifest["source"].astype(str), rel, manifest["origin_path"].astype(str),
                                              strict=True)):
-        for k in (r, f"{src}/{r}", origin):
-            exact.setdefault(k, i)
+        for k in dict.fromkeys((r, f"{src}/{r}", origin)):
+            exact.setdefault(k, []).append(i)
     by_name: dict[str, set[str]] = {}
     names = rel.str.rsplit("/", n=1).str[-1]
     for r, n in zip(rel, names, strict=True):
@@ -146,9 +146,9 @@ def csv_groups(manifest: pd.DataFrame, file: str, column: str) -> tuple[pd.Serie
         if not k:
             continue
         if k in exact:
-            hits = [exact[k]]
+            hits = exact[k]
         elif "/" not in k and len(by_name.get(k, ())) == 1:
-            hits = [i for i in np.flatnonzero((names == k).to_numpy())]
+            hits = [int(i) for i in np.flatnonzero((names == k).to_numpy())]
         elif "/" not in k and k in by_name:
             ambiguous.append(k)
             continue
@@ -156,7 +156,7 @@ def csv_groups(manifest: pd.DataFrame, file: str, column: str) -> tuple[pd.Serie
             unmatched.append(k)
             continue
         for i in hits:
-            values[int(i)] = value
+            values[i] = value
     if ambiguous:
         raise _group_from_error(f"{len(ambiguous)} file names in {p.name} that several rows share "
                                 f"(e.g. {ambiguous[0]!r})", "write the path inside the source, e.g. obama/1.jpg")
@@ -172,7 +172,7 @@ def group_values(manifest: pd.DataFrame, spec: str) -> tuple[pd.Series, list[str
     (face crops, squares, copies) share; and warnings.
 
     >>> from curate.schema import conform, MANIFEST_COLUMNS
-    >>> m = conform(pd.DataFrame({"sample_id": ["a", "b"], "rel_path": ["obama/1.jpg", "biden/2.jpg"]}),
+    >>> m = conform(pd.DataFrame({"sample_id": ["a", "b"], "status": "kept", "rel_path": ["obama/1.jpg", "biden/2.jpg"]}),
     ...             MANIFEST_COLUMNS)
     >>> group_values(m, "folder:-1")[0].tolist()
     ['obama', 'biden']
@@ -187,7 +187,7 @@ def group_values(manifest: pd.DataFrame, spec: str) -> tuple[pd.Series, list[str
         if level == 0:
             raise _group_from_error(repr(spec), "folder levels start at 1 (from the source root) or -1 "
                                                 "(the file's own folder)")
-        values, warnings = folder_groups(manifest["rel_path"], level), []
+        values, warnings = folder_groups(manifest["rel_path"], level), list[str]()
     elif kind == "csv" and ":" in rest:
         file, _, column = rest.rpartition(":")
         values, warnings = csv_groups(manifest, file, column.strip())

@@ -181,7 +181,8 @@ def test_rows_kept_or_relabelled_in_review_are_squared_rejected_ones_are_not(mar
     run_square(ws, size_px=64)
     m = ws.read_manifest()
     kept = m[m["status"] == "kept"]
-    assert sorted(zip(kept["rel_path"], kept["width"], kept["height"])) == [("odd.jpg", 64, 64), ("wide.png", 64, 64)]
+    assert sorted(zip(kept["rel_path"], kept["width"], kept["height"], strict=True)) == [
+        ("odd.jpg", 64, 64), ("wide.png", 64, 64)]
     assert kept.set_index("rel_path").loc["wide.png", "label"] == "astronaut"  # the person's label carried
     tall = m[m["rel_path"] == "tall.png"]
     assert tall[["status", "reason", "decided_by"]].values.tolist() == [["dropped", "rejected_in_review", "review"]]
