@@ -66,6 +66,33 @@ def trace(manifest: pd.DataFrame, sample_id: str) -> list[str]:
         chain.append(str(p))
 
 
+def kept_successors(manifest: pd.DataFrame) -> pd.Series:
+    """For each row, the kept row it is or lives on as (index-aligned; None where nothing of it is kept).
+
+    A kept row is its own successor. A row a transform replaced (``superseded``: photo -> face crop ->
+    square) has the kept row at the end of its chain; with several (two faces of one photo), the one
+    with the smallest sample_id.
+
+        >>> m = pd.DataFrame({"sample_id": ["p", "c", "s", "x"], "parent_id": [None, "p", "c", None],
+        ...                   "status": ["dropped", "dropped", "kept", "dropped"]})
+        >>> kept_successors(m).tolist()
+        ['s', 's', 's', None]
+    """
+    parent = dict(zip(manifest["sample_id"].astype(str), manifest["parent_id"], strict=True))
+    succ: dict[str, str] = {}
+    kept = sorted(manifest.loc[manifest["status"] == "kept", "sample_id"].astype(str))
+    for sid in kept:
+        succ[sid] = sid
+    for sid in kept:
+        p = parent.get(sid)
+        seen = {sid}
+        while isinstance(p, str) and p not in seen:
+            seen.add(p)
+            succ.setdefault(p, sid)
+            p = parent.get(p)
+    return pd.Series([succ.get(str(s)) for s in manifest["sample_id"]], index=manifest.index, dtype=object)
+
+
 def is_stale(manifest: pd.DataFrame) -> pd.Series:
     return (manifest["reason"] == "superseded") & manifest["detail"].fillna("").astype(str).str.startswith(STALE_PREFIX)
 
