@@ -268,3 +268,21 @@ def test_a_panorama_is_resized_before_padding(tmp_path, corpus, copy_tree):
     m = ws.read_manifest()
     sq = m[m["layout"] == "square"].iloc[0]
     assert json.loads(sq["transform"])["resized_wh"] == [224, 20]
+
+
+def test_small_face_crops_enlarged_2x_are_counted_and_warned(corpus, tmp_path, copy_tree):
+    """Issue 17: small face crops of a group photo, squared to twice their size or more, are blurry."""
+    src = copy_tree(corpus / "faces_misc", "groups", files=["deepface_selfie-many-people.jpg",
+                                                            "facenet_multiface.jpg"])
+    ws = make_ws(tmp_path / "ws", src)
+    ws.run_stage("faces", faces, FacesOptions(workers=1, select="all"))
+    m = ws.read_manifest()
+    crops = m[(m["layout"] == "faces") & (m["status"] == "kept")]
+    small = crops[crops[["width", "height"]].max(axis=1) * 2 <= 320]
+    assert 0 < len(small) < len(crops)  # the faces of the group photos, not every one
+    summary = run_square(ws, size_px=320)
+    assert summary["square"]["upscaled_2x"] == len(small)
+    smallest = crops.loc[crops[["width", "height"]].max(axis=1).idxmin()]
+    warning = summary["warnings"][0]
+    assert warning.startswith(f"{len(small)} images were enlarged 2x or more to 320 px, so their squares are blurry: "
+                              f"src/{smallest['rel_path']} ({smallest['width']}x{smallest['height']}, ")
