@@ -700,6 +700,9 @@ def format_report(summary: dict[str, Any], title: str) -> str:
     lines = [title, "  " + "class".ljust(cw) + "".join(f"  {s:>{widths[s]}}" for s in cols)]
     for c in classes:
         lines.append("  " + c.ljust(cw) + "".join(f"  {cells[c, s]:>{widths[s]}}" for s in cols))
+    if summary.get("group_from"):
+        lines.append(f"  groups from --group-from {summary['group_from']}: {summary.get('groups')} "
+                     "(each kept in one split)")
     if summary.get("achieved"):
         rep = summary["achieved"]
         lines.append(f"  overall train/val/test {format_ratios(rep['overall'])} "

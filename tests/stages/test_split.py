@@ -421,6 +421,9 @@ def test_group_from_folder_keeps_each_person_in_one_split(people_ws: Path, tmp_p
     r = CliRunner().invoke(cli, ["split", str(ws.root), "--near-bits", "-1", "--json"])
     assert r.exit_code == 0, r.output
     assert any(len(s) > 1 for s in _people_per_split(ws.read_manifest()).values())  # without it, people straddle
+    r = CliRunner().invoke(cli, ["split", str(ws.root), "--group-from", "folder:1", "--resplit"])
+    assert r.exit_code == 0, r.output
+    assert "  groups from --group-from folder:1: 13 (each kept in one split)" in r.stdout.splitlines()
     r = CliRunner().invoke(cli, ["split", str(ws.root), "--group-from", "folder:1", "--resplit", "--json"])
     assert r.exit_code == 0, r.output
     s = json.loads(r.stdout)
