@@ -335,19 +335,22 @@ def _emit_report(summary: dict[str, Any], as_json: bool, text: str) -> None:
 @click.option("--group", default="dup", show_default=True,
               help="Rows that share a split: dup (duplicate groups), source, or a manifest column. "
                    "Duplicate groups and derived copies are always kept together.")
+@click.option("--group-from", default=None,
+              help="Fill the group column (e.g. one person): folder:N, the N-th folder of each path inside its "
+                   "source (1 = first under the root, -1 = the file's own folder), or csv:FILE:COLUMN.")
 @click.option("--near-bits", type=click.IntRange(-1, 16), default=4, show_default=True,
               help="Also keep rows whose phash is at most this many bits apart in one split (-1: off).")
 @click.option("--resplit", is_flag=True, help="Reassign every row; without it existing splits are kept.")
 @click.option("--strict", is_flag=True, help="Fail when a class has too few groups to reach every split.")
 @json_option
-def split_cmd(workspace: Path, ratios: str, seed: int, stratify: str, group: str, near_bits: int, resplit: bool,
-              strict: bool, as_json: bool) -> None:
+def split_cmd(workspace: Path, ratios: str, seed: int, stratify: str, group: str, group_from: str | None,
+              near_bits: int, resplit: bool, strict: bool, as_json: bool) -> None:
     """Assign train/val/test per class; duplicates and copies never straddle splits."""
     from curate.stages.split import SplitOptions, format_report, parse_ratios, split
 
     ws = _open_ws(workspace)
     opts = SplitOptions(parse_ratios(ratios), seed, None if stratify.lower() == "none" else stratify, group,
-                        near_bits=near_bits, resplit=resplit, strict=strict)
+                        near_bits=near_bits, resplit=resplit, strict=strict, group_from=group_from)
     result = ws.run_stage("split", split, opts)
     _emit_report(result.summary, as_json, format_report(result.summary, f"split {ws.root} (seed {seed})"))
 
@@ -365,17 +368,21 @@ def split_cmd(workspace: Path, ratios: str, seed: int, stratify: str, group: str
               help="Copies' augmentation, KEY=VALUE,...: hflip, vflip, rotate_p (probabilities), rotate (degrees), "
                    "brightness, contrast (fractions), crop (smallest area), min_visibility, min_box_side.")
 @click.option("--max-copies", type=click.IntRange(min=1), default=None, help="At most this many copies of one image.")
+@click.option("--priority", default=None,
+              help="Sources, most trusted first (e.g. mine,kaggle,crawl): undersampling removes rows of the "
+                   "least trusted first; sources not named go before all named ones.")
 @workers_option
 @json_option
 def balance_cmd(workspace: Path, target: str, strategy: str, splits: str, seed: int, augment: str | None,
-                max_copies: int | None, workers: int, as_json: bool) -> None:
+                max_copies: int | None, priority: str | None, workers: int, as_json: bool) -> None:
     """Even out class counts: diverse undersampling, augmented oversampling (boxes carried)."""
     from curate.augment import parse_augment
     from curate.stages.balance import BalanceOptions, balance, format_balance, parse_splits, parse_target
 
     ws = _open_ws(workspace)
     opts = BalanceOptions(parse_target(target), strategy, parse_splits(splits), seed, parse_augment(augment),
-                          max_copies_per_image=max_copies, workers=workers)
+                          max_copies_per_image=max_copies, workers=workers,
+                          priority=tuple(p.strip() for p in (priority or "").split(",") if p.strip()))
     result = ws.run_stage("balance", balance, opts)
     _emit_report(result.summary, as_json, format_balance(result.summary, f"balance {ws.root}"))
 

@@ -7,7 +7,10 @@ re-runnable:
 - a transform reads the rows a fresh run would read: kept rows that do not
   descend from its own outputs, plus the rows it dropped itself last time
   (so ``superseded`` parents are processed again, not their crops);
-- rows decided by a person (``decided_by == "review"``) are never changed;
+- review decisions are seen the same way by every transform (faces, square,
+  crop; :func:`person_rejected`): rows a person *kept or relabelled* are
+  inputs like any kept row (the transform supersedes them and its outputs
+  carry their label), rows a person *rejected* are not;
 - a derived row a re-run no longer produces (its options changed) is dropped
   as ``superseded`` with a detail starting ``stale:``, and so are its kept
   descendants; if a later run produces it again it is kept again.
@@ -63,12 +66,56 @@ def trace(manifest: pd.DataFrame, sample_id: str) -> list[str]:
         chain.append(str(p))
 
 
+def kept_successors(manifest: pd.DataFrame) -> pd.Series:
+    """For each row, the kept row it is or lives on as (index-aligned; None where nothing of it is kept).
+
+    A kept row is its own successor. A row a transform replaced (``superseded``: photo -> face crop ->
+    square) has the kept row at the end of its chain; with several (two faces of one photo), the one
+    with the smallest sample_id.
+
+        >>> m = pd.DataFrame({"sample_id": ["p", "c", "s", "x"], "parent_id": [None, "p", "c", None],
+        ...                   "status": ["dropped", "dropped", "kept", "dropped"]})
+        >>> kept_successors(m).tolist()
+        ['s', 's', 's', None]
+    """
+    parent = dict(zip(manifest["sample_id"].astype(str), manifest["parent_id"], strict=True))
+    succ: dict[str, str] = {}
+    kept = sorted(manifest.loc[manifest["status"] == "kept", "sample_id"].astype(str))
+    for sid in kept:
+        succ[sid] = sid
+    for sid in kept:
+        p = parent.get(sid)
+        seen = {sid}
+        while isinstance(p, str) and p not in seen:
+            seen.add(p)
+            succ.setdefault(p, sid)
+            p = parent.get(p)
+    return pd.Series([succ.get(str(s)) for s in manifest["sample_id"]], index=manifest.index, dtype=object)
+
+
 def is_stale(manifest: pd.DataFrame) -> pd.Series:
     return (manifest["reason"] == "superseded") & manifest["detail"].fillna("").astype(str).str.startswith(STALE_PREFIX)
 
 
+def person_rejected(manifest: pd.DataFrame) -> pd.Series:
+    """Rows a person rejected in review (index-aligned mask): no transform reads them.
+
+    The one rule every transform follows (issue 17: ``square`` skipped a row
+    relabelled in review, so a "224x224" export held a 377x240 image): a row a
+    person kept or relabelled is an input like any kept row; a rejected one is not.
+
+        >>> m = pd.DataFrame({"status": ["kept", "dropped", "kept"], "decided_by": ["review", "review", None]})
+        >>> person_rejected(m).tolist()
+        [False, True, False]
+    """
+    return (manifest["decided_by"] == REVIEW) & (manifest["status"] != "kept")
+
+
 def transform_inputs(manifest: pd.DataFrame, layout: str, *, reread: Iterable[str] = ("superseded",)) -> pd.Series:
-    """Rows the transform ``layout`` reads (index-aligned mask), review rows excluded.
+    """Rows the transform ``layout`` reads (index-aligned mask); rows a person rejected excluded.
+
+    Rows a person kept or relabelled in review are read like any kept row (see
+    :func:`person_rejected`).
 
     ``reread``: reasons this transform gives its inputs; rows it dropped with
     one of them are read again, so a re-run sees the same inputs as the first.
@@ -77,8 +124,7 @@ def transform_inputs(manifest: pd.DataFrame, layout: str, *, reread: Iterable[st
     below = set(own_outputs) | descendants(manifest, own_outputs)
     not_below = ~manifest["sample_id"].isin(below)
     by_me = (manifest["decided_by"] == layout) & manifest["reason"].isin(list(reread)) & ~is_stale(manifest)
-    by_person = manifest["decided_by"] == REVIEW
-    return not_below & ~by_person & ((manifest["status"] == "kept") | by_me)
+    return not_below & ~person_rejected(manifest) & ((manifest["status"] == "kept") | by_me)
 
 
 def mark_stale(manifest: pd.DataFrame, ids: Iterable[str], stage: str) -> tuple[pd.DataFrame, int]:

@@ -98,6 +98,8 @@ MANIFEST_COLUMNS: tuple[Column, ...] = (
     Column("label_conflict", "bool", False, "member of a duplicate group whose rows carry different labels"),
     Column("transform", "str", True, "JSON record of the transform that made a derived row"),
     Column("split_pinned", "bool", False, "split given by `curate ingest --split`: `curate split` never changes it"),
+    Column("group", "str", True, "rows that must share a split, e.g. one person (`curate split --group-from`); "
+                                 "derived rows carry their source row's value"),
 )
 
 ANNOTATION_COLUMNS: tuple[Column, ...] = (

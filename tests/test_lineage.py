@@ -5,7 +5,16 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from curate.lineage import descendants, is_stale, mark_stale, revive, set_decisions, trace, transform_inputs
+from curate.lineage import (
+    descendants,
+    is_stale,
+    mark_stale,
+    person_rejected,
+    revive,
+    set_decisions,
+    trace,
+    transform_inputs,
+)
 
 
 def table(rows: list[tuple]) -> pd.DataFrame:
@@ -14,7 +23,8 @@ def table(rows: list[tuple]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols)
 
 
-# src -> crop1, crop2 (faces) ; crop1 -> sq1 (square); other: untouched source; rev: a person kept it
+# src -> crop1, crop2 (faces) ; crop1 -> sq1 (square); other: untouched source; rev: a person kept (or
+# relabelled) it; rej: a person rejected it
 CHAIN = table([
     ("src", None, "folder", "dropped", "superseded", "faces", "2 face crops"),
     ("crop1", "src", "faces", "dropped", "superseded", "square", "square 224 pad"),
@@ -23,6 +33,7 @@ CHAIN = table([
     ("other", None, "folder", "kept", None, "ingest", None),
     ("rev", None, "folder", "kept", None, "review", None),
     ("nf", None, "folder", "dropped", "no_face", "faces", "no face scoring >= 0.5"),
+    ("rej", None, "folder", "dropped", "rejected_in_review", "review", None),
 ])
 
 
@@ -35,14 +46,22 @@ def test_descendants_and_trace():
 
 @pytest.mark.parametrize("layout, reread, expected", [
     # faces reads its own superseded parents and no_face rows again, never its crops or what came of them
-    ("faces", ("superseded", "no_face"), {"src", "other", "nf"}),
+    ("faces", ("superseded", "no_face"), {"src", "other", "nf", "rev"}),
     # square reads kept rows not made by square, plus what it superseded itself (crop1)
-    ("square", ("superseded",), {"crop1", "crop2", "other"}),
+    ("square", ("superseded",), {"crop1", "crop2", "other", "rev"}),
+    # crop reads what square reads
+    ("crop", ("superseded",), {"crop2", "sq1", "other", "rev"}),
 ])
 def test_transform_inputs(layout, reread, expected):
+    """One rule for every transform (issue 17): a row a person kept or relabelled is an input,
+    a row a person rejected is not."""
     mask = transform_inputs(CHAIN, layout, reread=reread)
     assert set(CHAIN.loc[mask, "sample_id"]) == expected
-    assert "rev" not in set(CHAIN.loc[mask, "sample_id"])  # a person's decision is never re-made
+    assert "rev" in expected and "rej" not in set(CHAIN.loc[mask, "sample_id"])
+
+
+def test_person_rejected_is_the_one_review_rule():
+    assert set(CHAIN.loc[person_rejected(CHAIN), "sample_id"]) == {"rej"}
 
 
 def test_mark_stale_cascades_and_revive_restores():

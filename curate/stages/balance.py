@@ -7,7 +7,9 @@ For each balanced split, every class is brought to the target count:
   distance), so the rows removed are always those closest to a kept one.
   Near-duplicates therefore go first: if any pair of kept rows is within
   ``t`` bits, every removed row is within ``t`` bits of a kept row. Ties go
-  to the larger image, then to a seeded draw. Removed rows are dropped
+  to the larger image, then to a seeded draw. With ``priority`` (sources,
+  most trusted first) the rows of less trusted sources go first: a source's
+  rows are removed only when every less trusted source's are. Removed rows are dropped
   ``balanced_out`` (``decided_by = balance``) with the nearest kept row and
   its distance in ``detail``.
 - **oversampling** (a class below the target) makes augmented copies with
@@ -65,6 +67,7 @@ class BalanceOptions:
     hash_column: str = "phash"
     near_dup_bits: int = 10  # removed rows this close to a kept one are reported as near-duplicates
     max_copies_per_image: int | None = None  # cap on copies of one image (the class may stay short)
+    priority: tuple[str, ...] = ()  # sources, most trusted first: undersampling removes the others' rows first
     workers: int = 0  # processes rendering copies (0 = all cores)
 
 
@@ -128,12 +131,15 @@ def diverse_subset(
     preference: np.ndarray | None = None,
     pinned: np.ndarray | None = None,
     valid: np.ndarray | None = None,
+    tier: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Farthest-point sampling of ``k`` rows by Hamming distance of 64-bit hashes.
 
     ``preference`` ranks rows (0 = most wanted) for the first pick and for ties;
     ``pinned`` rows are always in the subset (reviewed rows); rows not ``valid``
-    (no hash) are taken first, as they cannot be compared. Returns
+    (no hash) are taken first, as they cannot be compared. ``tier`` (0 = most
+    trusted source) ranks above diversity: no row of a tier is taken while a row
+    of a more trusted tier is left (farthest-point sampling within a tier). Returns
     ``(selected, nearest, distance)``: a mask, and for every row the selected row
     nearest to it and the distance in bits (-1 / 64 where unknown).
 
@@ -159,20 +165,23 @@ def diverse_subset(
             dist[better] = d[better]
             nearest[better] = i
 
+    tiers = np.zeros(n, dtype=np.int64) if tier is None else np.asarray(tier, dtype=np.int64)
     for p in np.flatnonzero(pinned).tolist():
         take(p)
-    # Rows without a hash first (cannot be judged), best preference first.
-    unhashed = np.flatnonzero(~valid & ~selected)
-    for p in unhashed[np.argsort(rank[unhashed], kind="stable")].tolist():
-        if selected.sum() >= k:
-            break
-        take(p)
-    while selected.sum() < min(k, n):
-        if not selected.any():
-            nxt = int(np.argmin(np.where(valid, rank, np.iinfo(np.int64).max)))
-        else:
-            nxt = int(np.argmax(np.where(selected, -1, dist * n + tiebreak)))
-        take(nxt)
+    for t in np.unique(tiers).tolist():
+        in_tier = tiers == t
+        # Rows without a hash first (cannot be judged), best preference first.
+        unhashed = np.flatnonzero(~valid & ~selected & in_tier)
+        for p in unhashed[np.argsort(rank[unhashed], kind="stable")].tolist():
+            if selected.sum() >= k:
+                break
+            take(p)
+        while selected.sum() < min(k, n) and (in_tier & ~selected).any():
+            if not selected.any():
+                nxt = int(np.argmin(np.where(valid & in_tier, rank, np.iinfo(np.int64).max)))
+            else:
+                nxt = int(np.argmax(np.where(selected | ~in_tier, -1, dist * n + tiebreak)))
+            take(nxt)
     nearest[selected] = np.flatnonzero(selected)
     dist[selected] = 0
     return selected, nearest, np.where(valid, np.minimum(dist, 64), 64)
@@ -234,6 +243,10 @@ def _check_options(manifest: pd.DataFrame, options: BalanceOptions) -> BalanceOp
         raise OptionError("", field="--max-copies", expected="a count >= 1", found=options.max_copies_per_image)
     splits = parse_splits(options.splits)
     target = parse_target(options.target)
+    unknown = [p for p in options.priority if p not in set(manifest["source"].astype(str))]
+    if unknown:
+        raise OptionError("", field="--priority", expected="source names of the workspace "
+                          f"({', '.join(sorted(set(manifest['source'].astype(str))))})", found=", ".join(unknown))
     validate_config(options.augment)
     scope = _in_splits(manifest, splits)
     labelled = scope & (manifest["status"] == "kept") & manifest["label"].notna()
@@ -288,7 +301,7 @@ def _plan_undersample(rows: pd.DataFrame, target: int, options: BalanceOptions, 
         plan.warnings.append(f"{where}: {int((~valid).sum())} rows have no {options.hash_column}; "
                              "they are kept first, as they cannot be compared")
     selected, nearest, dist = diverse_subset(hashes, target, preference=_preference(rows, options.seed),
-                                             pinned=pinned, valid=valid)
+                                             pinned=pinned, valid=valid, tier=source_tiers(rows, options.priority))
     ids = rows["sample_id"].to_numpy()
     for pos in np.flatnonzero(~selected):
         j, d = int(nearest[pos]), int(dist[pos])
@@ -302,6 +315,19 @@ def _plan_undersample(rows: pd.DataFrame, target: int, options: BalanceOptions, 
         else:
             detail = f"diverse subset of {target}: nearest kept {ids[j]} is {d} bits away ({options.hash_column})"
         plan.drops.append((rows.index[pos], detail))
+
+
+def source_tiers(rows: pd.DataFrame, priority: tuple[str, ...] | list[str]) -> np.ndarray | None:
+    """Tier of each row's source for undersampling: its place in ``priority`` (most trusted first);
+    sources not named come after all named ones. None without a priority.
+
+    >>> source_tiers(pd.DataFrame({"source": ["crawl", "mine", "kaggle"]}), ["mine", "kaggle"]).tolist()
+    [2, 0, 1]
+    """
+    if not priority:
+        return None
+    order = {s: i for i, s in enumerate(priority)}
+    return rows["source"].map(lambda s: order.get(str(s), len(order))).to_numpy(dtype=np.int64)
 
 
 def _identity(options: BalanceOptions, parent_id: str, copy: int) -> dict[str, Any]:

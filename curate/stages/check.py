@@ -14,7 +14,10 @@ Checks that **fail** the run (leaks and errors in the data itself):
 - ``label_conflict``: one duplicate group still carries different labels
   among its kept and duplicate rows (fix in review: relabel or reject);
 - ``class_size``: a class with fewer than ``--min-per-class`` kept rows
-  (default 2: one image cannot be both trained on and evaluated).
+  (default 2: one image cannot be both trained on and evaluated);
+- ``mixed_sizes``: the workspace was squared (it has kept ``curate square``
+  rows) but some kept rows are not that square size (issue 17: a "224x224"
+  export held a 377x240 image).
 
 Checks that **warn** (worth a look; ``--strict`` makes them fail):
 
@@ -50,12 +53,15 @@ from curate.lineage import AUGMENT_LAYOUT
 from curate.schema import SPLITS
 from curate.workspace import StageResult, Workspace
 
+SQUARE_LAYOUT = "square"  # ``layout`` of the rows `curate square` makes (curate.stages.square.LAYOUT)
+
 # name -> what a failure means (the severity is decided per check below).
 CHECKS: tuple[tuple[str, str], ...] = (
     ("group_leak", "fail"),
     ("near_duplicate_leak", "fail"),
     ("label_conflict", "fail"),
     ("class_size", "fail"),
+    ("mixed_sizes", "fail"),
     ("unsplit", "warn"),
     ("class_missing_from_split", "warn"),
     ("latent_leak", "warn"),
@@ -234,6 +240,21 @@ def check_class_size(manifest: pd.DataFrame, opts: CheckOptions) -> dict[str, An
     return _result("class_size", len(small) > 0, len(small), msg, examples)
 
 
+def check_mixed_sizes(manifest: pd.DataFrame, limit: int) -> dict[str, Any]:
+    kept = manifest[(manifest["status"] == "kept") & manifest["width"].notna() & manifest["height"].notna()]
+    squares = kept[kept["layout"] == SQUARE_LAYOUT]
+    if not len(squares):
+        return _result("mixed_sizes", False, 0, "not squared (no kept `curate square` rows)")
+    size = int(squares["width"].astype("int64").mode().min())
+    w, h = kept["width"].astype("int64"), kept["height"].astype("int64")
+    odd = kept[(w != size) | (h != size)]
+    msg = (f"{len(odd)} kept rows are not {size}x{size} though the workspace was squared "
+           f"(run `curate square WS --size {size}` again)" if len(odd)
+           else f"every kept row is {size}x{size} (squared)")
+    return _result("mixed_sizes", len(odd) > 0, len(odd), msg,
+                   [f"{r.source}/{r.rel_path}: {r.width}x{r.height}" for r in odd.head(limit).itertuples()])
+
+
 def check_unsplit(manifest: pd.DataFrame, limit: int) -> dict[str, Any]:
     kept = manifest[manifest["status"] == "kept"]
     missing = kept[kept["split"].isna()]
@@ -350,6 +371,7 @@ def check(manifest: pd.DataFrame, options: CheckOptions, *, ws: Workspace | None
         "near_duplicate_leak": lambda: [check_near_duplicate_leak(manifest, units, options)],
         "label_conflict": lambda: [check_label_conflict(manifest, lim)],
         "class_size": lambda: [check_class_size(manifest, options)],
+        "mixed_sizes": lambda: [check_mixed_sizes(manifest, lim)],
         "unsplit": lambda: [check_unsplit(manifest, lim)],
         "class_missing_from_split": lambda: [check_class_missing(manifest, lim)],
         "latent_leak": lambda: [check_latent_leak(manifest, units, lim)],

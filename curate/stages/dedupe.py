@@ -18,7 +18,9 @@ from the hashes stored at ingest (docs/dedupe.md):
    1. source priority: the order sources were given (``--priority`` overrides);
    2. resolution: more pixels first;
    3. annotated rows (rows with boxes) first;
-   4. stable order: source, then relative path, then sample_id.
+   4. a file name that is not a copy name (``x (1).jpg``, ``x - Copy.jpg``,
+      ``Copy of x.jpg``: :func:`is_copy_name`) before one that is;
+   5. stable order: source, then relative path, then sample_id.
 
    ``--keep`` reorders or drops the first three.
 
@@ -48,6 +50,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -68,6 +71,33 @@ if TYPE_CHECKING:
 
 KEEP_CRITERIA = ("priority", "resolution", "annotated")
 
+# File names that browsers and file managers give a second copy of a file (issue 17: dedupe kept
+# "chelsea (1).jpg" over "chelsea.jpg"). Such a name loses a tie to one that is not. Not counted:
+# "x_1.jpg", "x-2.jpg", "x1.jpg" (frames, bursts and numbered datasets are named that way).
+_COPY_STEM = re.compile(
+    r"""(?ix)
+    ( \s?\(\d+\)                                 # x (1), x(2): browser downloads, Windows
+    | \s-\s(copy|kopie|copie|copia|복사본|コピー)(\s\(\d+\))?   # x - Copy, x - Copy (2): Windows, localised
+    | \scopy(\s\d+)?                             # x copy, x copy 2: macOS Finder
+    )$""")
+_COPY_PREFIX = re.compile(r"(?i)^copy(\s\(\d+\))?\sof\s")  # Copy of x: Google Drive, older Windows
+_WGET_COPY = re.compile(r"(?i)\.(jpe?g|png|gif|bmp|tiff?|webp|heic|avif)\.\d+$")  # x.jpg.1: wget
+
+
+def is_copy_name(name: str) -> bool:
+    """True when a file name looks like an OS or browser copy of another file.
+
+    >>> [is_copy_name(n) for n in ["chelsea (1).jpg", "chelsea(2).jpg", "chelsea - Copy.jpg", "Copy of chelsea.jpg",
+    ...                             "chelsea copy 2.jpg", "chelsea.jpg.1", "chelsea.jpg", "chelsea_1.jpg", "copy.jpg"]]
+    [True, True, True, True, True, True, False, False, False]
+    """
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    if _WGET_COPY.search(base):
+        return True
+    stem = base.rsplit(".", 1)[0] if "." in base else base
+    return bool(_COPY_STEM.search(stem) and _COPY_STEM.sub("", stem).strip()) or bool(
+        _COPY_PREFIX.match(stem) and _COPY_PREFIX.sub("", stem).strip())
+
 
 def keeper_order(
     manifest: pd.DataFrame,
@@ -79,8 +109,9 @@ def keeper_order(
     """Rank of each row by the keeper policy (0 = kept first). Index-aligned.
 
     ``criteria`` orders (or leaves out) ``priority``, ``resolution`` and
-    ``annotated``; the stable order (source, rel_path, sample_id) always breaks
-    ties. ``first`` (bool, index-aligned) puts rows before all criteria (rows a
+    ``annotated``; then a name that is not an OS/browser copy name
+    (:func:`is_copy_name`) beats one that is, and the stable order (source,
+    rel_path, sample_id) breaks the remaining ties. ``first`` (bool, index-aligned) puts rows before all criteria (rows a
     person kept in review).
     """
     sources = list(dict.fromkeys([*(source_order or []), *sorted(manifest["source"].unique())]))
@@ -92,11 +123,12 @@ def keeper_order(
         "priority": src_rank.to_numpy(),
         "resolution": -pixels,
         "annotated": ~has_boxes,
+        "copy_name": manifest["rel_path"].astype(str).map(is_copy_name).to_numpy(dtype=bool),
         "source": manifest["source"].to_numpy(),
         "rel": manifest["rel_path"].to_numpy(),
         "id": manifest["sample_id"].to_numpy(),
     }, index=manifest.index)
-    by = ["first", *criteria, "source", "rel", "id"]
+    by = ["first", *criteria, "copy_name", "source", "rel", "id"]
     order = keys.sort_values(by, kind="mergesort").index
     return pd.Series(np.arange(len(order)), index=order).reindex(manifest.index)
 
@@ -435,6 +467,8 @@ def _why_kept(k: dict[str, Any], r: dict[str, Any], criteria: Sequence[str], sou
                 return f"resolution: {k['width']}x{k['height']} > {r['width']}x{r['height']}"
         if c == "annotated" and (k["sample_id"] in annotated) != (r["sample_id"] in annotated):
             return "annotated: has boxes"
+    if is_copy_name(str(k["rel_path"])) != is_copy_name(str(r["rel_path"])):
+        return f"name: {Path(str(r['rel_path'])).name} looks like a copy"
     return "stable order: source, path"
 
 
@@ -591,7 +625,7 @@ def _group_report(out: pd.DataFrame, rows: pd.Index, groups: list[np.ndarray], e
             by_node.setdefault(int(x), []).append({"other": int(y), "hamming": int(e.hamming), "kind": e.kind,
                                                    "method": e.method, "agreement": e.agreement})
     report = []
-    cols = ["sample_id", "source", "path", "label", "split", "width", "height"]
+    cols = ["sample_id", "source", "path", "rel_path", "label", "split", "width", "height"]
     in_groups = rows[np.concatenate(groups)] if groups else rows[:0]
     table = out.loc[in_groups, cols]
     records = table.astype(object).where(table.notna(), None).to_dict("index")

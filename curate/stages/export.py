@@ -7,6 +7,8 @@ What an export guarantees (docs/formats.md has the per-format layouts):
 - Output file names are unique across the whole export, compared without case
   and without extension (YOLO and VOC pair files by stem): every name shared
   by two or more rows gets ``-<first 8 characters of sample_id>`` appended.
+  Augmented copies made by ``curate balance`` are named ``<stem>-aug<k>``
+  after the image they were made from.
 - Images are placed by ``--link`` (copy, hardlink, symlink) when their bytes
   can be used as they are, and re-encoded upright otherwise
   (see :mod:`curate.formats.output`): boxes always match the pixels a
@@ -154,6 +156,31 @@ def unique_names(rel_paths: Sequence[str], sample_ids: Sequence[str], exts: Sequ
     return [n + e for n, e in zip(names, exts, strict=True)]
 
 
+def output_rel_paths(rows: pd.DataFrame) -> list[str]:
+    """The path each row's output name is made from: its ``rel_path``, except that an augmented copy
+    made by ``curate balance`` is named ``<stem>-aug<k>`` after its parent (``k``: the copy number its
+    ``transform`` records, from 0),
+    so copies are visible as such in an export.
+
+    >>> rows = pd.DataFrame({"rel_path": ["cat/a.jpg", "cat/a.jpg"], "layout": ["folder", "augment"],
+    ...                      "transform": [None, '{"op": "augment", "copy": 2}']})
+    >>> output_rel_paths(rows)
+    ['cat/a.jpg', 'cat/a-aug2.jpg']
+    """
+    import json
+
+    from curate.lineage import AUGMENT_LAYOUT
+
+    out = []
+    for rel, layout, transform in zip(rows["rel_path"].astype(str), rows["layout"], rows["transform"], strict=True):
+        if layout == AUGMENT_LAYOUT and isinstance(transform, str):
+            copy = json.loads(transform).get("copy")
+            p = Path(rel)
+            rel = str(p.with_name(f"{p.stem}-aug{copy}{p.suffix}"))
+        out.append(rel)
+    return out
+
+
 def plan_export(manifest: pd.DataFrame, annotations: pd.DataFrame | None, default_split: str = "train"
                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(plan, boxes): the kept rows with split, output name and action; their boxes."""
@@ -177,7 +204,7 @@ def plan_export(manifest: pd.DataFrame, annotations: pd.DataFrame | None, defaul
         exts.append(ext)
         whys.append(why)
     kept["action"], kept["why"] = actions, whys
-    kept["name"] = unique_names(kept["rel_path"].tolist(), kept["sample_id"].tolist(), exts)
+    kept["name"] = unique_names(output_rel_paths(kept), kept["sample_id"].tolist(), exts)
     kept["width"] = kept["width"].astype("int64")
     kept["height"] = kept["height"].astype("int64")
     cols = ["sample_id", "path", "origin_path", "rel_path", "split", "label", "width", "height", "mode",

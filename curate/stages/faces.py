@@ -610,15 +610,16 @@ _REREAD = ("no_face", "unreadable", "missing_file", "worker_crashed")
 
 
 def _inputs(manifest: pd.DataFrame, boxes: bool) -> tuple[pd.Series, int]:
-    """Rows this run reads (mask), and how many were left alone because a person decided them."""
-    from curate.lineage import transform_inputs
+    """Rows this run reads (mask), and how many were left alone because a person rejected them."""
+    from curate.lineage import person_rejected, transform_inputs
 
+    rejected = person_rejected(manifest)
     if boxes:
         by_me = (manifest["decided_by"] == LAYOUT) & manifest["reason"].isin(list(_REREAD))
-        mask = (manifest["decided_by"] != "review") & ((manifest["status"] == "kept") | by_me)
+        mask = ~rejected & ((manifest["status"] == "kept") | by_me)
     else:
         mask = transform_inputs(manifest, LAYOUT, reread=("superseded", *_REREAD))
-    review = int(((manifest["decided_by"] == "review") & (manifest["status"] == "kept")).sum())
+    review = int(rejected.sum())
     return mask & manifest["path"].notna(), review
 
 

@@ -45,7 +45,7 @@ import pandas as pd
 
 from curate import __version__
 from curate.errors import OptionError
-from curate.lineage import AUGMENT_LAYOUT
+from curate.lineage import AUGMENT_LAYOUT, kept_successors
 from curate.report import html as h
 from curate.schema import REASONS, SPLITS
 from curate.workspace import StageResult, Workspace, atomic_write_bytes, utc_now
@@ -326,6 +326,13 @@ def _badge(row: pd.Series) -> str:
     return "dup" if row["reason"] == "duplicate" else str(row["reason"])
 
 
+def _as_kept(row: pd.Series) -> pd.Series:
+    """A replaced row pictured as alive (framed green): it lives on as a kept derived row."""
+    out = row.copy()
+    out["status"] = "kept"
+    return out
+
+
 def _nfmt(n: int) -> str:
     return f"{int(n):,}"
 
@@ -352,6 +359,12 @@ class _Renderer:
         self.commands = {str(r.get("command")) for r in runs}
         self.wanted: dict[str, str] = {}  # sample_id -> path, for thumbnails
         self.uris: dict[str, str | None] = {}
+        # The kept row each row is or lives on as (photo -> face crop -> square): a row a transform
+        # replaced is not a loss (issue 17: after `curate square` every crop read as "superseded").
+        self.successor = kept_successors(m)
+        self.replaced = (m["status"] != "kept") & (m["reason"] == "superseded") & self.successor.notna()
+        self.rows_by_id = m.set_index(m["sample_id"].astype(str), drop=False)
+        self.parents = dict(zip(m["sample_id"].astype(str), m["parent_id"], strict=True))
         self.dropped_samples = self._sample_dropped()
         self.face_sample = self._sample_faces()
 
@@ -359,22 +372,45 @@ class _Renderer:
         """Per reason with a picture: a seeded sample of decodable dropped rows."""
         m = self.m
         rng = np.random.default_rng(self.opts.seed)
-        pictured = (m["status"] == "dropped") & ~m["reason"].isin(NO_PICTURE_REASONS) & m["width"].notna()
+        pictured = ((m["status"] == "dropped") & ~m["reason"].isin(NO_PICTURE_REASONS) & m["width"].notna()
+                    & ~self.replaced)
         return {str(r): sample_rows(g, self.opts.per_reason, rng) for r, g in m[pictured].groupby("reason", sort=True)}
 
     def _sample_faces(self) -> pd.DataFrame:
-        """Face crops whatever became of them (a later ``curate square`` supersedes them), kept first."""
-        crops = self.m[is_face_crop(self.m)]
-        kept = crops[crops["status"] == "kept"]
+        """Face crops whatever became of them, those kept now (as themselves or as what a later stage
+        made of them, e.g. a square) first; ``_show`` is the row to picture."""
+        is_crop = is_face_crop(self.m)
+        crops = self.m[is_crop].assign(_show=self.successor[is_crop])
+        kept = crops[crops["_show"].notna()]
         rng = np.random.default_rng(self.opts.seed + 1)
         n = self.opts.max_faces
         pick = kept.sample(n=n, random_state=rng) if len(kept) > n else kept
-        rest = crops[crops["status"] != "kept"]
+        rest = crops[crops["_show"].isna()]
         if len(pick) < n and len(rest):
             pick = pd.concat([pick, rest.sample(n=min(n - len(pick), len(rest)), random_state=rng)])
-        pick = pick.assign(_dropped=pick["status"] != "kept")
+        pick = pick.assign(_dropped=pick["_show"].isna())
+        pick["_show"] = pick["_show"].where(pick["_show"].notna(), pick["sample_id"])
         return pick.sort_values(["_dropped", "label", "rel_path", "sample_id"], kind="mergesort",
                                 na_position="last").drop(columns="_dropped")
+
+    def _chain(self, sample_id: str) -> str:
+        """``photo 512×512 → faces 200×200 → square 224×224``: the rows from the source to this one."""
+        ids = [sample_id]
+        while isinstance(self.parents.get(ids[-1]), str) and self.parents[ids[-1]] not in ids:
+            ids.append(str(self.parents[ids[-1]]))
+        parts = []
+        for sid in reversed(ids):
+            r = self.rows_by_id.loc[sid]
+            parts.append(f"{'photo' if pd.isna(r['parent_id']) else r['layout']} {_size(r)}".strip())
+        return " → ".join(parts)
+
+    def _fate(self, row: pd.Series) -> str:
+        """Why nothing of a row is kept: its own reason, or, for a replaced row, its descendants'."""
+        if row["reason"] != "superseded":
+            return str(row["reason"])
+        kids = self.m.loc[self.m["parent_id"] == row["sample_id"], "reason"].dropna()
+        later = sorted(set(kids) - {"superseded"})
+        return f"superseded, then {later[0]}" if later else "superseded"
 
     # -- thumbnails are requested first, decoded while the charts are drawn --
     def plan_thumbnails(self) -> None:
@@ -382,7 +418,8 @@ class _Renderer:
             self._want(g.head(self.opts.max_group_members))
         for rows in self.dropped_samples.values():
             self._want(rows)
-        self._want(self.face_sample)
+        for sid in self.face_sample["_show"]:
+            self.wanted[str(sid)] = str(self.rows_by_id.loc[str(sid), "path"])
 
     def _want(self, rows: pd.DataFrame) -> None:
         for sid, path in zip(rows["sample_id"], rows["path"], strict=True):
@@ -518,27 +555,37 @@ class _Renderer:
             rep = g.iloc[0]
             conflict = bool(g["label_conflict"].any())
             labels = sorted({str(v) for v in g["label"].dropna()})
-            now = "" if rep["status"] == "kept" else f" (since dropped: {rep['reason']})"
+            succ = self.successor[g.index[0]]
+            now = ("" if rep["status"] == "kept" else
+                   f" (kept as its {self.rows_by_id.loc[str(succ), 'layout']} row)" if self.replaced[g.index[0]]
+                   else f" (since dropped: {rep['reason']})")
             head = (f"{_count(len(g), 'row')} · kept: {h.esc(_where(rep))} {h.esc(_size(rep))}{h.esc(now)}"
                     + (f" · labels: {h.esc(', '.join(labels))}" if labels else "")
                     + (' · <span class="badge dropped">label conflict</span>' if conflict else ""))
             shown = g.head(self.opts.max_group_members)
-            items = [self._thumb(r, Path(str(r["rel_path"])).name,
-                                 badge=_badge(r))
-                     for _, r in shown.iterrows()]
+            items = [self._thumb(_as_kept(r) if self.replaced[i] else r,
+                                 Path(str(r["rel_path"])).name,
+                                 badge=(f"kept as {self.rows_by_id.loc[str(self.successor[i]), 'layout']}"
+                                        if self.replaced[i] else _badge(r)))
+                     for i, r in shown.iterrows()]
             more = f"<p>… and {len(g) - len(shown)} more</p>" if len(g) > len(shown) else ""
             body += f'<div class="group"><h4>{head}</h4>{h.thumbs(items)}{more}</div>'
         return h.Section("duplicates", "Duplicate groups", body, ran=dedupe_ran)
 
     def dropped(self) -> h.Section:
         m = self.m
-        dropped = m[m["status"] == "dropped"]
+        n_replaced = int(self.replaced.sum())
+        replaced = (f"<p>{_count(n_replaced, 'row')} {'was' if n_replaced == 1 else 'were'} replaced by what a "
+                    "later stage made of them (<code>superseded</code>: photo → face crop → square) and "
+                    f"{'lives' if n_replaced == 1 else 'live'} on as kept rows: not losses, so not shown here "
+                    "(see <a href=\"#faces\">Face crops</a>).</p>") if n_replaced else ""
+        dropped = m[(m["status"] == "dropped") & ~self.replaced]
         if len(dropped) == 0:
-            return h.Section("dropped", "Dropped images", "<p>Nothing was dropped.</p>")
+            return h.Section("dropped", "Dropped images", "<p>Nothing was dropped.</p>" + replaced)
         pictures = self.dropped_samples
         body = (f"<p>{_nfmt(len(dropped))} dropped rows. For each reason, a sample of up to "
                 f"{self.opts.per_reason} pictures; files that have no picture (cannot be decoded, not an image, "
-                "missing) are listed by path with what was found.</p>")
+                "missing) are listed by path with what was found.</p>" + replaced)
         order = [r for r in REASONS if r in set(dropped["reason"])]
         for reason in order:
             rows = dropped[dropped["reason"] == reason]
@@ -570,26 +617,39 @@ class _Renderer:
             return h.Section("faces", "Face crops", h.note(
                 "<code>curate faces</code> has not run: there are no face crops (derived rows made by faces) "
                 "and no <code>no_face</code> rows.", "notrun"), ran=False)
-        kept_crops = crops[crops["status"] == "kept"]
         per_image = crops.groupby("parent_id").size()
-        later = _col(crops[crops["status"] != "kept"], "reason").value_counts()
+        succ = self.successor[crops.index]
+        live = crops[succ.notna()]
+        later_layouts = pd.Series([self.rows_by_id.loc[str(x), "layout"] for x in succ[live.index]
+                                   if str(x) not in set(live["sample_id"])], dtype=object).value_counts()
+        fates = pd.Series([self._fate(r) for _, r in crops[succ.isna()].iterrows()], dtype=object).value_counts()
+        through = "".join(
+            f"{', ' if i else ' ('}{_nfmt(v)} as {'its' if v == 1 else 'their'} <code>{h.esc(k)}</code> "
+            f"row{'' if v == 1 else 's'}" for i, (k, v) in enumerate(later_layouts.items()))
         body = (f"<p><b>{_count(len(crops), 'face crop')}</b> from {_count(per_image.size, 'image')}, "
-                f"{_nfmt(len(kept_crops))} kept"
-                + "".join(f", {_nfmt(v)} {h.esc(k)}" for k, v in later.items())
+                f"{_nfmt(len(live))} kept" + (through + ")" if through else "")
+                + "".join(f", {_nfmt(v)} {h.esc(k)}" for k, v in fates.items())
                 + f"; {_count((m['reason'] == 'no_face').sum(), 'image')} dropped as <code>no_face</code>"
                 + (f"; {_nfmt(len(face_boxes))} face boxes in annotations.parquet (<code>--boxes</code> mode)"
-                   if len(face_boxes) else "") + ". Crops a later stage replaced (<code>superseded</code>, e.g. "
-                "by <code>curate square</code>) or dropped are framed red with the reason.</p>")
+                   if len(face_boxes) else "") + ". Each crop is shown as the row it is kept as now (a square "
+                "made of it by <code>curate square</code>, say), with the chain from its photo in the tooltip; "
+                "a crop nothing was kept from is framed red with the reason.</p>")
         if len(per_image):
             dist = per_image.value_counts().sort_index().rename("images").to_frame()
             dist.index.name = "faces per image"
             body += h.table(dist, table_id="table-faces-per-image")
         sample = self.face_sample
         if len(sample):
-            items = [self._thumb(r, str(r["label"]) if pd.notna(r["label"]) else Path(str(r["rel_path"])).name,
-                                 badge="" if r["status"] == "kept" else _badge(r),
-                                 tooltip=f"{_where(r)}\n{_size(r)}\n{r['transform'] or ''}")
-                     for _, r in sample.iterrows()]
+            items = []
+            for _, r in sample.iterrows():
+                shown = self.rows_by_id.loc[str(r["_show"])]
+                alive = shown["status"] == "kept"
+                caption = str(r["label"]) if pd.notna(r["label"]) else Path(str(r["rel_path"])).name
+                badge = "" if shown["sample_id"] == r["sample_id"] else str(shown["layout"])
+                items.append(h.Thumb(self.uris.get(str(shown["sample_id"])), caption,
+                                     f"{_where(r)}\n{self._chain(str(shown['sample_id']))}\n{r['transform'] or ''}",
+                                     "kept" if alive else "dropped", badge if alive else self._fate(r),
+                                     fallback="cannot decode now"))
             body += h.thumbs(items) + f"<p>showing {len(sample)} of {len(crops):,} crops</p>"
         return h.Section("faces", "Face crops", body)
 

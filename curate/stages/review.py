@@ -247,6 +247,18 @@ def _same(a: Any, b: Any) -> bool:
     return _py(a) == _py(b)
 
 
+def kept_ancestors(manifest: pd.DataFrame) -> set[str]:
+    """sample_ids of every ancestor (parent, grandparent, ...) of a kept derived row."""
+    parent = dict(zip(manifest["sample_id"].astype(str), manifest["parent_id"], strict=True))
+    out: set[str] = set()
+    for sid in manifest.loc[manifest["parent_id"].notna() & (manifest["status"] == "kept"), "sample_id"]:
+        p = parent.get(str(sid))
+        while isinstance(p, str) and p not in out:
+            out.add(p)
+            p = parent.get(p)
+    return out
+
+
 def apply_decisions(
     manifest: pd.DataFrame, tags_by_id: Mapping[str, Iterable[str]]
 ) -> tuple[pd.DataFrame, list[dict[str, Any]], list[str], dict[str, Any]]:
@@ -263,6 +275,7 @@ def apply_decisions(
     counts = {"tagged": 0, "rejected": 0, "kept": 0, "relabelled": 0}
     ignored_tags: dict[str, int] = {}
     relabelled_groups: set[str] = set()
+    replaced = kept_ancestors(out)  # rows a transform replaced by kept derived rows
 
     def change(i: int, sid: str, tags: list[str], new: dict[str, Any]) -> bool:
         diff_old = {k: _py(out.at[i, k]) for k, v in new.items() if not _same(out.at[i, k], v)}
@@ -292,6 +305,12 @@ def apply_decisions(
         i = index[sid]
         row = out.loc[i]
         new: dict[str, Any] = {}
+        if decision.action == TAG_KEEP and row["reason"] == "superseded" and sid in replaced:
+            # A transform (faces, square, crop) read this kept row and replaced it: the keep lives on in
+            # the derived rows, which carry its label. Keeping the original again would export both.
+            if decision.label is None or _same(decision.label, row["label"]):
+                continue
+            decision = Decision(None, decision.label)
         if decision.action == TAG_KEEP and row["status"] != "kept":
             if _py(row["width"]) is None:
                 problems.append(f"{sid}: cannot keep {row['path']}: it was never decoded ({row['reason']}); "

@@ -48,7 +48,9 @@ Rows of a unit without kept rows (e.g. an unreadable file) keep their split.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -61,6 +63,7 @@ from curate.workspace import StageResult, Workspace
 
 NONE_LABEL = "(none)"
 DEFAULT_RATIOS: dict[str, float] = {"train": 0.8, "val": 0.1, "test": 0.1}
+RATIO_SUM_TOLERANCE = 1e-3  # named fractions must sum to 1 within this
 
 
 @dataclass
@@ -72,6 +75,138 @@ class SplitOptions:
     near_bits: int | None = 4  # also join rows whose phash is this close (None: only dup_group)
     resplit: bool = False
     strict: bool = False  # a class that cannot reach every split is an error, not a warning
+    group_from: str | None = None  # folder:N or csv:FILE:COLUMN -> the `group` column (see group_values)
+
+
+# -- --group-from: fill the `group` column -----------------------------------------
+
+GROUP_COLUMN = "group"
+GROUP_KEY_COLUMNS = ("file", "path", "filename", "file_name", "image")  # CSV key column, else the first
+
+
+def _group_from_error(found: str, hint: str | None = None) -> OptionError:
+    return OptionError("", field="--group-from", expected="folder:N (N = 1, 2, ... from the source root; "
+                       "-1, -2, ... from the file) or csv:FILE:COLUMN", found=found, hint=hint)
+
+
+def folder_groups(rel_paths: pd.Series, level: int) -> pd.Series:
+    """The ``level``-th folder of each path (1 = the first folder under the source root; -1 = the file's
+    own folder); null where the path is not that deep.
+
+    >>> folder_groups(pd.Series(["faces/obama/a.jpg", "faces/b.jpg", "c.jpg"]), -1).tolist()
+    ['obama', 'faces', None]
+    >>> folder_groups(pd.Series(["faces/obama/a.jpg", "faces/b.jpg"]), 2).tolist()
+    ['obama', None]
+    """
+    out = []
+    for p in rel_paths.astype(str):
+        folders = p.replace("\\", "/").split("/")[:-1]
+        k = level - 1 if level > 0 else level
+        out.append(folders[k] if -len(folders) <= k < len(folders) else None)
+    return pd.Series(out, index=rel_paths.index, dtype=object)
+
+
+def csv_groups(manifest: pd.DataFrame, file: str, column: str) -> tuple[pd.Series, list[str]]:
+    """Group values from a CSV (key column ``file``/``path``/... or the first; value ``column``).
+
+    A key matches a row by its path inside the source (``rel_path``), ``source/rel_path``, the
+    absolute source path, or the bare file name when only one row has it. Returns the values
+    (null for rows the CSV does not name) and warnings.
+    """
+    import csv
+
+    p = Path(file)
+    if not p.is_file():
+        raise _group_from_error(f"no file {file!r}", "name an existing CSV file: csv:FILE:COLUMN")
+    with p.open(newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        header = [h.strip() for h in (reader.fieldnames or [])]
+        lines = [{(k or "").strip(): (v or "").strip() for k, v in r.items()} for r in reader]
+    if column not in header:
+        raise _group_from_error(f"no column {column!r} in {p.name} (columns: {', '.join(header) or 'none'})")
+    key = next((h for h in header if h.lower() in GROUP_KEY_COLUMNS), header[0])
+    if key == column:
+        raise _group_from_error(f"{column!r} is also the key column of {p.name}",
+                                f"add a file column ({', '.join(GROUP_KEY_COLUMNS)}) naming each image")
+    rel = manifest["rel_path"].astype(str).str.replace("\\", "/", regex=False)
+    exact: dict[str, list[int]] = {}  # rows sharing a key (two sources' obama/1.jpg, derived rows) all match
+    for i, (src, r, origin) in enumerate(zip(manifest["source"].astype(str), rel, manifest["origin_path"].astype(str),
+                                             strict=True)):
+        for k in dict.fromkeys((r, f"{src}/{r}", origin)):
+            exact.setdefault(k, []).append(i)
+    by_name: dict[str, set[str]] = {}
+    names = rel.str.rsplit("/", n=1).str[-1]
+    for r, n in zip(rel, names, strict=True):
+        by_name.setdefault(n, set()).add(r)
+    values: list[Any] = [None] * len(manifest)
+    unmatched: list[str] = []
+    ambiguous: list[str] = []
+    for line in lines:
+        k = line.get(key, "").replace("\\", "/").removeprefix("./")
+        value = line.get(column) or None
+        if not k:
+            continue
+        if k in exact:
+            hits = exact[k]
+        elif "/" not in k and len(by_name.get(k, ())) == 1:
+            hits = [int(i) for i in np.flatnonzero((names == k).to_numpy())]
+        elif "/" not in k and k in by_name:
+            ambiguous.append(k)
+            continue
+        else:
+            unmatched.append(k)
+            continue
+        for i in hits:
+            values[i] = value
+    if ambiguous:
+        raise _group_from_error(f"{len(ambiguous)} file names in {p.name} that several rows share "
+                                f"(e.g. {ambiguous[0]!r})", "write the path inside the source, e.g. obama/1.jpg")
+    warnings = []
+    if unmatched:
+        warnings.append(f"--group-from: {len(unmatched)} lines of {p.name} name no row of the workspace "
+                        f"(e.g. {unmatched[0]!r})")
+    return pd.Series(values, index=manifest.index, dtype=object), warnings
+
+
+def group_values(manifest: pd.DataFrame, spec: str) -> tuple[pd.Series, list[str]]:
+    """The ``group`` column ``--group-from spec`` gives: values of each root row, which derived rows
+    (face crops, squares, copies) share; and warnings.
+
+    >>> from curate.schema import conform, MANIFEST_COLUMNS
+    >>> m = conform(pd.DataFrame({"sample_id": ["a", "b"], "status": "kept", "rel_path": ["obama/1.jpg", "biden/2.jpg"]}),
+    ...             MANIFEST_COLUMNS)
+    >>> group_values(m, "folder:-1")[0].tolist()
+    ['obama', 'biden']
+    """
+    kind, _, rest = spec.partition(":")
+    kind = kind.strip().lower()
+    if kind == "folder":
+        try:
+            level = int(rest)
+        except ValueError:
+            raise _group_from_error(repr(spec)) from None
+        if level == 0:
+            raise _group_from_error(repr(spec), "folder levels start at 1 (from the source root) or -1 "
+                                                "(the file's own folder)")
+        values, warnings = folder_groups(manifest["rel_path"], level), list[str]()
+    elif kind == "csv" and ":" in rest:
+        file, _, column = rest.rpartition(":")
+        values, warnings = csv_groups(manifest, file, column.strip())
+    else:
+        raise _group_from_error(repr(spec))
+    root = root_positions(manifest)
+    values = pd.Series(values.to_numpy()[root], index=manifest.index, dtype=object)
+    kept = manifest["status"] == "kept"
+    if not values[kept].notna().any():
+        raise _group_from_error(f"{spec!r} gives no kept row a group",
+                                "check the level against a path, e.g. " + str(manifest["rel_path"].iloc[0])
+                                if len(manifest) else None)
+    missing = int((kept & values.isna()).sum())
+    if missing:
+        example = manifest.loc[kept & values.isna(), "rel_path"].iloc[0]
+        warnings.append(f"--group-from {spec}: {missing} kept rows get no group (e.g. {example}); "
+                        "each stays a group of its own")
+    return values, warnings
 
 
 # -- options -----------------------------------------------------------------
@@ -80,7 +215,9 @@ def parse_ratios(text: str) -> dict[str, float]:
     """``"8:1:1"`` or ``"train=0.8,val=0.1,test=0.1"`` -> ratios summing to 1.
 
     The colon form needs three numbers (train:val:test). The named form may
-    leave a split out (ratio 0) and accepts aliases such as ``valid``.
+    leave a split out (ratio 0) and accepts aliases such as ``valid``. Named
+    fractions (any value with a fraction part) must sum to 1; named whole
+    numbers are weights, like the colon form.
 
     >>> parse_ratios("8:1:1")
     {'train': 0.8, 'val': 0.1, 'test': 0.1}
@@ -113,6 +250,11 @@ def parse_ratios(text: str) -> dict[str, float]:
     if any(v < 0 or not np.isfinite(v) for v in raw.values()) or sum(raw.values()) <= 0:
         raise OptionError("", field="--ratios", expected="non-negative ratios with a positive sum", found=repr(text))
     total = sum(raw.values())
+    if "=" in text and any(v != int(v) for v in raw.values()) and abs(total - 1) > RATIO_SUM_TOLERANCE:
+        # Fractions that do not add up are a typo, not a scale (issue 17: 0.8+0.2+0.2 was quietly rescaled).
+        raise OptionError("", field="--ratios", expected="named fractions summing to 1",
+                          found=f"{text!r} (sum {total:g})",
+                          hint="e.g. train=0.6,val=0.2,test=0.2; whole numbers are weights: train=8,val=1,test=1")
     return {s: raw[s] / total for s in SPLITS}
 
 
@@ -202,8 +344,10 @@ def unit_ids(manifest: pd.DataFrame, group: str = "dup", near_bits: int | None =
         m = rep >= 0
         src.append(pos[m])
         dst.append(rep[m])
-    if group != "dup":
-        a, b = _links_by_key(manifest[group])
+    # The `group` column (`split --group-from`) always binds: a person never straddles splits,
+    # whatever --group a later split or check names.
+    for col in dict.fromkeys([c for c in (group, GROUP_COLUMN) if c != "dup" and c in manifest.columns]):
+        a, b = _links_by_key(manifest[col])
         src.append(a)
         dst.append(b)
     if near_bits is not None and near_bits >= 0:
@@ -434,7 +578,9 @@ def _check_options(manifest: pd.DataFrame, options: SplitOptions) -> SplitOption
     if group != "dup" and group not in manifest.columns:
         cols = ", ".join(c for c in manifest.columns if manifest[c].dtype == object)
         raise OptionError("", field="--group", expected=f"dup, source or a manifest column ({cols})",
-                          found=repr(options.group))
+                          found=repr(options.group),
+                          hint="fill a group column from the paths or a CSV with --group-from folder:N or "
+                               "csv:FILE:COLUMN")
     if set(options.ratios) - set(SPLITS) or sum(options.ratios.values()) <= 0:
         raise OptionError("", field="ratios", expected=f"ratios for {list(SPLITS)}", found=options.ratios)
     stratify = options.stratify
@@ -444,15 +590,21 @@ def _check_options(manifest: pd.DataFrame, options: SplitOptions) -> SplitOption
         raise OptionError("", field="--near-bits", expected="-1 (off) to 16", found=options.near_bits)
     near_bits = None if options.near_bits is None or options.near_bits < 0 else options.near_bits
     return SplitOptions(dict(options.ratios), options.seed, stratify, group, near_bits, options.resplit,
-                        options.strict)
+                        options.strict, options.group_from)
 
 
 def split(manifest: pd.DataFrame, options: SplitOptions, *, ws: Workspace | None = None,
           annotations: pd.DataFrame | None = None) -> StageResult:
     """Stage: assign train/val/test to every unit with kept rows (see the module docstring)."""
+    warnings: list[str] = []
+    if options.group_from:
+        values, warnings = group_values(manifest, options.group_from)
+        manifest = manifest.copy()
+        manifest[GROUP_COLUMN] = values
+        if options.group == "dup":
+            options = dataclasses.replace(options, group=GROUP_COLUMN)
     opts = _check_options(manifest, options)
     before = split_counts(manifest, opts.stratify)
-    warnings: list[str] = []
     if opts.resplit:
         from curate.stages.balance import undo_balance
 
@@ -473,11 +625,17 @@ def split(manifest: pd.DataFrame, options: SplitOptions, *, ws: Workspace | None
                             "`curate check` reports them, `--resplit` reassigns them")
     changed = int((out["split"].astype(object).fillna("") != manifest["split"].astype(object).fillna("")).sum())
     kept_existing = int(((manifest["status"] == "kept") & manifest["split"].notna()).sum()) if not opts.resplit else 0
+    if kept_existing:
+        note = _ratios_not_applied(opts.ratios, ws, after, kept_existing, changed)
+        if note:
+            warnings.append(note)
     summary = {
         "ratios": {s: round(v, 4) for s, v in opts.ratios.items()},
         "seed": opts.seed,
         "stratify": opts.stratify,
         "group": opts.group,
+        "group_from": opts.group_from,
+        "groups": int(manifest[GROUP_COLUMN].nunique()) if GROUP_COLUMN in manifest.columns else None,
         "near_bits": opts.near_bits,
         "resplit": opts.resplit,
         "before": before,
@@ -488,6 +646,29 @@ def split(manifest: pd.DataFrame, options: SplitOptions, *, ws: Workspace | None
         "warnings": warnings,
     }
     return StageResult(out, None, summary=summary)
+
+
+def _ratios_not_applied(ratios: dict[str, float], ws: Workspace | None, after: dict[str, dict[str, int]],
+                        kept_existing: int, changed: int) -> str | None:
+    """A warning when the asked ratios differ from those the rows keep without ``--resplit``.
+
+    Compared with the last ``curate split`` run's ratios, or, before any, with the ratios the
+    existing splits (e.g. from the source's folders) have.
+    """
+    from curate.stages.check import _last_split_run
+
+    last = _last_split_run(ws).get("ratios")
+    if last:
+        differs = any(abs(ratios.get(s, 0.0) - float(last.get(s, 0.0))) > 1e-6 for s in SPLITS)
+        was = f"the last split's {format_ratios(last)}"
+    else:
+        overall = ratio_report(after, ratios)["overall"]
+        differs = any(abs(ratios.get(s, 0.0) - overall.get(s, 0.0)) > 0.05 for s in SPLITS)
+        was = f"the existing splits' {format_ratios(overall)}"
+    if not differs:
+        return None
+    return (f"--ratios {format_ratios(ratios)} differ from {was}, but without --resplit the {kept_existing} kept "
+            f"rows that have a split keep it ({changed} rows placed now); add --resplit to reassign every row")
 
 
 def _straddling_units(manifest: pd.DataFrame, group: str, near_bits: int | None) -> int:
@@ -523,6 +704,9 @@ def format_report(summary: dict[str, Any], title: str) -> str:
     lines = [title, "  " + "class".ljust(cw) + "".join(f"  {s:>{widths[s]}}" for s in cols)]
     for c in classes:
         lines.append("  " + c.ljust(cw) + "".join(f"  {cells[c, s]:>{widths[s]}}" for s in cols))
+    if summary.get("group_from"):
+        lines.append(f"  groups from --group-from {summary['group_from']}: {summary.get('groups')} "
+                     "(each kept in one split)")
     if summary.get("achieved"):
         rep = summary["achieved"]
         lines.append(f"  overall train/val/test {format_ratios(rep['overall'])} "

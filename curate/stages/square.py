@@ -44,6 +44,8 @@ from curate.workspace import StageResult, Workspace
 
 LAYOUT = "square"
 FILL_NAMES = ("black", "white", "edge", "mean")
+UPSCALE_WARN_X = 2.0  # a square enlarged this much or more (an 80 px face crop to 160 px) is counted and warned
+UPSCALE_EXAMPLES = 3
 IN_PROCESS_MAX = 16  # below this many images a process pool costs more than it saves
 
 Fill = str | tuple[int, int, int]
@@ -204,8 +206,13 @@ def square(manifest: pd.DataFrame, options: SquareOptions, *, ws: Workspace,
     tasks: list[_Task] = []
     results: list[dict[str, Any]] = []
     sub = rows[[*_PARENT_FIELDS, "width", "height"]].astype(object)
+    upscaled: list[tuple[float, str]] = []  # (scale factor, row) of squares enlarged UPSCALE_WARN_X or more
     for parent in sub.where(sub.notna(), None).to_dict("records"):
         plan = square_plan((int(parent.pop("width")), int(parent.pop("height"))), options.size_px, options.mode)
+        scale = max(plan.scale_xy)
+        if scale >= UPSCALE_WARN_X - 1e-9:
+            upscaled.append((scale, f"{parent['source']}/{parent['rel_path']} "
+                                    f"({plan.src_wh[0]}x{plan.src_wh[1]}, {scale:.1f}x)"))
         transform = square_transform(plan, fill)
         did = derived_id(str(parent["sample_id"]), transform)
         if did in existing and Path(existing[did]).exists():
@@ -247,7 +254,15 @@ def square(manifest: pd.DataFrame, options: SquareOptions, *, ws: Workspace,
         "worker_crashed": counts["worker_crashed"],
         "boxes_carried": carried["carried"], "boxes_clipped": carried["clipped"], "boxes_cut_off": carried["cut_off"],
         "stale": counts["stale"], "revived": counts["revived"], "seconds": round(time.perf_counter() - t0, 3),
+        "upscaled_2x": len(upscaled),
     }}
+    if upscaled:
+        upscaled.sort(key=lambda t: (-round(t[0], 6), t[1]))
+        few = ", ".join(name for _, name in upscaled[:UPSCALE_EXAMPLES])
+        more = f" and {len(upscaled) - UPSCALE_EXAMPLES} more" if len(upscaled) > UPSCALE_EXAMPLES else ""
+        warnings.insert(0, f"{len(upscaled)} images were enlarged {UPSCALE_WARN_X:g}x or more to "
+                           f"{options.size_px} px, so their squares are blurry: {few}{more} (drop small faces "
+                           "with `curate faces --min-face-px`, or choose a smaller --size)")
     if warnings:
         summary["warnings"] = warnings
     return StageResult(out, conform(ann, ANNOTATION_COLUMNS), summary=summary,

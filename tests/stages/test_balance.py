@@ -339,3 +339,68 @@ def test_pool_renders_the_same_copies(faces_ws: Workspace, tmp_path: Path, monke
     pd.testing.assert_frame_equal(a[cols], b[cols])
     pd.testing.assert_frame_equal(faces_ws.read_annotations(), other.read_annotations())
     assert {p.name for p in faces_ws.objects_dir.rglob("*.jpg")} == {p.name for p in other.objects_dir.rglob("*.jpg")}
+
+
+# -- --priority: the user's own photos go last (issue 17) -------------------------------
+
+@pytest.fixture()
+def mine_and_crawl(corpus: Path, tmp_path: Path) -> Workspace:
+    """Six real obama photos from two sources: two of the user's own ("mine"), four crawled. The crawled
+    obama-480p.jpg is the same photo as the user's obama-720p.jpg (0 bits apart)."""
+    from curate.stages.ingest import IngestOptions, SourceSpec, ingest
+
+    own = {"mine": ["obama-720p.jpg", "obama.jpg"], "crawl": ["obama-480p.jpg", "obama1.jpg", "obama2.jpg",
+                                                              "obama3.jpg"]}
+    for source, files in own.items():
+        (tmp_path / source / "obama").mkdir(parents=True)
+        for f in files:
+            shutil.copy2(corpus / "faces_by_person" / "obama" / f, tmp_path / source / "obama" / f)
+    ws = Workspace.create(tmp_path / "ws")
+    ws.run_stage("ingest", ingest, IngestOptions([SourceSpec(tmp_path / "crawl", "crawl"),
+                                                  SourceSpec(tmp_path / "mine", "mine")], workers=1))
+    m = ws.read_manifest()
+    m["split"] = "train"
+    ws.write_manifest(m)
+    return ws
+
+
+def _kept_sources(ws: Workspace) -> list[str]:
+    m = ws.read_manifest()
+    return sorted(m.loc[m["status"] == "kept", "source"])
+
+
+def test_undersampling_removes_the_least_trusted_source_first(mine_and_crawl: Workspace) -> None:
+    ws = mine_and_crawl
+    ws.run_stage("balance", balance, BalanceOptions(target=2, strategy="undersample"))
+    assert _kept_sources(ws) != ["mine", "mine"]  # by diversity alone, one of the user's photos goes
+    r = CliRunner().invoke(cli, ["balance", str(ws.root), "--target", "3", "--strategy", "undersample",
+                                 "--priority", "mine,crawl"])
+    assert r.exit_code == 0, r.output
+    assert _kept_sources(ws) == ["crawl", "mine", "mine"]  # both of mine, then the most diverse crawled one
+    m = ws.read_manifest()
+    assert m.loc[m["rel_path"] == "obama/obama-480p.jpg", "status"].tolist() == ["dropped"]  # the copy of mine
+    ws.run_stage("balance", balance, BalanceOptions(target=1, strategy="undersample", priority=("mine",)))
+    assert _kept_sources(ws) == ["mine"]
+    r = CliRunner().invoke(cli, ["balance", str(ws.root), "--strategy", "undersample", "--priority", "own"])
+    assert r.exit_code == 1
+    assert r.stderr == "Error: --priority: expected source names of the workspace (crawl, mine), found own\n"
+
+
+def test_diverse_subset_takes_tiers_in_order() -> None:
+    h = np.array([0, 2**64 - 1, 1, 3], dtype=np.uint64)
+    tier = np.array([1, 1, 0, 0])  # the two rows of tier 0 are 1 bit apart, still taken first
+    assert diverse_subset(h, 2, tier=tier)[0].tolist() == [False, False, True, True]
+    assert diverse_subset(h, 3, tier=tier)[0].tolist() == [False, True, True, True]  # then the farthest of tier 1
+
+
+def test_augmented_copies_are_named_as_copies_in_an_export(faces_ws: Workspace, tmp_path: Path) -> None:
+    ws = faces_ws
+    ws.run_stage("balance", balance, BalanceOptions(target="max", strategy="oversample"))
+    out = tmp_path / "export"
+    r = CliRunner().invoke(cli, ["export", str(ws.root), "--format", "folder", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    names = sorted(str(p.relative_to(out)) for p in out.rglob("*.jpg*"))
+    # k is the copy number the row's transform records (from 0), so a file leads back to its row
+    assert [n for n in names if n.startswith("train/jeff/")] == [
+        "train/jeff/img21-aug0.jpg", "train/jeff/img21-aug1.jpg", "train/jeff/img21-aug2.jpg", "train/jeff/img21.jpg"]
+    assert sum("-aug" in n for n in names) == 6

@@ -40,6 +40,7 @@ def test_healthy_workspace_passes() -> None:
     r = results(healthy())
     assert {n: v["status"] for n, v in r.items()} == {
         "group_leak": "pass", "near_duplicate_leak": "pass", "label_conflict": "pass", "class_size": "pass",
+        "mixed_sizes": "pass",
         "unsplit": "pass", "class_missing_from_split": "pass", "latent_leak": "pass", "small_image": "pass",
         "odd_aspect": "pass", "split_ratios": "info"}
 

@@ -531,3 +531,52 @@ def test_a_pair_that_crashes_its_worker_is_not_merged_and_the_rest_is_unchanged(
     clean = verify_candidates(path_arr, a, b, d4, known, opts)
     assert clean[0][-1]  # the poison file is a re-encoded copy of the astronaut: verified once it decodes
     assert list(accepted[:-1]) == list(clean[0][:-1]) and list(why_not[:-1]) == list(clean[3][:-1])
+
+
+# -- copy names lose ties (issue 17: dedupe kept "chelsea (1).jpg" over "chelsea.jpg") ----------------
+
+@pytest.mark.parametrize("name, is_copy", [
+    ("chelsea (1).jpg", True),  # browsers (Chrome, Firefox, Edge) and Windows Explorer
+    ("chelsea(2).jpg", True),  # the same without the space
+    ("chelsea - Copy.jpg", True),  # Windows Explorer
+    ("chelsea - Copy (2).jpg", True),
+    ("chelsea - 복사본.jpg", True),  # Korean Windows
+    ("chelsea copy.jpg", True),  # macOS Finder
+    ("chelsea copy 3.jpg", True),
+    ("Copy of chelsea.jpg", True),  # Google Drive, older Windows
+    ("cat/chelsea (1).jpg", True),  # a path inside the source: the file name decides
+    ("chelsea.jpg.1", True),  # wget
+    ("chelsea.jpg", False),
+    ("chelsea_1.jpg", False),  # frames, bursts and numbered datasets are named like this: not a copy
+    ("chelsea-2.jpg", False),
+    ("img1.jpg", False),
+    ("copy.jpg", False),  # a photo called "copy" is not a copy of anything
+    ("(1).jpg", False),
+    ("photocopy.jpg", False),
+])
+def test_is_copy_name(name: str, is_copy: bool) -> None:
+    from curate.stages.dedupe import is_copy_name
+
+    assert is_copy_name(name) is is_copy
+
+
+def test_copy_names_lose_ties_at_ingest_and_in_dedupe(tmp_path: Path, skimage_dir: Path) -> None:
+    src = tmp_path / "photos"
+    src.mkdir()
+    cat = Image.open(skimage_dir / "chelsea.png").convert("RGB")
+    cat.save(src / "chelsea.jpg", quality=95)
+    shutil.copy2(src / "chelsea.jpg", src / "chelsea (1).jpg")  # the same bytes, downloaded twice
+    cat.save(src / "Copy of chelsea.jpg", quality=80)  # the same size, re-encoded: a near duplicate
+    ws, m, summary = dedupe_folder(src, tmp_path / "ws", report=str(tmp_path / "groups.csv"))
+    rows = m.set_index("rel_path")
+    report = pd.read_csv(tmp_path / "groups.csv")
+    kept_line = report[report["role"] == "kept"].iloc[0]
+    assert Path(kept_line["path"]).name == "chelsea.jpg"
+    assert kept_line["why_kept"] in ("name: chelsea (1).jpg looks like a copy",
+                                     "name: Copy of chelsea.jpg looks like a copy")
+    assert rows.loc["chelsea.jpg", "status"] == "kept"
+    assert rows.loc["chelsea (1).jpg", ["status", "reason", "decided_by"]].tolist() == ["dropped", "duplicate",
+                                                                                       "ingest"]
+    assert rows.loc["Copy of chelsea.jpg", ["status", "reason", "decided_by"]].tolist() == ["dropped", "duplicate",
+                                                                                           "dedupe"]
+    assert set(rows["dup_group"]) == {rows.loc["chelsea.jpg", "sample_id"]}

@@ -160,13 +160,20 @@ def test_rerun_reuses_everything_even_without_the_detection_cache(astro_ws, mode
     assert len(list(astro_ws.objects_dir.rglob("*.png"))) == 1
 
 
-def test_review_decisions_are_left_alone(astro_ws, model_paths):
+def test_review_decisions_are_seen_the_one_way(astro_ws, model_paths):
+    """A row a person relabelled is cropped like any kept row (its crops carry the new label);
+    a row a person rejected is left alone."""
     m = astro_ws.read_manifest()
-    m.loc[m["rel_path"] == "astronaut.png", "decided_by"] = "review"  # a person looked and kept it
+    m.loc[m["rel_path"] == "astronaut.png", ["label", "label_origin", "decided_by"]] = ["eileen", "review", "review"]
+    m.loc[m["rel_path"] == "coffee.png", ["status", "reason", "decided_by"]] = ["dropped", "rejected_in_review",
+                                                                                "review"]
     astro_ws.write_manifest(m)
     summary = run_faces(astro_ws)
     astro, crops = rows_of(astro_ws.read_manifest(), "astronaut.png")
-    assert (astro["status"], astro["decided_by"]) == ("kept", "review") and crops.empty
+    assert (astro["status"], astro["reason"]) == ("dropped", "superseded")
+    assert crops["label"].tolist() == ["eileen"] and crops["status"].tolist() == ["kept"]
+    coffee, _ = rows_of(astro_ws.read_manifest(), "coffee.png")
+    assert (coffee["reason"], coffee["decided_by"]) == ("rejected_in_review", "review")
     assert summary["faces"]["left_to_review"] == 1 and summary["faces"]["images"] == 1
 
 

@@ -660,6 +660,8 @@ def test_report_renders_in_headless_chromium_without_console_errors(staged, tmp_
 
 
 def test_face_crops_a_later_stage_superseded_still_show(skimage_dir):
+    """Issue 17: after `curate square` every crop was framed red as superseded and the page said 0 kept.
+    A crop is shown as what it is kept as now, with the chain that led there."""
     photo = str(skimage_dir / "astronaut.png")
     m = _m(path=[photo] * 3, width=[512, 200, 224], height=[512, 200, 224],
            parent_id=[None, "r0", "r1"], layout=["flat", "faces", "square"],
@@ -669,6 +671,48 @@ def test_face_crops_a_later_stage_superseded_still_show(skimage_dir):
                             ReportOptions(workers=1), title="faces then square")
     doc = assert_valid_and_self_contained(page)
     faces = page[page.index('id="faces"'):page.index('id="leakage"')]
-    assert "<b>1 face crop</b> from 1 image, 0 kept, 1 superseded;" in faces
+    assert "<b>1 face crop</b> from 1 image, 1 kept (1 as its <code>square</code> row);" in faces
+    assert "superseded" not in faces.split("</p>", 1)[1]  # no crop framed red
     assert doc.images["faces"] == 1
-    assert '<span class="badge dropped">superseded</span> me' in faces
+    assert '<div class="thumb kept" title="s/1.jpg\nphoto 512×512 → faces 200×200 → square 224×224' in faces
+    assert '<span class="badge kept">square</span> me' in faces
+    dropped = page[page.index('id="dropped"'):page.index('id="faces"')]
+    assert "Nothing was dropped." in dropped and "2 rows were replaced by what a later stage made of them" in dropped
+
+
+def test_a_crop_nothing_was_kept_from_is_red_with_its_fate(skimage_dir):
+    photo = str(skimage_dir / "astronaut.png")
+    m = _m(path=[photo] * 3, width=[512, 200, 224], height=[512, 200, 224],
+           parent_id=[None, "r0", "r1"], layout=["flat", "faces", "square"],
+           status=["dropped", "dropped", "dropped"], reason=["superseded", "superseded", "rejected_in_review"],
+           decided_by=["faces", "square", "review"], label=["me"] * 3)
+    page, _ = render_report(m, empty_annotations(), [{"command": "faces"}, {"command": "square"}],
+                            ReportOptions(workers=1), title="rejected square")
+    faces = page[page.index('id="faces"'):page.index('id="leakage"')]
+    assert "<b>1 face crop</b> from 1 image, 0 kept, 1 superseded, then rejected_in_review;" in faces
+    assert '<span class="badge dropped">superseded, then rejected_in_review</span> me' in faces
+
+
+def test_faces_then_square_on_real_photos_report_the_kept_generation(corpus, tmp_path):
+    from curate.stages.faces import FacesOptions, faces
+    from curate.stages.ingest import IngestOptions, SourceSpec, ingest
+    from curate.stages.square import SquareOptions, square
+
+    src = tmp_path / "people"
+    for person, f in (("obama", "obama1.jpg"), ("biden", "biden.jpg"), ("jeff", "img21.jpg")):
+        (src / person).mkdir(parents=True)
+        shutil.copy2(corpus / "faces_by_person" / person / f, src / person / f)
+    ws = Workspace.create(tmp_path / "ws")
+    ws.run_stage("ingest", ingest, IngestOptions([SourceSpec(src, "people")], workers=1))
+    ws.run_stage("faces", faces, FacesOptions(workers=1))
+    ws.run_stage("square", square, SquareOptions(size_px=160, workers=1))
+    res = ws.run_stage("report", report, ReportOptions(out=tmp_path / "r.html", workers=1))
+    page = (tmp_path / "r.html").read_text(encoding="utf-8")
+    doc = assert_valid_and_self_contained(page)
+    faces_html = page[page.index('id="faces"'):page.index('id="leakage"')]
+    assert "<b>3 face crops</b> from 3 images, 3 kept (3 as their <code>square</code> rows);" in faces_html
+    assert faces_html.count('<div class="thumb kept"') == doc.images["faces"] == 3
+    assert faces_html.count("→ square 160×160") == 3 and faces_html.count("\nphoto ") == 3
+    assert 'class="thumb dropped"' not in faces_html
+    assert "6 rows were replaced by what a later stage made of them" in page
+    assert res.summary["sections"]["faces"] == "shown"

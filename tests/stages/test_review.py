@@ -123,6 +123,22 @@ def test_apply_decisions_changes_are_old_and_new_values_and_idempotent():
     pd.testing.assert_frame_equal(again, out)
 
 
+def test_pulling_keep_again_after_a_transform_does_not_bring_the_original_back():
+    """Kept in review, then squared: pulling the same tags again keeps the square, not the 377x240 original."""
+    m = _manifest([
+        {"sample_id": "p", "status": "dropped", "reason": "superseded", "decided_by": "square", "width": 377,
+         "height": 240, "label": "me", "label_origin": "review"},
+        {"sample_id": "sq", "parent_id": "p", "layout": "square", "width": 224, "height": 224, "label": "me",
+         "label_origin": "review", "decided_by": "square"},
+    ])
+    out, changes, problems, _ = apply_decisions(m, {"p": ["keep", "label:me"]})
+    assert changes == [] and problems == []
+    pd.testing.assert_frame_equal(out, m)
+    out, changes, _, _ = apply_decisions(m, {"p": ["keep", "label:other"]})  # a new label is still applied
+    assert changes[0]["new"] == {"label": "other", "decided_by": "review"}
+    assert out.set_index("sample_id").loc["p", "status"] == "dropped"
+
+
 @given(
     w=st.integers(1, 20_000), h=st.integers(1, 20_000),
     fx1=st.floats(0, 1), fy1=st.floats(0, 1), fx2=st.floats(0, 1), fy2=st.floats(0, 1),

@@ -84,6 +84,10 @@ def test_parse_ratios(text: str, expected: tuple[float, float, float]) -> None:
     ("8:-1:1", "--ratios: expected non-negative ratios with a positive sum, found '8:-1:1'"),
     # all zero
     ("0:0:0", "--ratios: expected non-negative ratios with a positive sum, found '0:0:0'"),
+    # named fractions that do not add up to 1 are a typo: refused, not quietly rescaled (issue 17)
+    ("train=0.8,val=0.2,test=0.2", "--ratios: expected named fractions summing to 1, found "
+                                   "'train=0.8,val=0.2,test=0.2' (sum 1.2) (e.g. train=0.6,val=0.2,test=0.2; whole "
+                                   "numbers are weights: train=8,val=1,test=1)"),
 ])
 def test_parse_ratios_errors(text: str, message: str) -> None:
     with pytest.raises(OptionError) as e:
@@ -356,3 +360,138 @@ def test_near_duplicate_hashes_share_a_split() -> None:
     for bits in (1, None):
         loose = assign_splits(m, SplitOptions(seed=0, near_bits=bits)).set_index("sample_id")["split"]
         assert any(loose[f"p{i}a"] != loose[f"p{i}b"] for i in range(20))
+
+
+# -- new ratios without --resplit (issue 17) -----------------------------------------
+
+def test_new_ratios_without_resplit_say_that_nothing_moved(tmp_path: Path) -> None:
+    ws = make_ws(tmp_path, faces_like())
+    assert CliRunner().invoke(cli, ["split", str(ws.root)]).exit_code == 0
+    before = ws.read_manifest()["split"].tolist()
+    r = CliRunner().invoke(cli, ["split", str(ws.root), "--ratios", "6:2:2"])
+    assert r.exit_code == 0, r.output
+    assert ws.read_manifest()["split"].tolist() == before
+    assert ("warning: --ratios 0.60/0.20/0.20 differ from the last split's 0.80/0.10/0.10, but without --resplit "
+            "the 51 kept rows that have a split keep it (0 rows placed now); add --resplit to reassign every row"
+            ) in r.stderr
+    r = CliRunner().invoke(cli, ["split", str(ws.root), "--ratios", "6:2:2", "--resplit"])
+    assert "differ from" not in r.stderr and ws.read_manifest()["split"].tolist() != before
+    r = CliRunner().invoke(cli, ["split", str(ws.root), "--ratios", "6:2:2"])  # the same ratios again: quiet
+    assert "differ from" not in r.stderr
+
+
+def test_ratios_differ_from_the_sources_own_splits() -> None:
+    m = make_manifest([row(f"s{i}", split="train" if i < 5 else "test") for i in range(10)])
+    res = split(m, SplitOptions())
+    assert ("--ratios 0.80/0.10/0.10 differ from the existing splits' 0.50/0.00/0.50, but without --resplit the 10 "
+            "kept rows that have a split keep it (0 rows placed now); add --resplit to reassign every row"
+            ) in res.summary["warnings"]
+
+
+# -- --group-from (issue 17): one person never in two splits ---------------------------
+
+@pytest.mark.parametrize("paths, level, expected", [
+    (["a/b/c.jpg", "a/d.jpg", "e.jpg"], 1, ["a", "a", None]),  # 1: the first folder under the source root
+    (["a/b/c.jpg", "a/d.jpg", "e.jpg"], 2, ["b", None, None]),  # 2: the second; shallower paths get none
+    (["a/b/c.jpg", "a/d.jpg", "e.jpg"], -1, ["b", "a", None]),  # -1: the folder the file is in
+    (["a/b/c.jpg", "a/d.jpg", "e.jpg"], -2, ["a", None, None]),  # -2: the one above it
+])
+def test_folder_groups(paths: list[str], level: int, expected: list[str | None]) -> None:
+    from curate.stages.split import folder_groups
+
+    assert folder_groups(pd.Series(paths), level).tolist() == expected
+
+
+@pytest.fixture(scope="module")
+def people_ws(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """faces_by_person (51 photos of 13 people, one folder each), ingested flat: no labels, so
+    nothing but --group-from keeps a person together."""
+    from curate.stages.ingest import IngestOptions, SourceSpec, ingest
+
+    ws = Workspace.create(tmp_path_factory.mktemp("people") / "ws")
+    ws.run_stage("ingest", ingest, IngestOptions([SourceSpec(corpus / "faces_by_person", layout="flat")], workers=1))
+    return ws.root
+
+
+def _copy_ws(root: Path, tmp_path: Path) -> Workspace:
+    import shutil
+
+    shutil.copytree(root, tmp_path / "ws")
+    return Workspace.open(tmp_path / "ws")
+
+
+def _people_per_split(m: pd.DataFrame) -> dict[str, set[str]]:
+    kept = m[m["status"] == "kept"]
+    person = kept["rel_path"].str.split("/").str[0]
+    return {p: set(g) for p, g in kept["split"].groupby(person)}
+
+
+def test_group_from_folder_keeps_each_person_in_one_split(people_ws: Path, tmp_path: Path) -> None:
+    ws = _copy_ws(people_ws, tmp_path)
+    r = CliRunner().invoke(cli, ["split", str(ws.root), "--near-bits", "-1", "--json"])
+    assert r.exit_code == 0, r.output
+    assert any(len(s) > 1 for s in _people_per_split(ws.read_manifest()).values())  # without it, people straddle
+    r = CliRunner().invoke(cli, ["split", str(ws.root), "--group-from", "folder:1", "--resplit"])
+    assert r.exit_code == 0, r.output
+    assert "  groups from --group-from folder:1: 13 (each kept in one split)" in r.stdout.splitlines()
+    r = CliRunner().invoke(cli, ["split", str(ws.root), "--group-from", "folder:1", "--resplit", "--json"])
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout)
+    assert (s["group"], s["group_from"], s["groups"]) == ("group", "folder:1", 13)
+    m = ws.read_manifest()
+    assert all(len(splits) == 1 for splits in _people_per_split(m).values())
+    assert set(m.loc[m["status"] == "kept", "split"]) == {"train", "val", "test"}
+    assert (m["group"] == m["rel_path"].str.split("/").str[0]).all()  # stored in the manifest's group column
+    pd.testing.assert_series_equal(split(m, SplitOptions(group_from="folder:-1", resplit=True)).manifest["split"],
+                                   m["split"])  # -1 counts from the file: the same folder here
+
+    # A person moved into a second split by hand: check fails, by the stored group column.
+    obama = m.index[m["group"] == "obama"]
+    m.loc[obama[0], "split"] = "test" if m.loc[obama[1], "split"] != "test" else "train"
+    ws.write_manifest(m)
+    r = CliRunner().invoke(cli, ["check", str(ws.root), "--json"])
+    c = json.loads(r.stdout)
+    assert r.exit_code == 1 and "group_leak" in c["failed"]
+    leak = next(x for x in c["checks"] if x["name"] == "group_leak")
+    assert leak["count"] == 1 and "obama/" in leak["examples"][0]
+
+
+def test_group_from_csv(people_ws: Path, tmp_path: Path) -> None:
+    ws = _copy_ws(people_ws, tmp_path)
+    m = ws.read_manifest()
+    table = tmp_path / "people.csv"
+    lines = ["file,person"] + [f"{p},{p.split('/')[0].upper()}" for p in m["rel_path"]] + ["nobody/x.jpg,NOBODY"]
+    table.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    res = ws.run_stage("split", split, SplitOptions(group_from=f"csv:{table}:person"))
+    assert res.summary["warnings"][0] == "--group-from: 1 lines of people.csv name no row of the workspace " \
+                                         "(e.g. 'nobody/x.jpg')"
+    m = ws.read_manifest()
+    assert set(m["group"]) == {p.upper() for p in m["rel_path"].str.split("/").str[0]}
+    assert all(len(splits) == 1 for splits in _people_per_split(m).values())
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("folder:0", "Error: --group-from: expected folder:N (N = 1, 2, ... from the source root; -1, -2, ... from the "
+                 "file) or csv:FILE:COLUMN, found 'folder:0' (folder levels start at 1 (from the source root) or -1 "
+                 "(the file's own folder))"),
+    ("folder:3", "Error: --group-from: expected folder:N (N = 1, 2, ... from the source root; -1, -2, ... from the "
+                 "file) or csv:FILE:COLUMN, found 'folder:3' gives no kept row a group (check the level against a "
+                 "path, e.g. "),
+    ("person", "Error: --group-from: expected folder:N (N = 1, 2, ... from the source root; -1, -2, ... from the "
+               "file) or csv:FILE:COLUMN, found 'person'"),
+    ("csv:{tmp}/names.csv:age", "Error: --group-from: expected folder:N (N = 1, 2, ... from the source root; -1, "
+                                "-2, ... from the file) or csv:FILE:COLUMN, found no column 'age' in names.csv "
+                                "(columns: file, person)"),
+    # img1.jpg is both alex_lacamoire's and angelina's: a bare file name would guess
+    ("csv:{tmp}/names.csv:person", "Error: --group-from: expected folder:N (N = 1, 2, ... from the source root; "
+                                   "-1, -2, ... from the file) or csv:FILE:COLUMN, found 1 file names in names.csv "
+                                   "that several rows share (e.g. 'img1.jpg') (write the path inside the source, "
+                                   "e.g. obama/1.jpg)"),
+])
+def test_group_from_errors(people_ws: Path, tmp_path: Path, spec: str, message: str) -> None:
+    ws = _copy_ws(people_ws, tmp_path)
+    (tmp_path / "names.csv").write_text("file,person\nimg1.jpg,alex\nbiden.jpg,biden\n", encoding="utf-8")
+    r = CliRunner().invoke(cli, ["split", str(ws.root), "--group-from", spec.format(tmp=tmp_path)])
+    assert r.exit_code == 1
+    assert r.stderr.startswith(message), r.stderr
+    assert ws.read_manifest()["split"].isna().all()

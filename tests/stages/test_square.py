@@ -17,6 +17,7 @@ from curate.cli import cli
 from curate.errors import OptionError
 from curate.geometry import square_plan
 from curate.lineage import trace
+from curate.stages.check import CheckOptions, check
 from curate.stages.faces import FacesOptions, faces
 from curate.stages.ingest import IngestOptions, SourceSpec, ingest
 from curate.stages.square import SquareOptions, make_square, parse_fill, square
@@ -169,16 +170,51 @@ def test_rerun_reuses_and_a_new_size_replaces(marked):
     assert len(ws.read_annotations()) == 3 + 3 + 3  # source boxes, and one per square ever made
 
 
-def test_review_rows_are_not_squared(marked):
+def test_rows_kept_or_relabelled_in_review_are_squared_rejected_ones_are_not(marked):
+    """Issue 17: a row relabelled in review was skipped, so a "224x224" export held a 377x240 image."""
     ws, _ = marked
     m = ws.read_manifest()
-    m.loc[m["rel_path"] == "wide.png", "decided_by"] = "review"
+    relabel = m["rel_path"] == "wide.png"
+    m.loc[relabel, ["label", "label_origin", "decided_by"]] = ["astronaut", "review", "review"]
+    reject = m["rel_path"] == "tall.png"
+    m.loc[reject, ["status", "reason", "decided_by"]] = ["dropped", "rejected_in_review", "review"]
     ws.write_manifest(m)
     run_square(ws, size_px=64)
     m = ws.read_manifest()
-    wide = m[m["rel_path"] == "wide.png"]  # derived rows carry their parent's rel_path
-    assert wide["status"].tolist() == ["kept"]  # the row a person kept, and no square made of it
-    assert (m["layout"] == "square").sum() == 2
+    kept = m[m["status"] == "kept"]
+    assert sorted(zip(kept["rel_path"], kept["width"], kept["height"], strict=True)) == [
+        ("odd.jpg", 64, 64), ("wide.png", 64, 64)]
+    assert kept.set_index("rel_path").loc["wide.png", "label"] == "astronaut"  # the person's label carried
+    tall = m[m["rel_path"] == "tall.png"]
+    assert tall[["status", "reason", "decided_by"]].values.tolist() == [["dropped", "rejected_in_review", "review"]]
+    summary = ws.run_stage("check", check, CheckOptions()).summary
+    assert {r["name"]: r["status"] for r in summary["checks"]}["mixed_sizes"] == "pass"
+
+
+def test_check_flags_a_kept_row_that_is_not_the_square_size(marked):
+    ws, _ = marked
+    run_square(ws, size_px=64)
+    m = ws.read_manifest()
+    # A person keeps the original of one square again: the export would mix 512x300 with 64x64.
+    wide = (m["rel_path"] == "wide.png") & m["parent_id"].isna()
+    m.loc[wide, ["status", "reason", "decided_by"]] = ["kept", None, "review"]
+    ws.write_manifest(m)
+    res = {r["name"]: r for r in ws.run_stage("check", check, CheckOptions()).summary["checks"]}
+    assert res["mixed_sizes"]["status"] == "fail"
+    assert res["mixed_sizes"]["message"] == ("1 kept rows are not 64x64 though the workspace was squared "
+                                             "(run `curate square WS --size 64` again)")
+    assert res["mixed_sizes"]["examples"] == ["src/wide.png: 512x300"]
+
+
+def test_small_images_enlarged_2x_or_more_are_counted_and_named(marked):
+    ws, _ = marked
+    summary = run_square(ws, size_px=1024)  # 512x300 -> 2.0x, 300x512 -> 2.0x, 479x383 -> 2.14x
+    assert summary["square"]["upscaled_2x"] == 3
+    assert summary["warnings"][0] == (
+        "3 images were enlarged 2x or more to 1024 px, so their squares are blurry: src/odd.jpg (479x383, 2.1x), "
+        "src/tall.png (300x512, 2.0x), src/wide.png (512x300, 2.0x) (drop small faces with "
+        "`curate faces --min-face-px`, or choose a smaller --size)")
+    assert run_square(ws, size_px=64)["square"]["upscaled_2x"] == 0
 
 
 def test_cli_bad_fill_is_one_line(marked):
@@ -270,3 +306,21 @@ def test_an_image_that_crashes_its_worker_drops_its_row_and_the_rest_is_unchange
                                   comparable(clean[others], clean_ws.root))
     within(300, lambda: run_square(ws, size_px=64, workers=2))  # tries it again, and now it works
     pd.testing.assert_frame_equal(comparable(ws.read_manifest(), ws.root), comparable(clean, clean_ws.root))
+
+
+def test_small_face_crops_enlarged_2x_are_counted_and_warned(corpus, tmp_path, copy_tree):
+    """Issue 17: small face crops of a group photo, squared to twice their size or more, are blurry."""
+    src = copy_tree(corpus / "faces_misc", "groups", files=["deepface_selfie-many-people.jpg",
+                                                            "facenet_multiface.jpg"])
+    ws = make_ws(tmp_path / "ws", src)
+    ws.run_stage("faces", faces, FacesOptions(workers=1, select="all"))
+    m = ws.read_manifest()
+    crops = m[(m["layout"] == "faces") & (m["status"] == "kept")]
+    small = crops[crops[["width", "height"]].max(axis=1) * 2 <= 320]
+    assert 0 < len(small) < len(crops)  # the faces of the group photos, not every one
+    summary = run_square(ws, size_px=320)
+    assert summary["square"]["upscaled_2x"] == len(small)
+    smallest = crops.loc[crops[["width", "height"]].max(axis=1).idxmin()]
+    warning = summary["warnings"][0]
+    assert warning.startswith(f"{len(small)} images were enlarged 2x or more to 320 px, so their squares are blurry: "
+                              f"src/{smallest['rel_path']} ({smallest['width']}x{smallest['height']}, ")
