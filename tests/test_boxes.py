@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from PIL import Image
 
 from curate.boxes import merge_duplicate_boxes
 from curate.stages.ingest import IngestOptions, SourceSpec, ingest
@@ -70,3 +71,30 @@ def test_iou_threshold_decides_what_is_the_same_object(iou_min, added):
                         "x2": [50.0, 50.0], "y2": [50.0, 50.0], "origin": ["coco", "coco"]})
     _, report = merge_duplicate_boxes(m, ann, iou_min=iou_min)
     assert report["added"] == added
+
+
+def test_dedupe_moves_the_boxes_of_a_smaller_copy_to_the_photo_it_keeps(tmp_path, skimage_dir):
+    from curate.stages.dedupe import DedupeOptions, dedupe
+
+    photo = Image.open(skimage_dir / "coffee.png").convert("RGB")  # 600x400
+    a = tmp_path / "kaggle"
+    b = tmp_path / "crawl"
+    a.mkdir()
+    b.mkdir()
+    photo.save(a / "coffee.png")
+    photo.resize((300, 200)).save(b / "coffee_small.jpg", quality=80)  # a re-encoded, smaller copy
+    (a / "coffee.json").write_text(json.dumps({"image": "coffee.png", "boxes": [box("cup", 150, 20, 460, 300)]}))
+    (b / "coffee_small.json").write_text(json.dumps({"image": "coffee_small.jpg", "boxes": [
+        box("cup", 75, 10, 230, 150), box("spoon", 190, 125, 300, 200)]}))
+    ws = Workspace.create(tmp_path / "ws")
+    ws.run_stage("ingest", ingest, IngestOptions([SourceSpec(a, "kaggle"), SourceSpec(b, "crawl")], workers=1))
+    res = ws.run_stage("dedupe", dedupe, DedupeOptions(workers=1))
+    assert res.summary["boxes_from_duplicates"] == 1
+    m = ws.read_manifest()
+    keeper = m[m["status"] == "kept"]["sample_id"].item()
+    ann = ws.read_annotations()
+    kept_boxes = ann[ann["sample_id"] == keeper].sort_values("label")
+    assert kept_boxes[["label", "x1", "y1", "x2", "y2", "origin"]].values.tolist() == [
+        ["cup", 150.0, 20.0, 460.0, 300.0, "json"], ["spoon", 380.0, 250.0, 600.0, 400.0, "dup:json"]]
+    again = ws.run_stage("dedupe", dedupe, DedupeOptions(workers=1))
+    assert len(ws.read_annotations()) == len(ann) and again.summary["boxes_from_duplicates"] == 0

@@ -608,7 +608,17 @@ def dedupe(manifest: pd.DataFrame, options: DedupeOptions, *, ws: Workspace | No
         summary["warnings"] = [f"{unhashed} rows have no d4hash (ingested by an older curate) and match only "
                                "byte-identical copies: run `curate ingest` on their sources again to hash them"]
     record = {"groups": [{k: g[k] for k in ("group", "kept", "why", "size")} for g in report[:1000]]}
-    return StageResult(out, None, summary=summary, record=record, write=not options.dry_run)
+    new_ann = None
+    if annotations is not None and len(annotations):  # the boxes of dropped copies move to the kept one
+        from curate.boxes import merge_duplicate_boxes
+
+        merged_ann, merged = merge_duplicate_boxes(out, annotations)
+        new_ann = merged_ann if merged["added"] else None
+        summary["boxes_from_duplicates"] = merged["added"]
+        summary["box_conflicts"] = len(merged["conflicts"])
+        if merged["conflicts"] or merged["not_moved"]:
+            summary["warnings"] = summary.get("warnings", []) + merged["conflicts"] + merged["not_moved"]
+    return StageResult(out, new_ann, summary=summary, record=record, write=not options.dry_run)
 
 
 def _group_report(out: pd.DataFrame, rows: pd.Index, groups: list[np.ndarray], edges: pd.DataFrame,
