@@ -123,3 +123,35 @@ def test_vehicle_damage_shape_round_trips_through_a_workspace(corpus, tmp_path):
         want = sorted((a["damage"], *a["bbox"]) for a in orig["annotations"])
         assert np.allclose([g[1:] for g in got], [w_[1:] for w_ in want], atol=1e-6)
         assert [g[0] for g in got] == [w_[0] for w_ in want]
+
+
+def test_the_same_photos_from_two_sources_keep_every_box(corpus, tmp_path):
+    """Two downloads of the same AI-Hub photos with different boxes: the copies dropped as duplicates give their
+    boxes to the kept ones; a box of another class on the same object is reported, not added."""
+    photos = _photos(corpus, 4)
+    sources = []
+    for name, extra in (("hub_v1", False), ("hub_v2", True)):
+        src = tmp_path / name
+        src.mkdir()
+        for k, photo in enumerate(photos):
+            (src / f"{k}.jpg").write_bytes(photo.read_bytes())
+            w, h = ImageOps.exif_transpose(Image.open(photo)).size
+            boxes = [{"CLASS": "c_1", "x1": "0", "y1": "0", "x2": str(w // 2), "y2": str(h // 2)}]
+            if extra:  # the second release adds a box, and calls the first object something else in photo 0
+                boxes.append({"CLASS": "c_3", "x1": str(w // 2), "y1": str(h // 2), "x2": str(w), "y2": str(h)})
+                if k == 0:
+                    boxes[0]["CLASS"] = "c_12"
+            (src / f"{k}.json").write_text(json.dumps({"FILE NAME": f"{k}.jpg", "RESOLUTION": f"{w}*{h}",
+                                                       "Bounding": boxes}))
+        sources.append(src)
+    res = CliRunner().invoke(cli, ["ingest", *map(str, sources), "--into", str(tmp_path / "ws"), "--workers", "1",
+                                   "--json"])
+    assert res.exit_code == 0, res.output
+    run = json.loads(res.stdout)["run"]
+    assert (run["boxes_from_duplicates"], run["box_conflicts"]) == (4, 1)
+    ws = Workspace.open(tmp_path / "ws")
+    m = ws.read_manifest()
+    kept = m[m["status"] == "kept"]
+    assert len(kept) == 4 and set(kept["source"]) == {"hub_v1"}
+    ann = ws.read_annotations().merge(kept[["sample_id"]])
+    assert sorted(ann["label"]) == ["c_1"] * 4 + ["c_3"] * 4  # the c_12 conflict is reported, not added
