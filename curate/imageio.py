@@ -287,8 +287,8 @@ _OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>")
 def _short(e: BaseException) -> str:
     """``Type: message``, at most 200 characters, without Python object addresses (they name nothing).
 
-    >>> _short(ValueError("cannot identify image file <_io.BytesIO object at 0x7f3a2c>"))
-    'ValueError: cannot identify image file (the file's bytes)'
+    >>> print(_short(ValueError("cannot identify image file <_io.BytesIO object at 0x7f3a2c>")))
+    ValueError: cannot identify image file (the file's bytes)
     """
     text = _OBJECT_REPR.sub("(the file's bytes)", f"{type(e).__name__}: {e}")
     return text if len(text) <= 200 else text[:197] + "..."

@@ -1,10 +1,10 @@
 """Workspace summaries: counts per status, reason, label, split and source.
 
     >>> import pandas as pd
-    >>> m = pd.DataFrame({"status": ["kept", "dropped"], "reason": [None, "too_small"],
-    ...                   "label": ["cat", "cat"], "split": [None, None], "source": ["a", "a"]})
+    >>> m = pd.DataFrame({"status": ["kept", "dropped"], "reason": [None, "too_small"], "label": ["cat", "cat"],
+    ...                   "split": [None, None], "source": ["a", "a"], "parent_id": [None, None]})
     >>> summarize(m)["status"]
-    {'kept': 1, 'dropped': 1}
+    {'dropped': 1, 'kept': 1}
 """
 
 from __future__ import annotations

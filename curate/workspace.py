@@ -13,9 +13,10 @@
 Writes are atomic (write to a temporary file in the same folder, then
 ``os.replace``), so a killed process leaves either the old or the new table.
 
-    >>> ws = Workspace.create("/tmp/ws-doctest", exist_ok=True)
-    >>> ws.read_manifest().shape[0] >= 0
-    True
+    >>> import tempfile
+    >>> ws = Workspace.create(tempfile.mkdtemp() + "/ws")
+    >>> ws.read_manifest().shape[0], ws.manifest_path.name
+    (0, 'manifest.parquet')
 """
 
 from __future__ import annotations
