@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import signal
@@ -438,3 +439,46 @@ def _png_bytes(img: Image.Image) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
+
+
+# -- a failed ingest leaves no debris (issue 17) -------------------------------
+
+@pytest.fixture()
+def bad_list(tmp_path) -> Path:
+    """A file named .csv holding bytes that are not text (a download that went wrong)."""
+    path = tmp_path / "labels.csv"
+    path.write_bytes(np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8).tobytes())
+    return path
+
+
+@pytest.mark.parametrize("case", [
+    "bad_layout",  # --layout names no format
+    "unreadable_list",  # a list that is not UTF-8 text
+    "second_source_fails",  # the first source is fine, the second raises a CurateError
+])
+def test_a_failed_first_ingest_leaves_no_workspace(tmp_path, skimage_dir, bad_list, case):
+    ws = tmp_path / "new" / "ws"
+    args = {"bad_layout": [str(skimage_dir), "--layout", "nope"],
+            "unreadable_list": [str(bad_list), "--layout", "csv"],
+            "second_source_fails": [str(skimage_dir), str(bad_list)]}[case]
+    result = CliRunner().invoke(cli, ["ingest", *args, "--into", str(ws), "--workers", "1"])
+    assert result.exit_code == 1 and result.output.startswith("Error: ")
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_failed_first_ingest_into_an_empty_folder_leaves_it_empty(tmp_path, bad_list):
+    (tmp_path / "ws").mkdir()
+    result = CliRunner().invoke(cli, ["ingest", str(bad_list), "--into", str(tmp_path / "ws"), "--layout", "csv"])
+    assert result.output == (f"Error: {bad_list}: expected UTF-8 text, found undecodable byte at offset 1 "
+                             "(re-save the list as UTF-8)\n")
+    assert list((tmp_path / "ws").iterdir()) == []
+
+
+def test_a_failed_later_ingest_leaves_the_workspace_as_it_was(tmp_path, skimage_dir, bad_list):
+    ws, _, _ = run_ingest(tmp_path / "ws", SourceSpec(skimage_dir, name="sk", layout="flat"))
+    before = tree_digest(ws.root)
+    for args in (["--layout", "nope"], []):
+        result = CliRunner().invoke(cli, ["ingest", str(bad_list), "--into", str(ws.root), "--workers", "1", *args])
+        assert result.exit_code == 1
+    assert tree_digest(ws.root) == before
+    assert list(json.loads((ws.root / "sources.json").read_text())) == ["sk"]
