@@ -9,9 +9,10 @@ by curate; but people move them. Two ways to follow:
   from them), and ``sources.json`` records NEWPATH. The files found there are
   checked against the manifest first: the size of every file, and the sha256
   of every file (``--verify all``, the default), of a seeded sample
-  (``--verify sample``), or none (``--verify size``). Hashing every file costs
-  about 2-3 ms per 1 MB photo on one core here, a small fraction of the decode
-  that ingest did for the same file (docs/manifest.md, "Moving"). NEWPATH must
+  (``--verify sample``), or none (``--verify size``). Hashing runs at about
+  450 MB/s per core here: 0.3 ms for a corpus photo that took 33 ms to ingest,
+  so checking every file costs about 1 % of the ingest it protects
+  (docs/manifest.md#moving-a-workspace-or-its-sources). NEWPATH must
   hold at least one of the source's files unchanged, so a wrong folder is
   refused; files missing or changed there are reported.
 - ``--search DIR`` finds every source file the manifest names but that is not
