@@ -115,7 +115,9 @@ def _register_sources(ws: Workspace, specs: list[SourceSpec]
         if name in known and Path(known[name]["path"]) != path:
             raise SourceError(
                 "", file=path, field="source name", expected="a new name or the same folder as before",
-                found=f"{name!r}, already used for {known[name]['path']}", hint="pass --source NAME",
+                found=f"{name!r}, already used for {known[name]['path']}",
+                hint=f"pass --source NAME for a new source; if {known[name]['path']} moved here, "
+                     f"run `curate relocate {ws.root} --source {name}={path}`",
             )
         ws_real = os.path.realpath(ws.root)
         if os.path.realpath(path) == ws_real or os.path.realpath(path).startswith(ws_real + os.sep):

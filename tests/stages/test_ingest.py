@@ -398,7 +398,8 @@ def test_cli_errors_name_the_fix(tmp_path, skimage_dir):
     res = runner.invoke(cli, ["ingest", str(b), "--into", str(tmp_path / "ws2")])
     assert res.exit_code == 1
     assert res.output == (f"Error: {b}: source name: expected a new name or the same folder as before, "
-                          f"found 'imgs', already used for {a} (pass --source NAME)\n")
+                          f"found 'imgs', already used for {a} (pass --source NAME for a new source; "
+                          f"if {a} moved here, run `curate relocate {tmp_path / 'ws2'} --source imgs={b}`)\n")
 
 
 def test_installed_command_in_a_subprocess(tmp_path, skimage_dir):

@@ -214,3 +214,29 @@ def test_relocate_needs_something_to_do(tmp_path):
     result = CliRunner().invoke(cli, ["relocate", str(ws.root), "--source", "photos"])
     assert result.output == ("Error: --source: expected NAME=NEWPATH, found 'photos' "
                              "(e.g. --source photos=/mnt/disk2/photos)\n")
+
+
+def test_corpus_workspace_and_source_both_moved_then_found_by_content(tmp_path, corpus):
+    """The whole path on the corpus faces: ingest, square, move the workspace and the source, export
+    names the fix, relocate --search finds every file by sha256, export writes every kept row."""
+    src = shutil.copytree(corpus / "faces_by_person", tmp_path / "people")
+    runner = CliRunner()
+    ws_dir = tmp_path / "ws"
+    for args in (["ingest", str(src), "--into", str(ws_dir), "--layout", "folder", "--workers", "1"],
+                 ["square", str(ws_dir), "--size", "96", "--workers", "1"]):
+        res = runner.invoke(cli, args)
+        assert res.exit_code == 0, res.output
+    kept = int((Workspace.open(ws_dir).read_manifest()["status"] == "kept").sum())
+    shutil.move(ws_dir, tmp_path / "moved" / "ws")
+    shutil.move(src, tmp_path / "usb" / "backup" / "people")
+    ws = Workspace.open(tmp_path / "moved" / "ws")
+
+    res = runner.invoke(cli, ["square", str(ws.root), "--size", "128", "--workers", "1"])
+    assert res.exit_code == 0 and f"`curate relocate {ws.root} --source people=NEW_FOLDER`" in res.output
+    res = runner.invoke(cli, ["relocate", str(ws.root), "--search", str(tmp_path / "usb"), "--json"])
+    found = json.loads(res.output)
+    assert found["search"]["still_missing"] == 0 and found["search"]["found"] == found["search"]["missing_before"]
+    assert found["sources"]["people"]["to"] == str(tmp_path / "usb" / "backup" / "people")
+    res = runner.invoke(cli, ["export", str(ws.root), "--format", "folder", "--out", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    assert len(exported(tmp_path / "out")) >= kept
