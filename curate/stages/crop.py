@@ -290,8 +290,9 @@ def crop(manifest: pd.DataFrame, options: CropOptions, *, ws: Workspace,
         if options.supersede:
             n = len(ids)
             decisions[res.sample_id] = ("dropped", "superseded", f"{n} box patch{'es' if n != 1 else ''}", LAYOUT)
-    if not options.supersede:  # an earlier run superseded them; this one keeps the photos
-        earlier = rows[(rows["decided_by"] == LAYOUT) & (rows["reason"] == "superseded")]["sample_id"]
+    if not options.supersede:  # an earlier run superseded them, or could not read them (moved, issue 17): kept now
+        earlier = rows[(rows["decided_by"] == LAYOUT)
+                       & rows["reason"].isin(["superseded", "unreadable", "missing_file"])]["sample_id"]
         decisions.update({sid: ("kept", None, None, None) for sid in earlier if sid in produced})
     out = set_decisions(out, decisions)
     before = set(out["sample_id"])

@@ -240,3 +240,22 @@ def test_corpus_workspace_and_source_both_moved_then_found_by_content(tmp_path, 
     res = runner.invoke(cli, ["export", str(ws.root), "--format", "folder", "--out", str(tmp_path / "out")])
     assert res.exit_code == 0, res.output
     assert len(exported(tmp_path / "out")) >= kept
+
+
+def test_crop_of_a_moved_source_names_relocate(tmp_path, skimage_dir):
+    from curate.stages.crop import CropOptions, crop
+
+    src = tmp_path / "boxes"
+    src.mkdir()
+    shutil.copy2(skimage_dir / "chelsea.png", src / "chelsea.png")
+    (src / "boxes.csv").write_text("file,x1,y1,x2,y2,label\nchelsea.png,140,20,320,200,cat\n")
+    ws = Workspace.create(tmp_path / "ws")
+    ws.run_stage("ingest", ingest, IngestOptions([SourceSpec(src / "boxes.csv", name="boxes")], workers=1))
+    shutil.move(src, tmp_path / "moved")
+    res = ws.run_stage("crop", crop, CropOptions(workers=1))
+    assert any(f"`curate relocate {ws.root} --source boxes=NEW_FOLDER`" in w for w in res.summary["warnings"])
+    ws.run_stage("relocate", relocate, RelocateOptions(sources={"boxes": tmp_path / "moved" / "boxes.csv"}))
+    assert json.loads((ws.root / "sources.json").read_text())["boxes"]["path"] == str(tmp_path / "moved" / "boxes.csv")
+    ws.run_stage("crop", crop, CropOptions(workers=1))
+    m = ws.read_manifest()
+    assert (m["layout"] == "crop").sum() == 1 and not (m["reason"] == "missing_file").any()
