@@ -114,9 +114,7 @@ def ingest(sources: tuple[Path, ...], workspace: Path, names: tuple[str, ...], l
            as_json: bool) -> None:
     """Read SOURCE folders or lists into a workspace, one manifest row per file."""
     from curate.imageio import ProbeOptions
-    from curate.stages.ingest import IngestOptions, SourceSpec
-    from curate.stages.ingest import ingest as run_ingest
-    from curate.workspace import Workspace
+    from curate.stages.ingest import IngestOptions, SourceSpec, ingest_into
 
     for opt, given in (("--source", names), ("--split", splits)):
         if len(given) > len(sources):
@@ -128,8 +126,7 @@ def ingest(sources: tuple[Path, ...], workspace: Path, names: tuple[str, ...], l
     opts = IngestOptions(specs, probe, workers, follow_links,
                          priority.split(",") if priority else None, sys.stderr.isatty() and not as_json,
                          read_extra=extra)
-    ws = Workspace.create(workspace)
-    result = ws.run_stage("ingest", run_ingest, opts, record_options={
+    ws, result = ingest_into(workspace, opts, record_options={
         "sources": [str(s) for s in sources], "names": list(names), "layout": layout, "label": label, "splits": list(splits),
         "min_side_px": min_side_px, "max_pixels": max_pixels, "max_aspect": max_aspect, "max_file_mb": max_file_mb,
         "priority": priority,
@@ -566,6 +563,47 @@ def dedupe_cmd(workspace: Path, max_hamming: int, crops: bool, verify: bool, pri
                          workers, progress=sys.stderr.isatty() and not as_json)
     result = ws.run_stage("dedupe", dedupe, opts)
     emit(result.summary, as_json, f"dedupe {ws.root}" + (" (dry run: nothing written)" if dry_run else ""))
+
+
+# --- relocate, prune (issue 17) -----------------------------------------------------------------
+
+@cli.command("relocate")
+@workspace_argument
+@click.option("--source", "moves", multiple=True, metavar="NAME=NEWPATH",
+              help="Re-root source NAME at NEWPATH (its folder, or its list file); repeat for more sources.")
+@click.option("--search", multiple=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Find missing source files under this folder by sha256; repeat for more folders.")
+@click.option("--verify", type=click.Choice(["all", "sample", "size"]), default="all", show_default=True,
+              help="With --source: sha256 of every moved file, of a sample (--sample), or check sizes only.")
+@click.option("--sample", "sample_size", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Files hashed per source with --verify sample.")
+@click.option("--dry-run", is_flag=True, help="Check and show what would change; write nothing.")
+@workers_option
+@json_option
+def relocate_cmd(workspace: Path, moves: tuple[str, ...], search: tuple[Path, ...], verify: str, sample_size: int,
+                 dry_run: bool, workers: int, as_json: bool) -> None:
+    """Follow sources that moved: re-root one (--source NAME=NEWPATH) or find files by content (--search)."""
+    from curate.stages.relocate import RelocateOptions, parse_source_moves, relocate
+
+    ws = _open_ws(workspace)
+    opts = RelocateOptions(parse_source_moves(moves), list(search), verify, sample_size, dry_run=dry_run,
+                           workers=workers)
+    result = ws.run_stage("relocate", relocate, opts)
+    emit(result.summary, as_json, f"relocate {ws.root}" + (" (dry run: nothing written)" if dry_run else ""))
+
+
+@cli.command("prune")
+@workspace_argument
+@click.option("--missing", is_flag=True, help="Remove the rows dropped as missing_file (and their boxes).")
+@click.option("--dry-run", is_flag=True, help="List what would be removed; write nothing.")
+@json_option
+def prune_cmd(workspace: Path, missing: bool, dry_run: bool, as_json: bool) -> None:
+    """Remove rows of files that do not exist (missing_file); each removal is recorded in runs/."""
+    from curate.stages.prune import PruneOptions, prune
+
+    ws = _open_ws(workspace)
+    result = ws.run_stage("prune", prune, PruneOptions(missing, dry_run))
+    emit(result.summary, as_json, f"prune {ws.root}" + (" (dry run: nothing written)" if dry_run else ""))
 
 
 def main() -> None:

@@ -3,7 +3,7 @@
 ::
 
     WS/
-      curate.json           marker and metadata (format version)
+      curate.json           marker and metadata (format version, the folder it was last written at)
       manifest.parquet      one row per file ever seen (schema: curate.schema)
       annotations.parquet   boxes, in the pixel frame of their sample's image
       objects/ab/<sha>.ext  derived images, content-addressed
@@ -12,6 +12,13 @@
 
 Writes are atomic (write to a temporary file in the same folder, then
 ``os.replace``), so a killed process leaves either the old or the new table.
+
+A workspace can be moved or copied as a folder. The manifest keeps absolute
+paths (DESIGN.md's contract: plain pandas reads them), so ``curate.json``
+records the folder the manifest was written at; when the folder is found
+elsewhere, every path under the old folder (``objects/`` files) is read as
+the same path under the new one, and written so at the next write. Source
+files stay where they are; ``curate relocate`` re-roots them.
 
     >>> import tempfile
     >>> ws = Workspace.create(tempfile.mkdtemp() + "/ws")
@@ -26,6 +33,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -131,6 +139,9 @@ class StageResult:
     write: bool = True  # False for dry runs
     objects_written: bool = False  # new files in objects/ (written unsynced): flushed before the manifest
     log_run: bool = False  # record the run in runs/ even though write is False (a read-only check)
+    # Other workspace files (name relative to the root -> bytes, e.g. sources.json), written atomically
+    # after the tables, so a stage that fails leaves them as they were.
+    files: dict[str, bytes] = field(default_factory=dict)
 
 
 class Workspace:
@@ -177,7 +188,7 @@ class Workspace:
         root.mkdir(parents=True, exist_ok=True)
         (root / "objects").mkdir(exist_ok=True)
         (root / "runs").mkdir(exist_ok=True)
-        meta = {"format": WORKSPACE_FORMAT, "created": utc_now(), "curate_version": __version__}
+        meta = {"format": WORKSPACE_FORMAT, "created": utc_now(), "curate_version": __version__, "root": str(root)}
         atomic_write_bytes(root / MARKER, (json.dumps(meta, indent=2) + "\n").encode())
         return cls(root)
 
@@ -230,7 +241,40 @@ class Workspace:
 
         if not self.manifest_path.exists():
             return empty_manifest()
-        return conform(pd.read_parquet(self.manifest_path), MANIFEST_COLUMNS)
+        df = conform(pd.read_parquet(self.manifest_path), MANIFEST_COLUMNS)
+        old = self.moved_from(df)
+        return rebase_paths(df, old, str(self.root)) if old is not None else df
+
+    # -- moving -------------------------------------------------------------
+    def meta(self) -> dict[str, Any]:
+        """The contents of ``curate.json`` ({} when it cannot be read)."""
+        try:
+            return dict(json.loads((self.root / MARKER).read_text()))
+        except (OSError, ValueError):
+            return {}
+
+    def moved_from(self, manifest: pd.DataFrame | None = None) -> str | None:
+        """The folder this workspace was last written at, when it is not this one (moved or copied).
+
+        Read from ``curate.json``; a workspace written before curate recorded it
+        is recognised by the ``objects/`` paths of its derived rows.
+        """
+        old = self.meta().get("root")
+        if old is None and manifest is not None:
+            old = root_from_objects(manifest)
+        if old is None or old == str(self.root):
+            return None
+        with contextlib.suppress(OSError):
+            if os.path.samefile(old, self.root):  # the same folder under another name (a symbolic link)
+                return None
+        return str(old)
+
+    def _record_root(self) -> None:
+        """Write this folder into ``curate.json`` (after the tables that hold its paths)."""
+        meta = self.meta()
+        if meta and meta.get("root") != str(self.root):
+            meta["root"] = str(self.root)
+            atomic_write_bytes(self.root / MARKER, (json.dumps(meta, indent=2) + "\n").encode())
 
     def read_annotations(self) -> pd.DataFrame:
         import pandas as pd
@@ -246,6 +290,7 @@ class Workspace:
 
         df = validate_manifest(df)
         atomic_write_parquet(df, self.manifest_path, MANIFEST_ARROW)
+        self._record_root()
         return df
 
     def write_annotations(self, df: pd.DataFrame, manifest: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -318,6 +363,8 @@ class Workspace:
                 result.manifest = self.write_manifest(result.manifest)
                 if result.annotations is not None:
                     result.annotations = self.write_annotations(result.annotations, result.manifest)
+                for name, data in result.files.items():
+                    atomic_write_bytes(self.root / name, data)
             if result.write or result.log_run:
                 self.record_run(
                     command,
@@ -335,6 +382,45 @@ class Workspace:
         tmp = self.root / ".tmp"
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+_OBJECT_PATH = re.compile(r"^(?P<root>.+)/objects/[0-9a-f]{2}/[0-9a-f]{64}\.[A-Za-z0-9]+$")
+
+
+def root_from_objects(manifest: pd.DataFrame) -> str | None:
+    """The workspace folder named by the first derived row's ``objects/`` path (None without one).
+
+    >>> import pandas as pd
+    >>> root_from_objects(pd.DataFrame({"parent_id": ["a"], "path": ["/old/ws/objects/ab/" + "ab" * 32 + ".png"]}))
+    '/old/ws'
+    """
+    derived = manifest.loc[manifest["parent_id"].notna(), "path"]
+    for path in derived.head(100):
+        m = _OBJECT_PATH.match(str(path))
+        if m:
+            return m.group("root")
+    return None
+
+
+def rebase_paths(manifest: pd.DataFrame, old_root: str, new_root: str,
+                 columns: tuple[str, ...] = ("path", "origin_path")) -> pd.DataFrame:
+    """``manifest`` with every path under ``old_root`` moved to the same place under ``new_root``.
+
+    Paths elsewhere (source files) are left as they are.
+
+    >>> import pandas as pd
+    >>> df = pd.DataFrame({"path": ["/a/ws/objects/x.png", "/a/ws2/y.png", "/src/z.jpg"]})
+    >>> rebase_paths(df, "/a/ws", "/b/ws", ("path",))["path"].tolist()
+    ['/b/ws/objects/x.png', '/a/ws2/y.png', '/src/z.jpg']
+    """
+    old, new = old_root.rstrip(os.sep), new_root.rstrip(os.sep)
+    out = manifest.copy()
+    for c in columns:
+        s = out[c]
+        under = s.notna() & (s.str.startswith(old + os.sep, na=False) | (s == old))
+        if under.any():
+            out[c] = s.where(~under, new + s[under].str.slice(len(old)))
+    return out
 
 
 def _options_dict(options: Any) -> dict[str, Any]:

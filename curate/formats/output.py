@@ -89,7 +89,9 @@ def place_image(src: str | Path, dest: str | Path, action: str, link: str) -> No
             raise ExportError("", field="--link", expected=f"one of {LINK_MODES}", found=link)
     except FileNotFoundError as e:
         raise ExportError("the source image is missing", file=src,
-                          hint="re-run `curate ingest`; it marks vanished files missing_file") from e
+                          hint="if its folder moved, `curate relocate WS --source NAME=NEW_FOLDER` or "
+                               "`curate relocate WS --search FOLDER`; if it is gone, re-run `curate ingest`, "
+                               "which marks it missing_file") from e
     except OSError as e:
         if link == "hardlink" and e.errno in (18, 1):  # EXDEV, EPERM: another file system / not allowed
             raise ExportError(f"cannot hard-link into the export ({e.strerror})", file=src,

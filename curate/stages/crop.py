@@ -56,6 +56,7 @@ from typing import TYPE_CHECKING, Any
 
 from curate.errors import CurateError, OptionError
 from curate.geometry import clamp_xyxy, crop_window_px
+from curate.locate import missing_file_message
 from curate.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -170,7 +171,10 @@ def process_image(task: _Task) -> DeriveResult:
     try:
         img = load_display(parent["path"])
     except CurateError as e:
-        res.error, res.reason = str(e), "unreadable" if Path(parent["path"]).exists() else "missing_file"
+        if Path(parent["path"]).exists():
+            res.error, res.reason = str(e), "unreadable"
+        else:
+            res.error, res.reason = missing_file_message(parent["path"], parent["source"], task.ws_root), "missing_file"
         return res
     src_wh = tuple(task.transforms[0]["src_wh"])
     if img.size != src_wh:  # the file changed since it was measured: its boxes would not fit

@@ -401,8 +401,11 @@ def export(manifest: pd.DataFrame, options: ExportOptions, *, ws: Workspace,
 
     >>> ws.run_stage("export", export, ExportOptions("yolo", "out/yolo"))  # doctest: +SKIP
     """
+    from curate.locate import require_files
+
     check_options(options)
     plan, boxes = plan_export(manifest, annotations, options.default_split)
+    require_files(manifest[manifest["status"] == "kept"], ws.root)  # a moved source fails here, naming the fix
     summary = export_to(plan, boxes, options, protected_paths(manifest, ws))
     files, classes = summary.pop("_files"), summary.pop("_classes")
     exports = ws.root / "exports"

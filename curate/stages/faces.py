@@ -53,6 +53,7 @@ import numpy as np
 
 from curate.errors import CurateError, OptionError
 from curate.geometry import box_area, crop_box_px, io_min, iou, tile_grid
+from curate.locate import missing_file_message
 from curate.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -516,8 +517,11 @@ def process_image(task: _Task, settings: _WorkSettings, detector: FaceDetector |
     try:
         img = load_display(parent["path"])
     except CurateError as e:
-        missing = not Path(parent["path"]).exists()
-        res.update(error=str(e), reason="missing_file" if missing else "unreadable")
+        if Path(parent["path"]).exists():
+            res.update(error=str(e), reason="unreadable")
+        else:
+            res.update(error=missing_file_message(parent["path"], parent["source"], settings.ws_root),
+                       reason="missing_file")
         return res
     res["wh"] = img.size
     faces = task.known

@@ -102,7 +102,15 @@ def load_sources(ws: Workspace) -> dict[str, dict[str, Any]]:
     return dict(json.loads(p.read_text()))
 
 
-def _register_sources(ws: Workspace, specs: list[SourceSpec]) -> list[tuple[str, Path, SourceSpec]]:
+def sources_bytes(sources: dict[str, dict[str, Any]]) -> bytes:
+    """``sources.json`` as written (committed with the tables: StageResult.files)."""
+    return (json.dumps(sources, indent=2) + "\n").encode()
+
+
+def _register_sources(ws: Workspace, specs: list[SourceSpec]
+                      ) -> tuple[list[tuple[str, Path, SourceSpec]], dict[str, dict[str, Any]]]:
+    """(name, path, spec) of each source of this run, and every source with them: nothing is written
+    until the run succeeds, so a failed ingest records no source (issue 17)."""
     known = load_sources(ws)
     resolved: list[tuple[str, Path, SourceSpec]] = []
     seen: set[str] = set()
@@ -118,7 +126,9 @@ def _register_sources(ws: Workspace, specs: list[SourceSpec]) -> list[tuple[str,
         if name in known and Path(known[name]["path"]) != path:
             raise SourceError(
                 "", file=path, field="source name", expected="a new name or the same folder as before",
-                found=f"{name!r}, already used for {known[name]['path']}", hint="pass --source NAME",
+                found=f"{name!r}, already used for {known[name]['path']}",
+                hint=f"pass --source NAME for a new source; if {known[name]['path']} moved here, "
+                     f"run `curate relocate {ws.root} --source {name}={path}`",
             )
         ws_real = os.path.realpath(ws.root)
         if os.path.realpath(path) == ws_real or os.path.realpath(path).startswith(ws_real + os.sep):
@@ -129,8 +139,7 @@ def _register_sources(ws: Workspace, specs: list[SourceSpec]) -> list[tuple[str,
         known[name] = {"path": str(path), "layout": spec.layout, "label": spec.label,
                        "order": known.get(name, {}).get("order", len(known)), "split": pin}
         resolved.append((name, path, replace(spec, split=pin)))
-    atomic_write_bytes(ws.root / SOURCES_FILE, (json.dumps(known, indent=2) + "\n").encode())
-    return resolved
+    return resolved, known
 
 
 def read_source(path: Path, spec: SourceSpec, options: IngestOptions) -> tuple[str, ReadResult]:
@@ -529,8 +538,7 @@ def ingest(manifest: pd.DataFrame, options: IngestOptions, *, ws: Workspace,
     if not options.sources:
         raise OptionError("", field="SOURCE", expected="at least one source folder or file", found="none")
     t0 = time.perf_counter()
-    sources = _register_sources(ws, options.sources)
-    all_sources = load_sources(ws)
+    sources, all_sources = _register_sources(ws, options.sources)
 
     read = _ReadRows()
     seen_ids: set[str] = set()
@@ -608,7 +616,56 @@ def ingest(manifest: pd.DataFrame, options: IngestOptions, *, ws: Workspace,
         summary["warnings"] = warnings + box_problems
     record = {"sources": {n: str(p) for n, p, _ in sources}, "skipped": skipped, "box_problems": box_problems,
               "classes": classes}
-    return StageResult(combined, ann, summary=summary, record=record)
+    return StageResult(combined, ann, summary=summary, record=record, files={SOURCES_FILE: sources_bytes(all_sources)})
+
+
+def ingest_into(root: str | Path, options: IngestOptions, *,
+                record_options: dict[str, Any] | None = None) -> tuple[Workspace, StageResult]:
+    """Create the workspace at ``root`` when it is new, and ingest ``options.sources`` into it.
+
+    A failed first ingest (a bad ``--layout``, an unreadable list, any
+    error) leaves nothing behind: the folders curate made are removed, and a
+    folder that was there (empty) is emptied again. A failed later ingest
+    leaves the workspace as it was: the tables and ``sources.json`` are
+    written only when the run succeeds. An interrupted run (Ctrl-C, kill)
+    keeps its checkpoints in ``.partial/``, so that running it again resumes.
+
+        >>> import skimage, tempfile
+        >>> root = Path(tempfile.mkdtemp()) / "new" / "ws"
+        >>> opts = IngestOptions([SourceSpec(skimage.data_dir, layout="no-such-layout")], workers=1)
+        >>> try:
+        ...     ingest_into(root, opts)
+        ... except OptionError:
+        ...     pass
+        >>> root.parent.exists()
+        False
+    """
+    from curate.workspace import MARKER
+
+    root = Path(root).expanduser().absolute()
+    fresh = not (root / MARKER).exists()
+    made = next((p for p in reversed([root, *root.parents]) if not p.exists()), None)  # the first folder curate makes
+    ws = Workspace.create(root)
+    try:
+        return ws, ws.run_stage("ingest", ingest, options, record_options=record_options)
+    except Exception:
+        if fresh:
+            _remove_new_workspace(root, made)
+        raise
+
+
+def _remove_new_workspace(root: Path, made: Path | None) -> None:
+    """Undo :meth:`Workspace.create` of a first ingest: the folders it made, or what it put in an empty one."""
+    import shutil
+
+    if made is not None:
+        shutil.rmtree(made, ignore_errors=True)
+        return
+    for p in root.iterdir():  # the folder was empty before (create refuses any other)
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
 
 
 def _carry_decisions(new: pd.DataFrame, manifest: pd.DataFrame) -> pd.DataFrame:

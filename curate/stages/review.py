@@ -354,6 +354,9 @@ def _placeholder(ws: Workspace, row: Mapping[str, Any]) -> Media:
     reason = _py(row.get("reason")) or ("missing" if not os.path.isfile(str(row.get("path"))) else "not shown")
     lines = [f"{row.get('source')}/{row.get('rel_path')}"]
     lines += textwrap.wrap(str(_py(row.get("detail")) or ""), 44)[:6]
+    if reason == "missing":  # a file read at ingest that is not there now: name the fix
+        lines += ["", f"moved? curate relocate WS --source {row.get('source')}=NEW_FOLDER",
+                  "or curate relocate WS --search FOLDER"]
     lines += ["", "the file itself is in the `path` field"]
     text = "\n".join(lines)
     name = "placeholder-" + hashlib.sha1(f"{reason}\0{text}".encode()).hexdigest()[:16] + ".png"
@@ -405,6 +408,8 @@ def _named_link(ws: Workspace, row: Mapping[str, Any]) -> str:
            "ICO": ".ico", "AVIF": ".avif"}[str(row["format"])]
     key = _py(row.get("sha256")) or hashlib.sha1(str(row["path"]).encode()).hexdigest()
     out = ws.root / MEDIA_DIR / f"original-{key[:32]}{ext}"
+    if out.is_symlink() and not out.exists():  # a link to where the workspace or the source used to be
+        out.unlink()
     if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -568,8 +573,13 @@ def sync_dataset(ws: Workspace, manifest: pd.DataFrame, annotations: pd.DataFram
     """Create or refresh the dataset in place: match on sample_id, add new rows, rewrite the
     samples whose record changed (tags are left alone), remove samples whose rows are gone."""
     fo = _fiftyone()
+    from curate.locate import known_files, missing_error
+
     media = media_for(ws, manifest)
     records, problems = sample_records(manifest, annotations, media)
+    lost = missing_error(manifest[known_files(manifest)], ws.root, what="show")
+    if lost is not None:  # shown as placeholder cards; say why and how to fix it
+        problems.insert(0, str(lost))
     ds = _open_dataset(fo, ws, name, create=True)
     _declare_fields(ds, fo)
     ds.create_index("sample_id", unique=True)

@@ -37,6 +37,7 @@ import pandas as pd
 from curate.errors import CurateError, OptionError
 from curate.geometry import SQUARE_MODES, SquarePlan, square_plan
 from curate.lineage import Decision, mark_stale, revive, set_decisions, transform_inputs
+from curate.locate import missing_file_message
 from curate.parallel import WorkerCrash
 from curate.schema import ANNOTATION_COLUMNS, conform
 from curate.summary import summarize
@@ -156,7 +157,10 @@ def process_image(task: _Task) -> dict[str, Any]:
     try:
         img = load_display(parent["path"])
     except CurateError as e:
-        res.update(error=str(e), reason="unreadable" if Path(parent["path"]).exists() else "missing_file")
+        if Path(parent["path"]).exists():
+            res.update(error=str(e), reason="unreadable")
+        else:
+            res.update(error=missing_file_message(parent["path"], parent["source"], task.ws_root), reason="missing_file")
         return res
     plan = plan_from_transform(transform)
     if img.size != plan.src_wh:  # the file changed since it was measured: its boxes would not fit

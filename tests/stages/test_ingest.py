@@ -401,7 +401,8 @@ def test_cli_errors_name_the_fix(tmp_path, skimage_dir):
     res = runner.invoke(cli, ["ingest", str(b), "--into", str(tmp_path / "ws2")])
     assert res.exit_code == 1
     assert res.output == (f"Error: {b}: source name: expected a new name or the same folder as before, "
-                          f"found 'imgs', already used for {a} (pass --source NAME)\n")
+                          f"found 'imgs', already used for {a} (pass --source NAME for a new source; "
+                          f"if {a} moved here, run `curate relocate {tmp_path / 'ws2'} --source imgs={b}`)\n")
 
 
 def test_installed_command_in_a_subprocess(tmp_path, skimage_dir):
@@ -555,7 +556,7 @@ def test_a_worker_killed_from_outside_does_not_hang_the_installed_command(tmp_pa
     The command finishes, and since the file it was on decodes fine when tried again, the manifest equals
     an undisturbed run's."""
     src = tmp_path / "src"
-    _make_many(src, skimage_dir, 300)
+    _make_many(src, skimage_dir, 600)
     exe = Path(sys.executable).parent / "curate"
     proc = subprocess.Popen([str(exe), "ingest", str(src), "--into", str(tmp_path / "ws"), "--source", "src",
                              "--workers", "2", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -564,9 +565,12 @@ def test_a_worker_killed_from_outside_does_not_hang_the_installed_command(tmp_pa
     while victim is None and time.monotonic() < deadline and proc.poll() is None:
         workers = _pool_workers(proc.pid)
         if len(workers) == 2:
-            time.sleep(1.0)  # let them start and take work
-            victim = workers[0]
-            os.kill(victim, signal.SIGKILL)
+            time.sleep(0.3)  # let them start and take work (a quiet machine probes 600 files in about 2 s)
+            try:
+                os.kill(workers[0], signal.SIGKILL)
+                victim = workers[0]
+            except ProcessLookupError:  # that worker was already replaced or gone: try the next one
+                pass
         time.sleep(0.01)
     assert victim is not None, "ingest finished before a worker could be killed; make the source bigger"
     try:
@@ -575,6 +579,49 @@ def test_a_worker_killed_from_outside_does_not_hang_the_installed_command(tmp_pa
         proc.kill()
         pytest.fail("curate ingest hung after one of its workers was killed")
     assert proc.returncode == 0, err
-    assert json.loads(out)["run"]["files"] == 300
+    assert json.loads(out)["run"]["files"] == 600
     _, clean, _ = run_ingest(tmp_path / "ws_clean", SourceSpec(src, name="src"), workers=2)
     pd.testing.assert_frame_equal(Workspace.open(tmp_path / "ws").read_manifest(), clean)
+
+
+# -- a failed ingest leaves no debris (issue 17) -------------------------------
+
+@pytest.fixture()
+def bad_list(tmp_path) -> Path:
+    """A file named .csv holding bytes that are not text (a download that went wrong)."""
+    path = tmp_path / "labels.csv"
+    path.write_bytes(np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8).tobytes())
+    return path
+
+
+@pytest.mark.parametrize("case", [
+    "bad_layout",  # --layout names no format
+    "unreadable_list",  # a list that is not UTF-8 text
+    "second_source_fails",  # the first source is fine, the second raises a CurateError
+])
+def test_a_failed_first_ingest_leaves_no_workspace(tmp_path, skimage_dir, bad_list, case):
+    ws = tmp_path / "new" / "ws"
+    args = {"bad_layout": [str(skimage_dir), "--layout", "nope"],
+            "unreadable_list": [str(bad_list), "--layout", "csv"],
+            "second_source_fails": [str(skimage_dir), str(bad_list)]}[case]
+    result = CliRunner().invoke(cli, ["ingest", *args, "--into", str(ws), "--workers", "1"])
+    assert result.exit_code == 1 and result.output.startswith("Error: ")
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_failed_first_ingest_into_an_empty_folder_leaves_it_empty(tmp_path, bad_list):
+    (tmp_path / "ws").mkdir()
+    result = CliRunner().invoke(cli, ["ingest", str(bad_list), "--into", str(tmp_path / "ws"), "--layout", "csv"])
+    assert result.output == (f"Error: {bad_list}: expected UTF-8 text, found undecodable byte at offset 1 "
+                             "(re-save the list as UTF-8)\n")
+    assert list((tmp_path / "ws").iterdir()) == []
+
+
+def test_a_failed_later_ingest_leaves_the_workspace_as_it_was(tmp_path, skimage_dir, bad_list):
+    ws, _, _ = run_ingest(tmp_path / "ws", SourceSpec(skimage_dir, name="sk", layout="flat"))
+    before = tree_digest(ws.root)
+    for args in (["--layout", "nope"], []):
+        result = CliRunner().invoke(cli, ["ingest", str(bad_list), "--into", str(ws.root), "--workers", "1", *args])
+        assert result.exit_code == 1
+    assert tree_digest(ws.root) == before
+    assert list(json.loads((ws.root / "sources.json").read_text())) == ["sk"]
