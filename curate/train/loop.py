@@ -210,7 +210,7 @@ def recalibrate_batchnorm(model: nn.Module, dataset: ImageClassDataset, *, batch
     while the weights kept moving: in eval mode the network then normalizes
     with statistics it never trained with. That is what made a balanced
     12-class set score 0.94 in train mode and 0.56 as a saved model (issue 14).
-    Here each BatchNorm averages the statistics of full batches of the final
+    Here each BatchNorm averages the statistics of batches of the final
     network (momentum None: a cumulative average), as in "precise BN".
     """
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
@@ -222,8 +222,9 @@ def recalibrate_batchnorm(model: nn.Module, dataset: ImageClassDataset, *, batch
         m.momentum = None
     n = len(dataset)
     size = min(max(batch_size, 64), n)
-    loader = DataLoader(dataset.with_augment(False), batch_size=size, shuffle=False, drop_last=n > size,
-                        generator=torch.Generator().manual_seed(0))
+    # Every batch counts alike in the average: leave out a last batch under half the size (as in training).
+    loader = DataLoader(dataset.with_augment(False), batch_size=size, shuffle=False,
+                        drop_last=drops_last_batch(n, size), generator=torch.Generator().manual_seed(0))
     was_training = model.training
     model.train()
     batches = 0

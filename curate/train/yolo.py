@@ -16,6 +16,7 @@ against the YAML's folder, which sends training to the wrong place.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,9 @@ def train_yolo(export: str | Path, out: str | Path, *, model: str | None = None,
 
     The default model is built from its YAML (``yolov8n.yaml`` or
     ``yolov8n-cls.yaml``), so nothing is downloaded; pass ``model="yolov8n.pt"``
-    to start from pretrained weights.
+    to start from pretrained weights. With ``YOLO_OFFLINE=true`` in the
+    environment, mixed precision is off (``amp=False``): Ultralytics' AMP check
+    would download a model.
     """
     task, data = yolo_data(export)
     try:
@@ -77,7 +80,9 @@ def train_yolo(export: str | Path, out: str | Path, *, model: str | None = None,
         data = resolved_data_yaml(data, out_dir)
     name = model or ("yolov8n-cls.yaml" if task == "classify" else "yolov8n.yaml")
     yolo = YOLO(name, task=task)
-    results = yolo.train(data=str(data), epochs=epochs, imgsz=img_size, batch=batch_size, seed=seed,
+    # Ultralytics' AMP check (GPU only) downloads a model to compare against; offline it cannot.
+    offline = os.environ.get("YOLO_OFFLINE", "").lower() in ("1", "true")
+    results = yolo.train(amp=not offline, data=str(data), epochs=epochs, imgsz=img_size, batch=batch_size, seed=seed,
                          deterministic=True, device=None if device == "auto" else device, project=str(out_dir),
                          name="ultralytics",
                          exist_ok=True, plots=False)
