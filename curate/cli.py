@@ -428,6 +428,8 @@ def check_cmd(ctx: click.Context, workspace: Path, min_per_class: int, min_side_
 @click.option("--boxes", is_flag=True, help="Write faces as boxes into annotations.parquet instead of cropping.")
 @click.option("--class-from", type=click.Choice(["face", "label"]), default="face", show_default=True,
               help="Box class with --boxes: 'face', or each row's label (e.g. me / other).")
+@click.option("--drop-no-face", is_flag=True,
+              help="With --boxes: drop images without a face (default: keep them as background images, no boxes).")
 @click.option("--detector", type=click.Choice(["ensemble", "short-range", "full-range"]), default="ensemble",
               show_default=True, help="Both BlazeFace models plus tiles (best), or one model on the whole image (fast).")
 @click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True,
@@ -437,14 +439,15 @@ def check_cmd(ctx: click.Context, workspace: Path, min_per_class: int, min_side_
 @workers_option
 @json_option
 def faces_cmd(workspace: Path, min_confidence: float, margin_frac: float, select: str | None, min_face_px: int,
-              boxes: bool, class_from: str, detector: str, quality: int, model_dir: Path | None, workers: int,
-              as_json: bool) -> None:
+              boxes: bool, class_from: str, drop_no_face: bool, detector: str, quality: int, model_dir: Path | None,
+              workers: int, as_json: bool) -> None:
     """Find faces; crop each into a derived image, or write them as boxes (--boxes)."""
     from curate.stages.faces import FacesOptions, faces, record_options
 
     ws = _open_ws(workspace)
-    opts = FacesOptions(min_confidence, margin_frac, select, min_face_px, boxes, class_from, detector, workers,
-                        quality, str(model_dir) if model_dir else None, sys.stderr.isatty() and not as_json)
+    opts = FacesOptions(min_confidence, margin_frac, select, min_face_px, boxes, class_from, detector=detector,
+                        workers=workers, quality=quality, model_dir=str(model_dir) if model_dir else None,
+                        progress=sys.stderr.isatty() and not as_json, drop_no_face=drop_no_face)
     result = ws.run_stage("faces", faces, opts, record_options=record_options(opts))
     emit(result.summary, as_json, f"faces in {ws.root}")
 

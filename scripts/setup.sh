@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything curate and its tests need on a fresh Debian 12 machine
 # (Python 3.11, no GPU): system packages, a virtualenv in .venv with every
-# extra, the CPU build of torch, and FiftyOne's MongoDB for Debian 12.
+# extra, torch + torchvision and Ultralytics, FiftyOne's MongoDB for Debian 12,
+# and Keras (tensorflow-cpu) in a virtualenv of its own, .venv-keras.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,9 +20,17 @@ PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
 [ -d .venv ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip setuptools wheel
-# The CPU build of torch first, so nothing pulls in a CUDA build.
-.venv/bin/python -m pip install -q torch==2.13.0
-.venv/bin/python -m pip install -q -e '.[all,train,dev]'
+# The regular torch/torchvision builds from the package index, pinned as a pair: they run on the CPU,
+# and torchvision's compiled ops load (the local CPU build torch==2.13.0 cannot load them, so neither
+# torchvision nor Ultralytics would import). About 5.5 GB with the CUDA libraries they bring.
+.venv/bin/python -m pip install -q torch==2.14.1 torchvision==0.29.1
+.venv/bin/python -m pip install -q -e '.[all,train,yolo,dev]'
+# Keras gets its own venv: with TensorFlow importable, mediapipe imports it, and importing torchvision
+# after TensorFlow crashes the process (segfault; torch 2.14.1, tensorflow-cpu 2.21). The tests that read
+# exports with Keras run .venv-keras/bin/python in a subprocess.
+[ -d .venv-keras ] || "$PY" -m venv .venv-keras
+.venv-keras/bin/python -m pip install -q --upgrade pip
+.venv-keras/bin/python -m pip install -q 'tensorflow-cpu>=2.16'
 # Face models: extracted from the mediapipe==0.10.21 wheel into the user cache
 # (see docs/faces.md); a no-op when already there.
 .venv/bin/curate models fetch >/dev/null 2>&1 || echo "note: face models not fetched now; curate fetches them on first use"

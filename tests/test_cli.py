@@ -37,7 +37,8 @@ def test_every_command_has_help_and_is_documented():
 def test_help_does_not_import_heavy_libraries():
     code = ("import sys; from click.testing import CliRunner; from curate.cli import cli; "
             "r = CliRunner().invoke(cli, ['--help']); assert r.exit_code == 0, r.output; "
-            "heavy = ('torch', 'fiftyone', 'mediapipe', 'cv2', 'albumentations', 'matplotlib', 'pandas'); "
+            "heavy = ('torch', 'torchvision', 'timm', 'ultralytics', 'tensorflow', 'keras', 'fiftyone', "
+            "'mediapipe', 'cv2', 'albumentations', 'matplotlib', 'pandas'); "
             "print(','.join(m for m in heavy if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr

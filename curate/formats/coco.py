@@ -49,7 +49,7 @@ from curate.formats.base import (
     canonical_split,
     relative_path,
 )
-from curate.formats.output import FileWriter, boxes_by_sample, class_list, image_files_by_split
+from curate.formats.output import FileWriter, boxes_by_sample, detection_classes, image_files_by_split
 
 ROBOFLOW_NAME = "_annotations.coco.json"
 _HEAD = re.compile(rb'"images"\s*:\s*\[')
@@ -338,7 +338,7 @@ def coco_document(rows: list[dict[str, Any]], boxes: dict[str, list[dict[str, An
 
 def write_coco(plan: pd.DataFrame, boxes: pd.DataFrame, out: Path, options: WriteOptions) -> dict[str, Any]:
     """Write ``annotations/instances_<split>.json`` and ``images/<split>/``."""
-    classes = class_list(boxes["label"] if len(boxes) else [], options.extra.get("classes"))
+    classes = detection_classes(boxes, options.extra.get("classes"), "coco", len(plan))
     by_sample = boxes_by_sample(boxes)
     files: dict[str, str] = {}
     image_id, ann_id = 1, 1

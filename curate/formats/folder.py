@@ -9,11 +9,17 @@ Reading:
   the next folder is the label.
 - flat: no labels (or the one ``--label``), every file under the root.
 
-Files directly in the root of a class layout get no label.
+Files directly in the root of a class layout get no label, except
+``classes.txt``, the class list the writer puts there: it is read as the
+class list, not as a file.
 
 Writing (:func:`write_folder`): ``<split>/<class>/<image>``, or ``<class>/<image>``
-without split folders; nothing but images, so torchvision ``ImageFolder`` and
-Keras ``image_dataset_from_directory`` read each split folder as it is.
+without split folders, plus ``classes.txt`` (one class per line) at the top.
+Every class gets a folder in every split, empty or not: torchvision
+``ImageFolder`` and Keras ``image_dataset_from_directory`` number classes by
+their sorted folder names, so a class missing from one split would shift the
+index of every class after it there (issue 14). ``classes.txt`` lists the
+classes in that same sorted order, which is the index every loader uses.
 
     >>> detect_layout_kind(Path("."))  # doctest: +SKIP
     'folder'
@@ -31,6 +37,8 @@ from curate.errors import ExportError
 from curate.formats.base import Entry, ReadOptions, ReadResult, WriteOptions, canonical_split
 from curate.formats.output import FileWriter, check_folder_name, class_list
 from curate.walk import WalkReport, walk
+
+CLASSES_FILE = "classes.txt"  # written at the top of a class-folder export, one class per line
 
 
 def _top_dirs(root: Path) -> list[str]:
@@ -56,7 +64,12 @@ def read_folder(root: Path, options: ReadOptions) -> ReadResult:
     report = WalkReport()
     entries: list[Entry] = []
     split_dirs = {d for d in _top_dirs(root) if canonical_split(d)}
+    classes = None
     for f in walk(root, follow_links=options.follow_links, report=report):
+        if f.rel_path == CLASSES_FILE and f.reason is None:
+            classes = _read_classes(Path(f.path))  # the export's class list, not an image
+            if classes is not None:
+                continue
         parts = f.rel_path.split("/")
         split = None
         if parts[0] in split_dirs and len(parts) > 1:
@@ -64,7 +77,19 @@ def read_folder(root: Path, options: ReadOptions) -> ReadResult:
             parts = parts[1:]
         label = parts[0] if len(parts) > 1 else options.label
         entries.append(Entry(f.path, f.rel_path, label=label, split=split, reason=f.reason, detail=f.detail))
-    return ReadResult(entries, skipped=report.skipped_dirs + [f"{p}: link loop" for p in report.loops], walked=True)
+    return ReadResult(entries, skipped=report.skipped_dirs + [f"{p}: link loop" for p in report.loops],
+                      classes=classes, walked=True)
+
+
+def _read_classes(path: Path) -> list[str] | None:
+    """The lines of a class-folder export's ``classes.txt``; None when it is not such a list."""
+    try:
+        if path.stat().st_size > 1_000_000:
+            return None
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return [ln for ln in lines if ln.strip()]
 
 
 def read_flat(root: Path, options: ReadOptions) -> ReadResult:
@@ -79,9 +104,12 @@ def read_flat(root: Path, options: ReadOptions) -> ReadResult:
 def write_folder(plan: pd.DataFrame, boxes: pd.DataFrame, out: Path, options: WriteOptions) -> dict[str, Any]:
     """Write ``<split>/<class>/<image>`` (or ``<class>/<image>`` with ``split_dirs=False``).
 
-    Only image files go in: no lists, no metadata, so torchvision ``ImageFolder``
-    and Keras ``image_dataset_from_directory`` pointed at ``<out>/<split>`` (or
-    at ``<out>``) see exactly one class folder per label.
+    Only images go into the class folders, so torchvision ``ImageFolder`` and
+    Keras ``image_dataset_from_directory`` pointed at ``<out>/<split>`` (or at
+    ``<out>``) see exactly one folder per class. Every split gets every class
+    folder, empty ones included, so a class has the same index in every split.
+    ``classes.txt`` at the top (ignored by both loaders: it is not a folder)
+    lists the classes in the loaders' order, sorted by name.
     """
     split_dirs = options.extra.get("split_dirs", True)
     unlabeled = plan[plan["label"].isna()]
@@ -96,12 +124,24 @@ def write_folder(plan: pd.DataFrame, boxes: pd.DataFrame, out: Path, options: Wr
         if clash:
             raise ExportError("", field="label", expected="class names that are not split names without split folders",
                               found=clash, hint="keep split folders (drop --no-split-dirs)")
-    classes = class_list(labels, options.extra.get("classes"))
+    declared = options.extra.get("classes")
+    classes = sorted(class_list(labels, declared))  # the loaders' order: sorted folder names
+    warnings = []
+    if declared is not None and list(dict.fromkeys(declared)) != classes:
+        warnings.append("class-folder loaders (ImageFolder, Keras, Ultralytics) number classes by sorted folder "
+                        f"name, not in the --classes order; classes.txt lists that order: {classes[:10]}")
+    for name in classes:
+        check_folder_name(name)
+    splits = sorted({str(s) for s in plan["split"]}) if split_dirs else [""]
+    for split in splits:  # every class in every split, so indexes agree (empty folders too)
+        for name in classes:
+            (out / split / name).mkdir(parents=True, exist_ok=True)
+    (out / CLASSES_FILE).write_text("".join(f"{c}\n" for c in classes), encoding="utf-8")
     files: dict[str, str] = {}
     with FileWriter(options.link) as writer:
         for row in plan.to_dict("records"):
             rel = f"{row['split']}/{row['label']}/{row['name']}" if split_dirs else f"{row['label']}/{row['name']}"
             writer.image(row["path"], out / rel, row["action"])
             files[row["sample_id"]] = rel
-    return {"files": files, "classes": classes,
+    return {"files": files, "classes": classes, "warnings": warnings, "extra_files": [CLASSES_FILE],
             "carries": {"labels": True, "boxes": False, "split": bool(split_dirs)}}

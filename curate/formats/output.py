@@ -249,6 +249,26 @@ def class_list(used: Iterable[str], declared: list[str] | None = None) -> list[s
     return list(dict.fromkeys(declared))
 
 
+def detection_classes(boxes: Any, declared: list[str] | None, fmt: str, images: int) -> list[str]:
+    """The class list of a detection export (yolo, coco, voc): refuse one without any box.
+
+    An export without boxes has no classes, and Ultralytics refuses its
+    ``nc: 0`` as a 0-class dataset (issue 14). Declared classes (``--classes``)
+    are an explicit request for an all-background dataset, so they are written.
+
+    >>> import pandas as pd
+    >>> detection_classes(pd.DataFrame({"label": ["dog", "cat"]}), None, "yolo", 2)
+    ['cat', 'dog']
+    """
+    if not len(boxes) and not declared:
+        raise ExportError("", field="boxes", expected=f"at least one box in a {fmt} (detection) export",
+                          found=f"0 boxes on {images} images",
+                          hint="add boxes first (`curate faces WS --boxes`, or ingest a dataset with boxes), "
+                               "export classes with --format folder or yolo-cls, or pass --classes to write "
+                               "every image as a background image")
+    return class_list(boxes["label"] if len(boxes) else [], declared)
+
+
 def fmt_num(value: float) -> str:
     """Shortest text that reads back as exactly ``value``; ``12`` rather than ``12.0``.
 

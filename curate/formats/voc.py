@@ -39,7 +39,13 @@ import pandas as pd
 
 from curate.errors import FormatError
 from curate.formats.base import Box, Entry, ReadOptions, ReadResult, WriteOptions, canonical_split
-from curate.formats.output import FileWriter, boxes_by_sample, class_list, fmt_num, image_files_by_split
+from curate.formats.output import (
+    FileWriter,
+    boxes_by_sample,
+    detection_classes,
+    fmt_num,
+    image_files_by_split,
+)
 from curate.walk import WalkReport, walk
 
 COORDS = ("xmin", "ymin", "xmax", "ymax")
@@ -277,7 +283,7 @@ def voc_xml(row: Mapping[str, Any], boxes: list[dict[str, Any]], one_based: bool
 def write_voc(plan: pd.DataFrame, boxes: pd.DataFrame, out: Path, options: WriteOptions) -> dict[str, Any]:
     """Write ``Annotations/``, ``JPEGImages/`` and ``ImageSets/Main/<split>.txt``."""
     one_based = bool(options.extra.get("voc_one_based"))
-    classes = class_list(boxes["label"] if len(boxes) else [], options.extra.get("classes"))
+    classes = detection_classes(boxes, options.extra.get("classes"), "voc", len(plan))
     by_sample = boxes_by_sample(boxes)
     files: dict[str, str] = {}
     (out / "Annotations").mkdir(parents=True, exist_ok=True)

@@ -54,7 +54,7 @@ from curate.formats.base import (
     canonical_split,
     relative_path,
 )
-from curate.formats.output import FileWriter, class_list, fmt_frac, image_files_by_split
+from curate.formats.output import FileWriter, detection_classes, fmt_frac, image_files_by_split
 from curate.walk import WalkReport, walk
 
 YAML_NAMES = ("data.yaml", "data.yml", "dataset.yaml", "dataset.yml")
@@ -443,7 +443,7 @@ def label_texts(plan: pd.DataFrame, boxes: pd.DataFrame, ids: dict[str, int]) ->
 
 def write_yolo(plan: pd.DataFrame, boxes: pd.DataFrame, out: Path, options: WriteOptions) -> dict[str, Any]:
     """Write ``images/<split>/``, ``labels/<split>/`` and ``data.yaml``."""
-    classes = class_list(boxes["label"] if len(boxes) else [], options.extra.get("classes"))
+    classes = detection_classes(boxes, options.extra.get("classes"), "yolo", len(plan))
     texts = label_texts(plan, boxes, {c: i for i, c in enumerate(classes)})
     files: dict[str, str] = {}
     groups = image_files_by_split(plan)

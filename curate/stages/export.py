@@ -316,7 +316,9 @@ def verify_export(fmt: Format, plan: pd.DataFrame, boxes: pd.DataFrame, root: Pa
         by_rel[rel.replace(os.sep, "/")] = entry
     problems: list[str] = []
     expected_rel = set(files.values())
-    for rel in sorted(set(by_rel) - expected_rel):
+    # Lists the writer puts next to the images (classes.txt), not images.
+    extra_rel = {str(root_rel) for root_rel in result.get("extra_files", [])}
+    for rel in sorted(set(by_rel) - expected_rel - extra_rel):
         problems.append(f"{rel}: not an exported image, found in the export")
     grouped: dict[str, list[BoxTuple]] = {}
     if len(boxes):  # columns as lists, not a tuple object per row: this runs once per box

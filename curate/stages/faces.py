@@ -26,7 +26,10 @@ Crop mode (default): each selected face becomes a derived row (image in
 ``objects/``, ``parent_id`` set, crop box in the parent's frame in
 ``transform``), and the parent is dropped as ``superseded``. Box mode
 (``--boxes``): faces are written to ``annotations.parquet`` (origin ``faces``)
-and the row stays. Either way an image without a face is dropped ``no_face``.
+and the row stays. In crop mode an image without a face is dropped
+``no_face``. In box mode it stays kept, without boxes, as a background image
+(its ``detail`` says no face was found): a detector learns from such negatives
+(issue 14). ``--drop-no-face`` drops them ``no_face`` instead.
 
 Detections are cached per file content and detector settings in
 ``WS/cache/``, so re-running with another margin or selection only crops.
@@ -70,6 +73,7 @@ LAYOUT = "faces"
 SELECT_MODES = ("largest", "all", "most-central")
 DETECTORS = ("ensemble", "short-range", "full-range")
 CLASS_FROM = ("face", "label")
+NO_FACE_DETAIL = "background image: "  # detail of a kept --boxes row without a face (then why none was found)
 DETECTOR_VERSION = 2  # bump when detection changes, so cached detections are not reused
 CACHE_DIR = "cache"
 IN_PROCESS_MAX = 8  # fewer tasks than this run in-process: a worker's start (import mediapipe) costs ~1-2 s
@@ -431,6 +435,7 @@ class FacesOptions:
     min_face_px: int = 0
     boxes: bool = False
     class_from: str = "face"
+    drop_no_face: bool = False  # box mode: drop images without a face instead of keeping them as background
     detector: str = "ensemble"
     workers: int = 0
     quality: int = 95
@@ -454,6 +459,9 @@ class FacesOptions:
         for name, ok, expected, found in problems:
             if not ok:
                 raise OptionError("", field=name, expected=expected, found=found)
+        if self.drop_no_face and not self.boxes:
+            raise OptionError("", field="--drop-no-face", expected="--boxes together with --drop-no-face",
+                              found="crop mode", hint="crop mode always drops images without a face")
         if self.class_from == "label" and not self.boxes:
             raise OptionError("", field="--class-from", expected="--boxes together with --class-from label",
                               found="crop mode", hint="box classes only exist in --boxes mode")
@@ -699,6 +707,10 @@ def faces(manifest: pd.DataFrame, options: FacesOptions, *, ws: Workspace,
     label_of = dict(zip(out["sample_id"], out["label"], strict=True))
     decisions: dict[str, Decision] = {}
     status_of = dict(zip(out["sample_id"], out["status"], strict=True))
+    detail_of = dict(zip(out["sample_id"], out["detail"].astype(object).where(out["detail"].notna(), None),
+                         strict=True))
+    decided_of = dict(zip(out["sample_id"], out["decided_by"].astype(object).where(out["decided_by"].notna(), None),
+                          strict=True))
     for res in results:
         sid = res["sample_id"]
         if res["error"] is not None:
@@ -718,11 +730,18 @@ def faces(manifest: pd.DataFrame, options: FacesOptions, *, ws: Workspace,
             small = len(found)
             detail = f"no face scoring >= {options.min_confidence:g}" + (
                 f" ({small} smaller than --min-face-px {options.min_face_px})" if small else "")
-            decisions[sid] = ("dropped", "no_face", detail, LAYOUT)
             counts["no_face"] += 1
             produced_by_parent[sid] = []
+            if options.boxes and not options.drop_no_face:  # a background image: kept, with no boxes
+                decided = None if status_of[sid] == "dropped" else decided_of[sid]
+                decisions[sid] = ("kept", None, f"{NO_FACE_DETAIL}{detail}", decided)
+                counts["background"] += 1
+            else:
+                decisions[sid] = ("dropped", "no_face", detail, LAYOUT)
             continue
         if options.boxes:
+            if status_of[sid] == "kept" and str(detail_of[sid] or "").startswith(NO_FACE_DETAIL):
+                decisions[sid] = ("kept", None, None, decided_of[sid])  # a face now: no longer background
             cls = "face" if options.class_from == "face" else str(label_of[sid])
             boxes_out += [{"sample_id": sid, "label": cls, "x1": f.xyxy[0], "y1": f.xyxy[1], "x2": f.xyxy[2],
                            "y2": f.xyxy[3], "score": round(f.score, 4), "origin": LAYOUT, "iscrowd": False}
@@ -765,6 +784,7 @@ def faces(manifest: pd.DataFrame, options: FacesOptions, *, ws: Workspace,
         "select": settings.select,
         ("boxes" if options.boxes else "crops"): counts["boxes" if options.boxes else "crops"],
         "no_face": counts["no_face"],
+        **({"background": counts["background"]} if options.boxes else {}),
         "unreadable": counts["unreadable"],
         "worker_crashed": counts["worker_crashed"],
         "detected": counts["detected"],

@@ -27,8 +27,16 @@ an order drawn from ``--seed``), each into the split where its class has the
 largest remaining deficit (for a unit holding several classes: the largest
 deficit weighted by its rows of each class). A split is never chosen while
 another has a larger deficit, so a split overshoots its target by less than
-one unit, and per-class counts end within one unit of their targets (the
-property tests in tests/stages/test_split.py check both, and determinism).
+one unit, and per-class counts end within one unit of their targets (two
+after the coverage step below; the property tests in
+tests/stages/test_split.py check both, and determinism).
+
+**Every class in every split.** Deficits alone can leave a small class out of
+``val`` or ``test`` (three single images under 8:1:1 all go to train). So after
+the greedy pass, each split a class lacks takes that class's smallest unit from
+the split with most of its units (which keeps at least one). A class then has
+rows in every split whenever it has as many units as splits; its counts end
+within two units of their targets instead of one.
 
 **Small classes.** A class with fewer units than splits with a non-zero ratio
 cannot reach every split. Its units still go where the deficits say (mostly
@@ -427,6 +435,51 @@ def greedy_assign(
                 deficit[cidx[c]][best] -= n
         overall[best] -= sum(counts.values())
         out[u] = splits[best]
+    return _cover_every_split(unit_counts, out, splits, fixed_counts, sizes, rank)
+
+
+def _cover_every_split(unit_counts: list[dict[str, int]], placed: list[str], splits: list[str],
+                       fixed_counts: dict[str, dict[str, int]], sizes: np.ndarray, rank: np.ndarray) -> list[str]:
+    """Move units so that every class with enough units has rows in every split.
+
+    Deficits alone send all three units of a 3-image class to train under 8:1:1
+    (train's deficit stays the largest). A class missing from a split shifts
+    the class indexes of folder loaders there (issue 14), so for each split a
+    class lacks, its smallest single-class unit moves there from the split
+    holding most of its units, as long as that split keeps one. A class with
+    fewer units than splits is left alone: it cannot reach every split, and its
+    few images are worth more in train.
+    """
+    out = list(placed)
+    units_of: dict[str, dict[str, list[int]]] = {}
+    for u, counts in enumerate(unit_counts):
+        if len(counts) == 1 and out[u]:
+            (c,) = counts
+            units_of.setdefault(c, {s: [] for s in splits})[out[u]].append(u)
+    present: dict[str, set[str]] = {}
+    for u, counts in enumerate(unit_counts):
+        for c in counts:
+            if out[u]:
+                present.setdefault(c, set()).add(out[u])
+    for c, per_split in fixed_counts.items():
+        present.setdefault(c, set()).update(s for s, n in per_split.items() if n)
+    for c in sorted(units_of):
+        by_split = units_of[c]
+        fixed = {s for s, n in fixed_counts.get(c, {}).items() if n}
+        if sum(len(v) for v in by_split.values()) + len(fixed) < len(splits):
+            continue  # cannot reach every split: its few units stay where deficits put them (train), with a warning
+        for s in splits:
+            if s in present.get(c, set()):
+                continue
+            donors = [d for d in splits if len(by_split[d]) >= 2]
+            if not donors:
+                break  # too few units: split() warns, naming the class
+            d = max(donors, key=lambda d: (len(by_split[d]), -splits.index(d)))
+            u = min(by_split[d], key=lambda u: (sizes[u], rank[u]))
+            by_split[d].remove(u)
+            by_split[s].append(u)
+            out[u] = s
+            present[c].add(s)
     return out
 
 

@@ -42,8 +42,15 @@ def train_options(f: F) -> F:
                      help="How an image becomes a square: pad (letterbox), distort (stretch) or cut (crop)."),
         click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-3, show_default=True,
                      help="AdamW learning rate (cosine-annealed to 0)."),
+        click.option("--model", default="small-cnn", show_default=True,
+                     help="small-cnn, a torchvision classifier (resnet18, mobilenet_v3_small, efficientnet_b0, ...) "
+                          "or timm:NAME."),
+        click.option("--pretrained", is_flag=True,
+                     help="Start from the library's ImageNet weights (downloaded on first use; not for small-cnn)."),
+        click.option("--device", default="auto", show_default=True,
+                     help="auto (a GPU when torch sees one), cpu, cuda, cuda:N or mps."),
         click.option("--width", type=click.IntRange(min=1), default=16, show_default=True,
-                     help="Channels of the first conv block (then 2x, 4x, 8x): model size."),
+                     help="small-cnn only: channels of the first conv block (then 2x, 4x, 8x)."),
         click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
                      help="Torch threads for training (0 = torch's default, one per core)."),
         click.option("--no-augment", "no_augment", is_flag=True, help="Do not flip training images at random."),
@@ -83,7 +90,7 @@ def train() -> None:
 @click.argument("export_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @train_options
 def classify(export_dir: Path, out: Path, overwrite: bool, as_json: bool, **opts: Any) -> None:
-    """Train a small CNN on EXPORT_DIR's train split and score every split.
+    """Train a classifier on EXPORT_DIR's train split and score every split.
 
     EXPORT_DIR is a folder or yolo-cls export (split/class/image) or a
     workspace. Writes metrics.json and model.pt into --out.
@@ -91,12 +98,17 @@ def classify(export_dir: Path, out: Path, overwrite: bool, as_json: bool, **opts
     from curate.cli import emit
 
     _need_torch()
-    from curate.train.loop import train_classifier
+    from curate.train.loop import format_confusion, train_classifier
 
     m = train_classifier(export_dir, _config(**opts), out, progress=_progress(as_json), overwrite=overwrite)
-    summary = {"images": m["source"]["images"], "classes": len(m["classes"]), "accuracy": _rounded(m["accuracy"]),
+    summary = {"images": m["source"]["images"], "classes": len(m["classes"]), "model": m["model"]["name"],
+               "device": m["device"], "accuracy": _rounded(m["accuracy"]),
+               "balanced_accuracy": _rounded(m["balanced_accuracy"]),
                "final_loss": round(m["loss_per_epoch"][-1], 4), "out": str(out), "warnings": m["warnings"]}
     emit(summary, as_json, "trained")
+    if not as_json:
+        shown = "test" if "test" in m["splits"] else "val" if "val" in m["splits"] else "train"
+        click.echo(f"{shown} split, per class:\n{format_confusion(m['splits'][shown])}")
 
 
 @train.command()
@@ -116,6 +128,9 @@ def compare(raw_export: Path, curated_export: Path, leak_max_hamming: int, out: 
     r = compare_exports(raw_export, curated_export, _config(**opts), out, progress=_progress(as_json),
                         overwrite=overwrite, leak_max_hamming=leak_max_hamming)
     summary = {"test_images": r["test"]["images"], "accuracy": _rounded(r["accuracy"]),
+               "accuracy_95": {k: [round(x, 4) for x in v] if None not in v else v
+                               for k, v in r["accuracy_95"].items()},
+               "distinguishable": r["distinguishable"],
                "accuracy_on_shared_classes": _rounded({k: r[k]["test_accuracy_on_shared_classes"]
                                                        for k in ("raw", "curated")}),
                "train_images": {k: r[k]["train_images"] for k in ("raw", "curated")}, "out": str(out),
@@ -130,7 +145,8 @@ def compare(raw_export: Path, curated_export: Path, leak_max_hamming: int, out: 
 @click.option("--img-size", "img_size", type=click.IntRange(min=32), default=640, show_default=True)
 @click.option("--batch-size", "batch_size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="cpu", show_default=True, help="Ultralytics device: cpu, 0, 0,1, ...")
+@click.option("--device", default="auto", show_default=True,
+              help="Ultralytics device: auto (a GPU when present), cpu, 0, 0,1, ...")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for Ultralytics' run (new or empty, unless --overwrite).")
 @click.option("--overwrite", is_flag=True, help="Write into a non-empty --out folder.")

@@ -1,8 +1,9 @@
 """``curate train yolo``: hand a YOLO export to Ultralytics, when it is installed.
 
-Ultralytics is an optional extra (``pip install 'curate[yolo]'``). It needs
-torchvision, which has no CPU build on our machines, so there it cannot run;
-everything up to the hand-over is curate's own code and is tested anyway.
+Ultralytics is an optional extra (``pip install 'curate[yolo]'``); set-up
+installs it with the regular torch/torchvision builds, which run on the CPU.
+tests/train/test_yolo.py trains YOLOv8n detect and classify for one epoch on
+curate exports, offline.
 
 What curate adds before the hand-over: it finds ``data.yaml`` (detect) or the
 ``train/`` folder (classify), and writes a copy of ``data.yaml`` into the
@@ -15,6 +16,7 @@ against the YAML's folder, which sends training to the wrong place.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -54,13 +56,15 @@ def resolved_data_yaml(data_yaml: Path, out_dir: Path) -> Path:
 
 
 def train_yolo(export: str | Path, out: str | Path, *, model: str | None = None, epochs: int = 10,
-               img_size: int = 640, batch_size: int = 16, seed: int = 0, device: str = "cpu",
+               img_size: int = 640, batch_size: int = 16, seed: int = 0, device: str = "auto",
                overwrite: bool = False) -> dict[str, Any]:
     """Train an Ultralytics YOLO model on a YOLO export; results go under ``out``.
 
     The default model is built from its YAML (``yolov8n.yaml`` or
     ``yolov8n-cls.yaml``), so nothing is downloaded; pass ``model="yolov8n.pt"``
-    to start from pretrained weights.
+    to start from pretrained weights. With ``YOLO_OFFLINE=true`` in the
+    environment, mixed precision is off (``amp=False``): Ultralytics' AMP check
+    would download a model.
     """
     task, data = yolo_data(export)
     try:
@@ -68,7 +72,7 @@ def train_yolo(export: str | Path, out: str | Path, *, model: str | None = None,
     except Exception as e:  # ImportError, or torchvision failing to load inside it
         raise CurateError("", field="ultralytics", expected="Ultralytics installed and importable",
                           found=f"{type(e).__name__}: {e}",
-                          hint="pip install 'curate[yolo]' (it needs torchvision, which has no CPU build here)") from e
+                          hint="pip install 'curate[yolo]'") from e
     from curate.train.loop import prepare_out  # torch, present once Ultralytics imports
 
     out_dir = prepare_out(out, overwrite)
@@ -76,8 +80,11 @@ def train_yolo(export: str | Path, out: str | Path, *, model: str | None = None,
         data = resolved_data_yaml(data, out_dir)
     name = model or ("yolov8n-cls.yaml" if task == "classify" else "yolov8n.yaml")
     yolo = YOLO(name, task=task)
-    results = yolo.train(data=str(data), epochs=epochs, imgsz=img_size, batch=batch_size, seed=seed,
-                         deterministic=True, device=device, project=str(out_dir), name="ultralytics",
+    # Ultralytics' AMP check (GPU only) downloads a model to compare against; offline it cannot.
+    offline = os.environ.get("YOLO_OFFLINE", "").lower() in ("1", "true")
+    results = yolo.train(amp=not offline, data=str(data), epochs=epochs, imgsz=img_size, batch=batch_size, seed=seed,
+                         deterministic=True, device=None if device == "auto" else device, project=str(out_dir),
+                         name="ultralytics",
                          exist_ok=True, plots=False)
     return {"task": task, "data": str(data), "model": name, "save_dir": str(out_dir / "ultralytics"),
             "metrics": dict(getattr(results, "results_dict", {}) or {})}

@@ -1,15 +1,18 @@
 """Exports read by the tools people train with: pycocotools, FiftyOne's own
-importers (real mongod in a temporary database folder), and the folder rules
-of torchvision ImageFolder and Keras image_dataset_from_directory (neither
-library can be installed here: there is no CPU torchvision build and no
-TensorFlow; their discovery rules are quoted below instead).
+importers (real mongod in a temporary database folder), torchvision
+ImageFolder and Keras image_dataset_from_directory (real libraries; Keras runs
+from its own venv, .venv-keras, in a subprocess). Ultralytics
+trains on exports in tests/train/test_yolo.py.
 
 Boxes and labels are compared with the workspace's own rows.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -130,9 +133,9 @@ KERAS_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 def test_folder_export_has_the_layout_imagefolder_and_keras_read(ws_rows):
     out, names = _export(ws_rows, "folder")
     manifest, _ = _truth(ws_rows[1])
-    assert sorted(os.listdir(out)) == ["test", "train", "val"]  # nothing but split folders
+    assert sorted(os.listdir(out)) == ["classes.txt", "test", "train", "val"]  # split folders and the class list
     seen = {}
-    for split in os.listdir(out):
+    for split in ("train", "val", "test"):
         entries = sorted(os.scandir(out / split), key=lambda e: e.name)
         assert all(e.is_dir() for e in entries), f"stray files in {split}/"
         for cls in entries:
@@ -156,3 +159,90 @@ def test_rotated_photo_is_written_upright_without_orientation(ws_rows):
     with Image.open(out / "images/val" / rotated[0]) as im:
         assert im.getexif().get(0x0112) is None  # no tag left for a reader to apply twice
         assert im.size == (160, 107)  # stored upright: what the boxes were drawn on
+
+
+# -- one class index in every split (issue 14) --------------------------------------------------
+
+KERAS_READ = """
+import json, os, sys
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import keras
+out = {}
+for split in sys.argv[2:]:
+    ds = keras.utils.image_dataset_from_directory(os.path.join(sys.argv[1], split), image_size=(32, 32),
+                                                  batch_size=4, shuffle=False, verbose=False)
+    labels = [int(v) for _, y in ds for v in y.numpy()]
+    out[split] = {"class_names": ds.class_names, "files": [os.path.basename(p) for p in ds.file_paths],
+                  "labels": labels}
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def skewed_exports(tmp_path_factory, skimage_dir):
+    """Folder and yolo-cls exports of classes missing from some splits (dog: train only)."""
+    from curate.stages.split import SplitOptions, parse_ratios, split
+
+    base = tmp_path_factory.mktemp("skewed")
+    names = {"cat": ["chelsea.png", "coffee.png", "camera.png", "astronaut.png", "rocket.jpg"],
+             "dog": ["horse.png"], "zebra_10": ["brick.png", "grass.png"], "zebra_2": ["gravel.png", "coins.png",
+                                                                                      "moon.png"]}
+    for cls, files in names.items():
+        (base / "src" / cls).mkdir(parents=True)
+        for f in files:
+            shutil.copy2(skimage_dir / f, base / "src" / cls / f)
+    ws = Workspace.create(base / "ws")
+    ws.run_stage("ingest", ingest, IngestOptions([SourceSpec(base / "src", layout="folder")], workers=1))
+    res = ws.run_stage("split", split, SplitOptions(ratios=parse_ratios("8:1:1"), seed=0))
+    # split warns, naming the classes that cannot reach every split, and puts zebra_2 (3 images) in all three.
+    assert [w.split(" has ")[0] for w in res.summary["warnings"]] == ["class 'dog'", "class 'zebra_10'"]
+    assert res.summary["after"]["zebra_2"] == {"train": 1, "val": 1, "test": 1}
+    outs = {}
+    for fmt in ("folder", "yolo-cls"):
+        outs[fmt] = base / fmt
+        ws.run_stage("export", export, ExportOptions(fmt, outs[fmt]))
+    return ws, outs
+
+
+@pytest.mark.parametrize("fmt", ["folder", "yolo-cls"])
+def test_imagefolder_numbers_classes_alike_in_every_split(skewed_exports, fmt):
+    from torchvision.datasets import ImageFolder
+
+    ws, outs = skewed_exports
+    out = outs[fmt]
+    classes = (out / "classes.txt").read_text().split()
+    m = ws.read_manifest()
+    label_of = dict(zip(m["rel_path"].map(lambda r: Path(r).name), m["label"], strict=True))  # names are unique
+    for split in ("train", "val", "test"):
+        # allow_empty: ImageFolder refuses a class folder without images unless told (torchvision >= 0.18).
+        ds = ImageFolder(str(out / split), allow_empty=True)
+        assert ds.class_to_idx == {c: i for i, c in enumerate(classes)}, split
+        for path, idx in ds.samples:  # every image under the index of its own class
+            assert ds.classes[idx] == label_of[Path(path).name]
+
+
+# Keras lives in its own venv (scripts/setup.sh): with TensorFlow importable, mediapipe imports it, and
+# torchvision imported after TensorFlow segfaults. CURATE_KERAS_PYTHON points at another interpreter.
+KERAS_PYTHON = Path(os.environ.get("CURATE_KERAS_PYTHON")
+                    or Path(__file__).resolve().parents[2] / ".venv-keras" / "bin" / "python")
+
+
+@pytest.mark.slow  # TensorFlow's import alone takes 5-15 s
+@pytest.mark.skipif(not KERAS_PYTHON.exists(),
+                    reason=f"no Keras interpreter at {KERAS_PYTHON} (./scripts/setup.sh makes .venv-keras)")
+@pytest.mark.parametrize("fmt", ["folder", "yolo-cls"])
+def test_keras_numbers_classes_alike_in_every_split(skewed_exports, fmt):
+    ws, outs = skewed_exports
+    out = outs[fmt]
+    classes = (out / "classes.txt").read_text().split()
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run([str(KERAS_PYTHON), "-c", KERAS_READ, str(out), "train", "val", "test"],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    read = json.loads(proc.stdout.strip().splitlines()[-1])
+    m = ws.read_manifest()
+    label_of = dict(zip(m["rel_path"].map(lambda r: Path(r).name), m["label"], strict=True))  # names are unique
+    for split, got in read.items():
+        # Keras infers the classes from the folders, empty ones included, in sorted order.
+        assert got["class_names"] == classes, split
+        assert [classes[i] for i in got["labels"]] == [label_of[n] for n in got["files"]], split

@@ -212,3 +212,60 @@ def test_boxes_match(want, got, missing):
     from curate.stages.export import boxes_match
 
     assert boxes_match(want, got, (100, 100)) == missing
+
+
+# -- what trainers need: one class index in every split, no empty detection export (issue 14) -------------
+
+def _skewed_ws(tmp_path: Path, skimage_dir: Path) -> Workspace:
+    """cat in every split, dog only in train, zebra not in test; names sort differently by number."""
+    layout = {"train/cat/chelsea.png": "chelsea.png", "train/cat/coffee.png": "coffee.png",
+              "train/dog/horse.png": "horse.png", "train/zebra_10/brick.png": "brick.png",
+              "train/zebra_2/grass.png": "grass.png", "val/cat/camera.png": "camera.png",
+              "val/zebra_2/gravel.png": "gravel.png", "test/cat/astronaut.png": "astronaut.png"}
+    for rel, name in layout.items():
+        (tmp_path / "src" / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(skimage_dir / name, tmp_path / "src" / rel)
+    ws = Workspace.create(tmp_path / "ws")
+    ws.run_stage("ingest", ingest, IngestOptions([SourceSpec(tmp_path / "src", layout="folder")], workers=1))
+    return ws
+
+
+@pytest.mark.parametrize("fmt", ["folder", "yolo-cls"])
+def test_class_folder_exports_have_every_class_in_every_split(tmp_path, skimage_dir, fmt):
+    ws = _skewed_ws(tmp_path, skimage_dir)
+    out = tmp_path / "out"
+    res = ws.run_stage("export", export, ExportOptions(fmt, out))
+    assert res.summary["verified"] == "8 images read back"  # empty folders and classes.txt read back cleanly
+    # Sorted by name, as ImageFolder, Keras and Ultralytics number them (zebra_10 before zebra_2).
+    classes = ["cat", "dog", "zebra_10", "zebra_2"]
+    assert (out / "classes.txt").read_text() == "".join(c + "\n" for c in classes)
+    for split in ("train", "val", "test"):
+        assert sorted(os.listdir(out / split)) == classes, split
+    assert os.listdir(out / "test" / "dog") == []
+
+
+def test_folder_export_warns_when_classes_order_is_not_the_loaders(tmp_path, skimage_dir):
+    ws = _skewed_ws(tmp_path, skimage_dir)
+    res = ws.run_stage("export", export, ExportOptions("folder", tmp_path / "out",
+                                                       classes=["zebra_2", "zebra_10", "dog", "cat", "emu"]))
+    assert (tmp_path / "out/classes.txt").read_text().split() == ["cat", "dog", "emu", "zebra_10", "zebra_2"]
+    assert os.listdir(tmp_path / "out/train/emu") == []  # a declared class without images still gets its folder
+    assert any("sorted folder name" in w for w in res.summary["warnings"])
+
+
+@pytest.mark.parametrize("fmt", ["yolo", "coco", "voc"])
+def test_detection_export_without_boxes_is_refused(tmp_path, skimage_dir, fmt):
+    ws = _skewed_ws(tmp_path, skimage_dir)
+    res = CliRunner().invoke(cli, ["export", str(ws.root), "--format", fmt, "--out", str(tmp_path / "out")])
+    assert res.exit_code == 1
+    assert res.output == (
+        f"Error: boxes: expected at least one box in a {fmt} (detection) export, found 0 boxes on 8 images "
+        "(add boxes first (`curate faces WS --boxes`, or ingest a dataset with boxes), export classes with "
+        "--format folder or yolo-cls, or pass --classes to write every image as a background image)\n")
+    assert not (tmp_path / "out").exists()
+    # Asked for explicitly: every image a background image, with the declared class list.
+    res = CliRunner().invoke(cli, ["export", str(ws.root), "--format", fmt, "--out", str(tmp_path / "out"),
+                                   "--classes", "face"])
+    assert res.exit_code == 0, res.output
+    if fmt == "yolo":
+        assert "nc: 1" in (tmp_path / "out/data.yaml").read_text()

@@ -188,6 +188,20 @@ def test_boxes_mode_writes_face_boxes_once(astro_ws, model_paths):
         astro["sample_id"], "face", "faces"]
     assert 0.5 <= ann.iloc[0]["score"] <= 1
     assert summary["faces"]["boxes"] == 1 and summary["faces"]["no_face"] == 1
+    # The coffee cup has no face: a background image, kept without boxes, the reason in its detail.
+    coffee = m[m["rel_path"] == "coffee.png"].iloc[0]
+    assert (coffee["status"], coffee["reason"]) == ("kept", None) and summary["faces"]["background"] == 1
+    assert coffee["detail"] == "background image: no face scoring >= 0.5"
+    assert coffee["sample_id"] not in set(ann["sample_id"])
+
+
+def test_boxes_mode_drop_no_face_drops_backgrounds_and_takes_them_back(astro_ws, model_paths):
+    summary = run_faces(astro_ws, boxes=True, drop_no_face=True)
+    coffee = rows_of(astro_ws.read_manifest(), "coffee.png")[0]
+    assert (coffee["status"], coffee["reason"]) == ("dropped", "no_face") and "background" in summary["faces"]
+    run_faces(astro_ws, boxes=True)  # without the option the image comes back as a background image
+    coffee = rows_of(astro_ws.read_manifest(), "coffee.png")[0]
+    assert (coffee["status"], coffee["reason"], coffee["decided_by"]) == ("kept", None, None)
 
 
 def test_cli_errors(astro_ws, tmp_path, model_paths):
@@ -196,6 +210,10 @@ def test_cli_errors(astro_ws, tmp_path, model_paths):
     assert res.exit_code == 1
     assert res.output == ("Error: --class-from: expected --boxes together with --class-from label, found crop mode "
                           "(box classes only exist in --boxes mode)\n")
+    res = runner.invoke(cli, ["faces", str(astro_ws.root), "--drop-no-face"])
+    assert res.exit_code == 1
+    assert res.output == ("Error: --drop-no-face: expected --boxes together with --drop-no-face, found crop mode "
+                          "(crop mode always drops images without a face)\n")
     res = runner.invoke(cli, ["faces", str(astro_ws.root), "--boxes", "--class-from", "label"])
     assert res.exit_code == 1
     assert res.output == ("Error: --class-from label: expected a label on every row to process, found 2 rows without "

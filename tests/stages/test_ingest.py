@@ -435,8 +435,8 @@ def test_demo_runs_on_bundled_photos_only(tmp_path):
         assert s["reason"].get(reason, 0) >= 1, reason
     assert s["reason"]["duplicate"] >= 2  # the exact copy and the resized, re-encoded one
     assert set(s["split"]) == {"train", "val", "test"}
-    exported = [p for p in (tmp_path / "demo" / "export").rglob("*") if p.is_file()]
-    assert len(exported) == s["status"]["kept"]
+    exported = [p for p in (tmp_path / "demo" / "export").rglob("*") if p.is_file() and p.name != "classes.txt"]
+    assert len(exported) == s["status"]["kept"]  # one image per kept row, next to the class list
 
 
 def _png_bytes(img: Image.Image) -> bytes:

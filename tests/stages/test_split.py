@@ -164,13 +164,18 @@ def test_split_properties(table: tuple[pd.DataFrame, dict[str, str], str], ratio
     # No unit straddles two splits: not its kept rows, not its dropped duplicates or superseded parent.
     per_unit = out.groupby(out["sample_id"].map(unit_of))["split"].nunique(dropna=False)
     assert (per_unit == 1).all(), per_unit[per_unit > 1]
-    # Per-class counts are within one unit of their targets.
+    # Per-class counts are within two units of their targets (one from the greedy pass, one more
+    # where a unit moved so that the class reaches every split).
     unit_size: dict[tuple[str, str], int] = Counter(zip(kept["label"], kept["sample_id"].map(unit_of), strict=True))
+    in_use = [s for s in SPLITS if ratios[s] > 0]
     for cls, rows in kept.groupby("label"):
         largest = max(n for (c, _), n in unit_size.items() if c == cls)
         counts = rows["split"].value_counts()
         for s in SPLITS:
-            assert abs(counts.get(s, 0) - ratios[s] * len(rows)) < largest + 1e-9, (cls, s, counts.to_dict())
+            assert abs(counts.get(s, 0) - ratios[s] * len(rows)) < 2 * largest + 1e-9, (cls, s, counts.to_dict())
+        # A class with at least as many units as splits reaches every split.
+        if sum(1 for (c, _) in unit_size if c == cls) >= len(in_use):
+            assert set(rows["split"]) == set(in_use), (cls, counts.to_dict())
     # Deterministic for a seed, and independent of the manifest's row order.
     again = assign_splits(m, SplitOptions(ratios=ratios, seed=seed, group=group))
     assert again["split"].equals(out["split"])
@@ -256,11 +261,23 @@ def test_split_reports_ratios_and_small_classes() -> None:
     assert s["after"]["class00"] == {"train": 6, "val": 1, "test": 1}
     assert s["achieved"]["per_class"]["class00"] == {"train": 0.75, "val": 0.125, "test": 0.125}
     worst = s["achieved"]["largest_deviation"]
-    assert worst == {"class": "class06", "split": "train", "achieved": 1.0, "target": 0.8, "deviation": 0.2}
+    # class06's three images go one to each split, so that every split has the class.
+    assert s["after"]["class06"] == {"train": 1, "val": 1, "test": 1}
+    assert worst == {"class": "class06", "split": "train", "achieved": 0.3333, "target": 0.8, "deviation": -0.4667}
     small = [w for w in s["warnings"] if "fewer than the 3 splits" in w]
     assert len(small) == 6  # five classes of 2 and one of 1
     assert ("class 'class12' has 1 kept image in 1 group, fewer than the 3 splits: cannot reach every split "
             "(train 1, val 0, test 0)") in small
+
+
+def test_a_class_with_three_images_reaches_every_split() -> None:
+    # Deficits alone put all three in train under 8:1:1 (train's deficit stays largest);
+    # folder loaders would then number the classes of val and test differently (issue 14).
+    rows = [row(f"big{i:02d}", "big") for i in range(20)] + [row(f"few{i}", "few") for i in range(3)]
+    out = assign_splits(make_manifest(rows), SplitOptions(ratios=parse_ratios("8:1:1"), seed=0))
+    few = out[out["label"] == "few"]["split"].value_counts().to_dict()
+    assert few == {"train": 1, "val": 1, "test": 1}
+    assert out[out["label"] == "big"]["split"].value_counts().to_dict() == {"train": 16, "val": 2, "test": 2}
 
 
 def test_split_strict_refuses_small_classes() -> None:
@@ -307,7 +324,7 @@ def test_cli_split_text_table(tmp_path: Path) -> None:
     assert lines[1].split() == ["class", "train", "val", "test", "(none)", "ratios"]
     assert lines[2].split() == ["class00", "0", "->", "6", "0", "->", "1", "0", "->", "1", "8", "->", "0",
                                 "0.75/0.12/0.12"]
-    assert "largest deviation: class 'class06', train 1.00 vs target 0.80 (+0.20)" in r.stdout
+    assert "largest deviation: class 'class06', train 0.33 vs target 0.80 (-0.47)" in r.stdout
     assert "warning: class 'class12' has 1 kept image in 1 group" in r.stderr
 
 
