@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from curate.errors import OptionError, SourceError
+from curate.errors import ExportError, OptionError, SourceError
 from curate.stages.export import (
     ExportOptions,
     check_options,
@@ -110,7 +110,19 @@ def convert(options: ConvertOptions) -> dict[str, Any]:
             raise SourceError("", file=source, expected=f"at least one readable image in this {layout} dataset",
                               found=f"none ({reasons or 'no files'})", hint="check --from and --images-dir")
         plan, boxes = plan_export(manifest, annotations, options.default_split)
-        summary = export_to(plan, boxes, eopts, [source], staging=staging)
+        try:
+            summary = export_to(plan, boxes, eopts, [source], staging=staging)
+        except ExportError as e:
+            if e.field != "boxes":
+                raise
+            # The advice of a workspace export (curate faces ...) does not apply here: say how the source was read.
+            notes = manifest[manifest["rel_path"].str.lower().str.endswith((".json", ".xml"))]["rel_path"]
+            hint = (f"{len(notes)} annotation-like files sit among the images (e.g. {notes.iloc[0]}): if they "
+                    f"describe the images, convert with --from json --json-mapping FILE (or --from voc)"
+                    if len(notes) else "name the source's format with --from, or convert to folder or yolo-cls")
+            raise ExportError("", file=source, field="boxes", expected=e.expected,
+                              found=f"{e.found}: the source was read as {layout} and no box came with it",
+                              hint=hint) from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

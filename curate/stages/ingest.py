@@ -156,7 +156,7 @@ def read_source(path: Path, spec: SourceSpec, options: IngestOptions) -> tuple[s
         fmt = REGISTRY[spec.layout]
     assert fmt.read is not None  # checked above; a registry invariant, not user input
     result = fmt.read(path, ropts)
-    if spec.layout == "auto" and fmt.name in ("folder", "flat"):
+    if fmt.name in ("folder", "flat"):
         result.warnings += _annotation_files_hint(result.entries)
     return fmt.name, result
 

@@ -126,3 +126,22 @@ def test_installed_command_in_a_subprocess(corpus, tmp_path):
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["images"] == 3
     assert sorted(os.listdir(tmp_path / "voc/Annotations")) == ["train_001.xml", "train_002.xml", "val_001.xml"]
+
+
+def test_a_tree_whose_json_is_not_read_refuses_an_empty_detection_output(tmp_path, skimage_dir):
+    """Issue 17: unknown per-image JSON next to class folders used to convert to `nc: 0` with exit 0."""
+    from click.testing import CliRunner
+
+    from curate.cli import cli
+
+    src = tmp_path / "waste"
+    (src / "bottle").mkdir(parents=True)
+    shutil.copy(skimage_dir / "coffee.png", src / "bottle" / "a.png")
+    (src / "bottle" / "a.json").write_text('{"objects": [{"name": "pet", "rect": [1, 2, 30, 40]}]}')
+    res = CliRunner().invoke(cli, ["convert", str(src), "--to", "yolo", "--out", str(tmp_path / "out")])
+    assert res.exit_code == 1
+    assert res.output == (f"Error: {src}: boxes: expected at least one box in a yolo (detection) export, found 0 "
+                          "boxes on 1 images: the source was read as folder and no box came with it (1 "
+                          "annotation-like files sit among the images (e.g. bottle/a.json): if they describe the "
+                          "images, convert with --from json --json-mapping FILE (or --from voc))\n")
+    assert not (tmp_path / "out").exists()
