@@ -77,15 +77,22 @@ def copy_tree(tmp_path: Path):
 
 
 @pytest.fixture(scope="session")
-def fiftyone_env(tmp_path_factory: pytest.TempPathFactory):
+def fiftyone_env():
     """FiftyOne against a real mongod whose database lives in a temporary folder,
     so tests never touch the user's own FiftyOne data. Returns the ``fiftyone``
-    module. Must be requested before anything imports fiftyone in the process."""
+    module. Must be requested before anything imports fiftyone in the process.
+
+    The folder is a ``tempfile.mkdtemp`` of its own, not under pytest's basetemp:
+    a second pytest session started meanwhile prunes old basetemp folders, and
+    took a running mongod's database with them (seen with parallel sessions)."""
+    import atexit
     import sys
+    import tempfile
 
     if "fiftyone" in sys.modules and not os.environ.get("CURATE_TEST_FO_DB"):
         pytest.fail("fiftyone was imported before the fiftyone_env fixture configured a temporary database")
-    db_dir = tmp_path_factory.mktemp("fiftyone-db")
+    db_dir = Path(tempfile.mkdtemp(prefix="curate-test-fiftyone-db-"))
+    atexit.register(shutil.rmtree, db_dir, True)
     os.environ["CURATE_TEST_FO_DB"] = str(db_dir)
     os.environ["FIFTYONE_DATABASE_DIR"] = str(db_dir)
     os.environ["FIFTYONE_DATABASE_VALIDATION"] = "false"
