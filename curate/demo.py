@@ -28,7 +28,13 @@ DEMO_IMAGES = [
 
 def build_messy_source(root: Path) -> Path:
     """Write the messy demo source under ``root``; return its path."""
-    import skimage.data
+    try:
+        import skimage.data
+    except ImportError as e:
+        from curate.errors import CurateError
+
+        raise CurateError("", field="curate demo", expected="scikit-image, whose bundled photos the demo uses",
+                          found="it is not installed", hint="pip install 'curate[demo]'") from e
 
     data = Path(skimage.data.data_dir)
     src = root / "messy"
