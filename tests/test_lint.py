@@ -23,3 +23,19 @@ def test_tool_is_clean(tool, args):
         pytest.skip(f"{tool} is not installed (pip install -e '.[dev]')")
     out = subprocess.run([str(exe), *args], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_tests_mirror_the_package():
+    """Every module under curate/ has its test file at the same place under tests/ (STYLE.md)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    missing = []
+    for module in sorted((root / "curate").rglob("*.py")):
+        rel = module.relative_to(root / "curate")
+        if rel.name == "__init__.py":
+            continue
+        expected = root / "tests" / rel.parent / f"test_{rel.name}"
+        if not expected.exists():
+            missing.append(str(expected.relative_to(root)))
+    assert missing == [], f"modules without a test file: {missing}"
