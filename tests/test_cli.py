@@ -50,3 +50,47 @@ def test_unknown_workspace_is_a_one_line_error(tmp_path):
     assert res.exit_code == 1
     assert res.output == (f"Error: {tmp_path / 'nope'}: expected a curate workspace, found no curate.json "
                           "(create one with `curate ingest SOURCE --into WS`)\n")
+
+
+def _docs() -> list[Path]:
+    return [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
+def _options(cmd: click.Command) -> set[str]:
+    return {o for p in cmd.params if isinstance(p, click.Option) for o in p.opts + p.secondary_opts} | {"--help"}
+
+
+def test_every_option_is_documented():
+    """Each option of each command appears in README.md or docs/ (as sqlite-utils checks its docs)."""
+    import re
+
+    text = "".join(p.read_text() for p in _docs())
+    missing = []
+    for name, cmd in _commands(cli):
+        for param in cmd.params:
+            flags = [o for o in getattr(param, "opts", []) + getattr(param, "secondary_opts", []) if o.startswith("--")]
+            if not isinstance(param, click.Option) or not flags or flags[0] in ("--help", "--json", "--workers"):
+                continue
+            if not any(re.search(re.escape(f) + r"(?![\w-])", text) for f in flags):
+                missing.append((name, flags[0]))
+    assert missing == [], f"options not mentioned in README.md or docs/: {missing}"
+
+
+def test_documented_command_lines_use_real_options():
+    """Every `--flag` written after `curate COMMAND` in README.md or docs/ is an option of that command."""
+    import re
+
+    commands = dict(_commands(cli))
+    stale = []
+    for doc in _docs():
+        for line in doc.read_text().splitlines():
+            line = line.split(" # ")[0]  # a shell comment may name other commands' options
+            for m in re.finditer(r"curate ([a-z][a-z-]*(?: [a-z][a-z-]*)?)([^`|]*)", line):
+                words = m.group(1).split()
+                name = m.group(1) if m.group(1) in commands else words[0]
+                if name not in commands:
+                    continue
+                rest = m.group(2) if name == m.group(1) else " ".join(words[1:]) + m.group(2)
+                stale += [(doc.name, name, flag) for flag in re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]+)", rest)
+                          if flag not in _options(commands[name])]
+    assert stale == [], f"documented options that the command does not have: {stale}"
