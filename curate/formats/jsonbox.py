@@ -61,7 +61,7 @@ from typing import Any
 import pandas as pd
 
 from curate.errors import FormatError, OptionError
-from curate.formats.base import Box, Entry, ReadOptions, ReadResult, WriteOptions, canonical_split
+from curate.formats.base import Box, Entry, ReadOptions, ReadResult, WriteOptions, canonical_split, load_json
 from curate.formats.output import FileWriter, boxes_by_sample, class_list, image_files_by_split
 from curate.imageio import IMAGE_EXTENSIONS
 from curate.walk import WalkReport, walk
@@ -302,7 +302,11 @@ class FileValidator:
         self.validator = jsonschema.Draft202012Validator(schema)
 
     def check(self, doc: Any, file: Path) -> None:
-        error = first_error(self.validator.iter_errors(doc))
+        try:
+            error = first_error(self.validator.iter_errors(doc))
+        except RecursionError:  # nesting that the parser took but the validator's recursion cannot
+            raise FormatError(file, None, expected="JSON nested at most a few hundred levels deep",
+                              found="deeper nesting") from None
         if error is not None:
             field, expected, found = describe_error(error)
             raise FormatError(file, field or None, expected=expected, found=found)
@@ -382,6 +386,9 @@ def parse_document(doc: Any, mapping: dict[str, Any], file: Path
         blabel = _label_name(get_path(b, spec["label"]), mapping, file,
                              f"{format_path([*split_path(mapping['boxes']), i])}.{spec['label']}")
         x1, y1, x2, y2 = box_xyxy(b, spec)
+        if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):  # "Infinity" as text, or a sum past the float range
+            raise FormatError(file, format_path([*split_path(mapping["boxes"]), i]), expected="finite coordinates",
+                              found=f"[{x1:g}, {y1:g}, {x2:g}, {y2:g}]")
         boxes.append(Box(blabel, x1, y1, x2, y2, normalized=normalized))
     return image, declared, label, boxes
 
@@ -427,13 +434,16 @@ def guess_mapping(path: Path) -> str | None:
     for f in _json_files(root) if path.is_dir() else [path]:
         try:
             if f.stat().st_size <= 1 << 20:
-                docs.append(json.loads(f.read_bytes()))
-        except (OSError, ValueError, RecursionError):
+                docs.append(load_json(f.read_bytes(), f))
+        except (OSError, FormatError):
             continue
     for name in SHIPPED_MAPPINGS if docs else ():
         validator = jsonschema.Draft202012Validator(json.loads(data_text(f"jsonbox.{name}.schema.json")))
-        if all(isinstance(d, dict) and validator.is_valid(d) for d in docs):
-            return name
+        try:
+            if all(isinstance(d, dict) and validator.is_valid(d) for d in docs):
+                return name
+        except RecursionError:  # a document nested deeper than the validator can follow fits no mapping
+            return None
     return None
 
 
@@ -491,9 +501,10 @@ def read_json(path: Path, options: ReadOptions) -> ReadResult:
     warnings: list[str] = []
     for file, rel in jsons:
         try:
-            doc = json.loads(file.read_bytes())
-        except ValueError as e:
-            raise FormatError(file, None, expected="valid JSON", found=str(e)) from e
+            data = file.read_bytes()
+        except OSError as e:
+            raise FormatError(file, None, message=f"cannot read: {e.strerror}") from e
+        doc = load_json(data, file)
         validator.check(doc, file)
         image_name, declared, label, boxes = parse_document(doc, mapping, file)
         if image_name:
