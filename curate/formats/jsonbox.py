@@ -448,7 +448,10 @@ def guess_mapping(path: Path) -> str | None:
 
 
 def detect_json(path: Path) -> bool:
-    """A folder whose first JSON files (up to a few levels down) follow one of the shipped mappings."""
+    """A folder whose first JSON files (up to a few levels down) follow one of the shipped mappings, or one
+    such JSON file."""
+    if path.is_file():
+        return path.suffix.lower() == ".json" and guess_mapping(path) is not None
     return path.is_dir() and guess_mapping(path) is not None
 
 
@@ -517,7 +520,10 @@ def read_json(path: Path, options: ReadOptions) -> ReadResult:
             image = file.parent / (image_name or file.stem + ".jpg")
         key = str(image)
         if key in entries:
-            warnings.append(f"{rel}: describes {os.path.relpath(image, root)} again; its boxes are merged")
+            first, split = entries[key].split, _split_of(rel)
+            leak = f" in another split ({first}, {split}): a split_leak in the source, kept in {first};" \
+                if first is not None and split is not None and first != split else ""
+            warnings.append(f"{rel}: describes {os.path.relpath(image, root)} again;{leak} its boxes are merged")
             entries[key].boxes += boxes
             continue
         entry = Entry(key, os.path.relpath(image, root).replace(os.sep, "/"), label=label, split=_split_of(rel),

@@ -288,3 +288,16 @@ def test_deep_nesting_is_a_format_error_also_in_detection(tmp_path, skimage_dir,
     with pytest.raises(FormatError) as e:
         read_json(root, ReadOptions(extra={"json_mapping": "default"}))
     assert str(e.value).startswith(f"{root / 'coffee.json'}: ")
+
+
+def test_one_image_described_in_two_split_folders_is_reported(tmp_path, skimage_dir):
+    doc = {"image": "coffee.png", "boxes": []}
+    root = _dataset(tmp_path, skimage_dir, {"train/a.json": doc, "val/a.json": doc})
+    res = read_json(root, ReadOptions(extra={"json_mapping": "default"}))
+    assert [e.split for e in res.entries] == ["train"]
+    assert "in another split (train, val): a split_leak in the source, kept in train;" in res.warnings[0]
+
+
+def test_one_per_image_json_file_is_detected(tmp_path, skimage_dir):
+    root = _dataset(tmp_path, skimage_dir, {"coffee.json": {"image": "coffee.png", "boxes": []}})
+    assert detect(root / "coffee.json").name == "json"

@@ -53,7 +53,17 @@ def _yolo_file(root: Path, skimage_dir: Path) -> Path:
     return p
 
 
-@pytest.mark.parametrize("make, layout", [(_coco_file, "coco"), (_voc_file, "voc"), (_yolo_file, "yolo")])
+def _json_file(root: Path, skimage_dir: Path) -> Path:
+    root.mkdir(parents=True)
+    shutil.copy(skimage_dir / "coffee.png", root / "a.png")
+    p = root / "a.json"
+    p.write_text(json.dumps({"image": "a.png", "width": 600, "height": 400,
+                             "boxes": [{"x1": 10, "y1": 20, "x2": 40, "y2": 60, "label": "cup"}]}))
+    return p
+
+
+@pytest.mark.parametrize("make, layout", [(_coco_file, "coco"), (_voc_file, "voc"), (_yolo_file, "yolo"),
+                                          (_json_file, "json")])
 def test_a_single_annotation_file_as_source_is_read_as_its_format(tmp_path, skimage_dir, make, layout):
     """It was taken as one file (a non-image), and its images were never read."""
     src = make(tmp_path / "src", skimage_dir)
