@@ -93,7 +93,7 @@ def load_mapping(spec: str | Path | dict[str, Any] | None) -> tuple[dict[str, An
         if path.is_file():
             try:
                 mapping = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as e:
+            except (OSError, ValueError, RecursionError) as e:
                 raise OptionError(f"cannot read the JSON mapping: {e}", file=path, field="--json-mapping") from e
             src = str(path)
         else:
@@ -111,7 +111,11 @@ def _check_mapping(mapping: Any, src: str) -> None:
     import jsonschema
 
     schema = json.loads(data_text(MAPPING_SCHEMA_FILE))
-    error = first_error(jsonschema.Draft202012Validator(schema).iter_errors(mapping))
+    try:
+        error = first_error(jsonschema.Draft202012Validator(schema).iter_errors(mapping))
+    except RecursionError:
+        raise OptionError("", file=src, field="mapping", expected="a mapping nested a few levels deep",
+                          found="deeper nesting") from None
     if error is not None:
         field, expected, found = describe_error(error)
         raise OptionError("", file=src, field=f"mapping {field}" if field else "mapping", expected=expected, found=found)
@@ -293,7 +297,7 @@ class FileValidator:
                 p = Path(mapping_src).parent / p
             try:
                 schema = json.loads(p.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as e:
+            except (OSError, ValueError, RecursionError) as e:
                 raise OptionError(f"cannot read the schema: {e}", file=p, field="mapping schema") from e
         elif shipped:  # a shipped mapping validates with its shipped schema (tests keep the two in step)
             schema = json.loads(data_text(mapping_src.split("/", 1)[1].replace(".mapping.json", ".schema.json")))

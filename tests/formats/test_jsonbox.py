@@ -301,3 +301,12 @@ def test_one_image_described_in_two_split_folders_is_reported(tmp_path, skimage_
 def test_one_per_image_json_file_is_detected(tmp_path, skimage_dir):
     root = _dataset(tmp_path, skimage_dir, {"coffee.json": {"image": "coffee.png", "boxes": []}})
     assert detect(root / "coffee.json").name == "json"
+
+
+@pytest.mark.parametrize("depth", [100_000, 900])
+def test_a_deeply_nested_mapping_file_is_an_option_error(tmp_path, depth):
+    p = tmp_path / "deep.mapping.json"
+    p.write_text('{"boxes": "b", "box": ' + "[" * depth + "]" * depth + "}")
+    with pytest.raises(OptionError) as e:
+        load_mapping(p)
+    assert str(e.value).startswith(str(p))

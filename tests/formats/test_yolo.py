@@ -281,3 +281,11 @@ def test_an_image_in_two_split_lists_is_reported(tmp_path, skimage_dir):
     res = read_yolo(tmp_path, ReadOptions())
     assert [(e.rel_path, e.split) for e in res.entries] == [("images/a.png", "train")]
     assert res.warnings == ["split_leak: images/a.png is listed in two splits (train, val); kept in train"]
+
+
+def test_a_deeply_nested_data_yaml_is_a_format_error(tmp_path, skimage_dir):
+    yaml_path = _ultralytics(tmp_path, skimage_dir, "[cup]")
+    yaml_path.write_text(yaml_path.read_text() + "extra: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(FormatError) as e:
+        read_yolo(tmp_path, ReadOptions())
+    assert str(e.value) == f"{yaml_path}: expected YAML nested at most a few hundred levels deep, found deeper nesting"
