@@ -10,6 +10,8 @@ Formats are registered explicitly in ``curate.formats.REGISTRY``.
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -163,3 +165,86 @@ class FileNames:
 def iter_chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
+
+
+# -- hostile input -------------------------------------------------------------
+
+# Cheap sign that a JSON text may hold a number no float can hold (`Infinity`, `NaN`, `1e999`, 400 digits):
+# only then is it parsed again with the checking hooks below, so a clean 200 MB file keeps the C parser's speed.
+_SUSPECT_NUMBER = re.compile(rb"Infinity|NaN|[0-9][eE]\+?0*[0-9]{3}|[0-9]{300}")
+
+
+class _BadNumber(Exception):
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+
+def _reject_constant(text: str) -> float:
+    raise _BadNumber(text)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _BadNumber(text)
+    return value
+
+
+def _bounded_int(text: str) -> int:
+    if len(text) > 300:  # float() of it would overflow; no size, id or coordinate is that long
+        raise _BadNumber(text[:12] + "...")
+    return int(text)
+
+
+def load_json(data: bytes, file: str | Path, field: str | None = None) -> Any:
+    """A JSON document, or a :class:`~curate.errors.FormatError` naming ``file``.
+
+    Refused, as not usable JSON: invalid text, ``Infinity``/``NaN`` and numbers
+    no float can hold (``1e999``; curate would turn them into a box of
+    infinite size), and nesting deeper than Python's recursion limit.
+
+        >>> load_json(b'{"w": 1e999}', "a.json")
+        Traceback (most recent call last):
+        ...
+        curate.errors.FormatError: a.json: expected finite numbers (JSON has no Infinity or NaN), found 1e999 at line 1 column 7
+    """
+    from curate.errors import FormatError
+
+    try:
+        if _SUSPECT_NUMBER.search(data):
+            return json.loads(data, parse_constant=_reject_constant, parse_float=_finite_float,
+                              parse_int=_bounded_int)
+        return json.loads(data)
+    except _BadNumber as e:
+        at = data.find(e.text.rstrip(".").encode())
+        line, col = data.count(b"\n", 0, at) + 1, at - data.rfind(b"\n", 0, at)
+        where = "" if at < 0 else f" at line {line} column {col}"
+        raise FormatError(file, field, expected="finite numbers (JSON has no Infinity or NaN)",
+                          found=f"{e.text}{where}") from None
+    except RecursionError:
+        raise FormatError(file, field, expected="JSON nested at most a few hundred levels deep",
+                          found="deeper nesting") from None
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, int digit limit
+        raise FormatError(file, field, expected="valid JSON", found=str(e)) from None
+
+
+def finite_number(value: Any) -> float:
+    """``value`` (a number, or a numeric text) as a finite float; ValueError otherwise (``inf``, ``nan``, bool).
+
+        >>> finite_number("4.5"), finite_number(3)
+        (4.5, 3.0)
+        >>> finite_number("1e999")
+        Traceback (most recent call last):
+        ...
+        ValueError: not a finite number: '1e999'
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"not a number: {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"not a number: {value!r}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"not a finite number: {value!r}")
+    return number

@@ -30,6 +30,7 @@ unique across all splits (from 1), ``area = w * h``, ``segmentation: []``.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from collections.abc import Sequence
@@ -47,6 +48,7 @@ from curate.formats.base import (
     ReadResult,
     WriteOptions,
     canonical_split,
+    load_json,
     relative_path,
 )
 from curate.formats.output import FileWriter, boxes_by_sample, detection_classes, image_files_by_split
@@ -137,11 +139,10 @@ def detect_coco(path: Path) -> bool:
 
 def _load(path: Path) -> dict[str, Any]:
     try:
-        doc = json.loads(path.read_bytes())
+        data = path.read_bytes()
     except OSError as e:
         raise FormatError(path, None, message=f"cannot read: {e.strerror}") from e
-    except ValueError as e:
-        raise FormatError(path, None, expected="valid JSON", found=str(e)) from e
+    doc = load_json(data, path)
     if not isinstance(doc, dict):
         raise FormatError(path, None, expected="a JSON object with images, annotations, categories",
                           found=type(doc).__name__)
@@ -164,8 +165,11 @@ def _categories(path: Path, doc: dict[str, Any], warnings: list[str]) -> dict[in
         if c["id"] in cats:
             raise FormatError(path, f"categories[{i}].id", expected="unique ids", found=f"{c['id']} twice")
         cats[c["id"]] = c["name"]
-    used = {a.get("category_id") for a in doc.get("annotations", []) if isinstance(a, dict)}
-    supers = {c.get("supercategory") for c in doc["categories"] if isinstance(c, dict)}
+    # Only ints and texts are collected: a list or object here is unhashable (reported where it is read).
+    used = {a.get("category_id") for a in doc.get("annotations", [])
+            if isinstance(a, dict) and type(a.get("category_id")) is int}
+    supers = {c.get("supercategory") for c in doc["categories"]
+              if isinstance(c, dict) and type(c.get("supercategory")) is str}
     for cid, name in list(cats.items()):
         # Roboflow adds one unused category that every real one names as supercategory.
         if cid not in used and name in supers and len(cats) > 1:
@@ -177,28 +181,102 @@ def _categories(path: Path, doc: dict[str, Any], warnings: list[str]) -> dict[in
 _NUMBER = (int, float)  # JSON numbers; bool is its own type, so `type(v) in _NUMBER` leaves it out
 
 
-def _box(path: Path, i: int, a: dict[str, Any]) -> tuple[float, float, float, float]:
-    bbox = a.get("bbox")
-    if type(bbox) is list and len(bbox) == 4:
-        x, y, w, h = bbox
-        if type(x) in _NUMBER and type(y) in _NUMBER and type(w) in _NUMBER and type(h) in _NUMBER:
-            x, y = float(x), float(y)  # coco_xywh_to_xyxy, inlined: this runs once per box
-            return x, y, x + float(w), y + float(h)
-    if bbox is not None:
-        ok = isinstance(bbox, list) and len(bbox) == 4 and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)
-        if not ok:
-            raise FormatError(path, f"annotations[{i}].bbox", expected="4 numbers [x, y, width, height]",
-                              found=json.dumps(bbox)[:80])
-        return coco_xywh_to_xyxy(bbox)
-    seg = a.get("segmentation")
-    if isinstance(seg, list) and seg and all(isinstance(p, list) and len(p) >= 2 for p in seg):
-        return polygon_bounds_xyxy(seg)
-    if isinstance(seg, dict) and "counts" in seg and "size" in seg:
-        from pycocotools import mask as mask_utils
+def _is_number(v: Any) -> bool:
+    return type(v) in _NUMBER and math.isfinite(v)
 
-        rle = mask_utils.frPyObjects(seg, *seg["size"]) if isinstance(seg["counts"], list) else seg
-        return coco_xywh_to_xyxy([float(v) for v in mask_utils.toBbox(rle)])
+
+def rle_string_counts(text: str) -> list[int]:
+    """The run lengths of a compressed COCO RLE string (pycocotools' ``rleFrString``), checked.
+
+    pycocotools decodes any text without a complaint; a garbage string gives a
+    mask, and a box, of nonsense. Raises ValueError for a character outside the
+    encoding, a number cut short, or a negative run.
+
+        >>> rle_string_counts("52203")  # from the fourth run on, each is stored as a difference
+        [5, 2, 2, 2, 5]
+    """
+    counts: list[int] = []
+    p, n = 0, len(text)
+    while p < n:
+        x, k, more = 0, 0, True
+        while more:
+            if p >= n:
+                raise ValueError("the last run is cut short")
+            c = ord(text[p]) - 48
+            if not 0 <= c < 64:
+                raise ValueError(f"character {text[p]!r} is not in the RLE alphabet")
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p += 1
+            k += 1
+            if not more and c & 0x10:
+                x |= -1 << (5 * k)
+        if len(counts) > 2:
+            x += counts[-2]
+        if x < 0:
+            raise ValueError(f"run {len(counts)} is negative ({x})")
+        counts.append(x)
+    return counts
+
+
+def _rle_bounds(path: Path, field: str, seg: dict[str, Any]) -> tuple[float, float, float, float] | str:
+    """Bounds of an RLE ``segmentation``; a FormatError for a wrong shape, a problem text for wrong content."""
+    size, counts = seg.get("size"), seg.get("counts")
+    if not (type(size) is list and len(size) == 2 and all(type(v) is int and v > 0 for v in size)):
+        raise FormatError(path, f"{field}.size", expected="[height, width], two positive integers",
+                          found=json.dumps(size)[:80])
+    h, w = size
+    if type(counts) is list:
+        if not all(type(v) is int and v >= 0 for v in counts):
+            raise FormatError(path, f"{field}.counts", expected="run lengths (non-negative integers) or an RLE string",
+                              found=json.dumps(counts)[:80])
+        runs = counts
+    elif type(counts) is str:
+        try:
+            runs = rle_string_counts(counts)
+        except ValueError as e:
+            return f"{field}.counts is not a valid RLE string ({e})"
+    else:
+        raise FormatError(path, f"{field}.counts", expected="run lengths or an RLE string", found=type(counts).__name__)
+    if sum(runs) != h * w:
+        return f"{field}.counts covers {sum(runs)} pixels, not the {h}x{w} = {h * w} of its size"
+    # Bounds from the runs (column-major, starting with background), without pycocotools.
+    ys, xs, at = [], [], 0
+    for j, run in enumerate(runs):
+        if j % 2 and run:
+            first, last = at, at + run - 1
+            xs += [first // h, last // h]
+            ys += [first % h, last % h] if first // h == last // h else [0, h - 1]
+        at += run
+    if not xs:
+        return f"{field} is an empty mask"
+    return float(min(xs)), float(min(ys)), float(max(xs) + 1), float(max(ys) + 1)
+
+
+def _box(path: Path, i: int, a: dict[str, Any]) -> tuple[float, float, float, float] | str:
+    """An annotation's box, or the text of a problem for which it is left out (reported, the run goes on).
+
+    A wrong shape (a bbox of three values, a polygon of text) is a FormatError.
+    """
+    bbox = a.get("bbox")
+    if type(bbox) is list and len(bbox) == 4 and all(_is_number(v) for v in bbox):
+        x, y, w, h = (float(v) for v in bbox)  # coco_xywh_to_xyxy, inlined: this runs once per box
+        if w < 0 or h < 0:  # taking its corners as given would make it another box
+            return f"annotations[{i}].bbox {json.dumps(bbox)} has a negative width or height"
+        return x, y, x + w, y + h
+    if bbox is not None:
+        raise FormatError(path, f"annotations[{i}].bbox", expected="4 numbers [x, y, width, height]",
+                          found=json.dumps(bbox)[:80])
+    seg = a.get("segmentation")
+    field = f"annotations[{i}].segmentation"
+    if isinstance(seg, list) and seg:
+        for j, poly in enumerate(seg):
+            if not (type(poly) is list and len(poly) >= 2 and len(poly) % 2 == 0 and all(_is_number(v) for v in poly)):
+                raise FormatError(path, f"{field}[{j}]", expected="a polygon: a list of x, y numbers",
+                                  found=json.dumps(poly)[:80])
+        return polygon_bounds_xyxy(seg)
+    if isinstance(seg, dict):
+        return _rle_bounds(path, field, seg)
     raise FormatError(path, f"annotations[{i}].bbox", expected="a bbox or a segmentation", found="neither")
 
 
@@ -266,23 +344,32 @@ def read_coco_file(path: Path, root: Path, split: str | None, options: ReadOptio
             if not found:
                 entry.reason, entry.detail = "missing_file", f"listed in {path.name} images[{i}]"
             entries[key] = entry
+        elif entry.split != split:  # a leak the source already has: the same image in two splits
+            warnings.append(f"{path.name}: images[{i}] {name!r} is also in the {entry.split or 'unsplit'} images "
+                            f"of an earlier file: an image in two splits ({entry.split}, {split}); kept in "
+                            f"{entry.split}, boxes merged")
         else:
             warnings.append(f"{path.name}: images[{i}] repeats {name!r}; its boxes are merged with the first")
         by_id[iid] = entry
     for i, a in enumerate(doc.get("annotations", [])):
         if not isinstance(a, dict):
             raise FormatError(path, f"annotations[{i}]", expected="an object", found=type(a).__name__)
-        entry_for = by_id.get(a.get("image_id"))  # type: ignore[arg-type]
+        image_id, cid = a.get("image_id"), a.get("category_id")
+        # An id of another JSON type ([1], {"id": 1}) would be unhashable: checked before any look-up.
+        entry_for = by_id.get(image_id) if type(image_id) is int else None
         if entry_for is None:
             raise FormatError(path, f"annotations[{i}].image_id", expected="the id of an image in images",
-                              found=repr(a.get("image_id")))
-        cid = a.get("category_id")
-        if cid not in cats:
+                              found=json.dumps(image_id)[:80])
+        if type(cid) is not int or cid not in cats:
             raise FormatError(path, f"annotations[{i}].category_id",
-                              expected=f"one of the category ids {sorted(cats)}", found=repr(cid))
-        x1, y1, x2, y2 = _box(path, i, a)
-        score = a.get("score")
-        entry_for.boxes.append(Box(cats[cid], x1, y1, x2, y2, score=float(score) if isinstance(score, (int, float)) else None,
+                              expected=f"one of the category ids {sorted(cats)}", found=json.dumps(cid)[:80])
+        box = _box(path, i, a)
+        if isinstance(box, str):
+            warnings.append(f"{path.name}: {box}; the box is left out")
+            continue
+        x1, y1, x2, y2 = box
+        score: Any = a.get("score")
+        entry_for.boxes.append(Box(cats[cid], x1, y1, x2, y2, score=float(score) if _is_number(score) else None,
                                    iscrowd=bool(a.get("iscrowd", 0))))
 
 

@@ -8,6 +8,9 @@
   Kaggle lists give bare ids.
 - Rows with boxes add one box each; several rows may name the same file.
 - A listed file that does not exist becomes a row dropped as ``missing_file``.
+- A file listed again with another label or split keeps the first, with a
+  warning (``label_conflict`` / ``split_leak``); a split value that is not a
+  split (``holdout``) is reported, and its rows are read without a split.
 - TXT lists are split on commas, tabs or runs of spaces.
 - A box row whose four box cells are empty lists an image without boxes.
 
@@ -30,7 +33,15 @@ from typing import Any
 import pandas as pd
 
 from curate.errors import FormatError
-from curate.formats.base import Box, Entry, ReadOptions, ReadResult, WriteOptions, canonical_split
+from curate.formats.base import (
+    Box,
+    Entry,
+    ReadOptions,
+    ReadResult,
+    WriteOptions,
+    canonical_split,
+    finite_number,
+)
 from curate.formats.output import FileWriter, boxes_by_sample, class_list, fmt_num
 from curate.imageio import IMAGE_EXTENSIONS
 
@@ -112,6 +123,8 @@ def read_csv(path: Path, options: ReadOptions) -> ReadResult:
         body = rows
     base = Path(options.extra.get("images_dir") or path.parent).absolute()
     by_path: dict[str, Entry] = {}
+    first_line: dict[str, int] = {}
+    unknown_splits: dict[str, list[int]] = {}
     warnings: list[str] = []
     for lineno, row in enumerate(body, start=2 if header else 1):
         if file_col >= len(row) or not row[file_col].strip():
@@ -120,7 +133,10 @@ def read_csv(path: Path, options: ReadOptions) -> ReadResult:
         file_path = _resolve(base, row[file_col].strip())
         label = row[label_col].strip() if label_col is not None and label_col < len(row) else options.label
         label = label or None
-        split = canonical_split(row[split_col]) if split_col is not None and split_col < len(row) else None
+        split_text = row[split_col].strip() if split_col is not None and split_col < len(row) else ""
+        split = canonical_split(split_text) if split_text else None
+        if split_text and split is None:  # "holdout", "extra": no split curate knows; said once per value
+            unknown_splits.setdefault(split_text, []).append(lineno)
         key = str(file_path)
         entry = by_path.get(key)
         if entry is None:
@@ -132,17 +148,28 @@ def read_csv(path: Path, options: ReadOptions) -> ReadResult:
             if not file_path.exists():
                 entry.reason, entry.detail = "missing_file", f"listed in {path.name} line {lineno}"
             by_path[key] = entry
+            first_line[key] = lineno
+        else:  # one file on several rows: fine for boxes, a conflict when its label or split differs
+            for what, was, now in (("label", None if box_cols else entry.label, None if box_cols else label),
+                                   ("split", entry.split, split)):
+                if was is not None and now is not None and was != now:
+                    kind = "label_conflict" if what == "label" else "split_leak"
+                    warnings.append(f"{path.name}:{lineno}: {kind}: {entry.rel_path} was given the {what} {was!r} "
+                                    f"on line {first_line[key]} and {now!r} here; kept {was!r}")
         if box_cols and all(i < len(row) and not row[i].strip() for i in box_cols):
             continue  # a listed image without boxes (curate writes these for background images)
         if box_cols:
             try:
-                x1, y1, x2, y2 = (float(row[i]) for i in box_cols)
+                x1, y1, x2, y2 = (finite_number(row[i]) for i in box_cols)
             except (ValueError, IndexError) as e:
-                raise FormatError(path, f"line {lineno} box", expected="four numbers x1,y1,x2,y2",
+                raise FormatError(path, f"line {lineno} box", expected="four finite numbers x1,y1,x2,y2",
                                   found=",".join(row)) from e
             if label is None:
                 raise FormatError(path, f"line {lineno} label", expected="a class name", found="an empty cell")
             entry.boxes.append(Box(label, x1, y1, x2, y2))
+    for text, lines in unknown_splits.items():
+        warnings.append(f"{path.name}: split {text!r} on {len(lines)} rows (first: line {lines[0]}) is not train, "
+                        f"val or test: those rows are read without a split (curate split assigns one)")
     return ReadResult(list(by_path.values()), warnings=warnings)
 
 

@@ -61,7 +61,7 @@ from typing import Any
 import pandas as pd
 
 from curate.errors import FormatError, OptionError
-from curate.formats.base import Box, Entry, ReadOptions, ReadResult, WriteOptions, canonical_split
+from curate.formats.base import Box, Entry, ReadOptions, ReadResult, WriteOptions, canonical_split, load_json
 from curate.formats.output import FileWriter, boxes_by_sample, class_list, image_files_by_split
 from curate.imageio import IMAGE_EXTENSIONS
 from curate.walk import WalkReport, walk
@@ -93,7 +93,7 @@ def load_mapping(spec: str | Path | dict[str, Any] | None) -> tuple[dict[str, An
         if path.is_file():
             try:
                 mapping = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as e:
+            except (OSError, ValueError, RecursionError) as e:
                 raise OptionError(f"cannot read the JSON mapping: {e}", file=path, field="--json-mapping") from e
             src = str(path)
         else:
@@ -111,7 +111,11 @@ def _check_mapping(mapping: Any, src: str) -> None:
     import jsonschema
 
     schema = json.loads(data_text(MAPPING_SCHEMA_FILE))
-    error = first_error(jsonschema.Draft202012Validator(schema).iter_errors(mapping))
+    try:
+        error = first_error(jsonschema.Draft202012Validator(schema).iter_errors(mapping))
+    except RecursionError:
+        raise OptionError("", file=src, field="mapping", expected="a mapping nested a few levels deep",
+                          found="deeper nesting") from None
     if error is not None:
         field, expected, found = describe_error(error)
         raise OptionError("", file=src, field=f"mapping {field}" if field else "mapping", expected=expected, found=found)
@@ -293,7 +297,7 @@ class FileValidator:
                 p = Path(mapping_src).parent / p
             try:
                 schema = json.loads(p.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as e:
+            except (OSError, ValueError, RecursionError) as e:
                 raise OptionError(f"cannot read the schema: {e}", file=p, field="mapping schema") from e
         elif shipped:  # a shipped mapping validates with its shipped schema (tests keep the two in step)
             schema = json.loads(data_text(mapping_src.split("/", 1)[1].replace(".mapping.json", ".schema.json")))
@@ -302,7 +306,11 @@ class FileValidator:
         self.validator = jsonschema.Draft202012Validator(schema)
 
     def check(self, doc: Any, file: Path) -> None:
-        error = first_error(self.validator.iter_errors(doc))
+        try:
+            error = first_error(self.validator.iter_errors(doc))
+        except RecursionError:  # nesting that the parser took but the validator's recursion cannot
+            raise FormatError(file, None, expected="JSON nested at most a few hundred levels deep",
+                              found="deeper nesting") from None
         if error is not None:
             field, expected, found = describe_error(error)
             raise FormatError(file, field or None, expected=expected, found=found)
@@ -382,6 +390,9 @@ def parse_document(doc: Any, mapping: dict[str, Any], file: Path
         blabel = _label_name(get_path(b, spec["label"]), mapping, file,
                              f"{format_path([*split_path(mapping['boxes']), i])}.{spec['label']}")
         x1, y1, x2, y2 = box_xyxy(b, spec)
+        if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):  # "Infinity" as text, or a sum past the float range
+            raise FormatError(file, format_path([*split_path(mapping["boxes"]), i]), expected="finite coordinates",
+                              found=f"[{x1:g}, {y1:g}, {x2:g}, {y2:g}]")
         boxes.append(Box(blabel, x1, y1, x2, y2, normalized=normalized))
     return image, declared, label, boxes
 
@@ -427,18 +438,24 @@ def guess_mapping(path: Path) -> str | None:
     for f in _json_files(root) if path.is_dir() else [path]:
         try:
             if f.stat().st_size <= 1 << 20:
-                docs.append(json.loads(f.read_bytes()))
-        except (OSError, ValueError, RecursionError):
+                docs.append(load_json(f.read_bytes(), f))
+        except (OSError, FormatError):
             continue
     for name in SHIPPED_MAPPINGS if docs else ():
         validator = jsonschema.Draft202012Validator(json.loads(data_text(f"jsonbox.{name}.schema.json")))
-        if all(isinstance(d, dict) and validator.is_valid(d) for d in docs):
-            return name
+        try:
+            if all(isinstance(d, dict) and validator.is_valid(d) for d in docs):
+                return name
+        except RecursionError:  # a document nested deeper than the validator can follow fits no mapping
+            return None
     return None
 
 
 def detect_json(path: Path) -> bool:
-    """A folder whose first JSON files (up to a few levels down) follow one of the shipped mappings."""
+    """A folder whose first JSON files (up to a few levels down) follow one of the shipped mappings, or one
+    such JSON file."""
+    if path.is_file():
+        return path.suffix.lower() == ".json" and guess_mapping(path) is not None
     return path.is_dir() and guess_mapping(path) is not None
 
 
@@ -491,9 +508,10 @@ def read_json(path: Path, options: ReadOptions) -> ReadResult:
     warnings: list[str] = []
     for file, rel in jsons:
         try:
-            doc = json.loads(file.read_bytes())
-        except ValueError as e:
-            raise FormatError(file, None, expected="valid JSON", found=str(e)) from e
+            data = file.read_bytes()
+        except OSError as e:
+            raise FormatError(file, None, message=f"cannot read: {e.strerror}") from e
+        doc = load_json(data, file)
         validator.check(doc, file)
         image_name, declared, label, boxes = parse_document(doc, mapping, file)
         if image_name:
@@ -506,7 +524,10 @@ def read_json(path: Path, options: ReadOptions) -> ReadResult:
             image = file.parent / (image_name or file.stem + ".jpg")
         key = str(image)
         if key in entries:
-            warnings.append(f"{rel}: describes {os.path.relpath(image, root)} again; its boxes are merged")
+            first, split = entries[key].split, _split_of(rel)
+            leak = f" in another split ({first}, {split}): a split_leak in the source, kept in {first};" \
+                if first is not None and split is not None and first != split else ""
+            warnings.append(f"{rel}: describes {os.path.relpath(image, root)} again;{leak} its boxes are merged")
             entries[key].boxes += boxes
             continue
         entry = Entry(key, os.path.relpath(image, root).replace(os.sep, "/"), label=label, split=_split_of(rel),

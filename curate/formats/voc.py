@@ -38,7 +38,15 @@ from typing import Any
 import pandas as pd
 
 from curate.errors import FormatError
-from curate.formats.base import Box, Entry, ReadOptions, ReadResult, WriteOptions, canonical_split
+from curate.formats.base import (
+    Box,
+    Entry,
+    ReadOptions,
+    ReadResult,
+    WriteOptions,
+    canonical_split,
+    finite_number,
+)
 from curate.formats.output import (
     FileWriter,
     boxes_by_sample,
@@ -55,8 +63,9 @@ _IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".JPG"
 # -- pure converters ---------------------------------------------------------
 
 def bndbox_xyxy(values: Mapping[str, str], one_based: bool = False) -> tuple[float, float, float, float]:
-    """``{xmin, ymin, xmax, ymax}`` texts -> pixel-edge ``(x1, y1, x2, y2)``. Raises KeyError/ValueError."""
-    xmin, ymin, xmax, ymax = (float(values[k]) for k in COORDS)
+    """``{xmin, ymin, xmax, ymax}`` texts -> pixel-edge ``(x1, y1, x2, y2)``. Raises KeyError/ValueError
+    (also for ``inf``, ``nan``, ``1e999``)."""
+    xmin, ymin, xmax, ymax = (finite_number(values[k]) for k in COORDS)
     off = 1.0 if one_based else 0.0
     return xmin - off, ymin - off, xmax, ymax
 
@@ -108,8 +117,12 @@ def detect_voc(path: Path) -> bool:
 
 # -- reading -----------------------------------------------------------------
 
-def _split_lists(root: Path) -> dict[str, str]:
-    """Image stem -> split, from ImageSets/Main/{train,val,test}.txt."""
+def _split_lists(root: Path, warnings: list[str] | None = None) -> dict[str, str]:
+    """Image stem -> split, from ImageSets/Main/{train,val,test}.txt.
+
+    A stem in two lists keeps the first list's split (in file name order) and
+    is reported in ``warnings``: the source leaks it.
+    """
     out: dict[str, str] = {}
     main = root / "ImageSets" / "Main"
     if not main.is_dir():
@@ -120,8 +133,9 @@ def _split_lists(root: Path) -> dict[str, str]:
             continue
         for line in p.read_text(encoding="utf-8-sig").splitlines():
             stem = line.strip()  # a split list holds bare stems, which may contain spaces
-            if stem:
-                out.setdefault(stem, split)
+            if stem and out.setdefault(stem, split) != split and warnings is not None:
+                warnings.append(f"ImageSets/Main: {stem} is listed in two splits ({out[stem]}, {split}): a leak "
+                                f"in the source; kept in {out[stem]}")
     return out
 
 
@@ -165,10 +179,14 @@ def parse_voc_xml(path: Path, one_based: bool = False, classes: list[str] | None
     declared = None
     size = root.find("size")
     if size is not None:
-        try:
-            w, h = int(float(size.findtext("width") or 0)), int(float(size.findtext("height") or 0))
-        except ValueError as e:
-            raise FormatError(path, "size", expected="numeric width and height", found=str(e)) from e
+        dims = []
+        for k in ("width", "height"):
+            text = (size.findtext(k) or "0").strip()
+            try:
+                dims.append(int(finite_number(text)))
+            except ValueError:  # "inf" / "1e999" were an OverflowError at int()
+                raise FormatError(path, f"size/{k}", expected="a finite number", found=repr(text)) from None
+        w, h = dims
         declared = (w, h) if w > 0 and h > 0 else None
     boxes = []
     for i, obj in enumerate(root.findall("object"), start=1):
@@ -188,14 +206,15 @@ def parse_voc_xml(path: Path, one_based: bool = False, classes: list[str] | None
             x1, y1, x2, y2 = bndbox_xyxy(values, one_based)
         except ValueError:
             bad = next(k for k in COORDS if not _is_number(values[k]))
-            raise FormatError(path, f"object[{i}]/bndbox/{bad}", expected="a number", found=repr(values[bad])) from None
+            raise FormatError(path, f"object[{i}]/bndbox/{bad}", expected="a finite number",
+                              found=repr(values[bad])) from None
         boxes.append(Box(name, x1, y1, x2, y2))
     return filename, declared, boxes
 
 
 def _is_number(text: str) -> bool:
     try:
-        float(text)
+        finite_number(text)
     except ValueError:
         return False
     return True
@@ -216,10 +235,10 @@ def read_voc(path: Path, options: ReadOptions) -> ReadResult:
             Path(f.path) for f in walk(root, follow_links=options.follow_links, report=report)
             if f.rel_path.lower().endswith(".xml") and f.reason is None]
     voc_layout = (root / "Annotations").is_dir()
-    splits = _split_lists(root) if voc_layout else {}
     classes = _labelmap(root)
     entries: dict[str, Entry] = {}
     warnings: list[str] = []
+    splits = _split_lists(root, warnings) if voc_layout else {}
     for xml in xmls:
         filename, declared, boxes = parse_voc_xml(xml, one_based, classes)
         dirs = ([root / "JPEGImages"] if voc_layout else []) + [xml.parent] + extra_dirs

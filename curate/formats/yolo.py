@@ -35,6 +35,7 @@ it points at the train images, with a warning.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -52,6 +53,7 @@ from curate.formats.base import (
     ReadResult,
     WriteOptions,
     canonical_split,
+    finite_number,
     relative_path,
 )
 from curate.formats.output import FileWriter, detection_classes, fmt_frac, image_files_by_split
@@ -114,9 +116,9 @@ def parse_yolo_line(line: str, names: dict[int, str]) -> tuple[str, XYXY, float 
         raise LineError("class id", f"one of 0..{max(names)} ({len(names)} names)" if names else "a names list",
                         str(cid))
     try:
-        values = [float(c) for c in cells[1:]]
+        values = [finite_number(c) for c in cells[1:]]
     except ValueError:
-        raise LineError("coordinates", "numbers", " ".join(cells[1:])) from None
+        raise LineError("coordinates", "finite numbers", " ".join(cells[1:])) from None
     if len(values) in (4, 5):
         x1, y1, x2, y2 = yolo_xywhn_to_xyxyn(values[:4])
         score = values[4] if len(values) == 5 else None
@@ -158,17 +160,42 @@ def yolo_lines(class_ids: Sequence[int], xyxy: Any, resolution_wh: Any) -> list[
             for c, (cx, cy, bw, bh) in zip(class_ids, xywhn, strict=True)]
 
 
+def _class_name(value: Any, file: Path, field: str) -> str:
+    """One class name of ``names``: a text or a number. YAML reads ``null``, ``~`` and an empty entry as None
+    and ``yes``/``no`` as booleans: taken as they are, they became the classes "None" and "True"."""
+    if isinstance(value, str) and value.strip():
+        return value
+    if type(value) in (int, float):
+        return str(value)
+    if value is None or isinstance(value, bool) or isinstance(value, str):
+        shown = "an empty name" if isinstance(value, str) else f"YAML {str(value).lower() if value is not None else 'null'}"
+        raise FormatError(file, field, expected="a class name (quote names such as 'null', 'yes' or 'no')",
+                          found=shown)
+    raise FormatError(file, field, expected="a class name (a text)", found=f"a {type(value).__name__}")
+
+
 def parse_names(value: Any, file: Path) -> dict[int, str]:
-    """``names`` from data.yaml (a list, or a dict keyed by id) -> {id: name}."""
+    """``names`` from data.yaml (a list, or a dict keyed by id) -> {id: name}.
+
+        >>> parse_names(["cat", 7], Path("data.yaml"))
+        {0: 'cat', 1: '7'}
+        >>> parse_names(["cat", None], Path("data.yaml"))
+        Traceback (most recent call last):
+        ...
+        curate.errors.FormatError: data.yaml: names[1]: expected a class name (quote names such as 'null', 'yes' or 'no'), found YAML null
+    """
     if isinstance(value, list):
-        return {i: str(n) for i, n in enumerate(value)}
+        return {i: _class_name(n, file, f"names[{i}]") for i, n in enumerate(value)}
     if isinstance(value, dict):
         out = {}
         for k, v in value.items():
+            if isinstance(k, bool) or not isinstance(k, (int, str)):
+                raise FormatError(file, "names", expected="integer class ids as keys", found=f"a {type(k).__name__}")
             try:
-                out[int(k)] = str(v)
-            except (TypeError, ValueError):
+                cid = int(k)
+            except ValueError:
                 raise FormatError(file, f"names.{k}", expected="an integer class id", found=repr(k)) from None
+            out[cid] = _class_name(v, file, f"names.{k}")
         return out
     raise FormatError(file, "names", expected="a list of class names or {id: name}",
                       found="missing" if value is None else type(value).__name__)
@@ -211,15 +238,57 @@ def detect_yolo(path: Path) -> bool:
     return any(canonical_split(d) and {"images", "labels"} <= set(_dirs(path / d)) for d in top)
 
 
+MAX_YAML_BYTES = 4 << 20  # a data.yaml with 100k class names is about 2 MB
+MAX_YAML_NODES = 1_000_000  # values after aliases are expanded; a billion-laughs file has 10**9
+
+
+def yaml_expanded_size(doc: Any, limit: int) -> int:
+    r"""How many values ``doc`` holds with every alias expanded, counted up to ``limit`` (then ``limit + 1``).
+
+    ``yaml.safe_load`` shares an aliased node instead of copying it, so a
+    "billion laughs" file loads in milliseconds, and the gigabytes appear later
+    when something walks or prints it. This walks it the way they would, and
+    stops at the budget.
+
+        >>> import yaml
+        >>> bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        ...     f"{k}: &{k} [{', '.join(['*' + p] * 10)}]\n" for p, k in zip("abcdefgh", "bcdefghi"))
+        >>> yaml_expanded_size(yaml.safe_load(bomb), 10**6)
+        1000001
+    """
+    count, stack = 0, [doc]
+    while stack:
+        node = stack.pop()
+        count += 1
+        if count > limit:
+            return limit + 1
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return count
+
+
 def _load_yaml(path: Path) -> dict[str, Any]:
     import yaml
 
     try:
+        size = path.stat().st_size
+        if size > MAX_YAML_BYTES:
+            raise FormatError(path, None, expected=f"a data.yaml of at most {MAX_YAML_BYTES >> 20} MB",
+                              found=f"{size} bytes")
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as e:
         raise FormatError(path, None, message=f"cannot read: {e}") from e
+    except RecursionError:
+        raise FormatError(path, None, expected="YAML nested at most a few hundred levels deep",
+                          found="deeper nesting") from None
     except yaml.YAMLError as e:
         raise FormatError(path, None, expected="valid YAML", found=str(e).splitlines()[0]) from e
+    if yaml_expanded_size(doc, MAX_YAML_NODES) > MAX_YAML_NODES:
+        raise FormatError(path, None, expected=f"at most {MAX_YAML_NODES:,} values with its aliases expanded",
+                          found="more (an alias bomb?)")
     if not isinstance(doc, dict):
         raise FormatError(path, None, expected="a YAML mapping with names and train/val", found=type(doc).__name__)
     return doc
@@ -359,10 +428,15 @@ def read_yolo(path: Path, options: ReadOptions) -> ReadResult:
     entries: dict[str, Entry] = {}
     warnings: list[str] = []
     files = FileNames()
+    used_labels: set[str] = set()
     for split, source in sources:
         for image, reason, detail in _iter_images(root, source, options, report):
             key = os.fspath(image)
             if key in entries:
+                first = entries[key].split
+                if first is not None and split is not None and first != split:  # a leak the source already has
+                    warnings.append(f"split_leak: {relative_path(key, root)} is listed in two splits ({first}, "
+                                    f"{split}); kept in {first}")
                 continue
             entry = Entry(key, relative_path(key, root), split=split, reason=reason, detail=detail)
             entries[key] = entry
@@ -370,10 +444,38 @@ def read_yolo(path: Path, options: ReadOptions) -> ReadResult:
                 continue
             label_file = label_path_for(key, files)
             if label_file is not None:
+                used_labels.add(os.fspath(label_file))
                 entry.boxes = _read_label_file(label_file, names, names_src)
+    for split, orphan in _label_files(sources, options):
+        if orphan not in used_labels:  # its boxes describe an image that is not there: a row, as VOC gives
+            rel = relative_path(orphan, root)
+            entries[orphan] = Entry(orphan, rel, split=split, reason="missing_file",
+                                        detail=f"the label file {rel} has no image")
     skipped = report.skipped_dirs + [f"{p}: link loop" for p in report.loops]
     classes = [names[i] for i in sorted(names)]
     return ReadResult(list(entries.values()), warnings=warnings, skipped=skipped, classes=classes)
+
+
+def _label_files(sources: list[tuple[str | None, Path]], options: ReadOptions) -> Iterator[tuple[str | None, str]]:
+    """(split, label file) of every ``.txt`` in the label folders that pair with the image folders
+    (``images/train`` -> ``labels/train``), to find label files whose image is missing."""
+    seen: set[str] = set()
+    for split, source in sources:
+        if not source.is_dir():
+            continue
+        parts = list(source.parts)
+        at = max((i for i, p in enumerate(parts) if p.lower() == "images"), default=None)
+        if at is None:
+            continue
+        for name in LABEL_DIR_NAMES:
+            folder = Path(*parts[:at], name, *parts[at + 1:])
+            if not folder.is_dir() or os.fspath(folder) in seen:
+                continue
+            seen.add(os.fspath(folder))
+            for f in walk(folder, follow_links=options.follow_links):
+                if f.reason is None and f.rel_path.lower().endswith(".txt") and \
+                        os.path.basename(f.rel_path).lower() not in ("classes.txt", "readme.txt"):
+                    yield split, os.fspath(f.path)
 
 
 def _read_label_file(path: Path, names: dict[int, str], names_src: str) -> list[Box]:
@@ -392,6 +494,10 @@ def _read_label_file(path: Path, names: dict[int, str], names_src: str) -> list[
             except (KeyError, ValueError):
                 pass  # parse_yolo_line below says what is wrong
             else:
+                if math.isfinite(cx + cy + w + h):  # else (inf, nan, 1e999) parse_yolo_line names it
+                    boxes.append(Box(label, cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2, normalized=True))
+                    continue
+
                 boxes.append(Box(label, cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2, normalized=True))
                 continue
         try:

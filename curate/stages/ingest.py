@@ -142,12 +142,32 @@ def _register_sources(ws: Workspace, specs: list[SourceSpec]
     return resolved, known
 
 
+# A file with one of these suffixes, given as SOURCE, describes images: it is never ingested as one file.
+ANNOTATION_SUFFIXES = (".json", ".xml", ".yaml", ".yml", ".csv", ".tsv", ".txt")
+
+
 def read_source(path: Path, spec: SourceSpec, options: IngestOptions) -> tuple[str, ReadResult]:
+    """(layout, what its reader found) for one source.
+
+    A file given as the source is auto-detected like a folder (a COCO JSON, a
+    VOC XML, a ``data.yaml``, a per-image JSON, a list); an annotation-like
+    file that no format recognises is an error, and any other file is one
+    image.
+    """
     ropts = ReadOptions(label=spec.label, follow_links=options.follow_links, extra=dict(options.read_extra))
     if spec.layout == "auto":
-        if path.is_file() and not REGISTRY["csv"].detect(path):  # type: ignore[misc]
-            return "file", ReadResult([Entry(str(path), path.name, label=spec.label)])
-        fmt = detect(path)
+        if path.is_file():
+            try:
+                fmt = detect(path)
+            except SourceError:
+                if path.suffix.lower() in ANNOTATION_SUFFIXES:
+                    raise SourceError("", file=path, expected="a COCO JSON, a VOC XML, a YOLO data.yaml, a "
+                                      "per-image JSON or a CSV/TXT list", found="a file no format recognises",
+                                      hint="force a layout with --layout (and --json-mapping for per-image "
+                                      "JSON)") from None
+                return "file", ReadResult([Entry(str(path), path.name, label=spec.label)])
+        else:
+            fmt = detect(path)
     else:
         if spec.layout not in REGISTRY or REGISTRY[spec.layout].read is None:
             from curate.formats import readable_formats
@@ -159,6 +179,20 @@ def read_source(path: Path, spec: SourceSpec, options: IngestOptions) -> tuple[s
     if fmt.name in ("folder", "flat"):
         result.warnings += _annotation_files_hint(result.entries)
     return fmt.name, result
+
+
+def _check_something_to_ingest(path: Path, layout: str, result: ReadResult) -> None:
+    """A SourceError when a source yields nothing to ingest: an empty folder, a list without rows, or a
+    list none of whose names is a file (a README given as a list). Exiting 0 on such a source hid the mistake."""
+    if not result.entries:
+        found = "an empty folder" if path.is_dir() else f"no image listed in it (read as {layout})"
+        raise SourceError("", file=path, expected="at least one file to ingest", found=found,
+                          hint="check the path, or force a layout with --layout")
+    if layout == "csv" and all(e.reason == "missing_file" for e in result.entries):
+        first = result.entries[0].rel_path
+        raise SourceError("", file=path, field="file", expected="a list naming image files",
+                          found=f"{len(result.entries)} names, none of them an existing file (first: {first!r})",
+                          hint="names in a list are relative to its folder, or to --images-dir")
 
 
 def _annotation_files_hint(entries: list[Entry]) -> list[str]:
@@ -418,6 +452,21 @@ class _ReadRows:
     warnings: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     pinned: set[str] = field(default_factory=set)  # sample_ids whose split ingest --split set
+    row_of: dict[str, int] = field(default_factory=dict)  # sample_id -> its row in columns
+    source_problems: list[str] = field(default_factory=list)  # label and split conflicts inside a source
+
+    def _report_repeat(self, name: str, sid: str, e: Entry) -> None:
+        """A second entry for one file: a label or split that differs from the first is reported, never dropped
+        silently (the first is kept). The same image in two splits is a leak the source already has."""
+        row = self.row_of.get(sid)
+        if row is None:
+            return
+        for what, first, again in (("label", self.columns["label"][row], e.label),
+                                   ("split", self.columns["split"][row], e.split)):
+            if first is not None and again is not None and first != again:
+                kind = "label_conflict" if what == "label" else "split_leak"
+                self.source_problems.append(f"{name}: {kind}: {e.rel_path} is given the {what}s {first!r} and "
+                                            f"{again!r}; kept {first!r}")
 
     def add(self, name: str, layout: str, result: ReadResult, seen_ids: set[str], pin: str | None = None,
             roots: Sequence[str | Path] = (), follow_links: bool = False) -> None:
@@ -439,9 +488,11 @@ class _ReadRows:
             if e.reason is None:
                 self.to_probe.append(e.path)
             sid = sample_id_for(name, e.rel_path)
-            if sid in seen_ids:  # e.g. a list naming one file twice: one row
+            if sid in seen_ids:  # e.g. a list naming one file twice: one row, the first entry's
+                self._report_repeat(name, sid, e)
                 continue
             seen_ids.add(sid)
+            self.row_of[sid] = len(cols["sample_id"])
             if e.boxes and e.reason is None:
                 self.boxed.append((len(cols["sample_id"]), e))
             for c, v in zip(_ENTRY_COLUMNS, (sid, name, e.path, e.rel_path, layout, e.label, e.split,
@@ -544,6 +595,7 @@ def ingest(manifest: pd.DataFrame, options: IngestOptions, *, ws: Workspace,
     seen_ids: set[str] = set()
     for name, path, spec in sources:
         layout, result = read_source(path, spec, options)
+        _check_something_to_ingest(path, layout, result)
         if result.classes:
             read.classes[name] = result.classes
         read.warnings += [f"{name}: {w}" for w in result.warnings]
@@ -560,7 +612,8 @@ def ingest(manifest: pd.DataFrame, options: IngestOptions, *, ws: Workspace,
         new = _carry_decisions(new, manifest)
     else:
         new, ann_rows, box_problems, reused = manifest.iloc[0:0], [], [], 0
-    warnings, skipped, classes = read.warnings, read.skipped, read.classes
+    warnings, skipped, classes = read.warnings + read.source_problems, read.skipped, read.classes
+    source_problems = read.source_problems
     del read
 
     touched = {n for n, _, _ in sources}
@@ -615,7 +668,7 @@ def ingest(manifest: pd.DataFrame, options: IngestOptions, *, ws: Workspace,
     if warnings or box_problems:
         summary["warnings"] = warnings + box_problems
     record = {"sources": {n: str(p) for n, p, _ in sources}, "skipped": skipped, "box_problems": box_problems,
-              "classes": classes}
+              "classes": classes, "source_problems": source_problems}
     return StageResult(combined, ann, summary=summary, record=record, files={SOURCES_FILE: sources_bytes(all_sources)})
 
 

@@ -181,3 +181,95 @@ def test_writer_ids_unique_across_splits_and_pycocotools_loads(tmp_path, skimage
     assert sorted(ids) == [1, 2, 3] and sorted(ann_ids) == [1, 2, 3]
     val = COCO(str(tmp_path / "annotations/instances_val.json"))
     assert sorted(a["bbox"] for a in val.anns.values()) == [[0.0, 0.0, 512.0, 512.0], [10.0, 10.0, 10.0, 10.0]]
+
+
+# -- hostile and malformed input (issue 13) -----------------------------------
+
+@pytest.mark.parametrize("text, found", [
+    # JSON has no Infinity; Python's parser takes it, and the box became infinite (OverflowError)
+    ('"width": Infinity', "Infinity at line 1 column"),
+    ('"width": 1e999', "1e999 at line 1 column"),  # parses to inf
+    ('"width": NaN', "NaN at line 1 column"),
+])
+def test_non_finite_numbers_name_the_file(tmp_path, text, found):
+    p = _coco(tmp_path)
+    p.write_text(p.read_text().replace('"width": 10', text))
+    with pytest.raises(FormatError) as e:
+        read_coco(p, ReadOptions())
+    assert str(e.value).startswith(f"{p}: expected finite numbers (JSON has no Infinity or NaN), found {found}")
+
+
+def test_deep_nesting_is_a_format_error_also_in_detection(tmp_path):
+    p = tmp_path / "instances_train.json"
+    p.write_text('{"images": ' + "[" * 100_000 + "]" * 100_000 + ', "categories": []}')
+    assert detect(p).name == "coco"  # detection looks at the head only: no parse, no RecursionError
+    with pytest.raises(FormatError) as e:
+        read_coco(p, ReadOptions())
+    assert str(e.value) == f"{p}: expected JSON nested at most a few hundred levels deep, found deeper nesting"
+
+
+@pytest.mark.parametrize("annotation, message", [
+    # an unhashable id was a TypeError ("unhashable type: 'list'")
+    ({"image_id": [1], "category_id": 1, "bbox": [1, 1, 2, 2]},
+     "annotations[0].image_id: expected the id of an image in images, found [1]"),
+    ({"image_id": 1, "category_id": {"id": 1}, "bbox": [1, 1, 2, 2]},
+     "annotations[0].category_id: expected one of the category ids [1], found {\"id\": 1}"),
+    # a polygon of text went to pycocotools / float()
+    ({"image_id": 1, "category_id": 1, "segmentation": ["1 2 3 4 5 6"]},
+     "annotations[0].segmentation[0]: expected a polygon: a list of x, y numbers, found \"1 2 3 4 5 6\""),
+    ({"image_id": 1, "category_id": 1, "segmentation": [[1, 2, "x", 4]]},
+     "annotations[0].segmentation[0]: expected a polygon: a list of x, y numbers, found [1, 2, \"x\", 4]"),
+    # RLE with a size that is not [h, w]
+    ({"image_id": 1, "category_id": 1, "segmentation": {"size": ["a"], "counts": "abc"}},
+     "annotations[0].segmentation.size: expected [height, width], two positive integers, found [\"a\"]"),
+    ({"image_id": 1, "category_id": 1, "segmentation": {"size": [4, 4], "counts": [1, -2]}},
+     "annotations[0].segmentation.counts: expected run lengths (non-negative integers) or an RLE string, "
+     "found [1, -2]"),
+])
+def test_malformed_ids_and_segmentations_name_the_field(tmp_path, annotation, message):
+    p = _coco(tmp_path, annotations=[{"id": 1, **annotation}])
+    with pytest.raises(FormatError) as e:
+        read_coco(p, ReadOptions())
+    assert str(e.value) == f"{p}: {message}"
+
+
+@pytest.mark.parametrize("annotation, problem", [
+    # [x, y, -w, h] was flipped into the box left of x: another box
+    ({"bbox": [5, 1, -3, 2]}, "annotations[0].bbox [5, 1, -3, 2] has a negative width or height"),
+    # pycocotools decodes any text: garbage became a box over the whole width
+    ({"segmentation": {"size": [5, 10], "counts": "ab~~"}},
+     "annotations[0].segmentation.counts is not a valid RLE string (character '~' is not in the RLE alphabet)"),
+    ({"segmentation": {"size": [5, 10], "counts": [3, 4]}},
+     "annotations[0].segmentation.counts covers 7 pixels, not the 5x10 = 50 of its size"),
+])
+def test_wrong_boxes_are_left_out_and_reported(tmp_path, annotation, problem):
+    good = {"id": 2, "image_id": 1, "category_id": 1, "bbox": [1, 1, 2, 2]}
+    p = _coco(tmp_path, annotations=[{"id": 1, "image_id": 1, "category_id": 1, **annotation}, good])
+    res = read_coco(p, ReadOptions())
+    assert [(b.x1, b.y1, b.x2, b.y2) for b in res.entries[0].boxes] == [(1.0, 1.0, 3.0, 3.0)]
+    assert res.warnings == [f"instances_train.json: {problem}; the box is left out"]
+
+
+def test_rle_bounds_agree_with_pycocotools(tmp_path):
+    import numpy as np
+    from pycocotools import mask as mask_utils
+
+    mask = np.zeros((7, 9), dtype=np.uint8)
+    mask[2:5, 3:8] = 1
+    mask[6, 1] = 1
+    rle = mask_utils.encode(np.asfortranarray(mask))
+    x, y, w, h = (float(v) for v in mask_utils.toBbox(rle))
+    seg = {"size": [7, 9], "counts": rle["counts"].decode()}
+    p = _coco(tmp_path, annotations=[{"id": 1, "image_id": 1, "category_id": 1, "segmentation": seg}])
+    b = read_coco(p, ReadOptions()).entries[0].boxes[0]
+    assert (b.x1, b.y1, b.x2, b.y2) == (x, y, x + w, y + h) == (1.0, 2.0, 8.0, 7.0)
+
+
+def test_an_image_in_two_splits_is_reported(tmp_path):
+    ann = tmp_path / "annotations"
+    ann.mkdir()
+    for split in ("train", "val"):
+        _coco(tmp_path).rename(ann / f"instances_{split}.json")
+    res = read_coco(tmp_path, ReadOptions())
+    assert [e.split for e in res.entries] == ["train"]
+    assert "an image in two splits (train, val)" in " ".join(res.warnings)

@@ -249,3 +249,64 @@ def test_aihub_split_folders_set_the_split(tmp_path, skimage_dir, folder, split)
     assert detect(root).name == "json"  # the JSON sits a few folders down
     [e] = read_json(root, ReadOptions()).entries
     assert e.split == split
+
+
+# -- hostile and malformed input (issue 13) -----------------------------------
+
+@pytest.mark.parametrize("raw, found", [
+    ('"x2": Infinity', "Infinity at line 1"),  # was an OverflowError at int() or a box of infinite size
+    ('"x2": 1e999', "1e999 at line 1"),
+    ('"width": NaN', "NaN at line 1"),
+])
+def test_non_finite_numbers_name_the_file(tmp_path, skimage_dir, raw, found):
+    doc = {"image": "coffee.png", "width": 600, "height": 400, "boxes": [{"x1": 1, "y1": 2, "x2": 3, "y2": 4,
+                                                                          "label": "cup"}]}
+    root = _dataset(tmp_path, skimage_dir, {"coffee.json": doc})
+    text = (root / "coffee.json").read_text()
+    (root / "coffee.json").write_text(text.replace('"x2": 3', raw) if "x2" in raw else text.replace('"width": 600', raw))
+    with pytest.raises(FormatError) as e:
+        read_json(root, ReadOptions(extra={"json_mapping": "default"}))
+    assert str(e.value).startswith(f"{root / 'coffee.json'}: expected finite numbers (JSON has no Infinity or NaN), "
+                                   f"found {found}")
+
+
+def test_infinity_as_numeric_text_names_the_box(tmp_path, skimage_dir):
+    root, doc = _golden_dataset(tmp_path, skimage_dir, "aihub-household-waste")
+    doc["Bounding"][1]["x2"] = "1e999"
+    (root / "25_X001_C012_1217_0.json").write_text(json.dumps(doc))
+    with pytest.raises(FormatError) as e:
+        read_json(root, ReadOptions(extra={"json_mapping": "aihub-household-waste"}))
+    assert str(e.value) == (f"{root / '25_X001_C012_1217_0.json'}: Bounding[1]: expected finite coordinates, "
+                            "found [300.5, 120, inf, 260]")
+
+
+@pytest.mark.parametrize("depth", [100_000, 900])  # past the parser's limit; within it, past the validator's
+def test_deep_nesting_is_a_format_error_also_in_detection(tmp_path, skimage_dir, depth):
+    root = _dataset(tmp_path, skimage_dir, {})
+    (root / "coffee.json").write_text('{"image": "coffee.png", "boxes": ' + "[" * depth + "]" * depth + "}")
+    detect(root)  # no RecursionError: the folder is simply not detected as per-image JSON
+    with pytest.raises(FormatError) as e:
+        read_json(root, ReadOptions(extra={"json_mapping": "default"}))
+    assert str(e.value).startswith(f"{root / 'coffee.json'}: ")
+
+
+def test_one_image_described_in_two_split_folders_is_reported(tmp_path, skimage_dir):
+    doc = {"image": "coffee.png", "boxes": []}
+    root = _dataset(tmp_path, skimage_dir, {"train/a.json": doc, "val/a.json": doc})
+    res = read_json(root, ReadOptions(extra={"json_mapping": "default"}))
+    assert [e.split for e in res.entries] == ["train"]
+    assert "in another split (train, val): a split_leak in the source, kept in train;" in res.warnings[0]
+
+
+def test_one_per_image_json_file_is_detected(tmp_path, skimage_dir):
+    root = _dataset(tmp_path, skimage_dir, {"coffee.json": {"image": "coffee.png", "boxes": []}})
+    assert detect(root / "coffee.json").name == "json"
+
+
+@pytest.mark.parametrize("depth", [100_000, 900])
+def test_a_deeply_nested_mapping_file_is_an_option_error(tmp_path, depth):
+    p = tmp_path / "deep.mapping.json"
+    p.write_text('{"boxes": "b", "box": ' + "[" * depth + "]" * depth + "}")
+    with pytest.raises(OptionError) as e:
+        load_mapping(p)
+    assert str(e.value).startswith(str(p))

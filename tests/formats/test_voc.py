@@ -65,9 +65,16 @@ def test_pixel_conventions(one_based, expected):
     ("<object><name>cat</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>2</xmax></bndbox></object>",
      "object[1]/bndbox/ymax: expected a number, found missing"),
     ("<object><name>cat</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>2px</xmax><ymax>2</ymax></bndbox></object>",
-     "object[1]/bndbox/xmax: expected a number, found '2px'"),
-    ("<size><width>ten</width><height>5</height></size>",
-     "size: expected numeric width and height, found could not convert string to float: 'ten'"),
+     "object[1]/bndbox/xmax: expected a finite number, found '2px'"),
+    ("<size><width>ten</width><height>5</height></size>", "size/width: expected a finite number, found 'ten'"),
+    # issue 13: Infinity / 1e999 / NaN were an OverflowError at int(), or a box of infinite size
+    ("<size><width>600</width><height>1e999</height></size>", "size/height: expected a finite number, found '1e999'"),
+    ("<size><width>Infinity</width><height>5</height></size>",
+     "size/width: expected a finite number, found 'Infinity'"),
+    ("<object><name>cat</name><bndbox><xmin>1</xmin><ymin>nan</ymin><xmax>2</xmax><ymax>2</ymax></bndbox></object>",
+     "object[1]/bndbox/ymin: expected a finite number, found 'nan'"),
+    ("<object><name>cat</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>inf</xmax><ymax>2</ymax></bndbox></object>",
+     "object[1]/bndbox/xmax: expected a finite number, found 'inf'"),
 ])
 def test_malformed_xml_names_file_and_field(tmp_path, body, message):
     p = tmp_path / "a.xml"
@@ -123,3 +130,15 @@ def test_flat_folder_of_xml_beside_images(tmp_path, skimage_dir):
     assert detect(tmp_path).name == "voc"
     res = read_voc(tmp_path, ReadOptions())
     assert [(e.rel_path, e.split, len(e.boxes)) for e in res.entries] == [("cup.png", None, 1)]
+
+
+def test_an_image_in_two_split_lists_is_reported(tmp_path, skimage_dir):
+    for d in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        (tmp_path / d).mkdir(parents=True)
+    shutil.copy(skimage_dir / "coffee.png", tmp_path / "JPEGImages/a.png")
+    (tmp_path / "Annotations/a.xml").write_text("<annotation><filename>a.png</filename></annotation>")
+    (tmp_path / "ImageSets/Main/train.txt").write_text("a\n")
+    (tmp_path / "ImageSets/Main/val.txt").write_text("a\n")
+    res = read_voc(tmp_path, ReadOptions())
+    assert [e.split for e in res.entries] == ["train"]
+    assert res.warnings == ["ImageSets/Main: a is listed in two splits (train, val): a leak in the source; kept in train"]

@@ -67,7 +67,9 @@ def test_parse_line(line, expected):
     ("2 0.5 0.5 0.1 0.1", "class id: expected one of 0..1 (2 names), found 2"),  # id beyond names
     ("-1 0.5 0.5 0.1 0.1", "class id: expected one of 0..1 (2 names), found -1"),
     ("cat 0.5 0.5 0.1 0.1", "class id: expected an integer, found 'cat'"),  # a name, not an id
-    ("0 0.5 0.5 wide 0.1", "coordinates: expected numbers, found 0.5 0.5 wide 0.1"),
+    ("0 0.5 0.5 wide 0.1", "coordinates: expected finite numbers, found 0.5 0.5 wide 0.1"),
+    ("0 0.5 0.5 inf 0.1", "coordinates: expected finite numbers, found 0.5 0.5 inf 0.1"),  # issue 13
+    ("0 0.5 nan 0.1 0.1", "coordinates: expected finite numbers, found 0.5 nan 0.1 0.1"),
     ("0 0.5 0.5", "values: expected class cx cy w h (or a polygon of x y pairs), found 3 values"),
 ])
 def test_bad_line(line, message):
@@ -199,3 +201,91 @@ def test_label_file_with_an_unknown_class_still_names_file_and_line(tmp_path):
     with pytest.raises(FormatError) as e:
         _read_label_file(p, {0: "a", 1: "b"}, "data.yaml")
     assert "line 2: class id" in str(e.value) and "data.yaml" in str(e.value)
+
+
+# -- hostile and malformed input (issue 13) -----------------------------------
+
+def _ultralytics(root, skimage_dir, names: str):
+    (root / "images/train").mkdir(parents=True)
+    (root / "labels/train").mkdir(parents=True)
+    shutil.copy(skimage_dir / "coffee.png", root / "images/train/a.png")
+    (root / "labels/train/a.txt").write_text("0 0.5 0.5 0.1 0.1\n")
+    (root / "data.yaml").write_text(f"train: images/train\nval: images/train\nnames: {names}\n")
+    return root / "data.yaml"
+
+
+@pytest.mark.parametrize("names, field, found", [
+    ("[cup, null]", "names[1]", "YAML null"),  # was the class "None"
+    ("[cup, ~]", "names[1]", "YAML null"),
+    ("[cup, no]", "names[1]", "YAML false"),  # YAML 1.1: was the class "False"
+    ("{0: cup, 1: }", "names.1", "YAML null"),
+    ("['cup', '  ']", "names[1]", "an empty name"),
+    ("[cup, [a, b]]", "names[1]", "a list"),
+])
+def test_a_class_name_that_is_no_name_is_refused(tmp_path, skimage_dir, names, field, found):
+    yaml_path = _ultralytics(tmp_path, skimage_dir, names)
+    with pytest.raises(FormatError) as e:
+        read_yolo(tmp_path, ReadOptions())
+    expected = "a class name (a text)" if found == "a list" else \
+        "a class name (quote names such as 'null', 'yes' or 'no')"
+    assert str(e.value) == f"{yaml_path}: {field}: expected {expected}, found {found}"
+
+
+def test_a_quoted_null_is_a_name(tmp_path, skimage_dir):
+    _ultralytics(tmp_path, skimage_dir, "['null', 'no']")
+    assert read_yolo(tmp_path, ReadOptions()).classes == ["null", "no"]
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path, skimage_dir):
+    """Billion laughs in names: 10**9 strings once expanded (it built GBs, then MemoryError after 14 s)."""
+    import time
+
+    bomb = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+        f"{k}: &{k} [{', '.join(['*' + p] * 10)}]\n" for p, k in zip("abcdefgh", "bcdefghi", strict=True))
+    yaml_path = _ultralytics(tmp_path, skimage_dir, "*i")
+    yaml_path.write_text(bomb + yaml_path.read_text())
+    t0 = time.perf_counter()
+    with pytest.raises(FormatError) as e:
+        read_yolo(tmp_path, ReadOptions())
+    assert time.perf_counter() - t0 < 5
+    assert str(e.value) == (f"{yaml_path}: expected at most 1,000,000 values with its aliases expanded, "
+                            "found more (an alias bomb?)")
+
+
+def test_a_huge_data_yaml_is_refused_unread(tmp_path, skimage_dir):
+    yaml_path = _ultralytics(tmp_path, skimage_dir, "[cup]")
+    with open(yaml_path, "a") as f:
+        f.write("# " + "x" * (5 << 20) + "\n")
+    with pytest.raises(FormatError) as e:
+        read_yolo(tmp_path, ReadOptions())
+    assert str(e.value).startswith(f"{yaml_path}: expected a data.yaml of at most 4 MB, found ")
+
+
+def test_a_label_file_without_its_image_is_a_missing_file_row(tmp_path, skimage_dir):
+    """It vanished without a row; VOC records missing_file for an XML without its image."""
+    _ultralytics(tmp_path, skimage_dir, "[cup]")
+    (tmp_path / "labels/train/gone.txt").write_text("0 0.5 0.5 0.1 0.1\n")
+    res = read_yolo(tmp_path, ReadOptions())
+    got = {e.rel_path: (e.split, e.reason, e.detail) for e in res.entries}
+    assert got == {"images/train/a.png": ("train", None, None),
+                   "labels/train/gone.txt": ("train", "missing_file", "the label file labels/train/gone.txt has no "
+                                             "image")}
+
+
+def test_an_image_in_two_split_lists_is_reported(tmp_path, skimage_dir):
+    (tmp_path / "images").mkdir()
+    shutil.copy(skimage_dir / "coffee.png", tmp_path / "images/a.png")
+    (tmp_path / "train.txt").write_text("images/a.png\n")
+    (tmp_path / "val.txt").write_text("images/a.png\n")
+    (tmp_path / "data.yaml").write_text("train: train.txt\nval: val.txt\nnames: [cup]\n")
+    res = read_yolo(tmp_path, ReadOptions())
+    assert [(e.rel_path, e.split) for e in res.entries] == [("images/a.png", "train")]
+    assert res.warnings == ["split_leak: images/a.png is listed in two splits (train, val); kept in train"]
+
+
+def test_a_deeply_nested_data_yaml_is_a_format_error(tmp_path, skimage_dir):
+    yaml_path = _ultralytics(tmp_path, skimage_dir, "[cup]")
+    yaml_path.write_text(yaml_path.read_text() + "extra: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(FormatError) as e:
+        read_yolo(tmp_path, ReadOptions())
+    assert str(e.value) == f"{yaml_path}: expected YAML nested at most a few hundred levels deep, found deeper nesting"
