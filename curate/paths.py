@@ -53,14 +53,21 @@ def confine(path: str, roots: Sequence[str | Path], *, follow_links: bool) -> tu
                                     "(pass --images-dir with its folder, or --follow-links, to read it)")
 
 
+# What a workspace holds of its own (curate.workspace): an output file never replaces one of them.
+WORKSPACE_FILES = frozenset({"manifest.parquet", "annotations.parquet", "curate.json", "sources.json", ".lock"})
+WORKSPACE_DIRS = ("objects", "runs", "exports", ".partial", ".tmp")
+
+
 def check_output(out: str | Path, *, sources: Sequence[str | Path] = (), workspace: str | Path | None = None,
                  option: str = "--out", folder: bool = False) -> Path:
     """``out`` as an absolute path, or a :class:`CurateError` when writing there could touch a source.
 
     Refused: a path inside a source folder (or the folder of a file source),
     a source file itself, and, for a folder output, one that would hold the
-    workspace or a source. A file output inside the workspace is refused only
-    where it would replace one of curate's own tables.
+    workspace or a source, or lie inside the workspace. A file output inside
+    the workspace is refused where it would replace one of curate's own files
+    (its tables, ``curate.json``, ``sources.json``, anything under
+    ``objects/``, ``runs/``, ``exports/``).
     """
     target = Path(out).expanduser().absolute()
     for src in sources:
@@ -77,8 +84,11 @@ def check_output(out: str | Path, *, sources: Sequence[str | Path] = (), workspa
         if folder and inside(ws, target):
             raise CurateError("", field=option, expected="a folder that does not hold the workspace",
                               found=f"{target}, which holds {ws}", hint="choose another path")
-        own = {"manifest.parquet", "annotations.parquet", "curate.json", "sources.json", ".lock"}
-        if not folder and target.parent == ws and target.name in own:
+        if folder and inside(target, ws):
+            raise CurateError("", field=option, expected="a folder outside the workspace", found=f"{target}, inside {ws}",
+                              hint="the workspace holds curate's own files; choose another path")
+        if not folder and (any(inside(target, ws / d) for d in WORKSPACE_DIRS)
+                           or (target.parent == ws and target.name in WORKSPACE_FILES)):
             raise CurateError("", field=option, expected="a path that is not one of the workspace's own files",
                               found=str(target), hint="choose another path")
     return target

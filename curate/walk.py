@@ -7,6 +7,8 @@ The rules (also in docs/ingest.md):
 - Hidden files (name starts with ``.``) become rows dropped as ``hidden``;
   OS by-products (``.DS_Store``, ``Thumbs.db``, ``desktop.ini``, anything
   under ``__MACOSX/``) are dropped as ``system_file``. Neither is decoded.
+- The marker curate writes into each export (``.curate-export.json`` at its
+  top) is not a row: reading a curate export back gives its images only.
 - Hidden folders (``.git``, ``.ipynb_checkpoints``, ...) are not entered; they
   are listed in the run record so the user can see what was passed over.
 - Symbolic links to files are followed when the target lies inside the source;
@@ -34,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from curate.imageio import SYSTEM_DIRS, SYSTEM_FILES
+
+EXPORT_MARKER = ".curate-export.json"  # curate.stages.export.MARKER_NAME (kept here: walk imports no stages)
 
 
 @dataclass
@@ -136,6 +140,8 @@ def walk(root: str | Path, *, follow_links: bool = False, report: WalkReport | N
                 yield WalkedFile(shown, rel_path, "bad_filename",
                                  "the name is not valid UTF-8; rename it (e.g. `convmv -f cp949 -t utf-8 -r --notest "
                                  "FOLDER` for Korean names from a Windows zip)")
+                continue
+            if entry.name == EXPORT_MARKER and not rel:  # curate's own note on an export it wrote: not data
                 continue
             reason, detail = classify_name(parts)
             yield WalkedFile(entry.path, rel_path, reason, detail)

@@ -34,11 +34,13 @@ from typing import Any
 from curate.errors import ExportError, OptionError, SourceError
 from curate.stages.export import (
     ExportOptions,
+    _release,
     check_options,
     check_target,
     export_to,
     make_staging,
     plan_export,
+    recover,
 )
 
 CONVERT_WS = ".curate-convert-workspace"
@@ -59,6 +61,7 @@ class ConvertOptions:
     voc_one_based: bool = False
     workers: int = 0
     read_extra: dict[str, Any] = field(default_factory=dict)  # json_mapping, images_dir, voc_one_based
+    force: bool = False  # with overwrite: replace a non-empty --out that is not a curate export
 
 
 def source_format(source: Path, name: str) -> str:
@@ -84,11 +87,12 @@ def convert(options: ConvertOptions) -> dict[str, Any]:
     out = Path(options.out).expanduser().absolute()
     eopts = ExportOptions(options.to_format, out, options.overwrite, options.link, options.verify,
                           options.default_split, options.classes, options.split_dirs, options.voc_one_based,
-                          extra={"json_mapping": options.read_extra.get("json_mapping")})
+                          extra={"json_mapping": options.read_extra.get("json_mapping")}, force=options.force)
     check_options(eopts)
     layout = source_format(source, options.from_format)
-    check_target(out, options.overwrite, [source])
-    staging = make_staging(out)
+    recover(out)
+    check_target(out, options.overwrite, [source], force=options.force)
+    staging, held = make_staging(out)
     try:
         ws = Workspace.create(staging / CONVERT_WS)
         read_extra = {"voc_one_based": options.voc_one_based, **options.read_extra}
@@ -111,7 +115,8 @@ def convert(options: ConvertOptions) -> dict[str, Any]:
                               found=f"none ({reasons or 'no files'})", hint="check --from and --images-dir")
         plan, boxes = plan_export(manifest, annotations, options.default_split)
         try:
-            summary = export_to(plan, boxes, eopts, [source], staging=staging)
+            summary = export_to(plan, boxes, eopts, [source], staging=(staging, held),
+                                marker={"source": str(source), "from": layout})
         except ExportError as e:
             if e.field != "boxes":
                 raise
@@ -126,6 +131,8 @@ def convert(options: ConvertOptions) -> dict[str, Any]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    finally:
+        _release(held)
     summary.pop("_files")
     summary.pop("_classes")
     summary.pop("format")

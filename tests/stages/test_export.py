@@ -4,6 +4,7 @@ a wrong export."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -128,21 +129,39 @@ def test_non_empty_out_is_refused_then_overwritten(ws, tmp_path):
     assert res.output == (f"Error: {out}: expected an empty or new folder, found a folder with 1 entries "
                           "(pass --overwrite to replace it)\n")
     assert _files(out) == ["keep.txt"]
+    # --overwrite replaces only what curate exported: keep.txt's folder is not one
     res = runner.invoke(cli, ["export", str(ws.root), "--format", "voc", "--out", str(out), "--overwrite"])
+    assert res.exit_code == 1
+    assert res.output == (f"Error: {out}: expected a curate export to replace (one holding .curate-export.json), "
+                          "found a folder with 1 entries that curate did not export (--overwrite replaces only "
+                          "curate's own exports; add --force to replace this folder and everything in it)\n")
+    assert _files(out) == ["keep.txt"]
+    res = runner.invoke(cli, ["export", str(ws.root), "--format", "voc", "--out", str(out), "--overwrite", "--force"])
     assert res.exit_code == 0, res.output
     assert "keep.txt" not in _files(out) and "Annotations/horse.xml" in _files(out)
     assert sorted(os.listdir(tmp_path)) == ["out"]  # no staging or old folder left next to it
+    marker = json.loads((out / ".curate-export.json").read_text())
+    assert (marker["format"], marker["images"], marker["workspace"]) == ("voc", 7, str(ws.root))
+    # a curate export is replaced by --overwrite alone
+    res = runner.invoke(cli, ["export", str(ws.root), "--format", "yolo", "--out", str(out), "--overwrite"])
+    assert res.exit_code == 0, res.output
+    assert "data.yaml" in _files(out) and json.loads((out / ".curate-export.json").read_text())["format"] == "yolo"
+    assert sorted(os.listdir(tmp_path)) == ["out"]
 
 
 def test_out_holding_the_workspace_or_inside_a_source_is_refused(ws, tmp_path):
     with pytest.raises(ExportError) as e:
         ws.run_stage("export", export, ExportOptions("yolo", ws.root.parent, overwrite=True))
-    assert str(e.value) == (f"{ws.root.parent}: expected an output folder outside the workspace and the sources, "
-                            f"found a folder holding {ws.root} (choose another --out)")
+    assert str(e.value) == (f"--out: expected a folder that does not hold a source, found {ws.root.parent}, which "
+                            f"holds the source {ws.root.parent / 'photos'} (choose another path)")
+    with pytest.raises(ExportError) as e:
+        ws.run_stage("export", export, ExportOptions("yolo", ws.root / "objects" / "out", overwrite=True))
+    assert str(e.value) == (f"--out: expected a folder outside the workspace, found {ws.root / 'objects' / 'out'}, "
+                            f"inside {ws.root} (the workspace holds curate's own files; choose another path)")
     src = Path(ws.read_manifest()["origin_path"].iloc[0]).parent
     with pytest.raises(ExportError) as e:
         ws.run_stage("export", export, ExportOptions("yolo", src / "export"))
-    assert "expected an output folder outside the sources, found a folder inside the source" in str(e.value)
+    assert "expected a path outside the sources, found " + str(src / "export") + ", inside the source" in str(e.value)
     assert not (src / "export").exists()
 
 
