@@ -16,10 +16,15 @@ What an export guarantees (docs/formats.md has the per-format layouts):
 - Everything is written to a hidden staging folder next to ``--out``, read back
   with curate's own reader and compared with the kept rows (counts, splits,
   labels, boxes within 1e-6 of the image size; the displayed size of every
-  re-encoded image, the byte count of every other), and only then renamed to
-  ``--out``. A failed export leaves nothing behind.
-- A non-empty ``--out`` is refused unless ``--overwrite``; even then an ``--out``
-  that holds the workspace or a source folder is refused.
+  re-encoded image, the byte count of every other; the sha256 of every image's
+  bytes against the manifest, so a source changed since ingest is refused,
+  naming ``curate ingest``), and only then renamed to ``--out``. A failed or
+  interrupted (Ctrl-C, SIGTERM) export leaves nothing behind; a killed one
+  never leaves ``--out`` missing for good (:func:`publish`, :func:`recover`).
+- Every export holds ``.curate-export.json``. A non-empty ``--out`` is refused
+  unless ``--overwrite``, which replaces only a curate export (``--force``:
+  any folder); an ``--out`` that holds or lies in the workspace or a source is
+  always refused (:func:`curate.paths.check_output`).
 - The map from each written file back to its ``sample_id`` and source file is
   kept in ``WS/exports/`` (named in the run record).
 
@@ -338,7 +343,7 @@ def plan_export(manifest: pd.DataFrame, annotations: pd.DataFrame | None, defaul
     kept["width"] = kept["width"].astype("int64")
     kept["height"] = kept["height"].astype("int64")
     cols = ["sample_id", "path", "origin_path", "rel_path", "split", "label", "width", "height", "mode",
-            "file_size", "action", "why", "name"]
+            "file_size", "sha256", "action", "why", "name"]
     plan = kept[cols].reset_index(drop=True)
     ann = annotations if annotations is not None else pd.DataFrame(columns=["sample_id"])
     boxes = ann[ann["sample_id"].isin(set(plan["sample_id"]))].reset_index(drop=True) if len(ann) else ann.iloc[0:0]
@@ -365,6 +370,12 @@ def write_dataset(plan: pd.DataFrame, boxes: pd.DataFrame, target: Path, options
     checked = 0
     if options.verify:
         problems, checked = verify_export(fmt, plan, boxes, target, result, options)
+        stale = [p for p in problems if CHANGED in p]
+        if stale:
+            shown = "; ".join(stale[:5]) + (f"; and {len(stale) - 5} more" if len(stale) > 5 else "")
+            raise ExportError(f"{len(stale)} source files changed since ingest: {shown}", file=options.out,
+                              hint="nothing was written; re-run `curate ingest` on their sources to record the "
+                                   "files as they are now, then export again")
         if problems:
             shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
             raise ExportError(f"the export did not read back as written ({len(problems)} differences): {shown}",
@@ -455,8 +466,12 @@ def verify_export(fmt: Format, plan: pd.DataFrame, boxes: pd.DataFrame, root: Pa
         coords = boxes[["x1", "y1", "x2", "y2"]].to_numpy(dtype=float).tolist()
         for sid, label, xyxy in zip(boxes["sample_id"].tolist(), boxes["label"].tolist(), coords, strict=True):
             grouped.setdefault(sid, []).append((str(label), *xyxy))
+    changed = {sid: msg for sid, msg in content_changes(plan, files, prefix)}
     for row in plan.itertuples(index=False):
         out_rel = files.get(row.sample_id, "")
+        if row.sample_id in changed:
+            problems.append(changed[row.sample_id])
+            continue
         back_entry = by_rel.get(out_rel)
         if back_entry is None:
             problems.append(f"{out_rel or row.sample_id}: written but not read back")
@@ -492,6 +507,46 @@ def verify_export(fmt: Format, plan: pd.DataFrame, boxes: pd.DataFrame, root: Pa
                                                                                                     strict=True))))
                 problems.append(f"{out_rel}: expected box {missing}, found {near}")
     return problems, len(plan)
+
+
+CHANGED = "changed since ingest"  # marks a content problem among the read-back differences
+HASH_THREADS = 4  # hashlib releases the GIL while it hashes: threads overlap reads and hashing
+
+
+def _file_sha256(path: str) -> str | None:
+    import hashlib
+
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError:
+        return None
+
+
+def content_changes(plan: pd.DataFrame, files: dict[str, str], prefix: str) -> list[tuple[str, str]]:
+    """(sample_id, problem) for each row whose bytes are not the ones ingest hashed.
+
+    A byte-for-byte image is hashed as written into the export (for hard and
+    symbolic links that is the source itself); a re-encoded one by its source
+    file, which is what was decoded. Either differs from the manifest's
+    ``sha256`` only when the source changed after ingest (same size or not),
+    or the copy went wrong.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    rows = [(sid, files.get(sid, ""), str(path), action, sha)
+            for sid, path, action, sha in zip(plan["sample_id"], plan["path"], plan["action"], plan["sha256"],
+                                              strict=True)
+            if isinstance(sha, str) and files.get(sid)]
+    targets = [prefix + rel if action == "link" else path for _, rel, path, action, _ in rows]
+    with ThreadPoolExecutor(max_workers=HASH_THREADS, thread_name_prefix="curate-hash") as pool:
+        digests = list(pool.map(_file_sha256, targets, chunksize=64))
+    out = []
+    for (sid, rel, path, _, sha), got in zip(rows, digests, strict=True):
+        if got is not None and got != sha:
+            out.append((sid, f"{rel}: its source {path} {CHANGED} (sha256 {got[:12]}..., the manifest has "
+                             f"{sha[:12]}...)"))
+    return out
 
 
 def _pixels(b: Any, w: int, h: int) -> tuple[float, float, float, float]:

@@ -288,3 +288,36 @@ def test_detection_export_without_boxes_is_refused(tmp_path, skimage_dir, fmt):
     assert res.exit_code == 0, res.output
     if fmt == "yolo":
         assert "nc: 1" in (tmp_path / "out/data.yaml").read_text()
+
+
+def _flip_one_byte(path: Path) -> None:
+    """Change a file in place, keeping its size and mtime (an edit the byte count cannot see)."""
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+@pytest.mark.parametrize("link", ["copy", "symlink"])
+def test_a_source_changed_in_place_after_ingest_is_refused_naming_ingest(tmp_path, skimage_dir, link):
+    photos = make_photo_set(tmp_path / "photos", skimage_dir)
+    ws = Workspace.create(tmp_path / "ws")
+    opts = IngestOptions([SourceSpec(photos.root, layout="json")], workers=1)
+    ws.run_stage("ingest", ingest, opts)
+    m = ws.read_manifest().set_index("rel_path")
+    for rel in ("val/horse.png", ROTATED):  # one written byte for byte, one re-encoded upright
+        _flip_one_byte(Path(m.at[rel, "path"]))
+    out = tmp_path / "out"
+    with pytest.raises(ExportError) as e:
+        ws.run_stage("export", export, ExportOptions("yolo", out, link=link))
+    text = str(e.value)
+    assert text.startswith(f"{out}: 2 source files changed since ingest: images/val/horse.png: its source "
+                           f"{m.at['val/horse.png', 'path']} changed since ingest (sha256 ")
+    assert f"images/val/rocket.jpg: its source {m.at[ROTATED, 'path']} changed since ingest" in text
+    assert text.endswith("(nothing was written; re-run `curate ingest` on their sources to record the files as "
+                         "they are now, then export again)")
+    assert sorted(os.listdir(tmp_path)) == ["photos", "ws"]
+    ws.run_stage("ingest", ingest, opts)  # the manifest now has the files as they are
+    res = ws.run_stage("export", export, ExportOptions("yolo", out, link=link))
+    assert res.summary["verified"] == f"{res.summary['images']} images read back"
