@@ -94,6 +94,29 @@ def check_output(out: str | Path, *, sources: Sequence[str | Path] = (), workspa
     return target
 
 
+def check_source_place(source: str | Path, workspace: str | Path) -> None:
+    """A :class:`SourceError` when ``source`` and the workspace overlap: a source inside the
+    workspace, or a workspace inside a source (its folder, or the folder of a list or annotation
+    file given as the source), since the next ingest would read curate's own files as images.
+
+    >>> check_source_place("/data/photos", "/data/ws")
+    >>> check_source_place("/data/photos", "/data/photos/ws")
+    Traceback (most recent call last):
+    ...
+    curate.errors.SourceError: /data/photos: expected a workspace outside the source, found the workspace /data/photos/ws inside it (choose an --into folder outside /data/photos)
+    """
+    from curate.errors import SourceError
+
+    src, ws = Path(source).expanduser().absolute(), Path(workspace).expanduser().absolute()
+    root = src.parent if src.is_file() else src
+    if inside(src, ws):
+        raise SourceError("", file=src, expected="a source outside the workspace", found=f"a path inside the "
+                          f"workspace {ws}", hint="curate never reads its own files as a source")
+    if inside(ws, root):
+        raise SourceError("", file=root, expected="a workspace outside the source",
+                          found=f"the workspace {ws} inside it", hint=f"choose an --into folder outside {root}")
+
+
 def workspace_sources(ws_root: str | Path) -> list[Path]:
     """The source paths a workspace has recorded (``sources.json``), for output checks; [] when unreadable."""
     import json

@@ -16,6 +16,9 @@ The rules (also in docs/ingest.md):
   ``--follow-links`` to accept those), a dangling link is ``broken_link``.
 - Linked folders are entered only when they resolve inside the source (or with
   ``--follow-links``), and each real folder is entered once, so link loops end.
+- A curate workspace (a folder holding ``curate.json`` and ``objects/`` or a
+  manifest) is never entered, and a linked file inside one is never read,
+  links followed or not: curate never ingests its own files.
 - Names are kept exactly as the file system gives them (any script, spaces).
   A name that is not valid UTF-8 (bytes from a zip made with a Windows code
   page, such as CP949 for Korean) cannot be stored or opened by name later:
@@ -37,6 +40,7 @@ from pathlib import Path
 
 from curate.imageio import SYSTEM_DIRS, SYSTEM_FILES
 
+WORKSPACE_MARKER = "curate.json"  # curate.workspace.MARKER
 EXPORT_MARKER = ".curate-export.json"  # curate.stages.export.MARKER_NAME (kept here: walk imports no stages)
 
 
@@ -84,6 +88,24 @@ def classify_name(rel_parts: tuple[str, ...]) -> tuple[str | None, str | None]:
     return None, None
 
 
+def is_workspace(folder: str | Path) -> bool:
+    """Is ``folder`` a curate workspace (its marker next to its objects or its manifest)?"""
+    return os.path.isfile(os.path.join(folder, WORKSPACE_MARKER)) and (
+        os.path.isdir(os.path.join(folder, "objects")) or os.path.isfile(os.path.join(folder, "manifest.parquet")))
+
+
+def in_workspace(path: str) -> str | None:
+    """The workspace folder that holds ``path`` (resolved), or None."""
+    d = os.path.dirname(os.path.realpath(path))
+    while True:
+        if is_workspace(d):
+            return d
+        parent = os.path.dirname(d)
+        if parent == d:
+            return None
+        d = parent
+
+
 def walk(root: str | Path, *, follow_links: bool = False, report: WalkReport | None = None) -> Iterator[WalkedFile]:
     """Yield every file under ``root`` in a stable (sorted) order."""
     root_abs = os.path.abspath(root)
@@ -97,6 +119,9 @@ def walk(root: str | Path, *, follow_links: bool = False, report: WalkReport | N
             report.loops.append("/".join(rel) or ".")
             return
         seen_dirs.add(real)
+        if is_workspace(real):
+            report.skipped_dirs.append(f"{'/'.join(rel) or '.'}: a curate workspace (never read as a source)")
+            return
         try:
             entries = sorted(os.scandir(dir_abs), key=lambda e: e.name)
         except OSError as e:
@@ -128,6 +153,11 @@ def walk(root: str | Path, *, follow_links: bool = False, report: WalkReport | N
                 if not follow_links and not _inside(target, root_real):
                     yield WalkedFile(shown, rel_path, "outside_source",
                                      f"link points to {printable(target)}; use --follow-links")
+                    continue
+                held_by = in_workspace(target)
+                if held_by is not None:
+                    yield WalkedFile(shown, rel_path, "outside_source",
+                                     f"link points into the curate workspace {printable(held_by)}, never a source")
                     continue
             try:
                 regular = entry.is_file(follow_symlinks=True)
