@@ -12,9 +12,12 @@ take from files. Special files (FIFOs, devices) are caught where files are
 opened (:func:`curate.imageio.probe_file`), so nothing ever blocks on one.
 
 **Writing.** Every output option (``export --out``, ``convert --out``,
-``dedupe --report``, ``report --out``, ``train --out``) passes
-:func:`check_output`: nothing is written inside a source, over a source file, or
-(for files) inside the workspace's own tables.
+``dedupe --report``, ``report --out``, ``train classify|compare|yolo --out``)
+passes :func:`check_output`: nothing is written inside a source, over a source
+file, or over the workspace's own files, and no output folder holds or lies in
+the workspace or a source. ``ingest --into`` and ``relocate --source`` pass
+:func:`check_source_place`: a workspace and a source never overlap.
+tests/test_output_paths.py lists every path option of every command.
 
     >>> confine("/data/set/images/../images/a.jpg", ["/data/set"], follow_links=False)
     ('/data/set/images/a.jpg', None, None)
@@ -115,6 +118,22 @@ def check_source_place(source: str | Path, workspace: str | Path) -> None:
     if inside(ws, root):
         raise SourceError("", file=root, expected="a workspace outside the source",
                           found=f"the workspace {ws} inside it", hint=f"choose an --into folder outside {root}")
+
+
+def check_output_for(out: str | Path, inputs: Sequence[str | Path], *, option: str = "--out",
+                     folder: bool = True) -> Path:
+    """:func:`check_output` for a command whose inputs are exports or workspaces (``curate train``):
+    every input is a source not to write into, and an input that is a workspace brings its own sources."""
+    sources: list[Path] = []
+    workspace: Path | None = None
+    for i in inputs:
+        p = Path(i).expanduser().absolute()
+        if (p / "curate.json").is_file():
+            workspace = p
+            sources += workspace_sources(p)
+        else:
+            sources.append(p)
+    return check_output(out, sources=sources, workspace=workspace, option=option, folder=folder)
 
 
 def workspace_sources(ws_root: str | Path) -> list[Path]:
