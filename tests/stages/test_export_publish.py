@@ -104,3 +104,15 @@ def test_a_staging_folder_held_by_a_running_export_is_not_removed(tmp_path):
         _release(held)
     assert recover(out) == [f"removed {staging.name}, left by an interrupted export"]
     assert os.listdir(tmp_path) == []
+
+
+def test_sigterm_during_convert_leaves_nothing(tmp_path, skimage_dir):
+    src = tmp_path / "src" / "cup"
+    src.mkdir(parents=True)
+    for name in ("coffee.png", "chelsea.png"):
+        (src / name).write_bytes((skimage_dir / name).read_bytes())
+    # the first file made in the staging folder is the throwaway workspace's: SIGTERM while reading the source
+    res = curate("convert", str(tmp_path / "src"), "--to", "folder", "--out", str(tmp_path / "out"),
+                 "--workers", "1", CURATE_TEST_KILL="create:.curate-:TERM")
+    assert res.returncode == 1 and "Aborted!" in res.stderr, res.stderr
+    assert os.listdir(tmp_path) == ["src"]
