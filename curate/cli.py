@@ -240,7 +240,9 @@ class _FormatChoice(click.Choice):
 
 def _export_write_options(f: F) -> F:
     for opt in reversed([
-        click.option("--overwrite", is_flag=True, help="Replace a non-empty --out folder."),
+        click.option("--overwrite", is_flag=True, help="Replace a non-empty --out folder that is a curate export."),
+        click.option("--force", is_flag=True,
+                     help="With --overwrite: also replace a folder curate did not export (no .curate-export.json)."),
         click.option("--link", type=click.Choice(["copy", "hardlink", "symlink"]), default="copy", show_default=True,
                      help="How unchanged image bytes get into the export (re-encoded images are new files)."),
         click.option("--no-verify", is_flag=True, help="Skip reading the export back and comparing it with the rows."),
@@ -272,7 +274,8 @@ def _classes(value: str | None) -> list[str] | None:
               help="json format: write files in this mapping's shape (file or shipped name, e.g. aihub-vehicle-damage).")
 @_export_write_options
 @json_option
-def export_cmd(workspace: Path, fmt: str, out: Path, json_mapping: str | None, overwrite: bool, link: str,
+def export_cmd(workspace: Path, fmt: str, out: Path, json_mapping: str | None, overwrite: bool, force: bool,
+               link: str,
                no_verify: bool, default_split: str, classes: str | None, no_split_dirs: bool, voc_one_based: bool,
                as_json: bool) -> None:
     """Write the kept rows as a dataset (folder, yolo, yolo-cls, coco, voc, csv, json), verified."""
@@ -280,7 +283,7 @@ def export_cmd(workspace: Path, fmt: str, out: Path, json_mapping: str | None, o
 
     ws = _open_ws(workspace)
     opts = ExportOptions(fmt, out, overwrite, link, not no_verify, default_split, _classes(classes),
-                         not no_split_dirs, voc_one_based, extra={"json_mapping": json_mapping})
+                         not no_split_dirs, voc_one_based, extra={"json_mapping": json_mapping}, force=force)
     result = ws.run_stage("export", export, opts)
     emit(result.summary, as_json, "export")
 
@@ -300,14 +303,14 @@ def export_cmd(workspace: Path, fmt: str, out: Path, json_mapping: str | None, o
 @workers_option
 @json_option
 def convert_cmd(source: Path, from_fmt: str, to_fmt: str, out: Path, json_mapping: str | None,
-                images_dir: Path | None, overwrite: bool, link: str, no_verify: bool, default_split: str,
+                images_dir: Path | None, overwrite: bool, force: bool, link: str, no_verify: bool, default_split: str,
                 classes: str | None, no_split_dirs: bool, voc_one_based: bool, workers: int, as_json: bool) -> None:
     """Convert a dataset between formats directly, without a workspace."""
     from curate.stages.convert import ConvertOptions, convert
 
     extra = {k: v for k, v in {"json_mapping": json_mapping, "images_dir": images_dir}.items() if v is not None}
     opts = ConvertOptions(source, to_fmt, out, from_fmt, overwrite, link, not no_verify, default_split,
-                          _classes(classes), not no_split_dirs, voc_one_based, workers, extra)
+                          _classes(classes), not no_split_dirs, voc_one_based, workers, extra, force=force)
     emit(convert(opts), as_json, "convert")
 
 

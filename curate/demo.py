@@ -17,6 +17,8 @@ from typing import Any
 
 from PIL import Image
 
+from curate.errors import CurateError
+
 # (class, skimage file) pairs. All are bundled in the scikit-image wheel.
 DEMO_IMAGES = [
     ("animals", "chelsea.png"), ("animals", "astronaut.png"),
@@ -81,6 +83,11 @@ def run_demo(folder: Path, *, workers: int = 0, progress: bool = False) -> dict[
     from curate.workspace import Workspace
 
     folder = Path(folder).absolute()
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / "workspace" / "curate.json").is_file():
+        # the demo replaces FOLDER/source, FOLDER/workspace and FOLDER/export: only in a folder it made
+        raise CurateError("", file=folder, expected="a new or empty folder, or one made by curate demo",
+                          found=f"a folder with {sum(1 for _ in folder.iterdir())} entries",
+                          hint="choose another FOLDER")
     folder.mkdir(parents=True, exist_ok=True)
     src = build_messy_source(folder)
     ws_dir = folder / "workspace"

@@ -12,9 +12,12 @@ take from files. Special files (FIFOs, devices) are caught where files are
 opened (:func:`curate.imageio.probe_file`), so nothing ever blocks on one.
 
 **Writing.** Every output option (``export --out``, ``convert --out``,
-``dedupe --report``, ``report --out``, ``train --out``) passes
-:func:`check_output`: nothing is written inside a source, over a source file, or
-(for files) inside the workspace's own tables.
+``dedupe --report``, ``report --out``, ``train classify|compare|yolo --out``)
+passes :func:`check_output`: nothing is written inside a source, over a source
+file, or over the workspace's own files, and no output folder holds or lies in
+the workspace or a source. ``ingest --into`` and ``relocate --source`` pass
+:func:`check_source_place`: a workspace and a source never overlap.
+tests/test_output_paths.py lists every path option of every command.
 
     >>> confine("/data/set/images/../images/a.jpg", ["/data/set"], follow_links=False)
     ('/data/set/images/a.jpg', None, None)
@@ -53,14 +56,21 @@ def confine(path: str, roots: Sequence[str | Path], *, follow_links: bool) -> tu
                                     "(pass --images-dir with its folder, or --follow-links, to read it)")
 
 
+# What a workspace holds of its own (curate.workspace): an output file never replaces one of them.
+WORKSPACE_FILES = frozenset({"manifest.parquet", "annotations.parquet", "curate.json", "sources.json", ".lock"})
+WORKSPACE_DIRS = ("objects", "runs", "exports", ".partial", ".tmp")
+
+
 def check_output(out: str | Path, *, sources: Sequence[str | Path] = (), workspace: str | Path | None = None,
                  option: str = "--out", folder: bool = False) -> Path:
     """``out`` as an absolute path, or a :class:`CurateError` when writing there could touch a source.
 
     Refused: a path inside a source folder (or the folder of a file source),
     a source file itself, and, for a folder output, one that would hold the
-    workspace or a source. A file output inside the workspace is refused only
-    where it would replace one of curate's own tables.
+    workspace or a source, or lie inside the workspace. A file output inside
+    the workspace is refused where it would replace one of curate's own files
+    (its tables, ``curate.json``, ``sources.json``, anything under
+    ``objects/``, ``runs/``, ``exports/``).
     """
     target = Path(out).expanduser().absolute()
     for src in sources:
@@ -77,11 +87,53 @@ def check_output(out: str | Path, *, sources: Sequence[str | Path] = (), workspa
         if folder and inside(ws, target):
             raise CurateError("", field=option, expected="a folder that does not hold the workspace",
                               found=f"{target}, which holds {ws}", hint="choose another path")
-        own = {"manifest.parquet", "annotations.parquet", "curate.json", "sources.json", ".lock"}
-        if not folder and target.parent == ws and target.name in own:
+        if folder and inside(target, ws):
+            raise CurateError("", field=option, expected="a folder outside the workspace", found=f"{target}, inside {ws}",
+                              hint="the workspace holds curate's own files; choose another path")
+        if not folder and (any(inside(target, ws / d) for d in WORKSPACE_DIRS)
+                           or (target.parent == ws and target.name in WORKSPACE_FILES)):
             raise CurateError("", field=option, expected="a path that is not one of the workspace's own files",
                               found=str(target), hint="choose another path")
     return target
+
+
+def check_source_place(source: str | Path, workspace: str | Path) -> None:
+    """A :class:`SourceError` when ``source`` and the workspace overlap: a source inside the
+    workspace, or a workspace inside a source (its folder, or the folder of a list or annotation
+    file given as the source), since the next ingest would read curate's own files as images.
+
+    >>> check_source_place("/data/photos", "/data/ws")
+    >>> check_source_place("/data/photos", "/data/photos/ws")
+    Traceback (most recent call last):
+    ...
+    curate.errors.SourceError: /data/photos: expected a workspace outside the source, found the workspace /data/photos/ws inside it (choose an --into folder outside /data/photos)
+    """
+    from curate.errors import SourceError
+
+    src, ws = Path(source).expanduser().absolute(), Path(workspace).expanduser().absolute()
+    root = src.parent if src.is_file() else src
+    if inside(src, ws):
+        raise SourceError("", file=src, expected="a source outside the workspace", found=f"a path inside the "
+                          f"workspace {ws}", hint="curate never reads its own files as a source")
+    if inside(ws, root):
+        raise SourceError("", file=root, expected="a workspace outside the source",
+                          found=f"the workspace {ws} inside it", hint=f"choose an --into folder outside {root}")
+
+
+def check_output_for(out: str | Path, inputs: Sequence[str | Path], *, option: str = "--out",
+                     folder: bool = True) -> Path:
+    """:func:`check_output` for a command whose inputs are exports or workspaces (``curate train``):
+    every input is a source not to write into, and an input that is a workspace brings its own sources."""
+    sources: list[Path] = []
+    workspace: Path | None = None
+    for i in inputs:
+        p = Path(i).expanduser().absolute()
+        if (p / "curate.json").is_file():
+            workspace = p
+            sources += workspace_sources(p)
+        else:
+            sources.append(p)
+    return check_output(out, sources=sources, workspace=workspace, option=option, folder=folder)
 
 
 def workspace_sources(ws_root: str | Path) -> list[Path]:

@@ -7,6 +7,8 @@ The rules (also in docs/ingest.md):
 - Hidden files (name starts with ``.``) become rows dropped as ``hidden``;
   OS by-products (``.DS_Store``, ``Thumbs.db``, ``desktop.ini``, anything
   under ``__MACOSX/``) are dropped as ``system_file``. Neither is decoded.
+- The marker curate writes into each export (``.curate-export.json`` at its
+  top) is not a row: reading a curate export back gives its images only.
 - Hidden folders (``.git``, ``.ipynb_checkpoints``, ...) are not entered; they
   are listed in the run record so the user can see what was passed over.
 - Symbolic links to files are followed when the target lies inside the source;
@@ -14,6 +16,9 @@ The rules (also in docs/ingest.md):
   ``--follow-links`` to accept those), a dangling link is ``broken_link``.
 - Linked folders are entered only when they resolve inside the source (or with
   ``--follow-links``), and each real folder is entered once, so link loops end.
+- A curate workspace (a folder holding ``curate.json`` and ``objects/`` or a
+  manifest) is never entered, and a linked file inside one is never read,
+  links followed or not: curate never ingests its own files.
 - Names are kept exactly as the file system gives them (any script, spaces).
   A name that is not valid UTF-8 (bytes from a zip made with a Windows code
   page, such as CP949 for Korean) cannot be stored or opened by name later:
@@ -34,6 +39,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from curate.imageio import SYSTEM_DIRS, SYSTEM_FILES
+
+WORKSPACE_MARKER = "curate.json"  # curate.workspace.MARKER
+EXPORT_MARKER = ".curate-export.json"  # curate.stages.export.MARKER_NAME (kept here: walk imports no stages)
 
 
 @dataclass
@@ -80,6 +88,24 @@ def classify_name(rel_parts: tuple[str, ...]) -> tuple[str | None, str | None]:
     return None, None
 
 
+def is_workspace(folder: str | Path) -> bool:
+    """Is ``folder`` a curate workspace (its marker next to its objects or its manifest)?"""
+    return os.path.isfile(os.path.join(folder, WORKSPACE_MARKER)) and (
+        os.path.isdir(os.path.join(folder, "objects")) or os.path.isfile(os.path.join(folder, "manifest.parquet")))
+
+
+def in_workspace(path: str) -> str | None:
+    """The workspace folder that holds ``path`` (resolved), or None."""
+    d = os.path.dirname(os.path.realpath(path))
+    while True:
+        if is_workspace(d):
+            return d
+        parent = os.path.dirname(d)
+        if parent == d:
+            return None
+        d = parent
+
+
 def walk(root: str | Path, *, follow_links: bool = False, report: WalkReport | None = None) -> Iterator[WalkedFile]:
     """Yield every file under ``root`` in a stable (sorted) order."""
     root_abs = os.path.abspath(root)
@@ -93,6 +119,9 @@ def walk(root: str | Path, *, follow_links: bool = False, report: WalkReport | N
             report.loops.append("/".join(rel) or ".")
             return
         seen_dirs.add(real)
+        if is_workspace(real):
+            report.skipped_dirs.append(f"{'/'.join(rel) or '.'}: a curate workspace (never read as a source)")
+            return
         try:
             entries = sorted(os.scandir(dir_abs), key=lambda e: e.name)
         except OSError as e:
@@ -125,6 +154,11 @@ def walk(root: str | Path, *, follow_links: bool = False, report: WalkReport | N
                     yield WalkedFile(shown, rel_path, "outside_source",
                                      f"link points to {printable(target)}; use --follow-links")
                     continue
+                held_by = in_workspace(target)
+                if held_by is not None:
+                    yield WalkedFile(shown, rel_path, "outside_source",
+                                     f"link points into the curate workspace {printable(held_by)}, never a source")
+                    continue
             try:
                 regular = entry.is_file(follow_symlinks=True)
             except OSError:
@@ -136,6 +170,8 @@ def walk(root: str | Path, *, follow_links: bool = False, report: WalkReport | N
                 yield WalkedFile(shown, rel_path, "bad_filename",
                                  "the name is not valid UTF-8; rename it (e.g. `convmv -f cp949 -t utf-8 -r --notest "
                                  "FOLDER` for Korean names from a Windows zip)")
+                continue
+            if entry.name == EXPORT_MARKER and not rel:  # curate's own note on an export it wrote: not data
                 continue
             reason, detail = classify_name(parts)
             yield WalkedFile(entry.path, rel_path, reason, detail)

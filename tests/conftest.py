@@ -106,8 +106,8 @@ def fiftyone_env():
 
 
 CRASH_DECODER = Path(__file__).resolve().parent / "crash_decoder"
-# Never import it into pytest's own processes (--doctest-modules would): it makes the JPEG decoder crash.
-collect_ignore = ["crash_decoder"]
+# Never import these into pytest's own processes (--doctest-modules would): they crash their process on purpose.
+collect_ignore = ["crash_decoder", "kill_points"]
 
 
 class CrashingDecoder:

@@ -16,10 +16,15 @@ What an export guarantees (docs/formats.md has the per-format layouts):
 - Everything is written to a hidden staging folder next to ``--out``, read back
   with curate's own reader and compared with the kept rows (counts, splits,
   labels, boxes within 1e-6 of the image size; the displayed size of every
-  re-encoded image, the byte count of every other), and only then renamed to
-  ``--out``. A failed export leaves nothing behind.
-- A non-empty ``--out`` is refused unless ``--overwrite``; even then an ``--out``
-  that holds the workspace or a source folder is refused.
+  re-encoded image, the byte count of every other; the sha256 of every image's
+  bytes against the manifest, so a source changed since ingest is refused,
+  naming ``curate ingest``), and only then renamed to ``--out``. A failed or
+  interrupted (Ctrl-C, SIGTERM) export leaves nothing behind; a killed one
+  never leaves ``--out`` missing for good (:func:`publish`, :func:`recover`).
+- Every export holds ``.curate-export.json``. A non-empty ``--out`` is refused
+  unless ``--overwrite``, which replaces only a curate export (``--force``:
+  any folder); an ``--out`` that holds or lies in the workspace or a source is
+  always refused (:func:`curate.paths.check_output`).
 - The map from each written file back to its ``sample_id`` and source file is
   kept in ``WS/exports/`` (named in the run record).
 
@@ -29,20 +34,23 @@ What an export guarantees (docs/formats.md has the per-format layouts):
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import shutil
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from curate.errors import ExportError, OptionError
+from curate.errors import CurateError, ExportError, OptionError
 from curate.formats.base import Entry, Format, ReadOptions, WriteOptions
 from curate.formats.output import LINK_MODES, image_action
 from curate.schema import SPLITS
+from curate.walk import EXPORT_MARKER
 from curate.workspace import StageResult, Workspace, atomic_write_parquet, utc_now
 
 SPLIT_ORDER = {s: i for i, s in enumerate(SPLITS)}
@@ -61,6 +69,7 @@ class ExportOptions:
     split_dirs: bool = True  # folder format only: False writes <class>/<image>
     voc_one_based: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    force: bool = False  # with overwrite: replace a non-empty --out that is not a curate export
 
 
 # -- options and target ------------------------------------------------------
@@ -83,41 +92,157 @@ def check_options(options: ExportOptions) -> None:
                           found=repr(options.default_split))
 
 
-def _inside(child: Path, parent: Path) -> bool:
-    c, p = os.path.realpath(child), os.path.realpath(parent)
-    return c == p or c.startswith(p.rstrip(os.sep) + os.sep)
+MARKER_NAME = EXPORT_MARKER  # written into every export: what --overwrite may replace
 
 
-def check_target(out: Path, overwrite: bool, protected: Sequence[Path] = ()) -> None:
-    """Refuse an ``--out`` that is a file, non-empty (without ``overwrite``), or
-    would swallow a protected folder (workspace, sources) when replaced."""
+def check_target(out: Path, overwrite: bool, protected: Sequence[Path] = (), *, force: bool = False,
+                 option: str = "--out") -> None:
+    """Refuse an ``--out`` that is a file, non-empty (without ``overwrite``), not a curate export
+    (with ``overwrite`` but without ``force``), or that could touch a protected path when written or
+    replaced (the workspace, the sources: :func:`curate.paths.check_output`)."""
+    from curate.paths import check_output
+
+    ws = next((p for p in protected if (p / "curate.json").is_file()), None)
+    try:
+        check_output(out, sources=[p for p in protected if p != ws], workspace=ws, option=option, folder=True)
+    except CurateError as e:
+        raise ExportError("", field=e.field, expected=e.expected, found=e.found, hint=e.hint) from None
     if out.exists() and not out.is_dir():
         raise ExportError("", file=out, expected="a folder for the export", found="a file")
-    for p in protected:
-        p = p.parent if p.is_file() else p  # a list or annotation file source: its folder is the source
-        if _inside(p, out):
-            raise ExportError("", file=out, expected="an output folder outside the workspace and the sources",
-                              found=f"a folder holding {p}", hint="choose another --out")
-        if _inside(out, p) and p.is_dir():
-            raise ExportError("", file=out, expected="an output folder outside the sources",
-                              found=f"a folder inside the source {p}", hint="sources are never written to")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
+    if out.is_dir() and any(out.iterdir()):
         n = sum(1 for _ in out.iterdir())
-        raise ExportError("", file=out, expected="an empty or new folder", found=f"a folder with {n} entries",
-                          hint="pass --overwrite to replace it")
+        if not overwrite:
+            raise ExportError("", file=out, expected="an empty or new folder", found=f"a folder with {n} entries",
+                              hint="pass --overwrite to replace it")
+        if not force and not (out / MARKER_NAME).is_file():
+            raise ExportError("", file=out, expected=f"a curate export to replace (one holding {MARKER_NAME})",
+                              found=f"a folder with {n} entries that curate did not export",
+                              hint="--overwrite replaces only curate's own exports; add --force to replace "
+                                   "this folder and everything in it")
 
 
-def make_staging(out: Path) -> Path:
-    """A hidden folder next to ``out`` (same file system, so the final rename is atomic)."""
+# -- staging and publishing ----------------------------------------------------
+# Every hidden sibling of --out that curate makes is named
+# ``.<out name>.curate-[old-]<pid>-<random>[.tmp]`` and is held by an OS lock
+# (flock on the folder) while its process runs: a sibling nobody holds was left
+# by a killed run, and the next export or convert to that --out removes it
+# (restoring an old export first if --out itself is missing).
+
+_SIBLING = re.compile(r"^\.(?P<name>.+)\.curate-(?P<old>old-)?(?:(?P<pid>\d+)-)?[0-9a-f]{8}(?:\.tmp)?$")
+
+
+def _hold(path: Path) -> int | None:
+    """An open descriptor of folder ``path`` with an exclusive lock; None when someone else holds it."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _release(fd: int | None) -> None:
+    if fd is not None:
+        os.close(fd)  # closing the last descriptor releases the flock
+
+
+def siblings(out: Path) -> list[Path]:
+    """The hidden staging and old-export folders curate made next to ``out`` (held or not)."""
+    try:
+        names = os.listdir(out.parent)
+    except OSError:
+        return []
+    found = []
+    for n in names:
+        m = _SIBLING.match(n)
+        if m and m.group("name") == out.name:
+            found.append(out.parent / n)
+    return sorted(found)
+
+
+def recover(out: Path) -> list[str]:
+    """Clean up after exports to ``out`` that were killed; return what was done (for the summary).
+
+    A sibling that no running process holds is stale. When ``out`` is missing
+    (a kill between the two renames of a publish without an atomic exchange),
+    the old export it was renamed to is put back first; every other stale
+    sibling (staging folders, old exports) is removed.
+    """
+    done: list[str] = []
+    stale: list[tuple[Path, int]] = []
+    try:
+        for p in siblings(out):
+            if p.is_symlink() or not p.is_dir():
+                continue
+            try:
+                fd = _hold(p)
+            except (OSError, ImportError):
+                continue
+            if fd is not None:
+                stale.append((p, fd))
+        olds = [p for p, _ in stale if _SIBLING.match(p.name).group("old")]  # type: ignore[union-attr]
+        if not os.path.lexists(out) and olds:
+            back = max(olds, key=lambda p: p.stat().st_mtime_ns)
+            os.replace(back, out)
+            done.append(f"restored {out} from {back.name}, left by an interrupted export")
+        for p, _ in stale:
+            if p.exists() and p != out:
+                shutil.rmtree(p, ignore_errors=True)
+                done.append(f"removed {p.name}, left by an interrupted export")
+    finally:
+        for _, fd in stale:
+            _release(fd)
+    return done
+
+
+def make_staging(out: Path) -> tuple[Path, int | None]:
+    """A hidden folder next to ``out`` (same file system, so the final rename is atomic), and the
+    descriptor that holds it (release it with :func:`_release` when done)."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.parent / f".{out.name}.curate-{uuid.uuid4().hex[:8]}.tmp"
+    staging = out.parent / f".{out.name}.curate-{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
     staging.mkdir()
-    return staging
+    try:
+        fd = _hold(staging)
+    except (OSError, ImportError):
+        fd = None
+    return staging, fd
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap folders ``a`` and ``b`` in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``).
+
+    False where the platform or file system cannot; then nothing changed.
+    """
+    import ctypes
+    import errno
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
 
 
 def publish(staging: Path, out: Path, overwrite: bool) -> None:
-    """Rename ``staging`` to ``out``; an existing ``out`` is replaced only with ``overwrite``."""
-    if out.is_dir() and not any(out.iterdir()):
+    """Rename ``staging`` to ``out``; an existing ``out`` is replaced only with ``overwrite``.
+
+    ``out`` is never missing: an existing one is swapped with the staging
+    folder in one atomic exchange, and the old export (now under the staging
+    name) removed. Where no exchange exists, ``out`` is renamed aside to a
+    held ``.curate-old-`` folder first; a kill between the two renames is
+    undone by :func:`recover` at the next export to ``out``.
+    """
+    if out.is_dir() and not out.is_symlink() and not any(out.iterdir()):
         out.rmdir()
     if not os.path.lexists(out):
         os.replace(staging, out)
@@ -125,17 +250,27 @@ def publish(staging: Path, out: Path, overwrite: bool) -> None:
     if not overwrite:  # something appeared while we were writing
         raise ExportError("", file=out, expected="an empty or new folder", found="a non-empty folder",
                           hint="pass --overwrite to replace it")
-    old = out.parent / f".{out.name}.curate-old-{uuid.uuid4().hex[:8]}"
-    os.replace(out, old)
+    held = _hold(out) if out.is_dir() and not out.is_symlink() else None
+    if out.is_dir() and not out.is_symlink() and held is None:
+        raise ExportError("", file=out, expected="an --out no other export is replacing", found="one being replaced",
+                          hint="wait for the other curate command to finish")
     try:
-        os.replace(staging, out)
-    except BaseException:
-        os.replace(old, out)
-        raise
-    if old.is_dir() and not old.is_symlink():
-        shutil.rmtree(old)
-    else:
-        old.unlink()
+        if out.is_dir() and not out.is_symlink() and _exchange(staging, out):
+            shutil.rmtree(staging)  # the old export, swapped out
+            return
+        old = out.parent / f".{out.name}.curate-old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        os.replace(out, old)
+        try:
+            os.replace(staging, out)
+        except BaseException:
+            os.replace(old, out)
+            raise
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old)
+        else:
+            old.unlink()
+    finally:
+        _release(held)
 
 
 # -- the plan ----------------------------------------------------------------
@@ -208,7 +343,7 @@ def plan_export(manifest: pd.DataFrame, annotations: pd.DataFrame | None, defaul
     kept["width"] = kept["width"].astype("int64")
     kept["height"] = kept["height"].astype("int64")
     cols = ["sample_id", "path", "origin_path", "rel_path", "split", "label", "width", "height", "mode",
-            "file_size", "action", "why", "name"]
+            "file_size", "sha256", "action", "why", "name"]
     plan = kept[cols].reset_index(drop=True)
     ann = annotations if annotations is not None else pd.DataFrame(columns=["sample_id"])
     boxes = ann[ann["sample_id"].isin(set(plan["sample_id"]))].reset_index(drop=True) if len(ann) else ann.iloc[0:0]
@@ -235,6 +370,12 @@ def write_dataset(plan: pd.DataFrame, boxes: pd.DataFrame, target: Path, options
     checked = 0
     if options.verify:
         problems, checked = verify_export(fmt, plan, boxes, target, result, options)
+        stale = [p for p in problems if CHANGED in p]
+        if stale:
+            shown = "; ".join(stale[:5]) + (f"; and {len(stale) - 5} more" if len(stale) > 5 else "")
+            raise ExportError(f"{len(stale)} source files changed since ingest: {shown}", file=options.out,
+                              hint="nothing was written; re-run `curate ingest` on their sources to record the "
+                                   "files as they are now, then export again")
         if problems:
             shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
             raise ExportError(f"the export did not read back as written ({len(problems)} differences): {shown}",
@@ -325,8 +466,12 @@ def verify_export(fmt: Format, plan: pd.DataFrame, boxes: pd.DataFrame, root: Pa
         coords = boxes[["x1", "y1", "x2", "y2"]].to_numpy(dtype=float).tolist()
         for sid, label, xyxy in zip(boxes["sample_id"].tolist(), boxes["label"].tolist(), coords, strict=True):
             grouped.setdefault(sid, []).append((str(label), *xyxy))
+    changed = {sid: msg for sid, msg in content_changes(plan, files, prefix)}
     for row in plan.itertuples(index=False):
         out_rel = files.get(row.sample_id, "")
+        if row.sample_id in changed:
+            problems.append(changed[row.sample_id])
+            continue
         back_entry = by_rel.get(out_rel)
         if back_entry is None:
             problems.append(f"{out_rel or row.sample_id}: written but not read back")
@@ -364,6 +509,46 @@ def verify_export(fmt: Format, plan: pd.DataFrame, boxes: pd.DataFrame, root: Pa
     return problems, len(plan)
 
 
+CHANGED = "changed since ingest"  # marks a content problem among the read-back differences
+HASH_THREADS = 4  # hashlib releases the GIL while it hashes: threads overlap reads and hashing
+
+
+def _file_sha256(path: str) -> str | None:
+    import hashlib
+
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError:
+        return None
+
+
+def content_changes(plan: pd.DataFrame, files: dict[str, str], prefix: str) -> list[tuple[str, str]]:
+    """(sample_id, problem) for each row whose bytes are not the ones ingest hashed.
+
+    A byte-for-byte image is hashed as written into the export (for hard and
+    symbolic links that is the source itself); a re-encoded one by its source
+    file, which is what was decoded. Either differs from the manifest's
+    ``sha256`` only when the source changed after ingest (same size or not),
+    or the copy went wrong.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    rows = [(sid, files.get(sid, ""), str(path), action, sha)
+            for sid, path, action, sha in zip(plan["sample_id"], plan["path"], plan["action"], plan["sha256"],
+                                              strict=True)
+            if isinstance(sha, str) and files.get(sid)]
+    targets = [prefix + rel if action == "link" else path for _, rel, path, action, _ in rows]
+    with ThreadPoolExecutor(max_workers=HASH_THREADS, thread_name_prefix="curate-hash") as pool:
+        digests = list(pool.map(_file_sha256, targets, chunksize=64))
+    out = []
+    for (sid, rel, path, _, sha), got in zip(rows, digests, strict=True):
+        if got is not None and got != sha:
+            out.append((sid, f"{rel}: its source {path} {CHANGED} (sha256 {got[:12]}..., the manifest has "
+                             f"{sha[:12]}...)"))
+    return out
+
+
 def _pixels(b: Any, w: int, h: int) -> tuple[float, float, float, float]:
     if b.normalized:
         return b.x1 * w, b.y1 * h, b.x2 * w, b.y2 * h
@@ -383,18 +568,61 @@ def protected_paths(manifest: pd.DataFrame, ws: Workspace | None) -> list[Path]:
 
 
 def export_to(plan: pd.DataFrame, boxes: pd.DataFrame, options: ExportOptions, protected: Sequence[Path] = (),
-              staging: Path | None = None) -> dict[str, Any]:
-    """Write, verify and publish; nothing is left at ``--out`` (or in staging) on failure."""
+              staging: tuple[Path, int | None] | None = None, marker: dict[str, Any] | None = None
+              ) -> dict[str, Any]:
+    """Write, verify and publish; nothing is left at ``--out`` (or in staging) on failure,
+    Ctrl-C or SIGTERM. Folders left next to ``--out`` by killed runs are cleaned up first."""
     out = Path(options.out).expanduser().absolute()
-    check_target(out, options.overwrite, protected)
-    staging = staging if staging is not None else make_staging(out)
+    recovered = recover(out)
+    check_target(out, options.overwrite, protected, force=options.force)
+    folder, held = staging if staging is not None else make_staging(out)  # a caller's staging stays the caller's
     try:
-        summary = write_dataset(plan, boxes, staging, options)
-        publish(staging, out, options.overwrite)
+        with terminate_as_interrupt():
+            summary = write_dataset(plan, boxes, folder, options)
+            write_marker(folder, summary, marker)
+            publish(folder, out, options.overwrite)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)
         raise
+    finally:
+        if staging is None:
+            _release(held)
+    if recovered:
+        summary["recovered"] = recovered
     return summary
+
+
+def write_marker(folder: Path, summary: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
+    """Write :data:`MARKER_NAME` into the export: it says curate wrote this folder (so a later
+    ``--overwrite`` may replace it) and what it holds. Written after verification, so readers
+    and the read-back never see it; every reader skips hidden files."""
+    import json
+
+    from curate import __version__
+
+    record = {"curate_export": 1, "curate_version": __version__, "written": utc_now(), **(extra or {}),
+              **{k: v for k, v in summary.items() if not k.startswith("_")}}
+    (folder / MARKER_NAME).write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (kill, a service manager) raises KeyboardInterrupt here, as Ctrl-C does, so the
+    staging folder is removed; the previous handler is restored afterwards (main thread only)."""
+    import signal
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread: signals are not ours to handle
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def export(manifest: pd.DataFrame, options: ExportOptions, *, ws: Workspace,
@@ -408,7 +636,8 @@ def export(manifest: pd.DataFrame, options: ExportOptions, *, ws: Workspace,
     check_options(options)
     plan, boxes = plan_export(manifest, annotations, options.default_split)
     require_files(manifest[manifest["status"] == "kept"], ws.root)  # a moved source fails here, naming the fix
-    summary = export_to(plan, boxes, options, protected_paths(manifest, ws))
+    summary = export_to(plan, boxes, options, protected_paths(manifest, ws),
+                        marker={"workspace": str(ws.root), "export_id": f"{utc_now()}-{os.getpid()}"})
     files, classes = summary.pop("_files"), summary.pop("_classes")
     exports = ws.root / "exports"
     name = f"{utc_now().replace(':', '').replace('-', '').replace('.', '')}-{options.format}.parquet"

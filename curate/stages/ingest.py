@@ -50,7 +50,7 @@ from curate.imageio import (
     threshold_reason,
 )
 from curate.parallel import DEFAULT_RETRIES, WorkerCrash
-from curate.paths import confine
+from curate.paths import check_source_place, confine
 from curate.schema import ANNOTATION_COLUMNS, MANIFEST_ARROW, MANIFEST_COLUMNS, conform, empty_annotations
 from curate.stages.dedupe import mark_exact
 from curate.summary import summarize
@@ -130,9 +130,7 @@ def _register_sources(ws: Workspace, specs: list[SourceSpec]
                 hint=f"pass --source NAME for a new source; if {known[name]['path']} moved here, "
                      f"run `curate relocate {ws.root} --source {name}={path}`",
             )
-        ws_real = os.path.realpath(ws.root)
-        if os.path.realpath(path) == ws_real or os.path.realpath(path).startswith(ws_real + os.sep):
-            raise SourceError("", file=path, expected="a source outside the workspace", found="the workspace itself")
+        check_source_place(path, ws.root)
         pin = known.get(name, {}).get("split") if spec.split is None else canonical_split(spec.split)
         if spec.split not in (None, "auto") and pin is None:
             raise OptionError("", field="--split", expected="train, val, test or auto", found=spec.split)
@@ -696,6 +694,9 @@ def ingest_into(root: str | Path, options: IngestOptions, *,
     from curate.workspace import MARKER
 
     root = Path(root).expanduser().absolute()
+    for spec in options.sources:  # before the workspace is made: nothing is ever written inside a source
+        if Path(spec.path).expanduser().exists():
+            check_source_place(spec.path, root)
     fresh = not (root / MARKER).exists()
     made = next((p for p in reversed([root, *root.parents]) if not p.exists()), None)  # the first folder curate makes
     ws = Workspace.create(root)

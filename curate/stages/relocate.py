@@ -40,9 +40,10 @@ from typing import Any
 import pandas as pd
 
 from curate.errors import OptionError, SourceError
-from curate.locate import is_inside
+from curate.paths import check_source_place
 from curate.stages.ingest import SOURCES_FILE, load_sources, sources_bytes
 from curate.summary import summarize
+from curate.walk import is_workspace
 from curate.workspace import StageResult, Workspace, rebase_paths
 
 VERIFY_MODES = ("all", "sample", "size")
@@ -165,8 +166,7 @@ def _move_source(manifest: pd.DataFrame, name: str, new: Path, known: dict[str, 
                           found=name, hint="see `curate status WS`")
     if not new.exists():
         raise SourceError("", file=new, expected="an existing folder or file", found="nothing there")
-    if is_inside(os.path.realpath(new), os.path.realpath(ws.root)):
-        raise SourceError("", file=new, expected="a source outside the workspace", found="the workspace itself")
+    check_source_place(new, ws.root)
     old = Path(known[name]["path"])
     old_root, new_root = _roots(old, new)
     mine = manifest["source"] == name
@@ -185,7 +185,10 @@ def _move_source(manifest: pd.DataFrame, name: str, new: Path, known: dict[str, 
 
 def _walk_files(folder: Path) -> list[str]:
     out = []
-    for dirpath, _dirs, files in os.walk(folder, followlinks=False):
+    for dirpath, dirs, files in os.walk(folder, followlinks=False):
+        if is_workspace(dirpath):  # a workspace's own files are never a source's
+            dirs.clear()
+            continue
         out += [os.path.join(dirpath, f) for f in files]
     return sorted(out)
 

@@ -24,7 +24,7 @@ import contextlib
 import dataclasses
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -350,9 +350,12 @@ def _torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def prepare_out(out: str | Path, overwrite: bool) -> Path:
-    """The output folder, created; refuse one that is not empty unless ``overwrite``."""
-    out = Path(out).absolute()
+def prepare_out(out: str | Path, overwrite: bool, inputs: Sequence[str | Path] = ()) -> Path:
+    """The output folder, created; refuse one that is not empty unless ``overwrite``, and one that
+    could touch an input (an export, a workspace or its sources: :func:`curate.paths.check_output_for`)."""
+    from curate.paths import check_output_for
+
+    out = check_output_for(out, inputs)
     if out.exists() and not out.is_dir():
         raise OptionError("", file=out, field="--out", expected="a folder", found="a file")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
@@ -390,7 +393,7 @@ def train_classifier(source: str | Path | SourceData, config: TrainConfig, out: 
     """
     config.check()
     src = source if isinstance(source, SourceData) else discover(source)
-    out_dir = prepare_out(out, overwrite)
+    out_dir = prepare_out(out, overwrite, [src.root])
     warnings = list(src.warnings)
     t0 = time.perf_counter()
     sets = {name: _loaded(src.split(name), src.classes, config, augment=False, progress=progress,
@@ -512,7 +515,7 @@ def compare_exports(raw: str | Path, curated: str | Path, config: TrainConfig, o
         raise FormatError(cur_src.root, "test split", expected="test images in the curated export",
                           found=f"splits {sorted(cur_src.counts())}",
                           hint="split the workspace with a test share before exporting")
-    out_dir = prepare_out(out, overwrite)
+    out_dir = prepare_out(out, overwrite, [raw_src.root, cur_src.root])
     warnings = [f"raw: {w}" for w in raw_src.warnings] + [f"curated: {w}" for w in cur_src.warnings]
 
     test_hashes: dict[str, int] = {}

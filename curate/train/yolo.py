@@ -66,7 +66,10 @@ def train_yolo(export: str | Path, out: str | Path, *, model: str | None = None,
     environment, mixed precision is off (``amp=False``): Ultralytics' AMP check
     would download a model.
     """
+    from curate.paths import check_output_for
+
     task, data = yolo_data(export)
+    check_output_for(out, [export])  # before the slow import: an --out that could touch the export fails at once
     try:
         from ultralytics import YOLO
     except Exception as e:  # ImportError, or torchvision failing to load inside it
@@ -75,7 +78,7 @@ def train_yolo(export: str | Path, out: str | Path, *, model: str | None = None,
                           hint="pip install 'curate[yolo]'") from e
     from curate.train.loop import prepare_out  # torch, present once Ultralytics imports
 
-    out_dir = prepare_out(out, overwrite)
+    out_dir = prepare_out(out, overwrite, [export])
     if task == "detect":
         data = resolved_data_yaml(data, out_dir)
     name = model or ("yolov8n-cls.yaml" if task == "classify" else "yolov8n.yaml")

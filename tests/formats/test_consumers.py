@@ -133,7 +133,8 @@ KERAS_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 def test_folder_export_has_the_layout_imagefolder_and_keras_read(ws_rows):
     out, names = _export(ws_rows, "folder")
     manifest, _ = _truth(ws_rows[1])
-    assert sorted(os.listdir(out)) == ["classes.txt", "test", "train", "val"]  # split folders and the class list
+    # split folders, the class list and curate's marker (a file: the loaders list folders only)
+    assert sorted(os.listdir(out)) == [".curate-export.json", "classes.txt", "test", "train", "val"]
     seen = {}
     for split in ("train", "val", "test"):
         entries = sorted(os.scandir(out / split), key=lambda e: e.name)

@@ -44,7 +44,8 @@ def test_datumaro_samples_convert_and_verify(corpus, tmp_path, rel, to, images, 
     assert "not_converted" not in summary
     assert tree_digest(src) == before  # the source is never written
     assert os.listdir(tmp_path) == ["out"]  # nothing outside --out, no staging or workspace left
-    assert not any(p.name.startswith(".curate") for p in (tmp_path / "out").rglob("*"))
+    # no throwaway workspace left; the one hidden file is the export's marker
+    assert [p.name for p in (tmp_path / "out").rglob(".*")] == [".curate-export.json"]
 
 
 def test_coco_to_yolo_lines_and_names(corpus, tmp_path):
@@ -98,7 +99,7 @@ def test_cli_convert_and_refusals(corpus, tmp_path):
         "voc", "yolo", 3, {"train": 2, "val": 1})
     res = runner.invoke(cli, ["convert", str(src), "--to", "yolo", "--out", str(tmp_path / "out")])
     assert res.exit_code == 1
-    assert res.output == (f"Error: {tmp_path / 'out'}: expected an empty or new folder, found a folder with 3 entries "
+    assert res.output == (f"Error: {tmp_path / 'out'}: expected an empty or new folder, found a folder with 4 entries "
                           "(pass --overwrite to replace it)\n")
     res = runner.invoke(cli, ["convert", str(src), "--from", "labelme", "--to", "yolo", "--out", str(tmp_path / "o")])
     assert res.exit_code == 2 and "Invalid value for '--from': 'labelme' is not one of 'auto', 'coco'" in res.output
@@ -111,8 +112,8 @@ def test_out_inside_the_source_is_refused(tmp_path, skimage_dir):
     res = CliRunner().invoke(cli, ["convert", str(tmp_path / "src"), "--to", "coco",
                                    "--out", str(tmp_path / "src" / "coco")])
     assert res.exit_code == 1
-    assert res.output == (f"Error: {tmp_path / 'src' / 'coco'}: expected an output folder outside the sources, found a "
-                          f"folder inside the source {tmp_path / 'src'} (sources are never written to)\n")
+    assert res.output == (f"Error: --out: expected a path outside the sources, found {tmp_path / 'src' / 'coco'}, "
+                          f"inside the source {tmp_path / 'src'} (sources are never written to; choose another path)\n")
     assert sorted(os.listdir(tmp_path / "src")) == ["cup"]
 
 

@@ -4,6 +4,7 @@ a wrong export."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -128,21 +129,39 @@ def test_non_empty_out_is_refused_then_overwritten(ws, tmp_path):
     assert res.output == (f"Error: {out}: expected an empty or new folder, found a folder with 1 entries "
                           "(pass --overwrite to replace it)\n")
     assert _files(out) == ["keep.txt"]
+    # --overwrite replaces only what curate exported: keep.txt's folder is not one
     res = runner.invoke(cli, ["export", str(ws.root), "--format", "voc", "--out", str(out), "--overwrite"])
+    assert res.exit_code == 1
+    assert res.output == (f"Error: {out}: expected a curate export to replace (one holding .curate-export.json), "
+                          "found a folder with 1 entries that curate did not export (--overwrite replaces only "
+                          "curate's own exports; add --force to replace this folder and everything in it)\n")
+    assert _files(out) == ["keep.txt"]
+    res = runner.invoke(cli, ["export", str(ws.root), "--format", "voc", "--out", str(out), "--overwrite", "--force"])
     assert res.exit_code == 0, res.output
     assert "keep.txt" not in _files(out) and "Annotations/horse.xml" in _files(out)
     assert sorted(os.listdir(tmp_path)) == ["out"]  # no staging or old folder left next to it
+    marker = json.loads((out / ".curate-export.json").read_text())
+    assert (marker["format"], marker["images"], marker["workspace"]) == ("voc", 7, str(ws.root))
+    # a curate export is replaced by --overwrite alone
+    res = runner.invoke(cli, ["export", str(ws.root), "--format", "yolo", "--out", str(out), "--overwrite"])
+    assert res.exit_code == 0, res.output
+    assert "data.yaml" in _files(out) and json.loads((out / ".curate-export.json").read_text())["format"] == "yolo"
+    assert sorted(os.listdir(tmp_path)) == ["out"]
 
 
 def test_out_holding_the_workspace_or_inside_a_source_is_refused(ws, tmp_path):
     with pytest.raises(ExportError) as e:
         ws.run_stage("export", export, ExportOptions("yolo", ws.root.parent, overwrite=True))
-    assert str(e.value) == (f"{ws.root.parent}: expected an output folder outside the workspace and the sources, "
-                            f"found a folder holding {ws.root} (choose another --out)")
+    assert str(e.value) == (f"--out: expected a folder that does not hold a source, found {ws.root.parent}, which "
+                            f"holds the source {ws.root.parent / 'photos'} (choose another path)")
+    with pytest.raises(ExportError) as e:
+        ws.run_stage("export", export, ExportOptions("yolo", ws.root / "objects" / "out", overwrite=True))
+    assert str(e.value) == (f"--out: expected a folder outside the workspace, found {ws.root / 'objects' / 'out'}, "
+                            f"inside {ws.root} (the workspace holds curate's own files; choose another path)")
     src = Path(ws.read_manifest()["origin_path"].iloc[0]).parent
     with pytest.raises(ExportError) as e:
         ws.run_stage("export", export, ExportOptions("yolo", src / "export"))
-    assert "expected an output folder outside the sources, found a folder inside the source" in str(e.value)
+    assert "expected a path outside the sources, found " + str(src / "export") + ", inside the source" in str(e.value)
     assert not (src / "export").exists()
 
 
@@ -269,3 +288,36 @@ def test_detection_export_without_boxes_is_refused(tmp_path, skimage_dir, fmt):
     assert res.exit_code == 0, res.output
     if fmt == "yolo":
         assert "nc: 1" in (tmp_path / "out/data.yaml").read_text()
+
+
+def _flip_one_byte(path: Path) -> None:
+    """Change a file in place, keeping its size and mtime (an edit the byte count cannot see)."""
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+@pytest.mark.parametrize("link", ["copy", "symlink"])
+def test_a_source_changed_in_place_after_ingest_is_refused_naming_ingest(tmp_path, skimage_dir, link):
+    photos = make_photo_set(tmp_path / "photos", skimage_dir)
+    ws = Workspace.create(tmp_path / "ws")
+    opts = IngestOptions([SourceSpec(photos.root, layout="json")], workers=1)
+    ws.run_stage("ingest", ingest, opts)
+    m = ws.read_manifest().set_index("rel_path")
+    for rel in ("val/horse.png", ROTATED):  # one written byte for byte, one re-encoded upright
+        _flip_one_byte(Path(m.at[rel, "path"]))
+    out = tmp_path / "out"
+    with pytest.raises(ExportError) as e:
+        ws.run_stage("export", export, ExportOptions("yolo", out, link=link))
+    text = str(e.value)
+    assert text.startswith(f"{out}: 2 source files changed since ingest: images/val/horse.png: its source "
+                           f"{m.at['val/horse.png', 'path']} changed since ingest (sha256 ")
+    assert f"images/val/rocket.jpg: its source {m.at[ROTATED, 'path']} changed since ingest" in text
+    assert text.endswith("(nothing was written; re-run `curate ingest` on their sources to record the files as "
+                         "they are now, then export again)")
+    assert sorted(os.listdir(tmp_path)) == ["photos", "ws"]
+    ws.run_stage("ingest", ingest, opts)  # the manifest now has the files as they are
+    res = ws.run_stage("export", export, ExportOptions("yolo", out, link=link))
+    assert res.summary["verified"] == f"{res.summary['images']} images read back"

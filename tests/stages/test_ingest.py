@@ -435,7 +435,8 @@ def test_demo_runs_on_bundled_photos_only(tmp_path):
         assert s["reason"].get(reason, 0) >= 1, reason
     assert s["reason"]["duplicate"] >= 2  # the exact copy and the resized, re-encoded one
     assert set(s["split"]) == {"train", "val", "test"}
-    exported = [p for p in (tmp_path / "demo" / "export").rglob("*") if p.is_file() and p.name != "classes.txt"]
+    exported = [p for p in (tmp_path / "demo" / "export").rglob("*")
+                if p.is_file() and p.name not in ("classes.txt", ".curate-export.json")]
     assert len(exported) == s["status"]["kept"]  # one image per kept row, next to the class list
 
 
@@ -588,8 +589,10 @@ def test_a_worker_killed_from_outside_does_not_hang_the_installed_command(tmp_pa
 
 @pytest.fixture()
 def bad_list(tmp_path) -> Path:
-    """A file named .csv holding bytes that are not text (a download that went wrong)."""
-    path = tmp_path / "labels.csv"
+    """A file named .csv holding bytes that are not text (a download that went wrong), in a folder of its own
+    (the folder of a list is its source: a workspace never goes inside it)."""
+    path = tmp_path / "lists" / "labels.csv"
+    path.parent.mkdir()
     path.write_bytes(np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8).tobytes())
     return path
 
@@ -625,3 +628,64 @@ def test_a_failed_later_ingest_leaves_the_workspace_as_it_was(tmp_path, skimage_
         assert result.exit_code == 1
     assert tree_digest(ws.root) == before
     assert list(json.loads((ws.root / "sources.json").read_text())) == ["sk"]
+
+
+def _photo_source(root: Path, skimage_dir: Path) -> Path:
+    for cls, names in {"cat": ["chelsea.png", "coffee.png"], "space": ["astronaut.png", "rocket.jpg"]}.items():
+        (root / cls).mkdir(parents=True)
+        for n in names:
+            shutil.copy(skimage_dir / n, root / cls / n)
+    (root / "list.csv").write_text("file,label\ncat/chelsea.png,cat\nspace/rocket.jpg,space\n")
+    return root
+
+
+@pytest.mark.parametrize("given, into", [
+    ("src", "src/ws"),  # the workspace inside the source folder
+    ("src/list.csv", "src/ws"),  # ... inside the folder of a list given as the source
+    ("src", "src/cat/ws"),  # ... deeper down
+])
+def test_a_workspace_inside_a_source_is_refused_and_nothing_is_written(tmp_path, skimage_dir, given, into):
+    src = _photo_source(tmp_path / "src", skimage_dir)
+    before = tree_digest(src)
+    res = CliRunner().invoke(cli, ["ingest", str(tmp_path / given), "--into", str(tmp_path / into)])
+    assert res.exit_code == 1
+    assert res.output == (f"Error: {src}: expected a workspace outside the source, found the workspace "
+                          f"{tmp_path / into} inside it (choose an --into folder outside {src})\n")
+    assert tree_digest(src) == before and not (tmp_path / into).exists()
+
+
+def test_a_source_holding_the_workspace_or_inside_it_is_refused(tmp_path, skimage_dir):
+    _photo_source(tmp_path / "data" / "src", skimage_dir)
+    ws, m, _ = run_ingest(tmp_path / "data" / "ws", SourceSpec(tmp_path / "data" / "src"))
+    runner = CliRunner()
+    res = runner.invoke(cli, ["ingest", str(tmp_path / "data"), "--into", str(ws.root)])  # holds ws/objects/...
+    assert res.exit_code == 1
+    assert res.output == (f"Error: {tmp_path / 'data'}: expected a workspace outside the source, found the "
+                          f"workspace {ws.root} inside it (choose an --into folder outside {tmp_path / 'data'})\n")
+    res = runner.invoke(cli, ["ingest", str(ws.root / "objects"), "--into", str(ws.root)])
+    assert res.exit_code == 1
+    assert res.output == (f"Error: {ws.root / 'objects'}: expected a source outside the workspace, found a path "
+                          f"inside the workspace {ws.root} (curate never reads its own files as a source)\n")
+    assert ws.read_manifest().equals(m)
+
+
+def test_follow_links_never_walks_into_a_workspace(tmp_path, skimage_dir):
+    """A link to the workspace (or to a file in it) inside a source: curate would ingest itself."""
+    src = _photo_source(tmp_path / "src", skimage_dir)
+    (src / "list.csv").unlink()
+    ws, m, _ = run_ingest(tmp_path / "ws", SourceSpec(src))
+    assert len(m) == 4
+    # give the workspace files of its own: an object, as faces/square/balance write them
+    obj = ws.objects_dir / "ab" / ("ab" * 32 + ".png")
+    obj.parent.mkdir(parents=True)
+    shutil.copy(skimage_dir / "horse.png", obj)
+    other = Workspace.create(src / "space" / "old-ws")  # someone's workspace left inside the data
+    shutil.copy(skimage_dir / "moon.png", other.objects_dir / "moon.png")
+    os.symlink(ws.root, src / "ws-link")
+    os.symlink(obj, src / "cat" / "linked.png")
+    ws, m, _ = run_ingest(tmp_path / "ws", SourceSpec(src), follow_links=True)
+    assert sorted(m["rel_path"]) == ["cat/chelsea.png", "cat/coffee.png", "cat/linked.png", "space/astronaut.png",
+                                     "space/rocket.jpg"]
+    linked = m.set_index("rel_path").loc["cat/linked.png"]
+    assert (linked["status"], linked["reason"]) == ("dropped", "outside_source")
+    assert linked["detail"] == f"link points into the curate workspace {ws.root}, never a source"

@@ -46,8 +46,8 @@ def export_folder(ws: Workspace, out: Path) -> dict:
 
 
 def exported(out: Path) -> list[str]:
-    """The exported images (the class list, classes.txt, left out)."""
-    return sorted(str(p.relative_to(out)) for p in out.rglob("*.*") if p.name != "classes.txt")
+    """The exported images (the class list, classes.txt, and the export's marker left out)."""
+    return sorted(str(p.relative_to(out)) for p in out.rglob("*.*") if p.name not in ("classes.txt", ".curate-export.json"))
 
 
 def test_a_moved_workspace_exports_and_records_its_new_folder(tmp_path, skimage_dir):
