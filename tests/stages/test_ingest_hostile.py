@@ -74,7 +74,8 @@ def test_a_single_annotation_file_as_source_is_read_as_its_format(tmp_path, skim
 
 
 def test_an_annotation_file_no_format_knows_is_an_error(tmp_path):
-    p = tmp_path / "notes.json"
+    (tmp_path / "src").mkdir()
+    p = tmp_path / "src" / "notes.json"  # the workspace may not sit in the folder of a file source
     p.write_text('{"hello": "world"}')
     with pytest.raises(SourceError) as e:
         run_ingest(tmp_path / "ws", SourceSpec(p))
@@ -91,7 +92,8 @@ def test_an_annotation_file_no_format_knows_is_an_error(tmp_path):
      "set holds')"),
 ])
 def test_nothing_to_ingest_is_an_error(tmp_path, name, content, message):
-    src = tmp_path / name
+    (tmp_path / "data").mkdir()
+    src = tmp_path / "data" / name  # the workspace may not sit in the folder of a file source
     if content is None:
         src.mkdir()
     else:
