@@ -77,7 +77,7 @@ def check_output(out: str | Path, *, sources: Sequence[str | Path] = (), workspa
         if folder and inside(ws, target):
             raise CurateError("", field=option, expected="a folder that does not hold the workspace",
                               found=f"{target}, which holds {ws}", hint="choose another path")
-        own = {"manifest.parquet", "annotations.parquet", "curate.json", "sources.json", ".lock"}
+        own = {"manifest.parquet", "annotations.parquet", "curate.json", "sources.json", ".lock", "tables"}
         if not folder and target.parent == ws and target.name in own:
             raise CurateError("", field=option, expected="a path that is not one of the workspace's own files",
                               found=str(target), hint="choose another path")

@@ -100,7 +100,7 @@ def fiftyone_env(tmp_path_factory: pytest.TempPathFactory):
 
 CRASH_DECODER = Path(__file__).resolve().parent / "crash_decoder"
 # Never import it into pytest's own processes (--doctest-modules would): it makes the JPEG decoder crash.
-collect_ignore = ["crash_decoder"]
+collect_ignore = ["crash_decoder", "kill_at_replace"]
 
 
 class CrashingDecoder:
