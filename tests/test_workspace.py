@@ -135,3 +135,71 @@ def test_a_format_1_workspace_opens_and_is_migrated(tmp_path, skimage_dir):
     m2, a2 = opened.read_tables()
     pd.testing.assert_frame_equal(m2, m)
     pd.testing.assert_frame_equal(a2, a)
+
+
+# -- damaged workspaces (docs/reliability.md#damaged-workspaces) ---------------------
+
+def fix(root) -> str:
+    return (f"the workspace is damaged: restore this file from a backup or from the previous version in "
+            f"{root}/tables/, or re-run `curate ingest SOURCE --into NEW_WS` into a new workspace")
+
+
+def _truncate(p):
+    p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+
+
+def _no_status(p):
+    pd.read_parquet(p).drop(columns=["status"]).to_parquet(p)
+
+
+@pytest.mark.parametrize("name, damage, found", [
+    ("manifest.parquet", _truncate, "ArrowInvalid: "),  # a kill or a copy cut short
+    ("manifest.parquet", lambda p: p.write_bytes(b"\x00garbage" * 50), "ArrowInvalid: "),  # not parquet at all
+    ("manifest.parquet", lambda p: p.write_bytes(b""), "ArrowInvalid: "),  # an empty file
+    ("annotations.parquet", _truncate, "ArrowInvalid: "),
+    ("annotations.parquet", lambda p: p.write_bytes(b""), "ArrowInvalid: "),
+    ("manifest.parquet", _no_status, "no status"),  # a contract column gone: was read as "0 kept"
+])
+def test_a_damaged_table_gives_one_line_naming_the_file_and_the_fix(tmp_path, skimage_dir, name, damage, found):
+    from click.testing import CliRunner
+
+    from curate.cli import cli
+
+    ws = boxed_ws(tmp_path / "ws", skimage_dir)
+    damage(ws.root / name)  # the top-level file is the committed one: written in place, both are damaged
+    # a writing command reads both tables; `status` reads the manifest
+    for command in (["split"], ["status"]) if name == "manifest.parquet" else (["split"],):
+        res = CliRunner().invoke(cli, [*command, str(ws.root)])
+        assert res.exit_code == 1, res.output
+        assert res.output.startswith(f"Error: {ws.table_path(name)}: expected ")
+        assert f", found {found}" in res.output and res.output.endswith(f"({fix(ws.root)})\n")
+        assert res.output.count("\n") == 1 and "Traceback" not in res.output
+
+
+def test_a_damaged_sources_json_names_the_file_and_the_fix(tmp_path, skimage_dir):
+    from click.testing import CliRunner
+
+    from curate.cli import cli
+
+    ws = boxed_ws(tmp_path / "ws", skimage_dir)
+    (ws.root / "sources.json").write_text('{"sk": {"path": ')  # cut short
+    res = CliRunner().invoke(cli, ["ingest", str(skimage_dir), "--into", str(ws.root), "--workers", "1"])
+    assert res.exit_code == 1, res.output
+    assert res.output == (f"Error: {ws.table_path('sources.json')}: expected a JSON object of sources, found "
+                          f"JSONDecodeError: Expecting value: line 1 column 17 (char 16) ({fix(ws.root)})\n")
+
+
+def test_a_damaged_curate_json_and_a_lock_folder_give_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from curate.cli import cli
+
+    ws = Workspace.create(tmp_path / "ws")
+    (ws.root / ".lock").mkdir()
+    res = CliRunner().invoke(cli, ["split", str(ws.root)])
+    assert res.output == (f"Error: {ws.root}/.lock: expected curate's lock file, found a folder (remove that "
+                          "folder; curate makes the lock file again)\n")
+    (ws.root / "curate.json").write_text("{garbage")
+    res = CliRunner().invoke(cli, ["status", str(ws.root)])
+    assert res.output.startswith(f"Error: {ws.root}/curate.json: expected a JSON object, found JSONDecodeError: ")
+    assert res.output.endswith(f"({fix(ws.root)})\n")
