@@ -470,24 +470,28 @@ class Workspace:
         version = f"{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%S%f')}Z-{os.getpid()}-{os.urandom(3).hex()}"
         new = self.root / TABLES_DIR / version
         new.mkdir(parents=True)
-        if manifest is not None:
-            atomic_write_parquet(manifest, new / MANIFEST_FILE, MANIFEST_ARROW)
-        if annotations is not None:
-            atomic_write_parquet(annotations, new / ANNOTATIONS_FILE, ANNOTATION_ARROW)
-        for name, data in (files or {}).items():
-            atomic_write_bytes(new / name, data)
-        for name in VERSIONED_FILES:  # carried from the committed version (or the top level of format 1)
-            old = (previous if previous is not None else self.root) / name
-            if not (new / name).exists() and old.exists():
-                link_or_copy(old, new / name)
-        if not (new / MANIFEST_FILE).exists():
-            atomic_write_parquet(empty_manifest(), new / MANIFEST_FILE, MANIFEST_ARROW)
-        if not (new / ANNOTATIONS_FILE).exists():
-            atomic_write_parquet(empty_annotations(), new / ANNOTATIONS_FILE, ANNOTATION_ARROW)
-        fsync_dir(new)
-        fsync_dir(new.parent)
-        meta.update(format=WORKSPACE_FORMAT, root=str(self.root), tables=f"{TABLES_DIR}/{version}")
-        atomic_write_bytes(self.root / MARKER, (json.dumps(meta, indent=2) + "\n").encode())  # the commit
+        try:
+            if manifest is not None:
+                atomic_write_parquet(manifest, new / MANIFEST_FILE, MANIFEST_ARROW)
+            if annotations is not None:
+                atomic_write_parquet(annotations, new / ANNOTATIONS_FILE, ANNOTATION_ARROW)
+            for name, data in (files or {}).items():
+                atomic_write_bytes(new / name, data)
+            for name in VERSIONED_FILES:  # carried from the committed version (or the top level of format 1)
+                old = (previous if previous is not None else self.root) / name
+                if not (new / name).exists() and old.exists():
+                    link_or_copy(old, new / name)
+            if not (new / MANIFEST_FILE).exists():
+                atomic_write_parquet(empty_manifest(), new / MANIFEST_FILE, MANIFEST_ARROW)
+            if not (new / ANNOTATIONS_FILE).exists():
+                atomic_write_parquet(empty_annotations(), new / ANNOTATIONS_FILE, ANNOTATION_ARROW)
+            fsync_dir(new)
+            fsync_dir(new.parent)
+            meta.update(format=WORKSPACE_FORMAT, root=str(self.root), tables=f"{TABLES_DIR}/{version}")
+            atomic_write_bytes(self.root / MARKER, (json.dumps(meta, indent=2) + "\n").encode())  # the commit
+        except BaseException:  # not committed: the folder is nobody's (the next commit would remove it too)
+            shutil.rmtree(new, ignore_errors=True)
+            raise
         fsync_dir(self.root)
         self.publish()
         self.collect_versions()

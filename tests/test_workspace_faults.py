@@ -83,3 +83,80 @@ def test_a_kill_at_every_replace_then_a_rerun_gives_the_uninterrupted_tables(box
     else:
         pytest.fail(f"{stage[0]} still running after {MAX_POINTS} replaces")
     assert point > 3
+
+
+# -- disk full and read-only (docs/reliability.md#disk-full-and-read-only) -----------
+
+@pytest.fixture()
+def small_disk(tmp_path: Path):
+    """A real 8 MB file system (tmpfs), so that writes fail with ENOSPC as on a full disk."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    out = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if out.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {out.stderr.strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def fill(disk: Path) -> Path:
+    """Fill the file system to the last byte; return the file that holds the space."""
+    filler = disk / "filler"
+    with open(filler, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError:
+            pass
+    return filler
+
+
+def committed(ws: Path) -> dict[str, bytes]:
+    return {n: (ws / n).read_bytes() for n in ("curate.json", "manifest.parquet", "annotations.parquet")}
+
+
+@pytest.mark.parametrize("command", [
+    ["square", "--workers", "1"],
+    ["dedupe"],
+    ["split"],
+    ["ingest", "SOURCE", "--source", "again", "--layout", "flat", "--workers", "1"],
+])
+def test_a_full_disk_ends_in_one_line_and_leaves_the_tables(small_disk, skimage_dir, command):
+    from click.testing import CliRunner
+
+    from curate.cli import cli
+
+    ws = Workspace.create(small_disk / "ws")
+    ws.run_stage("ingest", ingest, IngestOptions([SourceSpec(skimage_dir, name="sk", layout="flat")], workers=1))
+    filler = fill(small_disk)
+    before = committed(ws.root)
+    args = ([command[0], str(ws.root), *command[1:]] if command[0] != "ingest"
+            else ["ingest", str(skimage_dir), "--into", str(ws.root), *command[2:]])
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 1, res.output
+    assert res.output.startswith("Error: ") and res.output.count("\n") == 1, res.output
+    assert res.output.endswith(": expected free space to write to, found the disk full (free some space and run "
+                               "the command again; the committed tables are as they were)\n")
+    assert committed(ws.root) == before
+    filler.unlink()
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    assert len(list((ws.root / "tables").iterdir())) == 2  # no version of the failed run stays behind
+
+
+def test_a_read_only_workspace_is_refused_at_the_lock_by_every_writing_command(small_disk, skimage_dir):
+    from click.testing import CliRunner
+
+    from curate.cli import cli
+
+    ws = Workspace.create(small_disk / "ws")
+    ws.run_stage("ingest", ingest, IngestOptions([SourceSpec(skimage_dir, name="sk", layout="flat")], workers=1))
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    want = (f"Error: {ws.root}: expected a workspace curate can write to, found a read-only file system "
+            "(make the folder writable, or copy the workspace somewhere writable)\n")
+    for args in (["ingest", str(skimage_dir), "--into"], ["dedupe"], ["square"], ["split"], ["balance"],
+                 ["faces", "--boxes"], ["crop"], ["prune", "--missing"], ["check"]):
+        res = CliRunner().invoke(cli, [*args, str(ws.root)])
+        assert (res.exit_code, res.output) == (1, want), args
+    res = CliRunner().invoke(cli, ["status", str(ws.root)])  # reading still works
+    assert res.exit_code == 0 and "kept" in res.output
