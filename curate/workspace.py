@@ -545,14 +545,17 @@ class Workspace:
         millions of files.
         """
         killed = (self.root / RUNNING).exists()
-        folders = [self.root, self.runs_dir, self.root / TABLES_DIR]
+        # At the top level only curate's own files' temporaries: a command that does not take the lock
+        # (`curate report --out WS/report.html`) may be writing its own there right now.
+        own = (MARKER, *VERSIONED_FILES)
+        found = [p for p in _tmp_files(self.root) if any(p.name.startswith(f".{n}.") for n in own)]
+        found += [*_tmp_files(self.runs_dir), *_tmp_files(self.root / TABLES_DIR)]
         if killed and self.objects_dir.is_dir():
-            folders += [p for p in self.objects_dir.iterdir() if p.is_dir()]
-        for folder in folders:
+            for sub in self.objects_dir.iterdir():
+                found += _tmp_files(sub)
+        for p in found:
             with contextlib.suppress(OSError):
-                for p in folder.glob(".*.tmp"):
-                    if p.is_file() or p.is_symlink():
-                        p.unlink(missing_ok=True)
+                p.unlink()
         with contextlib.suppress(OSError):
             (self.root / ".partial").rmdir()  # only when empty: an interrupted ingest's checkpoints stay
         self.publish()
@@ -755,6 +758,14 @@ def _raise_write_error(e: OSError, root: Path) -> NoReturn:
     if mapped is e:
         raise e
     raise mapped from e
+
+
+def _tmp_files(folder: Path) -> list[Path]:
+    """The temporary files (``.<name>.<random>.tmp``, as :func:`atomic_write_bytes` makes them) in ``folder``."""
+    try:
+        return [p for p in folder.glob(".*.tmp") if p.is_file() and not p.is_symlink()]
+    except OSError:
+        return []
 
 
 def _only_creation_leftovers(root: Path) -> bool:

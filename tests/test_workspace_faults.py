@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from curate.errors import WorkspaceError
 from curate.stages.ingest import IngestOptions, SourceSpec, ingest
 from curate.workspace import Workspace
 
@@ -160,3 +161,51 @@ def test_a_read_only_workspace_is_refused_at_the_lock_by_every_writing_command(s
         assert (res.exit_code, res.output) == (1, want), args
     res = CliRunner().invoke(cli, ["status", str(ws.root)])  # reading still works
     assert res.exit_code == 0 and "kept" in res.output
+
+
+# -- leftovers and modes (docs/reliability.md#leftovers) ---------------------------------
+
+def test_a_kill_while_the_first_ingest_creates_the_workspace_does_not_block_the_next(tmp_path, skimage_dir):
+    ws = tmp_path / "ws"
+    args = ("ingest", str(skimage_dir), "--into", str(ws), "--layout", "flat", "--workers", "1")
+    killed = curate(*args, kill_at=1)  # the first replace is curate.json's: objects/ and runs/ are made
+    assert killed.returncode == -9 and not (ws / "curate.json").exists() and (ws / "objects").is_dir()
+    rerun = curate(*args)
+    assert rerun.returncode == 0, rerun.stderr
+    assert len(Workspace.open(ws).read_manifest()) > 20
+    assert not [p for p in ws.rglob("*.tmp")]
+
+
+def test_a_folder_with_a_file_of_its_own_is_still_refused(tmp_path):
+    (tmp_path / "ws" / "objects").mkdir(parents=True)
+    (tmp_path / "ws" / "objects" / "mine.png").write_bytes(b"x")
+    with pytest.raises(WorkspaceError, match="found a non-empty folder that is not a curate workspace"):
+        Workspace.create(tmp_path / "ws")
+
+
+def test_temporary_files_of_killed_commands_are_removed_by_the_next_run(boxed):
+    ws = boxed.parent / "ws"
+    shutil.copytree(boxed, ws)
+    # kill square at each of its first replaces: objects, run records and tables leave their temporaries
+    for point in (1, 2, 3):
+        assert curate("square", str(ws), "--workers", "1", kill_at=point).returncode == -9
+    left = list(ws.rglob("*.tmp"))
+    assert left, "the kills left no temporary file to clean up"
+    report = ws / ".report.html.keepme.tmp"  # another command's, writing now: not curate's to remove
+    report.write_bytes(b"<html>")
+    assert curate("square", str(ws), "--workers", "1").returncode == 0
+    assert list(ws.rglob("*.tmp")) == [report]
+    assert not (ws / ".running").exists() and not (ws / ".partial").exists()
+
+
+def test_files_curate_writes_get_the_umask_modes(tmp_path, skimage_dir):
+    ws = tmp_path / "ws"
+    env_umask = "umask 022 && "
+    out = subprocess.run(["bash", "-c", env_umask + " ".join([
+        str(CURATE), "ingest", str(skimage_dir), "--into", str(ws), "--layout", "flat", "--workers", "1", "&&",
+        str(CURATE), "square", str(ws), "--size", "32", "--workers", "1", "&&",
+        str(CURATE), "report", str(ws), "--out", str(ws / "report.html")])], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    files = [p for p in ws.rglob("*") if p.is_file() and p.name != ".lock"]
+    assert any(p.parent.parent.name == "objects" for p in files) and (ws / "report.html") in files
+    assert {str(p.relative_to(ws)): oct(p.stat().st_mode & 0o777) for p in files if p.stat().st_mode & 0o777 != 0o644} == {}
