@@ -81,6 +81,7 @@ def test_a_kill_at_every_replace_then_a_rerun_gives_the_uninterrupted_tables(box
         got_m, got_a = tables(ws)
         pd.testing.assert_frame_equal(got_m, want_m, obj=f"manifest after a kill at replace {point}")
         pd.testing.assert_frame_equal(got_a, want_a, obj=f"annotations after a kill at replace {point}")
+        assert not list(ws.rglob("*.tmp")) and len(list((ws / "tables").iterdir())) == 2, point  # nothing left
     else:
         pytest.fail(f"{stage[0]} still running after {MAX_POINTS} replaces")
     assert point > 3
