@@ -298,8 +298,10 @@ class Workspace:
                 "", file=path, expected="curate's lock file", found="a folder",
                 hint="remove that folder; curate makes the lock file again",
             )
-        if not os.access(self.root, os.W_OK):  # a read-only file system; under root, chmod is not enough
-            raise write_error(OSError(errno.EROFS, os.strerror(errno.EROFS), str(self.root)), self.root)
+        if not os.access(self.root, os.W_OK):  # a read-only file system, or (for users other than root) no permission
+            read_only = bool(os.statvfs(self.root).f_flag & os.ST_RDONLY)
+            code = errno.EROFS if read_only else errno.EACCES
+            raise write_error(OSError(code, os.strerror(code), str(self.root)), self.root)
         lock = FileLock(str(path), timeout=0)
         try:
             lock.acquire()
