@@ -56,6 +56,21 @@ class WorkspaceLockedError(WorkspaceError):
     """Another curate process holds the workspace."""
 
 
+class DamagedWorkspaceError(WorkspaceError):
+    """A workspace file (a table, ``curate.json``, ``sources.json``, ``.lock``) exists but cannot be used.
+
+    The message names the file, what was found, and the fix (restore it, or
+    re-run ``curate ingest``); see docs/reliability.md#damaged-workspaces.
+    """
+
+
+class WorkspaceWriteError(WorkspaceError):
+    """The workspace cannot be written: the disk is full, or the folder is read-only.
+
+    Raised before anything is committed, so the tables are as they were.
+    """
+
+
 class SourceError(CurateError):
     """A source given to ingest cannot be read as asked."""
 

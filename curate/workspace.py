@@ -3,15 +3,21 @@
 ::
 
     WS/
-      curate.json           marker and metadata (format version, the folder it was last written at)
-      manifest.parquet      one row per file ever seen (schema: curate.schema)
-      annotations.parquet   boxes, in the pixel frame of their sample's image
+      curate.json           marker and metadata (format version, the folder it was last written at),
+                            and the pointer to the committed version of the tables ("tables")
+      tables/<version>/     one committed version: manifest.parquet, annotations.parquet, sources.json
+      manifest.parquet      the committed manifest (a hard link into tables/), for plain pandas
+      annotations.parquet   the committed boxes, in the pixel frame of their sample's image
       objects/ab/<sha>.ext  derived images, content-addressed
       runs/<run_id>.json    one record per command
       .lock                 held while a command changes the workspace
 
-Writes are atomic (write to a temporary file in the same folder, then
-``os.replace``), so a killed process leaves either the old or the new table.
+The tables commit as one unit (docs/reliability.md#tables-and-commits): a
+stage writes a new folder ``tables/<version>/``, then switches the pointer in
+``curate.json`` with one ``os.replace``. A killed process leaves the old pair
+or the new pair, never one of each; every reader reads the pair the pointer
+names. The top-level ``manifest.parquet`` and ``annotations.parquet`` are then
+re-linked to the committed files, so plain ``pandas.read_parquet`` reads them.
 
 A workspace can be moved or copied as a folder. The manifest keeps absolute
 paths (DESIGN.md's contract: plain pandas reads them), so ``curate.json``
@@ -30,6 +36,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
+import functools
 import hashlib
 import json
 import os
@@ -40,10 +48,10 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from curate import __version__
-from curate.errors import WorkspaceError, WorkspaceLockedError
+from curate.errors import DamagedWorkspaceError, WorkspaceError, WorkspaceLockedError, WorkspaceWriteError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -54,7 +62,31 @@ if TYPE_CHECKING:
 # without them (about 0.8 s per worker, docs/benchmarks.md#faces).
 
 MARKER = "curate.json"
-WORKSPACE_FORMAT = 1
+# 2: the tables live in tables/<version>/, named by curate.json's "tables" (1: at the top level only;
+# opened and migrated by Workspace.open)
+WORKSPACE_FORMAT = 2
+TABLES_DIR = "tables"
+MANIFEST_FILE = "manifest.parquet"
+ANNOTATIONS_FILE = "annotations.parquet"
+SOURCES_FILE = "sources.json"
+# The files of one committed version; each is also published at the top level under the same name.
+VERSIONED_FILES = (MANIFEST_FILE, ANNOTATIONS_FILE, SOURCES_FILE)
+_VERSION_NAME = re.compile(r"^[0-9]{8}T[0-9]{12}Z-[0-9]+-[0-9a-f]{6}$")
+# Set while a command writes (removed when it ends, even on an error): found at the start of the next
+# command, it means a kill, and the next command sweeps the temporary files the kill left.
+RUNNING = ".running"
+
+
+@functools.cache
+def file_mode() -> int:
+    """The mode a new file gets from ``open`` under this process's umask (0644 under the usual 022).
+
+    ``mkstemp`` makes 0600 files; curate's files are not secrets, and others
+    sharing a workspace or an export read them.
+    """
+    mask = os.umask(0o022)  # reading the umask means setting it; put it back at once
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def atomic_write_bytes(path: Path, data: bytes, *, fsync: bool = True) -> None:
@@ -66,6 +98,7 @@ def atomic_write_bytes(path: Path, data: bytes, *, fsync: bool = True) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, file_mode())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             if fsync:
@@ -107,6 +140,7 @@ def atomic_write_parquet(df: pd.DataFrame, path: Path, schema: pa.Schema) -> Non
 
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, file_mode())
     os.close(fd)
     try:
         declared = [f.name for f in schema]
@@ -122,6 +156,26 @@ def atomic_write_parquet(df: pd.DataFrame, path: Path, schema: pa.Schema) -> Non
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def fsync_dir(path: Path) -> None:
+    """Flush a folder's entries (new names, renames) to disk."""
+    with contextlib.suppress(OSError):  # not every file system lets a folder be opened for this
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    """``dst`` as a hard link of ``src`` (no copy of the bytes), or a copy where links are not supported."""
+    try:
+        os.link(src, dst)
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENOENT):
+            raise
+        shutil.copyfile(src, dst)
 
 
 def utc_now() -> str:
@@ -179,17 +233,23 @@ class Workspace:
             if not exist_ok:
                 raise WorkspaceError("workspace already exists", file=root)
             return cls.open(root)
-        if root.exists() and any(root.iterdir()):
+        if root.exists() and not _only_creation_leftovers(root):
             raise WorkspaceError(
                 "", file=root, expected="an empty or new folder for the workspace",
                 found="a non-empty folder that is not a curate workspace",
                 hint="choose another --into folder",
             )
-        root.mkdir(parents=True, exist_ok=True)
-        (root / "objects").mkdir(exist_ok=True)
-        (root / "runs").mkdir(exist_ok=True)
-        meta = {"format": WORKSPACE_FORMAT, "created": utc_now(), "curate_version": __version__, "root": str(root)}
-        atomic_write_bytes(root / MARKER, (json.dumps(meta, indent=2) + "\n").encode())
+        # What a creation killed before curate.json leaves (objects/, runs/) is taken as a start, above:
+        # curate.json is written last, so a folder with it is a whole workspace.
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            (root / "objects").mkdir(exist_ok=True)
+            (root / "runs").mkdir(exist_ok=True)
+            meta = {"format": WORKSPACE_FORMAT, "created": utc_now(), "curate_version": __version__,
+                    "root": str(root)}
+            atomic_write_bytes(root / MARKER, (json.dumps(meta, indent=2) + "\n").encode())
+        except OSError as e:
+            _raise_write_error(e, root)
         return cls(root)
 
     @classmethod
@@ -201,26 +261,48 @@ class Workspace:
                 "", file=root, expected="a curate workspace", found="no curate.json",
                 hint="create one with `curate ingest SOURCE --into WS`",
             )
-        try:
-            meta = json.loads(marker.read_text())
-        except (OSError, ValueError) as e:
-            raise WorkspaceError(f"cannot read {MARKER}: {e}", file=root) from e
-        if meta.get("format") != WORKSPACE_FORMAT:
+        ws = cls(root)
+        meta = ws.read_meta()
+        if meta.get("format") not in (1, WORKSPACE_FORMAT):
             raise WorkspaceError(
                 "", file=marker, field="format", expected=WORKSPACE_FORMAT, found=meta.get("format")
             )
-        return cls(root)
+        if meta.get("format") == 1:
+            ws.migrate()
+        return ws
+
+    def migrate(self) -> None:
+        """Turn a format-1 workspace (tables at the top level only) into a committed version.
+
+        Done by :meth:`open` when it can take the lock; a workspace that is
+        read-only, or busy, is read as it is (format 1) and migrated later.
+        """
+        with contextlib.suppress(WorkspaceError):
+            with self.lock():
+                if self.read_meta().get("format") == 1:  # again, under the lock
+                    self.commit()
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         """Hold the workspace for one writer. A second writer is refused at once.
 
         The lock is an OS file lock, so it is released when the process dies,
-        even by SIGKILL.
+        even by SIGKILL. A workspace curate cannot write is refused here, with
+        one line, before any work.
         """
         from filelock import FileLock, Timeout
 
-        lock = FileLock(str(self.root / ".lock"), timeout=0)
+        path = self.root / ".lock"
+        if path.is_dir():
+            raise DamagedWorkspaceError(
+                "", file=path, expected="curate's lock file", found="a folder",
+                hint="remove that folder; curate makes the lock file again",
+            )
+        if not os.access(self.root, os.W_OK):  # a read-only file system, or (for users other than root) no permission
+            read_only = bool(os.statvfs(self.root).f_flag & os.ST_RDONLY)
+            code = errno.EROFS if read_only else errno.EACCES
+            raise write_error(OSError(code, os.strerror(code), str(self.root)), self.root)
+        lock = FileLock(str(path), timeout=0)
         try:
             lock.acquire()
         except Timeout:
@@ -228,20 +310,113 @@ class Workspace:
                 "another curate command is changing this workspace", file=self.root,
                 hint="wait for it to finish; the lock is released when that process ends",
             ) from None
+        except OSError as e:
+            _raise_write_error(e, path)
         try:
             yield
         finally:
             lock.release()
 
     # -- tables -------------------------------------------------------------
-    def read_manifest(self) -> pd.DataFrame:
+    def read_meta(self) -> dict[str, Any]:
+        """``curate.json``, checked: a damaged one raises :class:`DamagedWorkspaceError`."""
+        marker = self.root / MARKER
+        try:
+            meta = json.loads(marker.read_text())
+        except (OSError, ValueError) as e:
+            raise damaged(marker, "a JSON object", _why(e), self.root) from e
+        if not isinstance(meta, dict):
+            raise damaged(marker, "a JSON object", f"a JSON {type(meta).__name__}", self.root)
+        return meta
+
+    def version_dir(self) -> Path | None:
+        """The folder of the committed version (``tables/<version>``); None before the first commit."""
+        rel = self.read_meta().get("tables")
+        if rel is None:
+            return None
+        if not (isinstance(rel, str) and rel.startswith(f"{TABLES_DIR}/")
+                and _VERSION_NAME.match(rel[len(TABLES_DIR) + 1:])):
+            raise DamagedWorkspaceError(
+                "", file=self.root / MARKER, field="tables", expected="tables/<version>", found=repr(rel),
+                hint=f"restore curate.json from a backup, or name one of the folders in {self.root / TABLES_DIR}",
+            )
+        return self.root / rel
+
+    def table_path(self, name: str) -> Path:
+        """Where the committed ``name`` (e.g. ``manifest.parquet``) is read from."""
+        d = self.version_dir()
+        return (d if d is not None else self.root) / name
+
+    def _read_committed(self, read: Callable[[Path | None], Any]) -> Any:
+        # A command that reads without the lock (status, report) may see a commit collect the version it
+        # was reading: it then reads the new one. A file missing from the version still named is damage.
+        for attempt in range(5):
+            d = self.version_dir()
+            try:
+                return read(d)
+            except FileNotFoundError as e:
+                if attempt < 4 and self.version_dir() != d:
+                    continue
+                raise damaged(Path(e.filename or (d or self.root)), "a file of the committed tables",
+                              "nothing there", self.root) from None
+        raise AssertionError("unreachable")
+
+    def _read_table(self, d: Path | None, name: str) -> pd.DataFrame:
         import pandas as pd
+        import pyarrow as pa
 
-        from curate.schema import MANIFEST_COLUMNS, conform, empty_manifest
+        from curate.schema import (
+            ANNOTATION_COLUMNS,
+            MANIFEST_COLUMNS,
+            conform,
+            empty_annotations,
+            empty_manifest,
+        )
 
-        if not self.manifest_path.exists():
-            return empty_manifest()
-        df = conform(pd.read_parquet(self.manifest_path), MANIFEST_COLUMNS)
+        columns = MANIFEST_COLUMNS if name == MANIFEST_FILE else ANNOTATION_COLUMNS
+        path = (d if d is not None else self.root) / name
+        if d is None and not path.exists():  # nothing committed yet
+            return empty_manifest() if name == MANIFEST_FILE else empty_annotations()
+        try:
+            df = pd.read_parquet(path)
+        except FileNotFoundError:
+            raise
+        except (pa.ArrowException, OSError, ValueError) as e:
+            raise damaged(path, "a parquet table", _why(e), self.root) from e
+        missing = [c.name for c in columns if c.contract and c.name not in df.columns]
+        if missing:
+            raise damaged(path, f"the columns {', '.join(c.name for c in columns if c.contract)}",
+                          f"no {', '.join(missing)}", self.root)
+        return conform(df, columns)
+
+    def read_tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The committed manifest and annotations: one pair, from one version."""
+        m, a = self._read_committed(lambda d: (self._read_table(d, MANIFEST_FILE),
+                                               self._read_table(d, ANNOTATIONS_FILE)))
+        return self._rebased(m), a
+
+    def read_manifest(self) -> pd.DataFrame:
+        return self._rebased(self._read_committed(lambda d: self._read_table(d, MANIFEST_FILE)))
+
+    def read_annotations(self) -> pd.DataFrame:
+        return self._read_committed(lambda d: self._read_table(d, ANNOTATIONS_FILE))  # type: ignore[no-any-return]
+
+    def read_file(self, name: str) -> bytes | None:
+        """The committed version's ``name`` (e.g. ``sources.json``); None when it has none."""
+        def read(d: Path | None) -> bytes | None:
+            path = (d if d is not None else self.root) / name
+            try:
+                return path.read_bytes()
+            except FileNotFoundError:
+                if d is None or name not in (MANIFEST_FILE, ANNOTATIONS_FILE):
+                    return None
+                raise
+            except OSError as e:
+                raise damaged(path, "a readable file", _why(e), self.root) from e
+
+        return self._read_committed(read)  # type: ignore[no-any-return]
+
+    def _rebased(self, df: pd.DataFrame) -> pd.DataFrame:
         old = self.moved_from(df)
         return rebase_paths(df, old, str(self.root)) if old is not None else df
 
@@ -250,7 +425,7 @@ class Workspace:
         """The contents of ``curate.json`` ({} when it cannot be read)."""
         try:
             return dict(json.loads((self.root / MARKER).read_text()))
-        except (OSError, ValueError):
+        except (OSError, ValueError, TypeError):
             return {}
 
     def moved_from(self, manifest: pd.DataFrame | None = None) -> str | None:
@@ -269,36 +444,135 @@ class Workspace:
                 return None
         return str(old)
 
-    def _record_root(self) -> None:
-        """Write this folder into ``curate.json`` (after the tables that hold its paths)."""
-        meta = self.meta()
-        if meta and meta.get("root") != str(self.root):
-            meta["root"] = str(self.root)
-            atomic_write_bytes(self.root / MARKER, (json.dumps(meta, indent=2) + "\n").encode())
+    # -- commits ------------------------------------------------------------
+    def commit(self, manifest: pd.DataFrame | None = None, annotations: pd.DataFrame | None = None,
+               files: dict[str, bytes] | None = None) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+        """Commit a new version: the tables and ``files`` given, the rest carried from the committed one.
 
-    def read_annotations(self) -> pd.DataFrame:
-        import pandas as pd
+        All or nothing: the new version is written to its own folder
+        ``tables/<version>/`` and becomes the committed one by one
+        ``os.replace`` of ``curate.json``. Call it under :meth:`lock`.
+        Returns the tables as validated (None where not given).
+        """
+        from curate.schema import (
+            ANNOTATION_ARROW,
+            MANIFEST_ARROW,
+            empty_annotations,
+            empty_manifest,
+            validate_annotations,
+            validate_manifest,
+        )
 
-        from curate.schema import ANNOTATION_COLUMNS, conform, empty_annotations
+        if manifest is not None:
+            manifest = validate_manifest(manifest)
+        if annotations is not None:
+            annotations = validate_annotations(annotations, manifest)
+        meta = self.read_meta()
+        previous = self.version_dir()
+        version = f"{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%S%f')}Z-{os.getpid()}-{os.urandom(3).hex()}"
+        new = self.root / TABLES_DIR / version
+        new.mkdir(parents=True)
+        try:
+            if manifest is not None:
+                atomic_write_parquet(manifest, new / MANIFEST_FILE, MANIFEST_ARROW)
+            if annotations is not None:
+                atomic_write_parquet(annotations, new / ANNOTATIONS_FILE, ANNOTATION_ARROW)
+            for name, data in (files or {}).items():
+                atomic_write_bytes(new / name, data)
+            for name in VERSIONED_FILES:  # carried from the committed version (or the top level of format 1)
+                old = (previous if previous is not None else self.root) / name
+                if not (new / name).exists() and old.exists():
+                    link_or_copy(old, new / name)
+            if not (new / MANIFEST_FILE).exists():
+                atomic_write_parquet(empty_manifest(), new / MANIFEST_FILE, MANIFEST_ARROW)
+            if not (new / ANNOTATIONS_FILE).exists():
+                atomic_write_parquet(empty_annotations(), new / ANNOTATIONS_FILE, ANNOTATION_ARROW)
+            fsync_dir(new)
+            fsync_dir(new.parent)
+            meta.update(format=WORKSPACE_FORMAT, root=str(self.root), tables=f"{TABLES_DIR}/{version}")
+            atomic_write_bytes(self.root / MARKER, (json.dumps(meta, indent=2) + "\n").encode())  # the commit
+        except BaseException:  # not committed: the folder is nobody's (the next commit would remove it too)
+            shutil.rmtree(new, ignore_errors=True)
+            raise
+        fsync_dir(self.root)
+        self.publish()
+        self.collect_versions()
+        return manifest, annotations
 
-        if not self.annotations_path.exists():
-            return empty_annotations()
-        return conform(pd.read_parquet(self.annotations_path), ANNOTATION_COLUMNS)
+    def publish(self) -> None:
+        """Link the committed version's files to the top level (``WS/manifest.parquet``, ...) for plain pandas.
+
+        Idempotent; a kill between a commit and this leaves the top level one
+        version behind until the next command (which calls it under the lock).
+        """
+        d = self.version_dir()
+        if d is None:
+            return
+        for name in VERSIONED_FILES:
+            src, dst = d / name, self.root / name
+            if not src.exists():
+                continue
+            with contextlib.suppress(OSError):
+                if os.path.samefile(src, dst):
+                    continue
+            tmp = self.root / f".{name}.{os.urandom(4).hex()}.tmp"
+            try:
+                link_or_copy(src, tmp)
+                os.replace(tmp, dst)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+
+    def collect_versions(self, keep: int = 2) -> None:
+        """Remove old versions and uncommitted ones (a killed commit's): keep the committed one and the
+        ``keep - 1`` before it, so that a damaged table can be restored from the previous version."""
+        d = self.version_dir()
+        tables = self.root / TABLES_DIR
+        if d is None or not tables.is_dir():
+            return
+        older = sorted((p.name for p in tables.iterdir() if p.name < d.name), reverse=True)
+        kept = {d.name, *older[: keep - 1]}
+        for p in tables.iterdir():
+            if p.name not in kept:
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
+
+    def remove_leftovers(self) -> None:
+        """Remove what killed commands left: temporary files, uncommitted versions, an empty ``.partial/``.
+
+        Called under the lock, so no running command owns them. ``objects/``
+        is swept only after a kill (``.running`` left behind): it can hold
+        millions of files.
+        """
+        killed = (self.root / RUNNING).exists()
+        # At the top level only curate's own files' temporaries: a command that does not take the lock
+        # (`curate report --out WS/report.html`) may be writing its own there right now.
+        own = (MARKER, *VERSIONED_FILES)
+        found = [p for p in _tmp_files(self.root) if any(p.name.startswith(f".{n}.") for n in own)]
+        found += [*_tmp_files(self.runs_dir), *_tmp_files(self.root / TABLES_DIR)]
+        if killed and self.objects_dir.is_dir():
+            for sub in self.objects_dir.iterdir():
+                found += _tmp_files(sub)
+        for p in found:
+            with contextlib.suppress(OSError):
+                p.unlink()
+        with contextlib.suppress(OSError):
+            (self.root / ".partial").rmdir()  # only when empty: an interrupted ingest's checkpoints stay
+        self.publish()
+        self.collect_versions()
 
     def write_manifest(self, df: pd.DataFrame) -> pd.DataFrame:
-        from curate.schema import MANIFEST_ARROW, validate_manifest
-
-        df = validate_manifest(df)
-        atomic_write_parquet(df, self.manifest_path, MANIFEST_ARROW)
-        self._record_root()
-        return df
+        """Commit ``df`` as the manifest (annotations carried). Call it under :meth:`lock`."""
+        return cast("pd.DataFrame", self.commit(df)[0])
 
     def write_annotations(self, df: pd.DataFrame, manifest: pd.DataFrame | None = None) -> pd.DataFrame:
-        from curate.schema import ANNOTATION_ARROW, validate_annotations
+        """Commit ``df`` as the annotations (manifest carried). Call it under :meth:`lock`."""
+        from curate.schema import validate_annotations
 
         df = validate_annotations(df, manifest)
-        atomic_write_parquet(df, self.annotations_path, ANNOTATION_ARROW)
-        return df
+        return cast("pd.DataFrame", self.commit(annotations=df)[1])
 
     # -- objects ------------------------------------------------------------
     def put_object(self, data: bytes, ext: str) -> tuple[Path, str]:
@@ -353,29 +627,35 @@ class Workspace:
         started = utc_now()
         t0 = time.perf_counter()
         with self.lock():
-            manifest = self.read_manifest()
-            annotations = self.read_annotations()
-            before = status_counts(manifest)
-            result = fn(manifest, options, ws=self, annotations=annotations)
-            if result.write:
-                if result.objects_written:
-                    sync_filesystem(self.objects_dir if self.objects_dir.exists() else self.root)
-                result.manifest = self.write_manifest(result.manifest)
-                if result.annotations is not None:
-                    result.annotations = self.write_annotations(result.annotations, result.manifest)
-                for name, data in result.files.items():
-                    atomic_write_bytes(self.root / name, data)
-            if result.write or result.log_run:
-                self.record_run(
-                    command,
-                    record_options if record_options is not None else _options_dict(options),
-                    started=started,
-                    duration_s=round(time.perf_counter() - t0, 3),
-                    counts_before=before,
-                    counts_after=status_counts(result.manifest),
-                    summary=result.summary,
-                    **result.record,
-                )
+            running = self.root / RUNNING
+            try:
+                self.remove_leftovers()
+                running.touch()
+                manifest, annotations = self.read_tables()
+                before = status_counts(manifest)
+                result = fn(manifest, options, ws=self, annotations=annotations)
+                if result.write:
+                    if result.objects_written:
+                        sync_filesystem(self.objects_dir if self.objects_dir.exists() else self.root)
+                    m, a = self.commit(result.manifest, result.annotations, result.files)
+                    result.manifest = cast("pd.DataFrame", m)
+                    result.annotations = a
+                if result.write or result.log_run:
+                    self.record_run(
+                        command,
+                        record_options if record_options is not None else _options_dict(options),
+                        started=started,
+                        duration_s=round(time.perf_counter() - t0, 3),
+                        counts_before=before,
+                        counts_after=status_counts(result.manifest),
+                        summary=result.summary,
+                        **result.record,
+                    )
+            except OSError as e:
+                _raise_write_error(e, self.root)
+            finally:
+                with contextlib.suppress(OSError):
+                    running.unlink(missing_ok=True)
         return result
 
     def clear_tmp(self) -> None:
@@ -431,3 +711,73 @@ def _options_dict(options: Any) -> dict[str, Any]:
     if isinstance(options, dict):
         return options
     return {"options": repr(options)}
+
+
+def _why(e: BaseException) -> str:
+    """The first line of an exception, for a one-line message."""
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+
+
+def damaged(file: Path, expected: str, found: str, root: Path) -> DamagedWorkspaceError:
+    """The one error, and the one message style, for a workspace file that exists but cannot be used.
+
+    >>> str(damaged(Path("/ws/tables/v/manifest.parquet"), "a parquet table", "an empty file", Path("/ws")))
+    '/ws/tables/v/manifest.parquet: expected a parquet table, found an empty file (the workspace is damaged: restore \
+this file from a backup or from the previous version in /ws/tables/, or re-run `curate ingest SOURCE --into NEW_WS` \
+into a new workspace)'
+    """
+    return DamagedWorkspaceError(
+        "", file=file, expected=expected, found=found,
+        hint=f"the workspace is damaged: restore this file from a backup or from the previous version in "
+             f"{root / TABLES_DIR}/, or re-run `curate ingest SOURCE --into NEW_WS` into a new workspace",
+    )
+
+
+def write_error(e: OSError, root: Path) -> Exception:
+    """A disk-full or read-only ``OSError`` as a one-line :class:`WorkspaceWriteError`; others as they are.
+
+    >>> str(write_error(OSError(errno.ENOSPC, "No space left on device"), Path("/ws")))
+    '/ws: expected free space to write to, found the disk full (free some space and run the command again; \
+the committed tables are as they were)'
+    """
+    if isinstance(e, WorkspaceError):
+        return e
+    where = e.filename if isinstance(e.filename, str) else str(root)
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return WorkspaceWriteError("", file=where, expected="free space to write to", found="the disk full",
+                                   hint="free some space and run the command again; "
+                                        "the committed tables are as they were")
+    if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return WorkspaceWriteError("", file=where, expected="a workspace curate can write to",
+                                   found="a read-only file system" if e.errno == errno.EROFS else "no permission",
+                                   hint="make the folder writable, or copy the workspace somewhere writable")
+    return e
+
+
+def _raise_write_error(e: OSError, root: Path) -> NoReturn:
+    mapped = write_error(e, root)
+    if mapped is e:
+        raise e
+    raise mapped from e
+
+
+def _tmp_files(folder: Path) -> list[Path]:
+    """The temporary files (``.<name>.<random>.tmp``, as :func:`atomic_write_bytes` makes them) in ``folder``."""
+    try:
+        return [p for p in folder.glob(".*.tmp") if p.is_file() and not p.is_symlink()]
+    except OSError:
+        return []
+
+
+def _only_creation_leftovers(root: Path) -> bool:
+    """Whether ``root`` holds only what a workspace creation killed before ``curate.json`` leaves."""
+    allowed = {"objects", "runs", TABLES_DIR, ".lock", ".partial", RUNNING}
+    try:
+        entries = list(root.iterdir())
+        for p in entries:
+            if p.name not in allowed and not (p.name.startswith(".") and p.name.endswith(".tmp")):
+                return False
+        return not any(f.is_file() for name in ("objects", "runs") for f in (root / name).rglob("*"))
+    except OSError:
+        return False

@@ -107,7 +107,7 @@ def fiftyone_env():
 
 CRASH_DECODER = Path(__file__).resolve().parent / "crash_decoder"
 # Never import these into pytest's own processes (--doctest-modules would): they crash their process on purpose.
-collect_ignore = ["crash_decoder", "kill_points"]
+collect_ignore = ["crash_decoder", "kill_points", "kill_at_replace"]
 
 
 class CrashingDecoder:

@@ -22,6 +22,7 @@ one uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -96,10 +97,21 @@ def sample_id_for(source: str, rel_path: str) -> str:
 # -- sources -----------------------------------------------------------------
 
 def load_sources(ws: Workspace) -> dict[str, dict[str, Any]]:
-    p = ws.root / SOURCES_FILE
-    if not p.exists():
+    """The sources recorded by earlier runs (``sources.json`` of the committed version)."""
+    from curate.workspace import damaged
+
+    data = ws.read_file(SOURCES_FILE)
+    if data is None:
         return {}
-    return dict(json.loads(p.read_text()))
+    try:
+        known = json.loads(data)
+        if isinstance(known, dict) and all(isinstance(v, dict) and isinstance(v.get("path"), str)
+                                           for v in known.values()):
+            return known
+        found = "JSON that does not map source names to {\"path\": ...}"
+    except ValueError as e:
+        found = f"{type(e).__name__}: {e}"
+    raise damaged(ws.table_path(SOURCES_FILE), "a JSON object of sources", found, ws.root)
 
 
 def sources_bytes(sources: dict[str, dict[str, Any]]) -> bytes:
@@ -647,6 +659,8 @@ def ingest(manifest: pd.DataFrame, options: IngestOptions, *, ws: Workspace,
     import shutil
 
     shutil.rmtree(ws.root / PARTIAL_DIR, ignore_errors=True)
+    with contextlib.suppress(OSError):  # .partial/ itself, when no other stage keeps checkpoints there
+        (ws.root / PARTIAL_DIR).parent.rmdir()
     this_run = combined[combined["sample_id"].isin(seen_ids)]
     run = {
         "files": len(seen_ids),
