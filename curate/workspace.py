@@ -551,7 +551,12 @@ class Workspace:
         # (`curate report --out WS/report.html`) may be writing its own there right now.
         own = (MARKER, *VERSIONED_FILES)
         found = [p for p in _tmp_files(self.root) if any(p.name.startswith(f".{n}.") for n in own)]
-        found += [*_tmp_files(self.runs_dir), *_tmp_files(self.root / TABLES_DIR)]
+        found += [*_tmp_files(self.runs_dir), *_tmp_files(self.root / TABLES_DIR), *_tmp_files(self.root / "cache"),
+                  *_tmp_files(self.root / "exports")]
+        with contextlib.suppress(OSError):  # inside each version folder too (a kill while one was written)
+            for version in (self.root / TABLES_DIR).iterdir():
+                if version.is_dir() and not version.is_symlink():
+                    found += _tmp_files(version)
         if killed and self.objects_dir.is_dir():
             for sub in self.objects_dir.iterdir():
                 found += _tmp_files(sub)
