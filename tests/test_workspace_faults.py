@@ -48,7 +48,8 @@ def boxed(tmp_path: Path, skimage_dir: Path) -> Path:
     for name in boxes:
         Image.open(skimage_dir / name).convert("RGB").save(src / name)
     ws = Workspace.create(tmp_path / "ws")
-    ws.run_stage("ingest", ingest, IngestOptions([SourceSpec(src, name="src", layout="flat")], workers=1))
+    ws.run_stage("ingest", ingest, IngestOptions([SourceSpec(src, name="src", layout="flat", label="thing")],
+                                                 workers=1))
     m = ws.read_manifest()
     ann = pd.DataFrame([{"sample_id": m.loc[m["rel_path"] == n, "sample_id"].iloc[0], "label": "thing",
                          "x1": b[0], "y1": b[1], "x2": b[2], "y2": b[3], "origin": "test"} for n, b in boxes.items()])
@@ -77,6 +78,8 @@ def _start(boxed: Path, ws: Path, stage: list[str]) -> None:
     (["split", "--ratios", "1:1:1"], 0),  # splits assigned
     (["dedupe", "--workers", "1"], 0),  # near-duplicate search, tables rewritten
     (["faces", "--workers", "1"], 1),  # a face crop (the astronaut) with its box carried; the cats: no_face
+    # two augmented copies (seeded) with their boxes carried
+    (["balance", "--target", "5", "--strategy", "oversample", "--splits", "none", "--workers", "1"], 2),
 ])
 def test_a_kill_at_every_replace_then_a_rerun_gives_the_uninterrupted_tables(boxed, stage, derived):
     ws = boxed.parent / "ws"
@@ -103,6 +106,55 @@ def test_a_kill_at_every_replace_then_a_rerun_gives_the_uninterrupted_tables(box
     else:
         pytest.fail(f"{stage[0]} still running after {MAX_POINTS} replaces")
     assert point > 3
+
+
+KILL_POINTS = Path(__file__).resolve().parent / "kill_points"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill", [
+    "create:objects",  # before the first derived image is created
+    "create:tables",  # before the new version's first table file is created
+    "create:runs",  # before the run record is created, after the commit
+])
+def test_a_kill_at_a_file_creation_then_a_rerun_gives_the_uninterrupted_tables(boxed, kill):
+    ws = boxed.parent / "ws"
+    stage = ["square", str(ws), "--size", "64", "--workers", "1"]
+    _start(boxed, ws, stage)
+    assert curate(*stage).returncode == 0
+    want = tables(ws)
+    _start(boxed, ws, stage)
+    env = dict(os.environ, CURATE_TEST_KILL=kill,
+               PYTHONPATH=os.pathsep.join(p for p in (str(KILL_POINTS), os.environ.get("PYTHONPATH", "")) if p))
+    killed = subprocess.run([str(CURATE), *stage], env=env, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr
+    assert curate(*stage).returncode == 0
+    for got, exp in zip(tables(ws), want, strict=True):
+        pd.testing.assert_frame_equal(got, exp)
+    assert not list(ws.rglob("*.tmp"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_kill_at_a_random_moment_then_a_rerun_gives_the_uninterrupted_tables(boxed, seed):
+    import random
+    import signal
+    import time
+
+    ws = boxed.parent / "ws"
+    stage = ["crop", str(ws), "--margin", "0.1", "--workers", "1"]
+    _start(boxed, ws, stage)
+    assert curate(*stage).returncode == 0
+    want = tables(ws)
+    _start(boxed, ws, stage)
+    proc = subprocess.Popen([str(CURATE), *stage], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(random.Random(seed).uniform(0.3, 3.0))  # start-up, reading, cutting or committing
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert curate(*stage).returncode == 0
+    for got, exp in zip(tables(ws), want, strict=True):
+        pd.testing.assert_frame_equal(got, exp)
+    assert not list(ws.rglob("*.tmp"))
 
 
 # -- disk full and read-only (docs/reliability.md#disk-full-and-read-only) -----------
