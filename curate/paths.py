@@ -27,6 +27,7 @@ tests/test_output_paths.py lists every path option of every command.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,6 +41,11 @@ def inside(child: str | Path, parent: str | Path) -> bool:
     return c == p or c.startswith(p.rstrip(os.sep) + os.sep)
 
 
+@functools.lru_cache(maxsize=64)
+def _real_root(root: str | Path) -> str:
+    return os.path.realpath(root)
+
+
 def confine(path: str, roots: Sequence[str | Path], *, follow_links: bool) -> tuple[str, str | None, str | None]:
     """``(normalised path, reason, detail)`` for a file named by an annotation file or list.
 
@@ -49,9 +55,11 @@ def confine(path: str, roots: Sequence[str | Path], *, follow_links: bool) -> tu
     (``missing_file``).
     """
     norm = os.path.normpath(os.path.abspath(path))
-    if follow_links or any(inside(norm, r) for r in roots):
+    if follow_links:
         return norm, None, None
-    real = os.path.realpath(norm)
+    real = os.path.realpath(norm)  # one resolution per name; the roots' are cached (a COCO file names millions)
+    if any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in map(_real_root, roots)):
+        return norm, None, None
     return norm, "outside_source", (f"named by an annotation file or list, but it is {real}, outside the source "
                                     "(pass --images-dir with its folder, or --follow-links, to read it)")
 
