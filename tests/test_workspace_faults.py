@@ -111,6 +111,23 @@ def test_a_kill_at_every_replace_then_a_rerun_gives_the_uninterrupted_tables(box
 KILL_POINTS = Path(__file__).resolve().parent / "kill_points"
 
 
+def _uninterrupted(boxed: Path, ws: Path, stage: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Both tables after ``stage`` ran undisturbed; ``ws`` is then reset to the base for the faulty run."""
+    _start(boxed, ws, stage)
+    assert curate(*stage).returncode == 0
+    want = tables(ws)
+    _start(boxed, ws, stage)
+    return want
+
+
+def _rerun_matches(ws: Path, stage: list[str], want: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    """A re-run after the fault gives the uninterrupted tables and leaves no temporary file."""
+    assert curate(*stage).returncode == 0
+    for got, exp in zip(tables(ws), want, strict=True):
+        pd.testing.assert_frame_equal(got, exp)
+    assert not list(ws.rglob("*.tmp"))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kill", [
     "create:objects",  # before the first derived image is created
@@ -120,18 +137,12 @@ KILL_POINTS = Path(__file__).resolve().parent / "kill_points"
 def test_a_kill_at_a_file_creation_then_a_rerun_gives_the_uninterrupted_tables(boxed, kill):
     ws = boxed.parent / "ws"
     stage = ["square", str(ws), "--size", "64", "--workers", "1"]
-    _start(boxed, ws, stage)
-    assert curate(*stage).returncode == 0
-    want = tables(ws)
-    _start(boxed, ws, stage)
+    want = _uninterrupted(boxed, ws, stage)
     env = dict(os.environ, CURATE_TEST_KILL=kill,
                PYTHONPATH=os.pathsep.join(p for p in (str(KILL_POINTS), os.environ.get("PYTHONPATH", "")) if p))
     killed = subprocess.run([str(CURATE), *stage], env=env, capture_output=True, text=True, timeout=300)
     assert killed.returncode == -9, killed.stderr
-    assert curate(*stage).returncode == 0
-    for got, exp in zip(tables(ws), want, strict=True):
-        pd.testing.assert_frame_equal(got, exp)
-    assert not list(ws.rglob("*.tmp"))
+    _rerun_matches(ws, stage, want)
 
 
 @pytest.mark.slow
@@ -143,18 +154,12 @@ def test_a_kill_at_a_random_moment_then_a_rerun_gives_the_uninterrupted_tables(b
 
     ws = boxed.parent / "ws"
     stage = ["crop", str(ws), "--margin", "0.1", "--workers", "1"]
-    _start(boxed, ws, stage)
-    assert curate(*stage).returncode == 0
-    want = tables(ws)
-    _start(boxed, ws, stage)
+    want = _uninterrupted(boxed, ws, stage)
     proc = subprocess.Popen([str(CURATE), *stage], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(random.Random(seed).uniform(0.3, 3.0))  # start-up, reading, cutting or committing
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
-    assert curate(*stage).returncode == 0
-    for got, exp in zip(tables(ws), want, strict=True):
-        pd.testing.assert_frame_equal(got, exp)
-    assert not list(ws.rglob("*.tmp"))
+    _rerun_matches(ws, stage, want)
 
 
 # -- disk full and read-only (docs/reliability.md#disk-full-and-read-only) -----------
