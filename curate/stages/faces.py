@@ -441,6 +441,8 @@ class FacesOptions:
     quality: int = 95
     model_dir: str | None = None
     progress: bool = False
+    engine: str | None = None  # per-image work on "local" or "ray" (None: $CURATE_ENGINE, else local)
+    ray_address: str | None = None  # with engine "ray": a cluster to use (None: start a local one)
 
     @property
     def select_mode(self) -> str:
@@ -560,13 +562,15 @@ def _crashed(task: _Task, crash: WorkerCrash) -> dict[str, Any]:
             "error": f"{parent['path']}: {crash.message()} while detecting faces (re-run `curate faces` to try again)"}
 
 
-def _run_tasks(tasks: list[_Task], settings: _WorkSettings, workers: int, progress: bool) -> Iterator[dict[str, Any]]:
+def _run_tasks(tasks: list[_Task], settings: _WorkSettings, workers: int, progress: bool,
+               engine: str | None = None, ray_address: str | None = None) -> Iterator[dict[str, Any]]:
     from curate.parallel import stream_map
 
     try:
         yield from stream_map(_pool_task, tasks, workers=workers, progress=progress, desc="faces",
                               in_process_below=IN_PROCESS_MAX, max_chunk=8,
-                              initializer=_init_worker, initargs=(settings,), on_crash=_crashed)
+                              initializer=_init_worker, initargs=(settings,), on_crash=_crashed,
+                              engine=engine, ray_address=ray_address)
     finally:
         _close_worker()  # the detector of an in-process run (a pool's workers end with the pool)
 
@@ -693,7 +697,8 @@ def faces(manifest: pd.DataFrame, options: FacesOptions, *, ws: Workspace,
                 continue
             res["existing_ids"] = ids
         results.append(res)
-    results += list(_run_tasks(tasks, settings, options.workers, options.progress))
+    results += list(_run_tasks(tasks, settings, options.workers, options.progress, options.engine,
+                               options.ray_address))
     order = {sid: n for n, sid in enumerate(rows["sample_id"])}
     results.sort(key=lambda r: order[r["sample_id"]])  # the pool returns in any order; the manifest must not
 

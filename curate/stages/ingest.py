@@ -87,6 +87,8 @@ class IngestOptions:
     retries: int = DEFAULT_RETRIES  # tries again of a file whose worker process died, before worker_crashed
     task_timeout_s: float | None = None  # a file probed longer than this kills its worker (None: no limit)
     read_extra: dict[str, Any] = field(default_factory=dict)  # format-specific reader options
+    engine: str | None = None  # per-image work on "local" or "ray" (None: $CURATE_ENGINE, else local)
+    ray_address: str | None = None  # with engine "ray": a cluster to use (None: start a local one)
 
 
 def sample_id_for(source: str, rel_path: str) -> str:
@@ -366,7 +368,8 @@ def _probe(paths: list[str], cache: _KnownCache, options: IngestOptions, ws: Wor
     results = _ProbeResults(ws, options.checkpoint_every)
     jobs = _ProbeJobs(paths, cache, options.probe)
     for r in stream_map(_probe_task, jobs, workers=options.workers, progress=options.progress, desc="ingest",
-                        on_crash=_probe_crashed, retries=options.retries, task_timeout_s=options.task_timeout_s):
+                        on_crash=_probe_crashed, retries=options.retries, task_timeout_s=options.task_timeout_s,
+                        engine=options.engine, ray_address=options.ray_address):
         results.add(r)
     results.flush()
     return results

@@ -128,6 +128,8 @@ class SquareOptions:
     quality: int = 95
     workers: int = 0
     progress: bool = False
+    engine: str | None = None  # per-image work on "local" or "ray" (None: $CURATE_ENGINE, else local)
+    ray_address: str | None = None  # with engine "ray": a cluster to use (None: start a local one)
 
     def check(self) -> Fill:
         if self.mode not in SQUARE_MODES:
@@ -180,11 +182,13 @@ def _crashed(task: _Task, crash: WorkerCrash) -> dict[str, Any]:
             "error": f"{task.parent['path']}: {crash.message()} while squaring it (re-run `curate square` to try again)"}
 
 
-def _run_tasks(tasks: list[_Task], workers: int, progress: bool) -> Iterator[dict[str, Any]]:
+def _run_tasks(tasks: list[_Task], workers: int, progress: bool, engine: str | None = None,
+               ray_address: str | None = None) -> Iterator[dict[str, Any]]:
     from curate.parallel import stream_map
 
     return stream_map(process_image, tasks, workers=workers, progress=progress, desc="square",
-                      in_process_below=IN_PROCESS_MAX, max_chunk=16, on_crash=_crashed)
+                      in_process_below=IN_PROCESS_MAX, max_chunk=16, on_crash=_crashed,
+                      engine=engine, ray_address=ray_address)
 
 
 _PARENT_FIELDS = ("sample_id", "source", "path", "origin_path", "sha256", "label", "label_origin", "split",
@@ -223,7 +227,7 @@ def square(manifest: pd.DataFrame, options: SquareOptions, *, ws: Workspace,
             results.append({"sample_id": parent["sample_id"], "row": None, "existing": did, "error": None})
         else:
             tasks.append(_Task(parent, transform, str(ws.root), options.quality))
-    results += list(_run_tasks(tasks, options.workers, options.progress))
+    results += list(_run_tasks(tasks, options.workers, options.progress, options.engine, options.ray_address))
     order = {sid: n for n, sid in enumerate(rows["sample_id"])}
     results.sort(key=lambda r: order[r["sample_id"]])
 

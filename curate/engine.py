@@ -1,0 +1,314 @@
+"""Engines for per-image work: curate's local pool, or a Ray Data pipeline.
+
+Every per-image stage calls :func:`curate.parallel.stream_map`; its
+``engine`` argument (``--engine`` on the command line, else the
+``CURATE_ENGINE`` environment variable, else ``local``) picks who runs the
+tasks. This module holds the Ray side; the switch itself is one ``if`` in
+``stream_map``, so the per-image functions are the same code on both engines.
+
+On Ray the tasks become a Ray Data pipeline: ``ray.data.from_items`` over the
+task list, then ``map_batches`` with an actor class (a fixed pool of
+actors, one CPU each). Each actor keeps one :class:`curate.parallel.WorkerPool`
+of a single worker process for its whole life, which runs the stage's
+initializer once (a face detector's model is loaded once per actor), and
+runs every task of every batch the actor is given. So:
+
+- A file that crashes its decoder kills the actor's worker process, not the
+  actor: the file is charged and retried exactly as in the local pool
+  (``1 + retries`` attempts), then given up, and the stage's ``on_crash`` makes
+  the same ``worker_crashed`` row with the same detail. Ray's own retries
+  never see it, so one poison file cannot use up the actor's restarts (Ray's
+  defaults retry forever: 28 restarts in 150 s on one such file, issue 18).
+- An actor that dies itself (its node removed, the actor killed) is
+  restarted by Ray at most :data:`ACTOR_RESTARTS` times, and the batch it was
+  running is run again (at most :data:`BATCH_RETRIES` times); the results
+  are the same, since a task is a plain function of its file. Past those
+  bounds the run stops with :class:`RayEngineError`, never hangs.
+
+Results come back as they finish (completion order, as from the local pool);
+stages sort them by their own keys. A task list larger than
+:data:`WINDOW` runs as several pipelines one after another, so the driver
+holds at most one window of pickled tasks.
+
+When no Ray session is open, one is opened for the call: connected to
+``ray_address`` (or ``RAY_ADDRESS``) when given, else a local cluster that is
+started for the call and stopped after it. An open session (a test's
+cluster, a notebook's ``ray.init``) is used as it is and left open.
+
+    >>> resolve_engine("ray"), resolve_engine(None, env={})
+    ('ray', 'local')
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import pickle
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
+from typing import Any, TypeVar
+
+from curate.errors import CurateError, OptionError
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+ENGINES = ("local", "ray")
+ENGINE_ENV = "CURATE_ENGINE"
+# An actor that dies itself (not its worker process: a node lost, the actor killed) is
+# restarted by Ray this many times, and the batch it held is run again this many times.
+# Ray Data's defaults for its actors are -1, forever (issue 18).
+ACTOR_RESTARTS = 4
+BATCH_RETRIES = 4
+# Tasks per pipeline: the driver pickles one window of tasks at a time into Ray's object store.
+WINDOW = 65536
+# Tasks per batch at most (a batch is one call of an actor); fewer when there are few tasks,
+# so that every actor gets several batches and the last ones finish together.
+MAX_BATCH = 64
+
+
+class RayEngineError(CurateError):
+    """The Ray engine cannot run: ray is not installed, the cluster cannot be reached, or Ray gave up."""
+
+
+# The engine of the code inside an :func:`engine_scope` block: (engine, ray_address).
+_SCOPE: ContextVar[tuple[str | None, str | None]] = ContextVar("curate_engine", default=(None, None))
+
+
+@contextlib.contextmanager
+def engine_scope(engine: str | None, ray_address: str | None = None) -> Iterator[None]:
+    """Per-image work started inside the block, by code that does not take an engine itself,
+    runs on ``engine`` (e.g. an export's image writes, made by the format's writer).
+
+        >>> with engine_scope("ray", "ray://head:10001"):
+        ...     resolve_engine(None), scope_address(None)
+        ('ray', 'ray://head:10001')
+        >>> resolve_engine(None, env={})
+        'local'
+    """
+    token = _SCOPE.set((engine, ray_address))
+    try:
+        yield
+    finally:
+        _SCOPE.reset(token)
+
+
+def scope_address(ray_address: str | None) -> str | None:
+    """``ray_address`` when given, else the one of the enclosing :func:`engine_scope`."""
+    return ray_address or _SCOPE.get()[1]
+
+
+def resolve_engine(engine: str | None, env: Mapping[str, str] | None = None) -> str:
+    """The engine to use: ``engine`` when given, else the enclosing :func:`engine_scope`'s,
+    else ``$CURATE_ENGINE``, else ``local``.
+
+    >>> resolve_engine(None, env={"CURATE_ENGINE": "ray"})
+    'ray'
+    >>> resolve_engine("spark")
+    Traceback (most recent call last):
+    ...
+    curate.errors.OptionError: --engine: expected one of ('local', 'ray'), found spark
+    """
+    env = os.environ if env is None else env
+    name = engine or _SCOPE.get()[0] or env.get(ENGINE_ENV) or "local"
+    if name not in ENGINES:
+        where = ENGINE_ENV if name == env.get(ENGINE_ENV) else "--engine"
+        raise OptionError("", field=where, expected=f"one of {ENGINES}", found=name)
+    return name
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+        import ray.data  # noqa: F401  (the extra, not only the core)
+    except ImportError as e:
+        raise RayEngineError("", field="--engine ray", expected="ray[data] installed", found=f"{e}",
+                             hint="pip install 'curate[ray]', or use --engine local") from e
+    return ray
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None = None, workers: int = 0) -> Iterator[Any]:
+    """An open Ray session for the block: the one already open, else one connected to
+    ``address`` (or ``RAY_ADDRESS``), else a local cluster of ``workers`` CPUs (0: all
+    cores) started here and stopped at the end of the block. Yields the ``ray`` module."""
+    ray = _import_ray()
+    if ray.is_initialized():
+        yield ray
+        return
+    # The driver's C++ log lines go to the terminal; Ray Data's actors print one per pipeline
+    # (ray-project/ray#53727, about a restart that curate's pipelines do not depend on).
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}
+    if address or os.environ.get("RAY_ADDRESS"):
+        kwargs["address"] = address or os.environ["RAY_ADDRESS"]
+    elif workers:
+        kwargs["num_cpus"] = workers
+    try:
+        ray.init(**kwargs)
+    except Exception as e:  # ConnectionError, a timeout, a bad address: all say the same to the user
+        raise RayEngineError("", field="--ray-address", expected="a Ray cluster to connect to or start",
+                             found=f"{type(e).__name__}: {e}",
+                             hint="check the address (HEAD:6379, auto, or ray://HEAD:10001) and that the cluster runs; "
+                                  "leave --ray-address out to start a local one") from e
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+class _Crashed:
+    """What an actor sends back for a task its worker process died on every time."""
+
+    def __init__(self, detail: str, attempts: int) -> None:
+        self.detail, self.attempts = detail, attempts
+
+
+class RayWorker:
+    """A Ray Data actor: one curate :class:`~curate.parallel.WorkerPool` of one worker
+    process, kept for the actor's life, that runs every task of every batch it is given.
+
+    A batch is ``{"i": task indices, "task": pickled tasks}``; the answer is
+    ``{"i": indices, "result": pickled ("ok", result) | ("crash", detail, attempts)
+    | ("error", exception, traceback)}``, one per task, in any order.
+    """
+
+    def __init__(self, fn: Callable[[Any], Any], initializer: Callable[..., object] | None,
+                 initargs: tuple[Any, ...], retries: int, task_timeout_s: float | None, version: str) -> None:
+        from curate import __version__
+        from curate.parallel import WorkerPool
+
+        if version != __version__:  # a cluster node with another curate would make other rows
+            raise RayEngineError("", field="curate on a Ray worker", expected=f"version {version} (the driver's)",
+                                 found=__version__, hint="install the same curate on every node of the cluster")
+        self.pool = WorkerPool(fn, 1, initializer=initializer, initargs=initargs, retries=retries,
+                               task_timeout_s=task_timeout_s)
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        import numpy as np
+
+        from curate.parallel import WorkerCrash
+
+        indices = [int(i) for i in batch["i"]]
+        tasks = [pickle.loads(b) for b in batch["task"]]
+
+        def crashed(_task: Any, crash: WorkerCrash) -> _Crashed:
+            return _Crashed(crash.detail, crash.attempts)
+
+        answers: dict[int, bytes] = {}
+        try:
+            for k, r in self.pool.imap_indexed(tasks, chunksize=len(tasks), on_crash=crashed):
+                answer = ("crash", r.detail, r.attempts) if isinstance(r, _Crashed) else ("ok", r)
+                answers[k] = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as e:  # the task's own exception: raised in the driver, as the local pool does
+            import traceback
+
+            tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+            try:
+                error = pickle.dumps(("error", e, tb), protocol=pickle.HIGHEST_PROTOCOL)
+            except Exception:
+                error = pickle.dumps(("error", RuntimeError(f"{type(e).__name__}: {e}"), tb))
+            return {"i": np.array(indices[:1], dtype=np.int64), "result": np.array([error], dtype=object)}
+        keys = sorted(answers)
+        return {"i": np.array([indices[k] for k in keys], dtype=np.int64),
+                "result": np.array([answers[k] for k in keys], dtype=object)}
+
+    def __del__(self) -> None:
+        pool = getattr(self, "pool", None)
+        if pool is not None:
+            pool.close()
+
+
+def batch_size_for(n_tasks: int, actors: int, max_chunk: int = MAX_BATCH) -> int:
+    """Tasks per batch: up to ``max_chunk``, at least 8 batches per actor (as the local pool's chunks).
+
+    >>> batch_size_for(10, 2), batch_size_for(100_000, 4), batch_size_for(100_000, 4, max_chunk=8)
+    (1, 64, 8)
+    """
+    return max(1, min(max_chunk, MAX_BATCH, n_tasks // (actors * 8)))
+
+
+def ray_map(fn: Callable[[T], R], tasks: Sequence[T], *, workers: int = 0, max_chunk: int = MAX_BATCH,
+            initializer: Callable[..., object] | None = None, initargs: tuple[Any, ...] = (),
+            on_crash: Callable[[T, Any], R] | None = None, retries: int = 2,
+            task_timeout_s: float | None = None, address: str | None = None) -> Iterator[R]:
+    """Yield ``fn(task)`` for every task, run on Ray Data; the contract of
+    :func:`curate.parallel.stream_map` (completion order, ``on_crash``, the
+    initializer once per worker process, the task's own exception raised here).
+
+    ``workers``: actors (0: one per CPU of the cluster). ``address``: a cluster
+    to connect to when no Ray session is open (see :func:`ray_session`).
+    """
+    from curate.parallel import WorkerCrash, WorkerCrashedError
+
+    if not len(tasks):
+        return
+    with ray_session(address, workers) as ray, _quiet_ray_data():
+        from curate import __version__
+
+        job = (fn, initializer, initargs, retries, task_timeout_s, __version__)
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False  # curate draws its own bar (--progress); Ray's would interleave
+        ctx.print_on_execution_start = False
+        ctx.max_errored_blocks = 0  # a batch Ray gave up on stops the run: never a silently missing file
+        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        for start in range(0, len(tasks), WINDOW):
+            window = range(start, min(start + WINDOW, len(tasks)))
+            actors = max(1, min(workers or cpus, cpus, len(window)))
+            size = batch_size_for(len(window), actors, max_chunk)
+            items = [{"i": i, "task": pickle.dumps(tasks[i], protocol=pickle.HIGHEST_PROTOCOL)} for i in window]
+            ds = ray.data.from_items(items, override_num_blocks=math.ceil(len(items) / size))
+            del items
+            with warnings.catch_warnings():
+                # Ray 2.60 says actor options as keywords are deprecated, and has no other way to
+                # bound an actor's restarts: the default, -1, restarts forever (issue 18).
+                warnings.simplefilter("ignore", DeprecationWarning)
+                ds = ds.map_batches(RayWorker, batch_size=size, batch_format="numpy", fn_constructor_args=job,
+                                    compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1,
+                                    max_restarts=ACTOR_RESTARTS, max_task_retries=BATCH_RETRIES)
+            try:
+                for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                    for i, blob in zip(batch["i"], batch["result"], strict=True):
+                        kind, *payload = pickle.loads(blob)
+                        if kind == "ok":
+                            yield payload[0]
+                        elif kind == "crash":
+                            crash = WorkerCrash(payload[0], payload[1])
+                            if on_crash is None:
+                                raise WorkerCrashedError("", field=f"task {int(i)}", expected="a result",
+                                                         found=crash.message(),
+                                                         hint="the task crashes its worker process every time")
+                            yield on_crash(tasks[int(i)], crash)
+                        else:
+                            exc, tb = payload
+                            from curate.parallel import _RemoteTraceback
+
+                            exc.__cause__ = _RemoteTraceback(tb)
+                            raise exc
+            except ray.exceptions.RayError as e:
+                raise RayEngineError("", field="Ray pipeline", expected="every batch run",
+                                     found=f"{type(e).__name__}: {_last_line(e)}",
+                                     hint=f"Ray gave up after {ACTOR_RESTARTS} actor restarts / {BATCH_RETRIES} "
+                                          "retries of a batch; see the Ray logs (/tmp/ray/session_latest/logs)"
+                                     ) from e
+
+
+def _last_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[-1][:300] if text else type(e).__name__
+
+
+@contextlib.contextmanager
+def _quiet_ray_data() -> Iterator[None]:
+    """Ray Data's log lines (a plan, "execution finished", "progress bars disabled") kept off the
+    user's terminal: curate reports what happened, and an error reaches the user as an exception."""
+    logger = logging.getLogger("ray.data")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

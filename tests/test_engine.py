@@ -1,0 +1,233 @@
+"""curate.engine: per-image stages on Ray Data give what the local pool gives, on a real 2-node
+local Ray cluster (``ray.cluster_utils.Cluster``): ingest -> faces -> square -> export identical,
+a worker node removed mid-run costs nothing, and a file that crashes its decoder every time ends
+as ``worker_crashed`` after bounded tries, as in the local pool."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import warnings
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from curate.engine import engine_scope, resolve_engine
+from curate.errors import OptionError
+from curate.imageio import ProbeOptions, ProbeTask, _probe_task
+from curate.parallel import DEFAULT_RETRIES, stream_map
+from curate.walk import EXPORT_MARKER
+from tests.conftest import CRASH_DECODER, CrashingDecoder, within
+
+# -- no cluster needed ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("engine, env, expected", [
+    (None, {}, "local"),  # the default
+    (None, {"CURATE_ENGINE": "ray"}, "ray"),  # the environment
+    ("local", {"CURATE_ENGINE": "ray"}, "local"),  # an explicit choice beats the environment
+])
+def test_resolve_engine(engine, env, expected):
+    assert resolve_engine(engine, env=env) == expected
+
+
+def test_a_bad_engine_names_where_it_came_from():
+    with pytest.raises(OptionError, match=r"^--engine: expected one of \('local', 'ray'\), found dask$"):
+        resolve_engine("dask", env={})
+    with pytest.raises(OptionError, match=r"^CURATE_ENGINE: expected one of \('local', 'ray'\), found spark$"):
+        resolve_engine(None, env={"CURATE_ENGINE": "spark"})
+
+
+def test_an_engine_scope_is_the_default_inside_it_only():
+    with engine_scope("ray"):
+        assert resolve_engine(None, env={}) == "ray"
+        assert resolve_engine("local", env={}) == "local"
+    assert resolve_engine(None, env={}) == "local"
+
+
+# -- a 2-node local Ray cluster ------------------------------------------------------
+
+ray = pytest.importorskip("ray", reason="the Ray engine needs ray[data] (pip install 'curate[ray]')")
+pytest.importorskip("ray.data", reason="the Ray engine needs ray[data] (pip install 'curate[ray]')")
+
+OBJECT_STORE_BYTES = 80 * 2**20  # Ray's minimum is 75 MiB: the machine is shared
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A head and one worker node, 2 logical CPUs each (so that actors lost with a node have
+    somewhere to restart), with the crashing decoder on every Ray worker's path: it crashes
+    only JPEGs made to crash it (tests/crash_decoder), and never this process."""
+    from ray.cluster_utils import Cluster
+
+    path = os.pathsep.join([str(CRASH_DECODER), *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PYTHONPATH", path)  # the nodes' processes inherit it, and the actors' own workers from them
+        c = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "object_store_memory": OBJECT_STORE_BYTES,
+                                                          "include_dashboard": False})
+        c.add_node(num_cpus=2, object_store_memory=OBJECT_STORE_BYTES)
+        ray.init(address=c.address, log_to_driver=False, logging_level="ERROR")
+    try:
+        yield c
+    finally:
+        ray.shutdown()
+        c.shutdown()
+
+
+FACE_FILES = ["fr_obama_small.jpg", "fr_two_people.jpg", "3ddfa_emma.jpg", "mtcnn_no-faces.jpg",
+              "pillow_hopper_orientation_6.jpg", "fr_32bit.png"]
+
+
+@pytest.fixture(scope="module")
+def photos(corpus, tmp_path_factory) -> Path:
+    """A handful of real photos: faces, a group, no face, an EXIF-rotated one, a PNG."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("photos")
+    for name in FACE_FILES:
+        shutil.copy2(corpus / "faces_misc" / name, root / name)
+    return root
+
+
+# The export's marker says when, from where and to where it was written; the rest of it must match.
+MARKER_PLACES = ("written", "export_id", "workspace", "out")
+
+
+def _digest(root: Path) -> dict[str, str]:
+    """sha256 of every file under root, by relative path: independent of order and of where root is."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        data = p.read_bytes() if p.is_file() else None
+        if data is not None and p.name == EXPORT_MARKER:
+            record = {k: v for k, v in json.loads(data).items() if k not in MARKER_PLACES}
+            data = json.dumps(record, sort_keys=True).encode()
+        if data is not None:
+            out[str(p.relative_to(root))] = hashlib.sha256(data).hexdigest()
+    return out
+
+
+def _table(df: pd.DataFrame, ws_root: Path, key: list[str]) -> pd.DataFrame:
+    """A table with the workspace's own path written as WS, sorted by its key: comparable across workspaces."""
+    out = df.copy()
+    for col in out.columns:
+        if out[col].dtype == object:
+            out[col] = out[col].map(lambda v: v.replace(str(ws_root), "WS") if isinstance(v, str) else v)
+    return out.sort_values(key, kind="stable").reset_index(drop=True)
+
+
+def _pipeline(src: Path, ws_root: Path, out: Path, engine: str, workers: int) -> dict:
+    """ingest -> faces -> square -> export on one engine; what each run produced."""
+    from curate.stages.export import ExportOptions, export
+    from curate.stages.faces import FacesOptions, faces
+    from curate.stages.ingest import IngestOptions, SourceSpec, ingest
+    from curate.stages.square import SquareOptions, square
+    from curate.workspace import Workspace
+
+    ws = Workspace.create(ws_root)
+    ws.run_stage("ingest", ingest, IngestOptions([SourceSpec(src, name="src", layout="flat")], workers=workers,
+                                                 engine=engine))
+    ws.run_stage("faces", faces, FacesOptions(boxes=True, detector="full-range", workers=workers, engine=engine))
+    ws.run_stage("square", square, SquareOptions(size_px=96, workers=workers, engine=engine))  # boxes follow
+    ws.run_stage("export", export, ExportOptions("yolo", out, engine=engine))
+    ws = Workspace.open(ws_root)
+    # Timing columns: mtime_ns of the files each run wrote itself (objects/) is when it wrote them.
+    manifest, annotations = ws.read_tables()
+    manifest["mtime_ns"] = manifest["mtime_ns"].where(manifest["parent_id"].isna())
+    return {"manifest": _table(manifest, ws_root, ["sample_id"]),
+            "annotations": _table(annotations, ws_root, ["sample_id", "x1", "y1", "x2", "y2", "label"]),
+            "objects": _digest(ws_root / "objects"), "export": _digest(out)}
+
+
+def test_ingest_faces_square_export_on_ray_equal_the_local_engine(cluster, photos, tmp_path):
+    local = _pipeline(photos, tmp_path / "ws-local", tmp_path / "out-local", "local", 2)
+    on_ray = within(600, lambda: _pipeline(photos, tmp_path / "ws-ray", tmp_path / "out-ray", "ray", 2))
+    m = local["manifest"]
+    assert (m["parent_id"].notna() & (m["status"] == "kept")).sum() == len(FACE_FILES)  # a square of each
+    assert len(local["annotations"]) >= 6  # face boxes on the photos and on their squares
+    assert len(local["objects"]) == len(FACE_FILES) and len(local["export"]) >= 2 * len(FACE_FILES)
+    pd.testing.assert_frame_equal(on_ray["manifest"], local["manifest"])
+    pd.testing.assert_frame_equal(on_ray["annotations"], local["annotations"])
+    assert on_ray["objects"] == local["objects"]
+    assert on_ray["export"] == local["export"]
+
+
+# Real probes, each made slow enough that a node can be removed while most are still to run.
+SLOW_S = 0.3
+
+
+def _slow_probe(task: tuple[ProbeTask, ProbeOptions]) -> dict:
+    time.sleep(SLOW_S)
+    return _probe_task(task)
+
+
+def test_a_worker_node_removed_mid_run_changes_nothing(cluster, corpus):
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    paths = sorted(str(p) for p in (corpus / "faces_misc").glob("*.jpg"))[:16]
+    tasks = [(ProbeTask(p), ProbeOptions()) for p in paths]
+    expected = sorted(map(_probe_task, tasks), key=lambda r: r["path"])
+
+    node = cluster.add_node(num_cpus=2, object_store_memory=OBJECT_STORE_BYTES)
+    cluster.wait_for_nodes()
+    ctx = ray.data.DataContext.get_current()
+    before = ctx.scheduling_strategy
+    got: list[dict] = []
+    try:
+        with warnings.catch_warnings():  # Ray 2.60 plans to take this setting away in 2027; it still works
+            warnings.simplefilter("ignore", DeprecationWarning)
+            # Both actors on the new node (soft: once it is gone, their restarts go to the others).
+            ctx.scheduling_strategy = NodeAffinitySchedulingStrategy(node.node_id, soft=True)
+
+        def run() -> None:
+            for r in stream_map(_slow_probe, tasks, workers=2, engine="ray"):
+                got.append(r)
+                if len(got) == 2:  # started, and most of the files still to do
+                    cluster.remove_node(node)
+
+        within(300, run)
+    finally:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ctx.scheduling_strategy = before
+    assert node not in cluster.worker_nodes
+    assert sorted(got, key=lambda r: r["path"]) == expected
+
+
+def test_a_poison_file_ends_as_worker_crashed_on_ray_in_bounded_time(cluster, photos, tmp_path):
+    from curate.stages.ingest import IngestOptions, SourceSpec, ingest
+    from curate.workspace import Workspace
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in FACE_FILES[:3]:
+        (src / name).write_bytes((photos / name).read_bytes())
+    with Image.open(photos / FACE_FILES[0]) as img:
+        CrashingDecoder.save_poison(img, src / "poison.jpg", "segfault")
+
+    def run(engine: str, root: Path) -> pd.DataFrame:
+        ws = Workspace.create(root)
+        ws.run_stage("ingest", ingest, IngestOptions([SourceSpec(src, name="src", layout="flat")], workers=2,
+                                                     engine=engine))
+        return _table(Workspace.open(root).read_manifest(), root, ["sample_id"])
+
+    t0 = time.monotonic()
+    on_ray = within(300, lambda: run("ray", tmp_path / "ws-ray"))
+    took = time.monotonic() - t0
+    poison = on_ray[on_ray["rel_path"] == "poison.jpg"].iloc[0]
+    assert (poison["status"], poison["reason"]) == ("dropped", "worker_crashed")
+    assert poison["detail"] == f"worker process killed by signal 11 (SIGSEGV) ({1 + DEFAULT_RETRIES} attempts)"
+    assert took < 120  # Ray's defaults would restart the actor forever (issue 18)
+    # The rest equals a local run without the crashing decoder (this process never loads it).
+    local = run("local", tmp_path / "ws-local")
+    rest = on_ray["rel_path"] != "poison.jpg"
+    # As plain values: a column all null in one table and not in the other reads back with another dtype.
+    def plain(df: pd.DataFrame) -> pd.DataFrame:
+        df = df.reset_index(drop=True).astype(object)
+        return df.where(df.notna(), None)
+
+    pd.testing.assert_frame_equal(plain(on_ray[rest]), plain(local[local["rel_path"] != "poison.jpg"]))
+    assert (on_ray.loc[rest, "status"] == "kept").all()
