@@ -7,8 +7,8 @@ tasks. This module holds the Ray side; the switch itself is one ``if`` in
 ``stream_map``, so the per-image functions are the same code on both engines.
 
 On Ray the tasks become a Ray Data pipeline: ``ray.data.from_items`` over the
-task list, then ``map_batches`` with an actor class (a fixed pool of
-actors, one CPU each). Each actor keeps one :class:`curate.parallel.WorkerPool`
+task list, then ``map_batches`` with an actor class (a pool of up to
+``workers`` actors, one CPU each, that grows as CPUs are free). Each actor keeps one :class:`curate.parallel.WorkerPool`
 of a single worker process for its whole life, which runs the stage's
 initializer once (a face detector's model is loaded once per actor), and
 runs every task of every batch the actor is given. So:
@@ -46,12 +46,15 @@ import logging
 import math
 import os
 import pickle
+import sys
+import types
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
 from curate.errors import CurateError, OptionError
+from curate.parallel import WorkerCrash, WorkerCrashedError, WorkerPool, _RemoteTraceback, _Worker
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -65,6 +68,9 @@ ACTOR_RESTARTS = 4
 BATCH_RETRIES = 4
 # Tasks per pipeline: the driver pickles one window of tasks at a time into Ray's object store.
 WINDOW = 65536
+# A pipeline whose first actor cannot start (a cluster without a free CPU, an image that
+# cannot be pulled) fails after this long; Ray Data's default, -1, waits forever.
+WAIT_FOR_ACTORS_S = 600
 # Tasks per batch at most (a batch is one call of an actor); fewer when there are few tasks,
 # so that every actor gets several batches and the last ones finish together.
 MAX_BATCH = 64
@@ -139,14 +145,17 @@ def ray_session(address: str | None = None, workers: int = 0) -> Iterator[Any]:
     if ray.is_initialized():
         yield ray
         return
-    # The driver's C++ log lines go to the terminal; Ray Data's actors print one per pipeline
-    # (ray-project/ray#53727, about a restart that curate's pipelines do not depend on).
-    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}
     if address or os.environ.get("RAY_ADDRESS"):
         kwargs["address"] = address or os.environ["RAY_ADDRESS"]
     elif workers:
         kwargs["num_cpus"] = workers
+    # The driver's C++ log lines go to the terminal, and Ray Data prints one as an error per
+    # pipeline: that an actor whose constructor arguments were lost could not be restarted
+    # (ray-project/ray#53727; the pipeline holds them while it runs). Only for the processes
+    # started here; Ray's log files keep everything else.
+    level = os.environ.get("RAY_BACKEND_LOG_LEVEL")
+    os.environ["RAY_BACKEND_LOG_LEVEL"] = level or "fatal"
     try:
         ray.init(**kwargs)
     except Exception as e:  # ConnectionError, a timeout, a bad address: all say the same to the user
@@ -154,6 +163,9 @@ def ray_session(address: str | None = None, workers: int = 0) -> Iterator[Any]:
                              found=f"{type(e).__name__}: {e}",
                              hint="check the address (HEAD:6379, auto, or ray://HEAD:10001) and that the cluster runs; "
                                   "leave --ray-address out to start a local one") from e
+    finally:
+        if level is None:
+            del os.environ["RAY_BACKEND_LOG_LEVEL"]
     try:
         yield ray
     finally:
@@ -165,6 +177,21 @@ class _Crashed:
 
     def __init__(self, detail: str, attempts: int) -> None:
         self.detail, self.attempts = detail, attempts
+
+
+class _ActorPool(WorkerPool[Any, Any]):
+    """A :class:`~curate.parallel.WorkerPool` started from inside a Ray worker process."""
+
+    def _start_worker(self) -> _Worker:
+        # A spawned process first runs its parent's __main__ again: in a Ray worker that is Ray's
+        # default_worker.py, whose imports cost 0.5-2.5 s a worker here and are no use to a task.
+        # The worker starts with an empty __main__ instead.
+        main = sys.modules["__main__"]
+        sys.modules["__main__"] = types.ModuleType("__main__")
+        try:
+            return super()._start_worker()
+        finally:
+            sys.modules["__main__"] = main
 
 
 class RayWorker:
@@ -179,18 +206,15 @@ class RayWorker:
     def __init__(self, fn: Callable[[Any], Any], initializer: Callable[..., object] | None,
                  initargs: tuple[Any, ...], retries: int, task_timeout_s: float | None, version: str) -> None:
         from curate import __version__
-        from curate.parallel import WorkerPool
 
         if version != __version__:  # a cluster node with another curate would make other rows
             raise RayEngineError("", field="curate on a Ray worker", expected=f"version {version} (the driver's)",
                                  found=__version__, hint="install the same curate on every node of the cluster")
-        self.pool = WorkerPool(fn, 1, initializer=initializer, initargs=initargs, retries=retries,
-                               task_timeout_s=task_timeout_s)
+        self.pool = _ActorPool(fn, 1, initializer=initializer, initargs=initargs, retries=retries,
+                                task_timeout_s=task_timeout_s)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         import numpy as np
-
-        from curate.parallel import WorkerCrash
 
         indices = [int(i) for i in batch["i"]]
         tasks = [pickle.loads(b) for b in batch["task"]]
@@ -233,7 +257,7 @@ def batch_size_for(n_tasks: int, actors: int, max_chunk: int = MAX_BATCH) -> int
 
 def ray_map(fn: Callable[[T], R], tasks: Sequence[T], *, workers: int = 0, max_chunk: int = MAX_BATCH,
             initializer: Callable[..., object] | None = None, initargs: tuple[Any, ...] = (),
-            on_crash: Callable[[T, Any], R] | None = None, retries: int = 2,
+            on_crash: Callable[[T, WorkerCrash], R] | None = None, retries: int = 2,
             task_timeout_s: float | None = None, address: str | None = None) -> Iterator[R]:
     """Yield ``fn(task)`` for every task, run on Ray Data; the contract of
     :func:`curate.parallel.stream_map` (completion order, ``on_crash``, the
@@ -242,8 +266,6 @@ def ray_map(fn: Callable[[T], R], tasks: Sequence[T], *, workers: int = 0, max_c
     ``workers``: actors (0: one per CPU of the cluster). ``address``: a cluster
     to connect to when no Ray session is open (see :func:`ray_session`).
     """
-    from curate.parallel import WorkerCrash, WorkerCrashedError
-
     if not len(tasks):
         return
     with ray_session(address, workers) as ray, _quiet_ray_data():
@@ -254,10 +276,13 @@ def ray_map(fn: Callable[[T], R], tasks: Sequence[T], *, workers: int = 0, max_c
         ctx.enable_progress_bars = False  # curate draws its own bar (--progress); Ray's would interleave
         ctx.print_on_execution_start = False
         ctx.max_errored_blocks = 0  # a batch Ray gave up on stops the run: never a silently missing file
-        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        ctx.wait_for_min_actors_s = WAIT_FOR_ACTORS_S
+        cpus = int(ray.cluster_resources().get("CPU", 0))  # now: an autoscaling cluster may add more
         for start in range(0, len(tasks), WINDOW):
             window = range(start, min(start + WINDOW, len(tasks)))
-            actors = max(1, min(workers or cpus, cpus, len(window)))
+            actors = max(1, min(workers or cpus, len(window)))
+            # From the CPUs there are now up to --workers, as the cluster grows; one actor is enough to go on.
+            pool = _actor_pool_strategy(ray, actors, max(1, min(actors, cpus)))
             size = batch_size_for(len(window), actors, max_chunk)
             items = [{"i": i, "task": pickle.dumps(tasks[i], protocol=pickle.HIGHEST_PROTOCOL)} for i in window]
             ds = ray.data.from_items(items, override_num_blocks=math.ceil(len(items) / size))
@@ -267,7 +292,7 @@ def ray_map(fn: Callable[[T], R], tasks: Sequence[T], *, workers: int = 0, max_c
                 # bound an actor's restarts: the default, -1, restarts forever (issue 18).
                 warnings.simplefilter("ignore", DeprecationWarning)
                 ds = ds.map_batches(RayWorker, batch_size=size, batch_format="numpy", fn_constructor_args=job,
-                                    compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1,
+                                    compute=pool, num_cpus=1,
                                     max_restarts=ACTOR_RESTARTS, max_task_retries=BATCH_RETRIES)
             try:
                 for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
@@ -284,8 +309,6 @@ def ray_map(fn: Callable[[T], R], tasks: Sequence[T], *, workers: int = 0, max_c
                             yield on_crash(tasks[int(i)], crash)
                         else:
                             exc, tb = payload
-                            from curate.parallel import _RemoteTraceback
-
                             exc.__cause__ = _RemoteTraceback(tb)
                             raise exc
             except ray.exceptions.RayError as e:
@@ -294,6 +317,17 @@ def ray_map(fn: Callable[[T], R], tasks: Sequence[T], *, workers: int = 0, max_c
                                      hint=f"Ray gave up after {ACTOR_RESTARTS} actor restarts / {BATCH_RETRIES} "
                                           "retries of a batch; see the Ray logs (/tmp/ray/session_latest/logs)"
                                      ) from e
+
+
+def _actor_pool_strategy(ray: Any, actors: int, initial: int) -> Any:
+    """Ray Data's autoscaling actor pool of 1 to ``actors`` actors, ``initial`` to start with (Ray 2.40 and
+    2.41 have no ``initial_size``: they start with one)."""
+    import inspect
+
+    strategy = ray.data.ActorPoolStrategy
+    if "initial_size" in inspect.signature(strategy).parameters:
+        return strategy(min_size=1, max_size=actors, initial_size=initial)
+    return strategy(min_size=1, max_size=actors)
 
 
 def _last_line(e: BaseException) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import time
 import warnings
 from pathlib import Path
@@ -47,6 +48,25 @@ def test_an_engine_scope_is_the_default_inside_it_only():
         assert resolve_engine(None, env={}) == "ray"
         assert resolve_engine("local", env={}) == "local"
     assert resolve_engine(None, env={}) == "local"
+
+
+def test_an_actor_refuses_a_driver_with_another_curate_version():
+    """A node with another curate would make other rows: its actors do not start."""
+    from curate import __version__
+    from curate.engine import RayEngineError, RayWorker
+
+    with pytest.raises(RayEngineError, match=rf"curate on a Ray worker: expected version 0\.0\.1 \(the driver's\), "
+                                             rf"found {re.escape(__version__)} \(install the same curate"):
+        RayWorker(abs, None, (), DEFAULT_RETRIES, None, "0.0.1")
+
+
+def test_the_cli_refuses_an_unknown_engine():
+    from click.testing import CliRunner
+
+    from curate.cli import cli
+
+    res = CliRunner().invoke(cli, ["square", "no-such-ws", "--engine", "spark"])
+    assert res.exit_code == 2 and "Invalid value for '--engine': 'spark' is not one of 'local', 'ray'" in res.output
 
 
 # -- a 2-node local Ray cluster ------------------------------------------------------
@@ -231,3 +251,26 @@ def test_a_poison_file_ends_as_worker_crashed_on_ray_in_bounded_time(cluster, ph
 
     pd.testing.assert_frame_equal(plain(on_ray[rest]), plain(local[local["rel_path"] != "poison.jpg"]))
     assert (on_ray.loc[rest, "status"] == "kept").all()
+
+
+def test_the_cli_takes_the_engine_from_the_environment(cluster, photos, tmp_path, monkeypatch):
+    """`CURATE_ENGINE=ray curate ingest`: the rows of a local run, and the run record says ray."""
+    from click.testing import CliRunner
+
+    from curate.cli import cli
+    from curate.workspace import Workspace
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in FACE_FILES[:3]:
+        (src / name).write_bytes((photos / name).read_bytes())
+    local = CliRunner().invoke(cli, ["ingest", str(src), "--into", str(tmp_path / "ws-local"), "--engine", "local"])
+    assert local.exit_code == 0, local.output
+    monkeypatch.setenv("CURATE_ENGINE", "ray")
+    res = within(300, lambda: CliRunner().invoke(cli, ["ingest", str(src), "--into", str(tmp_path / "ws-ray")]))
+    assert res.exit_code == 0, res.output
+    ws = Workspace.open(tmp_path / "ws-ray")
+    assert ws.runs()[-1]["options"]["engine"] == "ray"
+    pd.testing.assert_frame_equal(_table(ws.read_manifest(), ws.root, ["sample_id"]),
+                                  _table(Workspace.open(tmp_path / "ws-local").read_manifest(),
+                                         tmp_path / "ws-local", ["sample_id"]))
