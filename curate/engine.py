@@ -1,10 +1,12 @@
 """Engines for per-image work: curate's local pool, or a Ray Data pipeline.
 
-Every per-image stage calls :func:`curate.parallel.stream_map`; its
-``engine`` argument (``--engine`` on the command line, else the
-``CURATE_ENGINE`` environment variable, else ``local``) picks who runs the
-tasks. This module holds the Ray side; the switch itself is one ``if`` in
-``stream_map``, so the per-image functions are the same code on both engines.
+Every per-image stage calls :func:`stream_map` here, which has the contract
+of :func:`curate.parallel.stream_map` (completion order, ``on_crash``, an
+initializer once per worker process) and one more argument, ``engine``
+(``--engine`` on the command line, else the ``CURATE_ENGINE`` environment
+variable, else ``local``), that picks who runs the tasks: curate's local pool
+(:mod:`curate.parallel`) or Ray. This is the one place where the engine is
+chosen, so the per-image functions are the same code on both engines.
 
 On Ray the tasks become a Ray Data pipeline: ``ray.data.from_items`` over the
 task list, then ``map_batches`` with an actor class (a pool of up to
@@ -54,7 +56,15 @@ from contextvars import ContextVar
 from typing import Any, TypeVar
 
 from curate.errors import CurateError, OptionError
-from curate.parallel import WorkerCrash, WorkerCrashedError, WorkerPool, _RemoteTraceback, _Worker
+from curate.parallel import (
+    DEFAULT_RETRIES,
+    WorkerCrash,
+    WorkerCrashedError,
+    WorkerPool,
+    _RemoteTraceback,
+    _Worker,
+)
+from curate.parallel import stream_map as local_stream_map
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -124,6 +134,46 @@ def resolve_engine(engine: str | None, env: Mapping[str, str] | None = None) -> 
         where = ENGINE_ENV if name == env.get(ENGINE_ENV) else "--engine"
         raise OptionError("", field=where, expected=f"one of {ENGINES}", found=name)
     return name
+
+
+def stream_map(fn: Callable[[T], R], tasks: Sequence[T], *, workers: int = 0, progress: bool = False,
+               desc: str = "", in_process_below: int = 32, max_chunk: int = 32,
+               initializer: Callable[..., object] | None = None, initargs: tuple[Any, ...] = (),
+               on_crash: Callable[[T, WorkerCrash], R] | None = None, retries: int = DEFAULT_RETRIES,
+               task_timeout_s: float | None = None, engine: str | None = None,
+               ray_address: str | None = None) -> Iterator[R]:
+    """Yield ``fn(task)`` for every task, in completion order, on ``engine``.
+
+    ``local``: :func:`curate.parallel.stream_map` with every other argument.
+    ``ray``: :func:`ray_map` on the cluster at ``ray_address`` (else
+    ``RAY_ADDRESS``, else a local one), however small the job (the user chose
+    where it runs); ``in_process_below`` does not apply. None: the enclosing
+    :func:`engine_scope`'s, else ``$CURATE_ENGINE``, else ``local``.
+
+        >>> sorted(stream_map(abs, [-2, 1], workers=1, engine="local"))
+        [1, 2]
+    """
+    if resolve_engine(engine) == "local":
+        yield from local_stream_map(fn, tasks, workers=workers, progress=progress, desc=desc,
+                                    in_process_below=in_process_below, max_chunk=max_chunk, initializer=initializer,
+                                    initargs=initargs, on_crash=on_crash, retries=retries,
+                                    task_timeout_s=task_timeout_s)
+        return
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(tasks), unit="img", file=sys.stderr, desc=desc)
+    try:
+        for r in ray_map(fn, tasks, workers=workers, max_chunk=max_chunk, initializer=initializer, initargs=initargs,
+                         on_crash=on_crash, retries=retries, task_timeout_s=task_timeout_s,
+                         address=scope_address(ray_address)):
+            if bar:
+                bar.update()
+            yield r
+    finally:
+        if bar:
+            bar.close()
 
 
 def _import_ray() -> Any:
@@ -257,7 +307,7 @@ def batch_size_for(n_tasks: int, actors: int, max_chunk: int = MAX_BATCH) -> int
 
 def ray_map(fn: Callable[[T], R], tasks: Sequence[T], *, workers: int = 0, max_chunk: int = MAX_BATCH,
             initializer: Callable[..., object] | None = None, initargs: tuple[Any, ...] = (),
-            on_crash: Callable[[T, WorkerCrash], R] | None = None, retries: int = 2,
+            on_crash: Callable[[T, WorkerCrash], R] | None = None, retries: int = DEFAULT_RETRIES,
             task_timeout_s: float | None = None, address: str | None = None) -> Iterator[R]:
     """Yield ``fn(task)`` for every task, run on Ray Data; the contract of
     :func:`curate.parallel.stream_map` (completion order, ``on_crash``, the

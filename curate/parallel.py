@@ -403,8 +403,7 @@ def stream_map(fn: Callable[[T], R], tasks: Sequence[T], *, workers: int = 0, pr
                desc: str = "", in_process_below: int = 32, max_chunk: int = 32,
                initializer: Callable[..., object] | None = None, initargs: tuple[Any, ...] = (),
                on_crash: Callable[[T, WorkerCrash], R] | None = None, retries: int = DEFAULT_RETRIES,
-               task_timeout_s: float | None = None, engine: str | None = None,
-               ray_address: str | None = None) -> Iterator[R]:
+               task_timeout_s: float | None = None) -> Iterator[R]:
     """Yield ``fn(task)`` for every task, in completion order.
 
     ``workers`` 0 means all cores; jobs smaller than ``in_process_below`` run
@@ -413,31 +412,13 @@ def stream_map(fn: Callable[[T], R], tasks: Sequence[T], *, workers: int = 0, pr
     runs once per pool worker, or once here before the first task when the
     job runs in this process. A task whose worker process died ``1 + retries``
     times yields ``on_crash(task, WorkerCrash)`` (see :class:`WorkerPool`).
-
-    ``engine``: ``local`` (this process or the pool above) or ``ray`` (a Ray
-    Data pipeline, :func:`curate.engine.ray_map`, on the cluster at
-    ``ray_address`` or a local one); None reads ``CURATE_ENGINE``. The same
-    ``fn``, the same rule for a dying worker, the same results on both.
     """
-    from curate.engine import resolve_engine, scope_address
-
-    use_ray = resolve_engine(engine) == "ray"
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=len(tasks), unit="img", file=sys.stderr, desc=desc)
     try:
-        if use_ray:  # always on Ray when asked, however small the job: the user chose where it runs
-            from curate.engine import ray_map
-
-            for r in ray_map(fn, tasks, workers=workers, max_chunk=max_chunk, initializer=initializer,
-                             initargs=initargs, on_crash=on_crash, retries=retries, task_timeout_s=task_timeout_s,
-                             address=scope_address(ray_address)):
-                if bar:
-                    bar.update()
-                yield r
-            return
         n = min(workers or os.cpu_count() or 1, len(tasks))
         if n <= 1 or len(tasks) < in_process_below:
             if initializer is not None and len(tasks):

@@ -17,10 +17,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from curate.engine import engine_scope, resolve_engine
+from curate.engine import engine_scope, resolve_engine, stream_map
 from curate.errors import OptionError
 from curate.imageio import ProbeOptions, ProbeTask, _probe_task
-from curate.parallel import DEFAULT_RETRIES, stream_map
+from curate.parallel import DEFAULT_RETRIES
 from curate.walk import EXPORT_MARKER
 from tests.conftest import CRASH_DECODER, CrashingDecoder, within
 

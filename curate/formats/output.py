@@ -220,7 +220,7 @@ class FileWriter:
                 for f in self._futures:
                     f.result()
                 if self._on_ray:
-                    from curate.parallel import stream_map
+                    from curate.engine import stream_map
 
                     for _ in stream_map(_place_task, self._on_ray, max_chunk=64, on_crash=_place_crashed):
                         pass

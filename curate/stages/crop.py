@@ -205,7 +205,7 @@ def _crashed(task: _Task, crash: WorkerCrash) -> DeriveResult:
 
 def _run_tasks(tasks: list[_Task], workers: int, progress: bool, engine: str | None = None,
                ray_address: str | None = None) -> Iterator[DeriveResult]:
-    from curate.parallel import stream_map
+    from curate.engine import stream_map
 
     return stream_map(process_image, tasks, workers=workers, progress=progress, desc="crop",
                       in_process_below=IN_PROCESS_MAX, max_chunk=8, on_crash=_crashed,

@@ -564,7 +564,7 @@ def _crashed(task: _Task, crash: WorkerCrash) -> dict[str, Any]:
 
 def _run_tasks(tasks: list[_Task], settings: _WorkSettings, workers: int, progress: bool,
                engine: str | None = None, ray_address: str | None = None) -> Iterator[dict[str, Any]]:
-    from curate.parallel import stream_map
+    from curate.engine import stream_map
 
     try:
         yield from stream_map(_pool_task, tasks, workers=workers, progress=progress, desc="faces",
