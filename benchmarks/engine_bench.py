@@ -8,7 +8,7 @@
   hold once a pipeline has run (RSS of every process under this one).
 - Throughput: ingest's real probe (sha256, decode at reduced scale, hashes)
   over N JPEGs made from scikit-image's photos, through
-  ``curate.parallel.stream_map`` with ``engine="local"`` (curate's spawn pool)
+  ``curate.engine.stream_map`` with ``engine="local"`` (curate's spawn pool)
   and ``engine="ray"`` (a Ray Data pipeline on the already started cluster:
   actors started, tasks run, actors stopped), alternating, median of the rounds.
 - What a command pays: one ``engine="ray"`` call with no session open, so
@@ -34,7 +34,7 @@ from typing import Any
 from pool_bench import POISON, build, crashed, probe_or_die  # same files, same poison as the pool benchmark
 
 from curate.imageio import ProbeOptions, ProbeTask, _probe_task
-from curate.parallel import stream_map
+from curate.engine import stream_map
 
 
 def emit(**fields: Any) -> None:
