@@ -10,10 +10,11 @@ chosen, so the per-image functions are the same code on both engines.
 
 On Ray the tasks become a Ray Data pipeline: ``ray.data.from_items`` over the
 task list, then ``map_batches`` with an actor class (a pool of up to
-``workers`` actors, one CPU each, that grows as CPUs are free). Each actor keeps one :class:`curate.parallel.WorkerPool`
-of a single worker process for its whole life, which runs the stage's
-initializer once (a face detector's model is loaded once per actor), and
-runs every task of every batch the actor is given. So:
+``workers`` actors, one CPU each, that grows as CPUs are free). Each actor
+keeps one :class:`curate.parallel.WorkerPool` of a single worker process for
+its whole life, which runs the stage's initializer once (a face detector's
+model is loaded once per actor), and runs every task of every batch the
+actor is given. So:
 
 - A file that crashes its decoder kills the actor's worker process, not the
   actor: the file is charged and retried exactly as in the local pool
@@ -318,15 +319,15 @@ def ray_map(fn: Callable[[T], R], tasks: Sequence[T], *, workers: int = 0, max_c
     """
     if not len(tasks):
         return
-    with ray_session(address, workers) as ray, _quiet_ray_data():
+    with ray_session(address, workers) as ray, _quiet_ray_data(), _data_context(ray, {
+        "enable_progress_bars": False,  # curate draws its own bar (--progress); Ray's would interleave
+        "print_on_execution_start": False,
+        "max_errored_blocks": 0,  # a batch Ray gave up on stops the run: never a silently missing file
+        "wait_for_min_actors_s": WAIT_FOR_ACTORS_S,
+    }):
         from curate import __version__
 
         job = (fn, initializer, initargs, retries, task_timeout_s, __version__)
-        ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = False  # curate draws its own bar (--progress); Ray's would interleave
-        ctx.print_on_execution_start = False
-        ctx.max_errored_blocks = 0  # a batch Ray gave up on stops the run: never a silently missing file
-        ctx.wait_for_min_actors_s = WAIT_FOR_ACTORS_S
         cpus = int(ray.cluster_resources().get("CPU", 0))  # now: an autoscaling cluster may add more
         for start in range(0, len(tasks), WINDOW):
             window = range(start, min(start + WINDOW, len(tasks)))
@@ -378,6 +379,21 @@ def _actor_pool_strategy(ray: Any, actors: int, initial: int) -> Any:
     if "initial_size" in inspect.signature(strategy).parameters:
         return strategy(min_size=1, max_size=actors, initial_size=initial)
     return strategy(min_size=1, max_size=actors)
+
+
+@contextlib.contextmanager
+def _data_context(ray: Any, settings: dict[str, Any]) -> Iterator[None]:
+    """Ray Data's settings for curate's pipelines, and the session's own back afterwards
+    (a session the user opened is left as it was)."""
+    ctx = ray.data.DataContext.get_current()
+    before = {k: getattr(ctx, k) for k in settings}
+    for k, v in settings.items():
+        setattr(ctx, k, v)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            setattr(ctx, k, v)
 
 
 def _last_line(e: BaseException) -> str:
