@@ -365,9 +365,9 @@ def ray_map(fn: Callable[[T], R], tasks: Sequence[T], *, workers: int = 0, max_c
             except ray.exceptions.RayError as e:
                 raise RayEngineError("", field="Ray pipeline", expected="every batch run",
                                      found=f"{type(e).__name__}: {_last_line(e)}",
-                                     hint=f"Ray gave up after {ACTOR_RESTARTS} actor restarts / {BATCH_RETRIES} "
-                                          "retries of a batch; see the Ray logs (/tmp/ray/session_latest/logs)"
-                                     ) from e
+                                     hint=f"Ray restarts an actor at most {ACTOR_RESTARTS} times and runs a batch "
+                                          f"again at most {BATCH_RETRIES} times; see the Ray logs "
+                                          "(/tmp/ray/session_latest/logs on each node)") from e
 
 
 def _actor_pool_strategy(ray: Any, actors: int, initial: int) -> Any:
