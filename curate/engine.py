@@ -26,7 +26,8 @@ actor is given. So:
   restarted by Ray at most :data:`ACTOR_RESTARTS` times, and the batch it was
   running is run again (at most :data:`BATCH_RETRIES` times); the results
   are the same, since a task is a plain function of its file. Past those
-  bounds the run stops with :class:`RayEngineError`, never hangs.
+  bounds the run stops with :class:`RayEngineError` instead of retrying
+  forever (a restart still waits for a free CPU, as any Ray task does).
 
 Results come back as they finish (completion order, as from the local pool);
 stages sort them by their own keys. A task list larger than
