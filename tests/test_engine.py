@@ -290,3 +290,26 @@ def test_the_cli_takes_the_engine_from_the_environment(cluster, photos, tmp_path
     pd.testing.assert_frame_equal(_table(ws.read_manifest(), ws.root, ["sample_id"]),
                                   _table(Workspace.open(tmp_path / "ws-local").read_manifest(),
                                          tmp_path / "ws-local", ["sample_id"]))
+
+
+def test_the_command_starts_and_stops_its_own_local_cluster(photos, tmp_path):
+    """`curate ingest --engine ray` with no cluster: it starts a local one, uses it, stops it, and exits."""
+    import subprocess
+    import sys
+
+    from curate.workspace import Workspace
+    from tests.conftest import REPO
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in FACE_FILES[:2]:
+        (src / name).write_bytes((photos / name).read_bytes())
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "CURATE_ENGINE")}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]])
+    cmd = [sys.executable, "-c", "from curate.cli import main; main()", "ingest", str(src), "--into",
+           str(tmp_path / "ws"), "--engine", "ray", "--workers", "1", "--json"]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["rows"] == 2
+    m = Workspace.open(tmp_path / "ws").read_manifest()
+    assert (m["status"] == "kept").all() and m["sha256"].notna().all()
