@@ -216,6 +216,28 @@ def test_a_worker_node_removed_mid_run_changes_nothing(cluster, corpus):
     assert sorted(got, key=lambda r: r["path"]) == expected
 
 
+_STATE: dict[str, int] = {}
+
+
+def _init(offset: int) -> None:
+    _STATE["offset"] = offset
+    _STATE["inits"] = _STATE.get("inits", 0) + 1
+
+
+def _add(x: int) -> tuple[int, int, int]:
+    """x plus the initializer's offset, this process's id, and how many times the initializer ran here."""
+    return x + _STATE["offset"], os.getpid(), _STATE["inits"]
+
+
+def test_per_worker_state_is_made_once_per_actor(cluster):
+    """Many batches, two actors: the initializer (a face detector's model) runs once in each actor's worker."""
+    out = within(300, lambda: list(stream_map(_add, list(range(40)), workers=2, max_chunk=1, engine="ray",
+                                              initializer=_init, initargs=(100,))))
+    assert sorted(v for v, _, _ in out) == list(range(100, 140))
+    assert len({pid for _, pid, _ in out}) <= 2  # one worker process per actor, kept across its batches
+    assert {inits for _, _, inits in out} == {1}
+
+
 def _kill_actor(x: int) -> int:
     """x, except that 3 kills the Ray actor itself (the parent of the worker process running it)."""
     if x == 3:
