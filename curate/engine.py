@@ -200,8 +200,12 @@ def ray_session(address: str | None = None, workers: int = 0) -> Iterator[Any]:
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}
     if address or os.environ.get("RAY_ADDRESS"):
         kwargs["address"] = address or os.environ["RAY_ADDRESS"]
-    elif workers:
-        kwargs["num_cpus"] = workers
+    else:
+        # "local": a cluster of its own, even when another runs on this machine (Ray's own default
+        # would join the last one started here; --ray-address auto asks for that).
+        kwargs["address"] = "local"
+        if workers:
+            kwargs["num_cpus"] = workers
     # The driver's C++ log lines go to the terminal, and Ray Data prints one as an error per
     # pipeline: that an actor whose constructor arguments were lost could not be restarted
     # (ray-project/ray#53727; the pipeline holds them while it runs). Only for the processes
