@@ -613,10 +613,6 @@ def prune_cmd(workspace: Path, missing: bool, dry_run: bool, as_json: bool) -> N
 
 
 # curate label (issue 16): the Label Studio round trip
-def _names(value: str | None) -> list[str]:
-    return [v.strip() for v in (value or "").split(",") if v.strip()]
-
-
 @cli.command("label")
 @workspace_argument
 @click.argument("action", type=click.Choice(["push", "pull", "serve"]))
@@ -646,7 +642,8 @@ def label_cmd(workspace: Path, action: str, view: str, limit: int | None, classe
     from curate.stages.label import PushOptions, ServerOptions, label
 
     ws = _open_ws(workspace)
-    push = PushOptions(view, limit, _names(classes), _names(box_classes), title, document_root)
+    push = PushOptions(view, limit, list(_names(classes) or ()), list(_names(box_classes) or ()), title,
+                       document_root)
     label(ws, action, ServerOptions(url, token, binary, start_timeout), push, keep_running=keep_running,
           echo=lambda m: click.echo(m, err=True),
           report=lambda r: emit(r.summary, as_json, f"label {action} {ws.root}"))

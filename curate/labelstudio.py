@@ -487,7 +487,7 @@ class LocalServer:
                "--data-dir", str(self.data_dir), "--log-level", "WARNING"]
         t0 = time.perf_counter()
         log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop)
-        self._log = log
+        self._log: Any = log
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                      env=env, start_new_session=True)
         probe = Client(self.url, timeout_s=5)

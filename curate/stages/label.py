@@ -32,7 +32,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,8 +41,6 @@ import pandas as pd
 
 from curate.errors import OptionError
 from curate.labelstudio import (
-    BOXES_NAME,
-    CHOICES_NAME,
     ENV_TOKEN,
     PREDICTION_VERSION,
     Client,
@@ -291,7 +289,7 @@ class PullOptions:
     server_key: str = LOCAL_KEY
 
 
-def _same_boxes(a: list[tuple[str, tuple[float, ...]]], b: list[tuple[str, tuple[float, ...]]],
+def _same_boxes(a: Sequence[tuple[str, Sequence[float]]], b: Sequence[tuple[str, Sequence[float]]],
                 wh: tuple[int, int]) -> bool:
     """Whether two box lists hold the same boxes (any order), within :data:`BOX_RTOL` of the image size."""
     if len(a) != len(b):

@@ -16,6 +16,7 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
@@ -81,6 +82,11 @@ def _server_opts(server: LocalServer) -> ServerOptions:
     return ServerOptions(url=server.url, token=server.credentials["token"])
 
 
+def _task(server: LocalServer, task_id: int) -> dict:
+    """One task as the labelling page reads it, predictions included (the JSON export lists their ids only)."""
+    return server.client.request("GET", f"/api/tasks/{task_id}")  # type: ignore[no-any-return]
+
+
 def _push(ws: Workspace, server: LocalServer, **kw):
     return label(ws, "push", _server_opts(server), PushOptions(**kw), echo=lambda m: None)
 
@@ -100,7 +106,7 @@ def test_push_makes_a_project_with_predictions_and_is_idempotent(server, tmp_pat
     tasks = {t["data"]["sample_id"]: t for t in client.export_all(state["project_id"])}
     turned = m[m["rel_path"] == "cat/turned.jpg"].iloc[0]
     assert (int(turned["width"]), int(turned["height"])) == (200, 300)  # the displayed frame
-    result = tasks[turned["sample_id"]]["predictions"][0]["result"]
+    result = _task(server, tasks[turned["sample_id"]]["id"])["predictions"][0]["result"]
     assert result[0]["value"]["choices"] == ["cat"]
     box = result[1]
     assert (box["original_width"], box["original_height"]) == (200, 300)
@@ -130,9 +136,9 @@ def test_pull_applies_a_persons_correction_and_is_idempotent(server, tmp_path, s
     client = server.client
     tasks = {t["data"]["sample_id"]: t for t in client.export_all(state["project_id"])}
 
-    # A person: on chelsea (512 x 451) changes the class to coffee, moves the box and adds one;
+    # A person: on chelsea (451 x 300) changes the class to coffee, moves the box and adds one;
     # on turned.jpg submits the prediction as it came; coffee.png is left untouched.
-    chelsea = tasks[sid["cat/chelsea.png"]]
+    chelsea = _task(server, tasks[sid["cat/chelsea.png"]]["id"])
     boxes = [r for r in chelsea["predictions"][0]["result"] if r["type"] == "rectanglelabels"]
     moved = {**boxes[0], "value": {**boxes[0]["value"], "x": 30.0, "y": 20.0}}
     added = {**boxes[0], "id": "new1", "value": {"x": 0.0, "y": 50.0, "width": 25.0, "height": 50.0,
@@ -141,7 +147,7 @@ def test_pull_applies_a_persons_correction_and_is_idempotent(server, tmp_path, s
               "value": {"choices": ["coffee"]}}
     client.request("POST", f"/api/tasks/{chelsea['id']}/annotations",
                    json={"result": [choice, moved, added], "was_cancelled": False, "lead_time": 12.5})
-    turned = tasks[sid["cat/turned.jpg"]]
+    turned = _task(server, tasks[sid["cat/turned.jpg"]]["id"])
     client.request("POST", f"/api/tasks/{turned['id']}/annotations",
                    json={"result": turned["predictions"][0]["result"], "was_cancelled": False})
 
@@ -155,10 +161,10 @@ def test_pull_applies_a_persons_correction_and_is_idempotent(server, tmp_path, s
     assert m2.loc[sid["cat/turned.jpg"], "label"] == "cat"  # submitted unchanged
     ann = ws.read_annotations()
     mine = ann[ann["sample_id"] == sid["cat/chelsea.png"]].sort_values("x1")
-    w, h = 512, 451
+    w, h = 451, 300
     assert (int(row["width"]), int(row["height"])) == (w, h)
-    expected = sorted([ls_value_to_xyxy_px(moved["value"], (w, h)), (0.0, 225.5, 128.0, 451.0)])
-    assert mine[["x1", "y1", "x2", "y2"]].to_numpy().tolist() == pytest.approx(expected, rel=1e-9)
+    expected = sorted([ls_value_to_xyxy_px(moved["value"], (w, h)), (0.0, 150.0, 112.75, 300.0)])
+    assert mine[["x1", "y1", "x2", "y2"]].to_numpy() == pytest.approx(np.array(expected), rel=1e-9)
     assert set(mine["origin"]) == {"labelstudio"} and mine["score"].isna().all()
     moved_box = mine.iloc[1]
     assert moved_box["x2"] - moved_box["x1"] == pytest.approx(200.5, rel=1e-9)  # moved, not resized
@@ -189,7 +195,8 @@ def test_round_trip_without_edits_gives_the_same_boxes(server, tmp_path, skimage
     state = read_state(ws)[server.url]
     client = server.client
     for t in client.export_all(state["project_id"]):
-        result = t["predictions"][0]["result"] if t.get("predictions") else []
+        full = _task(server, t["id"])
+        result = full["predictions"][0]["result"] if full.get("predictions") else []
         client.request("POST", f"/api/tasks/{t['id']}/annotations", json={"result": result})
     res = label(ws, "pull", _server_opts(server), echo=lambda m: None)
     assert res.summary["submitted"] == 3 and res.summary["changed"] == 0
@@ -205,8 +212,12 @@ def test_push_a_view_with_a_limit(server, tmp_path, skimage_dir):
     m = ws.read_manifest()
     assert res.summary["imported"] == 1
     assert list(read_state(ws)[server.url]["tasks"]) == m.loc[m["rel_path"] == "coffee/coffee.png", "sample_id"].tolist()
-    res = _push(ws, server, view="all", limit=2)  # the same project grows, by sample_id order
-    assert res.summary["selected"] == 2 and res.summary["tasks_in_project"] <= 3
+    first_two = set(sorted(m.loc[m["status"] == "kept", "sample_id"])[:2])
+    res = _push(ws, server, view="all", limit=2)  # the same project grows, in sample_id order
+    assert res.summary["selected"] == 2 and res.summary["project"] == read_state(ws)[server.url]["project_id"]
+    assert set(read_state(ws)[server.url]["tasks"]) == first_two | set(read_state(ws)[server.url]["tasks"])
+    assert res.summary["tasks_in_project"] == len(first_two | {m.loc[m["rel_path"] == "coffee/coffee.png",
+                                                                     "sample_id"].iloc[0]})
 
 
 def test_unreachable_server_is_one_line(tmp_path, skimage_dir):
@@ -330,10 +341,12 @@ def _cdp_screenshot(url: str, cookies: dict[str, str], profile: Path, js_ready: 
 @needs_ls
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium package (apt-get install chromium; "
                                              "scripts/setup.sh installs it)")
-def test_labelling_page_draws_the_prefilled_box(server, tmp_path, skimage_dir):
+@pytest.mark.parametrize("rel_path, wh, box", [
+    ("cat/chelsea.png", (451, 300), (100.25, 50.5, 300.75, 250.125)),
+    ("cat/turned.jpg", (200, 300), (20.0, 40.0, 150.0, 280.0)),  # stored 300 x 200, EXIF-turned: shown 200 x 300
+])
+def test_labelling_page_draws_the_prefilled_box(server, tmp_path, skimage_dir, rel_path, wh, box):
     import io
-
-    import numpy as np
 
     from curate.labelstudio import BOX_COLOURS, login
 
@@ -341,27 +354,34 @@ def test_labelling_page_draws_the_prefilled_box(server, tmp_path, skimage_dir):
     _push(ws, server, title="screenshot")
     state = read_state(ws)[server.url]
     m = ws.read_manifest()
-    sid = m.loc[m["rel_path"] == "cat/chelsea.png", "sample_id"].iloc[0]
+    sid = m.loc[m["rel_path"] == rel_path, "sample_id"].iloc[0]
     task = state["tasks"][sid]
     session = login(server.url, server.credentials["email"], server.credentials["password"])
-    ready = ("(() => { const i = [...document.images].find(i => i.src.includes('local-files') && i.naturalWidth > 0"
-             " && i.getBoundingClientRect().width > 50); if (!i) return null; const r = i.getBoundingClientRect();"
-             " return {x: r.left, y: r.top, w: r.width, h: r.height, nw: i.naturalWidth, nh: i.naturalHeight}; })()")
+    # The labelling page shows the image (loaded as a blob) scaled to fit, and draws the regions over it.
+    # It also preloads the next task's image: the row's is the one of its displayed size.
+    ready = (f"(() => {{ const i = [...document.images].filter(i => i.naturalWidth === {wh[0]}"
+             f" && i.naturalHeight === {wh[1]} && i.getBoundingClientRect().width > 100)[0]; if (!i) return null;"
+             " const r = i.getBoundingClientRect();"
+             " const now = JSON.stringify([r.left, r.top, r.width, r.height]), last = window.__curate_last;"
+             " window.__curate_last = now; if (now !== last) return null;"  # laid out: the same for a second
+             " return {x: r.left, y: r.top, w: r.width, h: r.height}; })()")
     png, img = _cdp_screenshot(f"{server.url}/projects/{state['project_id']}/data?task={task}",
                                {k: v for k, v in session.cookies.items()}, tmp_path / "profile", ready)
     (tmp_path / "page.png").write_bytes(png)
-    assert (img["nw"], img["nh"]) == (512, 451)
     shot = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
-    colour = np.array([int(BOX_COLOURS[0][i:i + 2], 16) for i in (1, 3, 5)])  # the first box class: cat
-    near = np.abs(shot - colour).sum(axis=2) < 60
-    # the box's left edge in page pixels, from its image pixels (100.25 .. 300.75 x 50.5 .. 250.125)
-    sx, sy = img["w"] / 512, img["h"] / 451
-    left, top, right, bottom = (img["x"] + 100.25 * sx, img["y"] + 50.5 * sy, img["x"] + 300.75 * sx,
-                                img["y"] + 250.125 * sy)
+    assert BOX_COLOURS[0] == "#FF00FF"  # the first box class (cat) is drawn magenta: its stroke is far from any fur
+    r, g, b = shot[..., 0], shot[..., 1], shot[..., 2]
+    near = (r - g > 120) & (b - g > 120)
+    # the box's edges in page pixels, from its pixels in the displayed image
+    sx, sy = img["w"] / wh[0], img["h"] / wh[1]
+    left, top, right, bottom = (img["x"] + box[0] * sx, img["y"] + box[1] * sy, img["x"] + box[2] * sx,
+                                img["y"] + box[3] * sy)
     ys = slice(int(top + 5), int(bottom - 5))
-    left_edge = near[ys, int(left) - 3:int(left) + 4].any(axis=1).mean()
-    right_edge = near[ys, int(right) - 3:int(right) + 4].any(axis=1).mean()
-    outside = near[ys, int(right) + 15:int(right) + 40].any(axis=1).mean() if right + 40 < img["x"] + img["w"] else 0
-    assert left_edge > 0.8 and right_edge > 0.8, (left_edge, right_edge, tmp_path / "page.png")
-    assert outside < 0.2
-
+    xs = slice(int(left + 5), int(right - 5))
+    edges = {"left": near[ys, int(left) - 3:int(left) + 4].any(axis=1).mean(),
+             "right": near[ys, int(right) - 3:int(right) + 4].any(axis=1).mean(),
+             "top": near[int(top) - 3:int(top) + 4, xs].any(axis=0).mean(),
+             "bottom": near[int(bottom) - 3:int(bottom) + 4, xs].any(axis=0).mean()}
+    assert min(edges.values()) > 0.8, (edges, img, tmp_path / "page.png")
+    middle = near[int(top + 10):int(bottom - 10), int(left + 10):int(right - 10)].mean()
+    assert middle < 0.05  # a box outline, not a magenta photo
