@@ -306,6 +306,15 @@ def _same_boxes(a: Sequence[tuple[str, Sequence[float]]], b: Sequence[tuple[str,
     return True
 
 
+def _annotator(completed_by: Any, users: dict[int, str]) -> Any:
+    """Who submitted an annotation: the e-mail where known (exports give an id, or an object with the e-mail)."""
+    if isinstance(completed_by, dict):
+        return completed_by.get("email") or completed_by.get("id")
+    with contextlib.suppress(TypeError, ValueError):
+        return users.get(int(completed_by), completed_by)
+    return completed_by
+
+
 def latest_annotation(task: dict[str, Any]) -> dict[str, Any] | None:
     """The task's latest submitted (not skipped) annotation, or None when nobody submitted one."""
     done = [a for a in task.get("annotations") or [] if not a.get("was_cancelled")]
@@ -350,7 +359,7 @@ def apply_tasks(manifest: pd.DataFrame, annotations: pd.DataFrame, tasks: list[d
         old_boxes = by_row.get(sid, [])
         entry: dict[str, Any] = {"sample_id": sid, "path": out.at[i, "path"], "task": task.get("id"),
                                  "annotation": ann.get("id"),
-                                 "labelled_by": users.get(int(ann.get("completed_by") or 0), ann.get("completed_by")),
+                                 "labelled_by": _annotator(ann.get("completed_by"), users),
                                  "labelled_at": ann.get("updated_at") or ann.get("created_at"),
                                  "old": {}, "new": {}}
         if classes and new_label is None:
@@ -407,7 +416,10 @@ def pull(manifest: pd.DataFrame, options: PullOptions, *, ws: Workspace,
                                f"{ws.root}", found="no such project", hint="push again with `curate label WS push`")
     t0 = time.perf_counter()
     tasks = client.export_all(pid)
-    users = client.users()
+    try:
+        users = client.users()
+    except LabelStudioError:  # a token without the right to list users: annotators are recorded by id
+        users = {}
     read_s = time.perf_counter() - t0
     ann = annotations if annotations is not None else empty_annotations()
     m, a, changes, problems, counts = apply_tasks(manifest, ann, tasks, users,
@@ -481,6 +493,8 @@ def label(ws: Workspace, action: str, server: ServerOptions, push_options: PushO
         if action == "push":
             opts = push_options or PushOptions()
             opts.client, opts.server_key = client, key
+            if local is not None:
+                opts.document_root = "/"  # curate's own server serves from / (LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT)
             record = {k: v for k, v in vars(opts).items() if k != "client"}
             result = ws.run_stage("label-push", push, opts, record_options=record)
             project_url = result.summary["url"]

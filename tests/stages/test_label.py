@@ -1,20 +1,27 @@
 """``curate label``: the round trip through a real Label Studio server.
 
-One server for the module (its start is slow: 25-45 s on a quiet machine,
-minutes on a loaded one), in a temporary data folder on a free loopback port,
-started by curate's own :class:`curate.labelstudio.LocalServer`. The tests
-reach it as a user's running server would be reached (``--url`` and a
-personal access token) and post annotations through its API as the browser
-does when a person submits.
+One server for the module (its start is slow: about 30 s on a quiet machine,
+minutes on a loaded one): ``curate label WS serve`` run in a subprocess, which
+starts Label Studio on a free loopback port with its data in the workspace,
+and is stopped by SIGTERM at the end (the server must go with it). The tests
+reach it as a user's running server would be reached (``--url`` and the
+personal access token curate obtained) and post annotations through its API
+as the browser does when a person submits.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import signal
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -23,7 +30,14 @@ from click.testing import CliRunner
 from PIL import Image
 
 from curate.cli import cli
-from curate.labelstudio import LabelStudioError, LocalServer, find_binary, free_port, ls_value_to_xyxy_px
+from curate.labelstudio import (
+    Client,
+    LabelStudioError,
+    LocalServer,
+    find_binary,
+    free_port,
+    ls_value_to_xyxy_px,
+)
 from curate.stages.label import PushOptions, ServerOptions, label, read_state
 from curate.workspace import Workspace
 
@@ -34,24 +48,48 @@ except LabelStudioError:
 needs_ls = pytest.mark.skipif(BINARY is None, reason="needs Label Studio (scripts/setup.sh installs it in "
                                                       ".venv-labelstudio; or set CURATE_LABEL_STUDIO)")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(tmp_path_factory, skimage_dir):
+    """`curate label WS serve`, run as a user runs it (a subprocess), stopped by SIGTERM at the end."""
     if BINARY is None:
         pytest.skip("needs Label Studio (scripts/setup.sh installs it in .venv-labelstudio)")
     home = tmp_path_factory.mktemp("ls")
-    local = LocalServer(home / "data", binary=BINARY, start_timeout_s=600)
+    ws = _ws(home, skimage_dir)
+    err = home / "serve.err"
     t0 = time.perf_counter()
-    local.start()
-    print(f"\nLabel Studio started in {time.perf_counter() - t0:.1f} s")
-    assert local.credentials.get("token", "").count(".") == 2  # a personal access token (a JWT) was obtained
-    yield local
-    pgid = local.proc.pid if local.proc else None
-    local.stop()
-    if pgid is not None:  # the whole process group is gone
-        with pytest.raises(ProcessLookupError):
-            os.killpg(pgid, 0)
+    with open(err, "wb") as f:
+        proc = subprocess.Popen([sys.executable, "-c", "from curate.cli import main; main()", "label", str(ws.root),
+                                 "serve", "--start-timeout", "900"], stdout=subprocess.DEVNULL, stderr=f,
+                                env={**os.environ, "PYTHONPATH": str(REPO)})
+    url = None
+    while url is None and proc.poll() is None and time.perf_counter() - t0 < 950:
+        found = re.search(r"Label Studio at (http://127\.0\.0\.1:\d+)", err.read_text())
+        url = found.group(1) if found else None
+        time.sleep(0.5)
+    assert url, err.read_text()
+    print(f"\nLabel Studio started in {time.perf_counter() - t0:.1f} s ({err.read_text().splitlines()[1]})")
+    creds = json.loads((ws.root / "labelstudio" / "credentials.json").read_text())
+    assert oct((ws.root / "labelstudio" / "credentials.json").stat().st_mode & 0o777) == "0o600"
+    assert creds["token"].count(".") == 2  # a personal access token (a JWT) was obtained
+    assert f"log in as curate@localhost with password {creds['password']}" in err.read_text()
+    yield SimpleNamespace(url=url, credentials=creds, client=Client(url, creds["token"]))
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 0, err.read_text()
+    with pytest.raises(OSError):  # the server is gone with it
+        socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=2).close()
+    data_dir = str(ws.root / "labelstudio" / "data")
+    left = [p for p in Path("/proc").glob("[0-9]*/cmdline") if data_dir.encode() in _read(p)]
+    assert left == []
+
+
+def _read(p: Path) -> bytes:
+    try:
+        return p.read_bytes()
+    except OSError:
+        return b""
 
 
 def _ws(tmp_path: Path, skimage_dir: Path) -> Workspace:
