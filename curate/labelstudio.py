@@ -447,6 +447,27 @@ class LocalServer:
     def log_path(self) -> Path:
         return self.home / "server.log"
 
+    @property
+    def running_path(self) -> Path:
+        return self.home / "running.json"
+
+    @staticmethod
+    def running(home: Path) -> dict[str, Any] | None:
+        """The server another curate process runs on ``home`` (``curate label WS serve``): its URL, credentials
+        and pid; None when none answers. A second server on the same data would share its database."""
+        try:
+            info = json.loads((Path(home) / "running.json").read_text())
+            creds = json.loads((Path(home) / "credentials.json").read_text())
+            os.kill(int(info["pid"]), 0)
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        try:
+            if Client(str(info["url"]), timeout_s=5)._send("GET", "/health").status_code != 200:
+                return None
+        except LabelStudioError:
+            return None
+        return {**info, "credentials": creds}
+
     def _load_credentials(self) -> dict[str, Any]:
         from curate.workspace import atomic_write_bytes
 
@@ -519,6 +540,7 @@ class LocalServer:
                 self.credentials["token"] = token
                 atomic_write_bytes(self.credentials_path, (json.dumps(self.credentials, indent=2) + "\n").encode())
                 os.chmod(self.credentials_path, 0o600)
+        atomic_write_bytes(self.running_path, (json.dumps({"url": self.url, "pid": self.proc.pid}) + "\n").encode())
         self.client = Client(self.url, token, session=None) if token else Client(self.url, session=session)
         if token:
             try:
@@ -536,6 +558,10 @@ class LocalServer:
     def stop(self) -> None:
         """Stop the server and every process it started (idempotent)."""
         proc, self.proc = self.proc, None
+        if proc is not None:
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                if json.loads(self.running_path.read_text())["pid"] == proc.pid:
+                    self.running_path.unlink()
         if proc is not None and proc.poll() is None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGTERM)

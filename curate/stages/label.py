@@ -49,6 +49,7 @@ from curate.labelstudio import (
     find_binary,
     label_config,
     local_file_url,
+    login,
     parse_result,
     prediction_result,
     sigterm_as_interrupt,
@@ -456,6 +457,15 @@ def connect(ws: Workspace, server: ServerOptions, echo: Callable[[str], None] = 
         client = Client(server.url, token)
         client.whoami()  # a wrong URL or token fails here, in one line
         yield client, server.url.rstrip("/"), None
+        return
+    running = LocalServer.running(ws.root / HOME)
+    if running is not None:  # `curate label WS serve` runs it: one server on one database
+        creds = running["credentials"]
+        url = str(running["url"])
+        echo(f"Using the Label Studio that runs for this workspace at {url}")
+        client = Client(url, creds.get("token")) if creds.get("token") else Client(
+            url, session=login(url, creds["email"], creds["password"]))
+        yield client, LOCAL_KEY, None
         return
     local = LocalServer(ws.root / HOME / "data", binary=find_binary(server.binary),
                         start_timeout_s=server.start_timeout_s)

@@ -75,9 +75,10 @@ def server(tmp_path_factory, skimage_dir):
     assert oct((ws.root / "labelstudio" / "credentials.json").stat().st_mode & 0o777) == "0o600"
     assert creds["token"].count(".") == 2  # a personal access token (a JWT) was obtained
     assert f"log in as curate@localhost with password {creds['password']}" in err.read_text()
-    yield SimpleNamespace(url=url, credentials=creds, client=Client(url, creds["token"]))
+    yield SimpleNamespace(url=url, credentials=creds, client=Client(url, creds["token"]), ws=ws)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=120) == 0, err.read_text()
+    assert not (ws.root / "labelstudio" / "running.json").exists()
     with pytest.raises(OSError):  # the server is gone with it
         socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=2).close()
     data_dir = str(ws.root / "labelstudio" / "data")
@@ -256,6 +257,22 @@ def test_push_a_view_with_a_limit(server, tmp_path, skimage_dir):
     assert set(read_state(ws)[server.url]["tasks"]) == first_two | set(read_state(ws)[server.url]["tasks"])
     assert res.summary["tasks_in_project"] == len(first_two | {m.loc[m["rel_path"] == "coffee/coffee.png",
                                                                      "sample_id"].iloc[0]})
+
+
+@needs_ls
+def test_push_and_pull_use_the_server_that_serve_runs(server):
+    """While `curate label WS serve` runs, push and pull of that workspace use it: one server on one database."""
+    said: list[str] = []
+    t0 = time.perf_counter()
+    res = label(server.ws, "push", ServerOptions(), PushOptions(title="served"), echo=said.append)
+    assert said == [f"Using the Label Studio that runs for this workspace at {server.url}"]
+    assert res.summary["imported"] == 3 and read_state(server.ws)["local"]["url"] == server.url
+    res = label(server.ws, "pull", ServerOptions(), echo=said.append)
+    assert res.summary["untouched"] == 3 and res.summary["changed"] == 0
+    assert time.perf_counter() - t0 < 60  # no second server was started
+    data_dir = str(server.ws.root / "labelstudio" / "data").encode()
+    assert len([p for p in Path("/proc").glob("[0-9]*/cmdline") if b"label-studio" in _read(p)
+                and data_dir in _read(p)]) == 1
 
 
 def test_unreachable_server_is_one_line(tmp_path, skimage_dir):
