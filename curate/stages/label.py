@@ -353,6 +353,10 @@ def apply_tasks(manifest: pd.DataFrame, annotations: pd.DataFrame, tasks: list[d
             problems.append(f"task {task.get('id')}: sample {sid} is no longer in the manifest; skipped")
             continue
         i = index[sid]
+        if pd.isna(out.at[i, "width"]) or pd.isna(out.at[i, "height"]):
+            problems.append(f"task {task.get('id')}: {out.at[i, 'path']} can no longer be decoded (its size is "
+                            "unknown); skipped")
+            continue
         wh = (int(out.at[i, "width"]), int(out.at[i, "height"]))
         new_label, new_boxes, probs = parse_result(ann.get("result") or [], wh)
         problems += [f"{sid} (task {task.get('id')}): {p}" for p in probs]

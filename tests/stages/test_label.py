@@ -275,6 +275,43 @@ def test_push_and_pull_use_the_server_that_serve_runs(server):
                 and data_dir in _read(p)]) == 1
 
 
+def test_apply_tasks_rules(tmp_path, skimage_dir):
+    """The pull rules on Label Studio's export JSON (its shape as 1.23.2 writes it), without a server."""
+    from curate.stages.label import apply_tasks
+
+    ws = _ws(tmp_path, skimage_dir)
+    m, ann = ws.read_tables()
+    sid = dict(zip(m["rel_path"], m["sample_id"], strict=True))
+    m.loc[m["rel_path"] != "coffee/coffee.png", "dup_group"] = sid["cat/chelsea.png"]  # one duplicate group
+    choice = lambda c: {"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": [c]}}  # noqa: E731
+    tasks = [
+        # two submissions: the later one counts; the person is named by e-mail
+        {"id": 1, "data": {"sample_id": sid["cat/chelsea.png"]}, "annotations": [
+            {"id": 10, "completed_by": 1, "updated_at": "2026-01-02T00:00:00Z", "result": [choice("coffee")]},
+            {"id": 11, "completed_by": 2, "updated_at": "2026-01-01T00:00:00Z", "result": [choice("cat")]}]},
+        # skipped by the person: not a submission
+        {"id": 2, "data": {"sample_id": sid["cat/turned.jpg"]},
+         "annotations": [{"id": 12, "completed_by": 1, "was_cancelled": True, "result": [choice("coffee")]}]},
+        # submitted without a class: label kept, warned; its boxes (none) replace the row's one box
+        {"id": 3, "data": {"sample_id": sid["coffee/coffee.png"]}, "annotations": [{"id": 13, "result": []}]},
+        # a row that is gone
+        {"id": 4, "data": {"sample_id": "gone"}, "annotations": [{"id": 14, "result": [choice("cat")]}]},
+        {"id": 5, "data": {"sample_id": "untouched"}, "annotations": []},
+    ]
+    out, a, changes, problems, counts = apply_tasks(m, ann, tasks, {1: "ann@example.org"}, classes=True, boxes=True)
+    assert counts == {"tasks": 5, "submitted": 3, "untouched": 1, "skipped_by_person": 1, "changed": 1,
+                      "relabelled": 1, "boxes_replaced": 1}
+    row = out.set_index("sample_id").loc[sid["cat/chelsea.png"]]
+    assert (row["label"], row["original_label"], row["label_origin"]) == ("coffee", "cat", "labelstudio")
+    assert changes[0]["labelled_by"] == "ann@example.org" and changes[0]["annotation"] == 10
+    assert out["label_conflict"].sum() == 2  # the group now disagrees: cat (turned) vs coffee (chelsea)
+    assert out.set_index("sample_id").loc[sid["coffee/coffee.png"], "label"] == "coffee"
+    assert problems == [f"{sid['coffee/coffee.png']} (task 3): no class chosen; the label is left as it was",
+                        "task 4: sample gone is no longer in the manifest; skipped"]
+    assert sid["cat/chelsea.png"] not in set(a["sample_id"])  # its box was deleted by the person
+    assert set(a["sample_id"]) == {sid["cat/turned.jpg"]}
+
+
 def test_unreachable_server_is_one_line(tmp_path, skimage_dir):
     ws = _ws(tmp_path, skimage_dir)
     port = free_port()
