@@ -501,6 +501,9 @@ def label(ws: Workspace, action: str, server: ServerOptions, push_options: PushO
     """Run ``push``, ``pull`` or ``serve`` against the server asked for (started and stopped here if curate's)."""
     if action not in ("push", "pull", "serve"):
         raise OptionError("", field="ACTION", expected="push, pull or serve", found=action)
+    if action == "push":  # a view that cannot be made fails now, not after a server start of minutes
+        manifest, annotations = ws.read_tables()
+        select_rows(manifest, annotations, (push_options or PushOptions()).view, 1)
     with connect(ws, server, echo) as (client, key, local):
         result = None
         project_url = None

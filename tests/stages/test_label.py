@@ -312,6 +312,32 @@ def test_apply_tasks_rules(tmp_path, skimage_dir):
     assert set(a["sample_id"]) == {sid["cat/turned.jpg"]}
 
 
+def test_a_view_that_cannot_be_made_fails_before_any_server(tmp_path, skimage_dir):
+    ws = _ws(tmp_path, skimage_dir)
+    res = CliRunner().invoke(cli, ["label", str(ws.root), "push", "--view", "label_issues",
+                                   "--url", "http://127.0.0.1:9", "--token", "x"])
+    assert res.exit_code == 1
+    assert res.output == ("Error: --view label_issues: expected a label_issue_score column, found none "
+                          "(run `curate labels WS --find-issues` first)\n")
+
+
+def test_rows_a_browser_cannot_show_are_left_out(tmp_path, skimage_dir):
+    from curate.stages.label import showable
+
+    src = tmp_path / "src" / "cat"
+    src.mkdir(parents=True)
+    Image.open(skimage_dir / "chelsea.png").save(src / "chelsea.tif")
+    shutil.copy2(skimage_dir / "coffee.png", src / "coffee.png")
+    shutil.copy2(skimage_dir / "rocket.jpg", src / "rocket.jpg")
+    res = CliRunner().invoke(cli, ["ingest", str(tmp_path / "src"), "--into", str(tmp_path / "ws")])
+    assert res.exit_code == 0, res.output
+    (src / "rocket.jpg").unlink()  # gone since ingest
+    m = Workspace.open(tmp_path / "ws").read_manifest().set_index("rel_path")
+    assert showable(m.loc["cat/chelsea.tif"]) == "TIFF cannot be shown in a browser"
+    assert showable(m.loc["cat/rocket.jpg"]) == "file missing"
+    assert showable(m.loc["cat/coffee.png"]) is None
+
+
 def test_unreachable_server_is_one_line(tmp_path, skimage_dir):
     ws = _ws(tmp_path, skimage_dir)
     port = free_port()
