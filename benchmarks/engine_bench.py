@@ -33,8 +33,8 @@ from typing import Any
 
 from pool_bench import POISON, build, crashed, probe_or_die  # same files, same poison as the pool benchmark
 
-from curate.imageio import ProbeOptions, ProbeTask, _probe_task
 from curate.engine import stream_map
+from curate.imageio import ProbeOptions, ProbeTask, _probe_task
 
 
 def emit(**fields: Any) -> None:
