@@ -178,9 +178,10 @@ def test_ingest_faces_square_export_on_ray_equal_the_local_engine(cluster, photo
 SLOW_S = 0.3
 
 
-def _slow_probe(task: tuple[ProbeTask, ProbeOptions]) -> dict:
+def _slow_probe(task: tuple[ProbeTask, ProbeOptions]) -> tuple[dict, int]:
+    """The probe's result, and the process id of the raylet of the node that ran it (which node it was)."""
     time.sleep(SLOW_S)
-    return _probe_task(task)
+    return _probe_task(task), int(os.environ["RAY_RAYLET_PID"])
 
 
 def test_a_worker_node_removed_mid_run_changes_nothing(cluster, corpus):
@@ -192,9 +193,10 @@ def test_a_worker_node_removed_mid_run_changes_nothing(cluster, corpus):
 
     node = cluster.add_node(num_cpus=2, object_store_memory=OBJECT_STORE_BYTES)
     cluster.wait_for_nodes()
+    lost_raylet = node.all_processes["raylet"][0].process.pid
     ctx = ray.data.DataContext.get_current()
     before = ctx.scheduling_strategy
-    got: list[dict] = []
+    got: list[tuple[dict, int]] = []
     try:
         with warnings.catch_warnings():  # Ray 2.60 plans to take this setting away in 2027; it still works
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -213,7 +215,11 @@ def test_a_worker_node_removed_mid_run_changes_nothing(cluster, corpus):
             warnings.simplefilter("ignore", DeprecationWarning)
             ctx.scheduling_strategy = before
     assert node not in cluster.worker_nodes
-    assert sorted(got, key=lambda r: r["path"]) == expected
+    assert sorted((r for r, _ in got), key=lambda r: r["path"]) == expected
+    where = [raylet for _, raylet in got]
+    assert where[:2] == [lost_raylet] * 2  # the run started on the node that was then removed (both actors there)
+    assert len(set(where) - {lost_raylet}) >= 1  # and finished on the others (some results of the lost node had
+    # already left it when it went; the batches it still held were run again elsewhere)
 
 
 _STATE: dict[str, int] = {}
