@@ -1,5 +1,5 @@
 """curate.engine: per-image stages on Ray Data give what the local pool gives, on a real 2-node
-local Ray cluster (``ray.cluster_utils.Cluster``): ingest -> faces -> square -> export identical,
+local Ray cluster (``ray.cluster_utils.Cluster``): ingest -> faces -> crop -> square -> export identical,
 a worker node removed mid-run costs nothing, and a file that crashes its decoder every time ends
 as ``worker_crashed`` after bounded tries, as in the local pool."""
 
@@ -141,7 +141,8 @@ def _table(df: pd.DataFrame, ws_root: Path, key: list[str]) -> pd.DataFrame:
 
 
 def _pipeline(src: Path, ws_root: Path, out: Path, engine: str, workers: int) -> dict:
-    """ingest -> faces -> square -> export on one engine; what each run produced."""
+    """ingest -> faces -> crop -> square -> export on one engine; what each run produced."""
+    from curate.stages.crop import CropOptions, crop
     from curate.stages.export import ExportOptions, export
     from curate.stages.faces import FacesOptions, faces
     from curate.stages.ingest import IngestOptions, SourceSpec, ingest
@@ -152,6 +153,7 @@ def _pipeline(src: Path, ws_root: Path, out: Path, engine: str, workers: int) ->
     ws.run_stage("ingest", ingest, IngestOptions([SourceSpec(src, name="src", layout="flat")], workers=workers,
                                                  engine=engine))
     ws.run_stage("faces", faces, FacesOptions(boxes=True, detector="full-range", workers=workers, engine=engine))
+    ws.run_stage("crop", crop, CropOptions(margin_frac=0.1, workers=workers, engine=engine))  # face patches
     ws.run_stage("square", square, SquareOptions(size_px=96, workers=workers, engine=engine))  # boxes follow
     ws.run_stage("export", export, ExportOptions("yolo", out, engine=engine))
     ws = Workspace.open(ws_root)
@@ -161,13 +163,15 @@ def _pipeline(src: Path, ws_root: Path, out: Path, engine: str, workers: int) ->
             "objects": _digest(ws_root / "objects"), "export": _digest(out)}
 
 
-def test_ingest_faces_square_export_on_ray_equal_the_local_engine(cluster, photos, tmp_path):
+def test_ingest_faces_crop_square_export_on_ray_equal_the_local_engine(cluster, photos, tmp_path):
     local = _pipeline(photos, tmp_path / "ws-local", tmp_path / "out-local", "local", 2)
     on_ray = within(600, lambda: _pipeline(photos, tmp_path / "ws-ray", tmp_path / "out-ray", "ray", 2))
     m = local["manifest"]
-    assert (m["parent_id"].notna() & (m["status"] == "kept")).sum() == len(FACE_FILES)  # a square of each
+    originals = m.loc[m["parent_id"].isna(), "sample_id"]
+    assert (m["parent_id"].isin(originals) & (m["label"] == "face")).sum() >= 3  # face patches cut by crop
+    assert (m["parent_id"].notna() & (m["status"] == "kept")).sum() > len(FACE_FILES)  # squares of photos and patches
     assert len(local["annotations"]) >= 6  # face boxes on the photos and on their squares
-    assert len(local["objects"]) == len(FACE_FILES) and len(local["export"]) >= 2 * len(FACE_FILES)
+    assert len(local["objects"]) > len(FACE_FILES) and len(local["export"]) >= 2 * len(FACE_FILES)
     pd.testing.assert_frame_equal(on_ray["manifest"], local["manifest"])
     pd.testing.assert_frame_equal(on_ray["annotations"], local["annotations"])
     assert on_ray["objects"] == local["objects"]
