@@ -141,13 +141,14 @@ def run_interleaved(ws_dir: str) -> dict[str, Any]:
     import mediapipe as mp
     import numpy as np
 
+    from curate.derive import parent_dicts
     from curate.imageio import load_display
     from curate.models import resolve
     from curate.stages import faces as F
     from curate.workspace import Workspace
 
     m = Workspace.open(ws_dir).read_manifest()
-    parents = F._parent_dicts(m[m["status"] == "kept"])
+    parents = parent_dicts(m[m["status"] == "kept"])
     models = {k: str(r.path) for k, r in resolve().items()}
     _bare_init(models["short_range"])
     runs = {}

@@ -54,15 +54,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from curate.errors import CurateError, OptionError
+from curate.derive import DeriveResult
+from curate.errors import OptionError
 from curate.geometry import box_area, crop_box_px, io_min, iou, tile_grid
-from curate.locate import missing_file_message
 from curate.workspace import Workspace
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from curate.lineage import Decision
     from curate.parallel import WorkerCrash
     from curate.workspace import StageResult
 
@@ -485,6 +484,20 @@ class _Task:
     known: list[Face] | None = None  # cached detections: no need to detect again
 
 
+@dataclass
+class FaceResult(DeriveResult):
+    """One image's result: the crops (``rows``, crop mode) and what detection found.
+
+    ``faces``: every face found (before selection), in the displayed frame of
+    size ``wh``; ``cached``: they came from the detection cache.
+    """
+
+    sha256: str | None = None
+    faces: list[Face] | None = None
+    wh: tuple[int, int] | None = None
+    cached: bool = False
+
+
 # -- per-image work (runs in worker processes) -------------------------------------
 
 _STATE: dict[str, Any] = {}  # per process: the settings, and the detector once made
@@ -510,33 +523,25 @@ def _detector(settings: _WorkSettings) -> FaceDetector:
     return det
 
 
-def process_image(task: _Task, settings: _WorkSettings, detector: FaceDetector | None = None) -> dict[str, Any]:
+def process_image(task: _Task, settings: _WorkSettings, detector: FaceDetector | None = None) -> FaceResult:
     """Decode, detect (unless known), select, crop, encode and store one image.
 
     A plain function of its inputs (the workspace path is the only shared
     state), so it runs unchanged in a pool or on a distributed engine.
     """
-    from curate.derive import store_derived, with_hashes
-    from curate.imageio import load_display
+    from curate.derive import open_parent, store_derived, with_hashes
 
     parent = task.parent
-    res: dict[str, Any] = {"sample_id": parent["sample_id"], "sha256": parent["sha256"], "faces": None,
-                           "wh": None, "rows": [], "error": None, "reason": None}
-    try:
-        img = load_display(parent["path"])
-    except CurateError as e:
-        if Path(parent["path"]).exists():
-            res.update(error=str(e), reason="unreadable")
-        else:
-            res.update(error=missing_file_message(parent["path"], parent["source"], settings.ws_root),
-                       reason="missing_file")
+    res = FaceResult(parent["sample_id"], sha256=parent["sha256"])
+    img = open_parent(res, parent, settings.ws_root)
+    if img is None:
         return res
-    res["wh"] = img.size
+    res.wh = img.size
     faces = task.known
     if faces is None:
         det = detector if detector is not None else _detector(settings)
         faces = det.detect(img)
-    res["faces"] = faces
+    res.faces = faces
     if settings.boxes:
         return res
     chosen = select_faces(faces, settings.select, img.size, settings.min_face_px)
@@ -544,23 +549,20 @@ def process_image(task: _Task, settings: _WorkSettings, detector: FaceDetector |
     for face, transform in plan_crops(chosen, img.size, settings.margin_frac, settings.detector.detector):
         crop = img.crop(tuple(transform["crop_xyxy"]))
         row = store_derived(ws, parent, crop, transform, layout=LAYOUT, quality=settings.quality)
-        res["rows"].append(with_hashes(face_record(row, face), crop))
+        res.rows.append(with_hashes(face_record(row, face), crop))
     return res
 
 
-def _pool_task(task: _Task) -> dict[str, Any]:
+def _pool_task(task: _Task) -> FaceResult:
     return process_image(task, _STATE["settings"])
 
 
-def _crashed(task: _Task, crash: WorkerCrash) -> dict[str, Any]:
+def _crashed(task: _Task, crash: WorkerCrash) -> FaceResult:
     """The result for an image whose worker process died on it every time: its row is dropped as worker_crashed."""
-    parent = task.parent
-    return {"sample_id": parent["sample_id"], "sha256": parent["sha256"], "faces": None, "wh": None, "rows": [],
-            "reason": "worker_crashed",
-            "error": f"{parent['path']}: {crash.message()} while detecting faces (re-run `curate faces` to try again)"}
+    return FaceResult.crashed(task.parent, crash, "detecting faces", "faces")
 
 
-def _run_tasks(tasks: list[_Task], settings: _WorkSettings, workers: int, progress: bool) -> Iterator[dict[str, Any]]:
+def _run_tasks(tasks: list[_Task], settings: _WorkSettings, workers: int, progress: bool) -> Iterator[FaceResult]:
     from curate.parallel import stream_map
 
     try:
@@ -607,16 +609,6 @@ def _save_cache(ws: Workspace, key: str, cache: dict[tuple[str, str], tuple[tupl
 
 # -- the stage ---------------------------------------------------------------------
 
-_PARENT_FIELDS = ("sample_id", "source", "path", "origin_path", "sha256", "label", "label_origin", "split",
-                  "rel_path", "format")
-
-
-def _parent_dicts(rows: pd.DataFrame) -> list[dict[str, Any]]:
-    """The fields a worker needs of each row, nulls as None (to_dict: iterrows is slow at scale)."""
-    sub = rows[list(_PARENT_FIELDS)].astype(object)
-    return sub.where(sub.notna(), None).to_dict("records")
-
-
 # Reasons this stage gives its inputs that a re-run reads again (a worker crash need not be the file's fault).
 _REREAD = ("no_face", "unreadable", "missing_file", "worker_crashed")
 
@@ -645,8 +637,15 @@ def faces(manifest: pd.DataFrame, options: FacesOptions, *, ws: Workspace,
     """
     import pandas as pd
 
-    from curate.derive import carry_boxes_into_crops, derived_id, upsert_rows
-    from curate.lineage import mark_stale, revive, set_decisions
+    from curate.derive import (
+        Outcome,
+        all_stored,
+        commit,
+        derived_id,
+        in_input_order,
+        parent_dicts,
+        stored_paths,
+    )
     from curate.models import resolve
     from curate.schema import ANNOTATION_COLUMNS, conform
     from curate.summary import summarize
@@ -671,59 +670,52 @@ def faces(manifest: pd.DataFrame, options: FacesOptions, *, ws: Workspace,
     cache = _load_cache(ws, key) if key else {}
     settings = _WorkSettings(str(ws.root), {k: str(m.path) for k, m in models.items()}, cfg, options.select_mode,
                              options.min_face_px, options.margin_frac, options.boxes, options.quality)
-    existing_paths = dict(zip(out["sample_id"], out["path"], strict=True))
+    existing_paths = stored_paths(out)
 
     # Rows whose faces are cached and whose crops all exist need no pixels at all.
     tasks: list[_Task] = []
-    results: list[dict[str, Any]] = []
-    for parent in _parent_dicts(rows):
+    results: list[FaceResult] = []
+    for parent in parent_dicts(rows):
         known = cache.get((parent["sample_id"], parent["sha256"]))
         if known is None:
             tasks.append(_Task(parent))
             continue
         wh, found = known
-        res = {"sample_id": parent["sample_id"], "sha256": parent["sha256"], "faces": found, "wh": wh,
-               "rows": [], "error": None, "reason": None, "cached": True}
+        res = FaceResult(parent["sample_id"], sha256=parent["sha256"], faces=found, wh=wh, cached=True)
         if not options.boxes:
             chosen = select_faces(found, settings.select, wh, settings.min_face_px)
             plans = plan_crops(chosen, wh, settings.margin_frac, cfg.detector)
             ids = [derived_id(parent["sample_id"], p) for _, p in plans]
-            if not all(i in existing_paths and Path(existing_paths[i]).exists() for i in ids):
+            if not all_stored(ids, existing_paths):
                 tasks.append(_Task(parent, known=found))
                 continue
-            res["existing_ids"] = ids
+            res.reused = ids
         results.append(res)
     results += list(_run_tasks(tasks, settings, options.workers, options.progress))
-    order = {sid: n for n, sid in enumerate(rows["sample_id"])}
-    results.sort(key=lambda r: order[r["sample_id"]])  # the pool returns in any order; the manifest must not
+    results = in_input_order(results, rows["sample_id"])
 
     # Apply the results: table operations only.
     per_image: Counter[int] = Counter()
-    counts: Counter[str] = Counter()
-    warnings: list[str] = []
-    new_rows: list[dict[str, Any]] = []
-    produced_by_parent: dict[str, list[str]] = {}
+    done = Outcome(LAYOUT)
+    counts, warnings, decisions = done.counts, done.warnings, done.decisions
+    produced_by_parent = done.produced
     boxes_out: list[dict[str, Any]] = []
     label_of = dict(zip(out["sample_id"], out["label"], strict=True))
-    decisions: dict[str, Decision] = {}
     status_of = dict(zip(out["sample_id"], out["status"], strict=True))
     detail_of = dict(zip(out["sample_id"], out["detail"].astype(object).where(out["detail"].notna(), None),
                          strict=True))
     decided_of = dict(zip(out["sample_id"], out["decided_by"].astype(object).where(out["decided_by"].notna(), None),
                           strict=True))
     for res in results:
-        sid = res["sample_id"]
-        if res["error"] is not None:
-            decisions[sid] = ("dropped", res["reason"], res["error"], LAYOUT)
-            warnings.append(res["error"])
-            counts["worker_crashed" if res["reason"] == "worker_crashed" else "unreadable"] += 1
-            produced_by_parent[sid] = []
+        sid = res.sample_id
+        if done.failed(res):
+            produced_by_parent[sid] = []  # its earlier crops go stale
             continue
-        found = res["faces"]
-        wh = tuple(res["wh"])
-        cache[(sid, res["sha256"])] = (wh, found)  # type: ignore[assignment]
-        counts["cached" if res.get("cached") else "detected"] += 1
-        chosen = select_faces(found, settings.select, wh, settings.min_face_px)  # type: ignore[arg-type]
+        found = res.faces or []  # set (with wh) whenever the image could be read
+        wh = res.wh or (0, 0)
+        cache[(sid, res.sha256)] = (wh, found)  # type: ignore[index]
+        counts["cached" if res.cached else "detected"] += 1
+        chosen = select_faces(found, settings.select, wh, settings.min_face_px)
         per_image[len([f for f in found if f.short_side_px >= settings.min_face_px])] += 1
         counts["faces_found"] += len(found)
         if not chosen:
@@ -751,29 +743,21 @@ def faces(manifest: pd.DataFrame, options: FacesOptions, *, ws: Workspace,
                 decisions[sid] = ("kept", None, None, None)
             counts["boxes"] += len(chosen)
             continue
-        ids = res.get("existing_ids") or [r["sample_id"] for r in res["rows"]]
-        new_rows += res["rows"]
-        produced_by_parent[sid] = ids
+        ids = done.add(res)
         decisions[sid] = ("dropped", "superseded", f"{len(ids)} face crop{'s' if len(ids) != 1 else ''}", LAYOUT)
         counts["crops"] += len(ids)
 
-    out = set_decisions(out, decisions)
     if options.boxes:
-        done = {r["sample_id"] for r in results}
-        ann = ann[~(ann["sample_id"].isin(done) & (ann["origin"] == LAYOUT))]
+        from curate.lineage import set_decisions
+
+        out = set_decisions(out, decisions)
+        seen = {r.sample_id for r in results}
+        ann = ann[~(ann["sample_id"].isin(seen) & (ann["origin"] == LAYOUT))]
         if boxes_out:
             ann = pd.concat([ann, pd.DataFrame(boxes_out)], ignore_index=True)
-    else:
-        before = set(out["sample_id"])
-        out = upsert_rows(out, new_rows)
-        created = [r["sample_id"] for r in new_rows if r["sample_id"] not in before]
-        counts["crops_new"] = len(set(created))
-        ann = carry_boxes_into_crops(ann, new_rows, set(created))
-        produced = {i for ids in produced_by_parent.values() for i in ids}
-        out, counts["revived"] = revive(out, produced, LAYOUT)
-        previous = out[(out["layout"] == LAYOUT) & out["parent_id"].isin(list(produced_by_parent))]
-        stale = set(previous["sample_id"]) - produced
-        out, counts["stale"] = mark_stale(out, stale, LAYOUT)
+    else:  # every parent read, found a face or not: crops it no longer gives go stale
+        out, ann, created = commit(out, ann, done, stale_parents=produced_by_parent)
+        counts["crops_new"] = len(created)
     if key and len(results):
         _save_cache(ws, key, cache)
 
@@ -800,7 +784,7 @@ def faces(manifest: pd.DataFrame, options: FacesOptions, *, ws: Workspace,
                          for k, m in models.items()},
               "detector": asdict(cfg), "detector_cache": key}
     return StageResult(out, conform(ann, ANNOTATION_COLUMNS), summary=summary, record=record,
-                       objects_written=bool(new_rows))
+                       objects_written=bool(done.new_rows))
 
 
 def record_options(options: FacesOptions) -> dict[str, Any]:
