@@ -28,7 +28,7 @@ FLOORS: dict[str, int] = {
     "curate.formats": 2, "curate.report": 2,
     # floor 1: nouns and helpers
     **dict.fromkeys([f"curate.{m}" for m in (
-        "augment", "boxes", "console", "derive", "geometry", "groups", "hashing", "imageio", "index", "lineage",
+        "augment", "boxes", "console", "derive", "faces", "geometry", "groups", "hashing", "imageio", "index", "lineage",
         "locate", "models", "parallel", "paths", "units", "verify", "walk")], 1),
     # floor 0: the workspace and the manifest contract it validates against
     "curate": 0, "curate.errors": 0, "curate.schema": 0, "curate.summary": 0, "curate.workspace": 0,
