@@ -24,8 +24,8 @@ FLOORS: dict[str, int] = {
     "curate.cli": 4, "curate.train.cli": 4, "curate.demo": 4,
     # floor 3: one module per stage; train consumes exports and manifests
     "curate.stages": 3, "curate.train": 3,
-    # floor 2: dataset formats and the HTML report's pieces
-    "curate.formats": 2, "curate.report": 2,
+    # floor 2: dataset formats, the HTML report's pieces, the review App's records and FiftyOne adapter
+    "curate.formats": 2, "curate.report": 2, "curate.review": 2,
     # floor 1: nouns and helpers
     **dict.fromkeys([f"curate.{m}" for m in (
         "augment", "boxes", "console", "derive", "faces", "geometry", "groups", "hashing", "imageio", "index", "lineage",
