@@ -49,7 +49,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from PIL import Image
 
@@ -86,7 +86,7 @@ class DeriveResult:
         return self.reused or [r["sample_id"] for r in self.rows]
 
     @classmethod
-    def crashed(cls, parent: Mapping[str, Any], crash: WorkerCrash, doing: str, command: str) -> Any:
+    def crashed(cls, parent: Mapping[str, Any], crash: WorkerCrash, doing: str, command: str) -> Self:
         """The result for a parent whose worker process died on it every time: dropped as ``worker_crashed``.
 
         ``doing`` says what the worker was doing ("squaring it"); ``command`` is the stage to re-run.
@@ -294,7 +294,10 @@ def open_parent(res: DeriveResult, parent: Mapping[str, Any], ws_root: str,
     return img
 
 
-def in_input_order(results: list[Any], ids: Iterable[str]) -> list[Any]:
+R = TypeVar("R", bound=DeriveResult)
+
+
+def in_input_order(results: list[R], ids: Iterable[str]) -> list[R]:
     """``results`` sorted by their parent's place among the inputs: a pool returns in any order, the
     manifest must not depend on it."""
     order = {sid: n for n, sid in enumerate(ids)}

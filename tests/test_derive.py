@@ -144,7 +144,14 @@ def test_commit_adds_carries_revives_and_marks_stale(tmp_path, skimage_dir):
 
 
 def test_plan_helpers(tmp_path, skimage_dir):
-    from curate.derive import PARENT_FIELDS, all_stored, in_input_order, parent_dicts, stored_paths
+    from curate.derive import (
+        PARENT_FIELDS,
+        DeriveResult,
+        all_stored,
+        in_input_order,
+        parent_dicts,
+        stored_paths,
+    )
 
     obj = tmp_path / "o.png"
     Image.open(skimage_dir / "chelsea.png").save(obj)
@@ -156,9 +163,5 @@ def test_plan_helpers(tmp_path, skimage_dir):
     assert all_stored(["p1"], paths) and not all_stored(["p1", "zz"], paths)
     obj.unlink()
     assert not all_stored(["p1"], paths)  # in the manifest, but its object is gone: made again
-
-    class R:
-        def __init__(self, sid):
-            self.sample_id = sid
-
-    assert [r.sample_id for r in in_input_order([R("b"), R("c"), R("a")], ["a", "b", "c"])] == ["a", "b", "c"]
+    shuffled = [DeriveResult("b"), DeriveResult("c"), DeriveResult("a")]  # as a pool returns them
+    assert [r.sample_id for r in in_input_order(shuffled, ["a", "b", "c"])] == ["a", "b", "c"]
