@@ -285,3 +285,203 @@ def test_files_curate_writes_get_the_umask_modes(tmp_path, skimage_dir):
     files = [p for p in ws.rglob("*") if p.is_file() and p.name != ".lock"]
     assert any(p.parent.parent.name == "objects" for p in files) and (ws / "report.html") in files
     assert {str(p.relative_to(ws)): oct(p.stat().st_mode & 0o777) for p in files if p.stat().st_mode & 0o777 != 0o644} == {}
+
+
+# -- kill -9 at every write step and at random moments, per stage (issue 13) ----------------------------
+
+# The command of each stage, run on a copy of the `boxed` workspace ({ws}); {src} is its source folder and
+# {out} an export folder that already holds an earlier curate export (so export's publish swaps it).
+STAGE_COMMANDS = {
+    "ingest": ["ingest", "{src}", "--into", "{ws}", "--source", "src", "--layout", "flat", "--workers", "1"],
+    "dedupe": ["dedupe", "{ws}", "--workers", "1"],
+    "faces": ["faces", "{ws}", "--workers", "1"],
+    "square": ["square", "{ws}", "--size", "64", "--workers", "1"],
+    "crop": ["crop", "{ws}", "--margin", "0.1", "--workers", "1"],
+    "split": ["split", "{ws}", "--ratios", "1:1:1"],
+    "balance": ["balance", "{ws}", "--target", "5", "--strategy", "oversample", "--splits", "none", "--workers", "1"],
+    "export": ["export", "{ws}", "--format", "yolo", "--out", "{out}", "--overwrite"],
+    "review-pull": ["review", "{ws}", "--pull"],
+}
+# Stages whose every os.replace is killed by test_a_kill_at_every_replace_...: here only their creations.
+REPLACES_COVERED = {"ingest", "dedupe", "faces", "square", "crop", "split", "balance"}
+# Kill points a stage: write steps (sampled evenly from those found at run time), then seeded random moments.
+# review --pull starts FiftyOne and its database client in each run (about 15 s here): fewer points.
+STEP_KILLS = {"review-pull": 4}
+RANDOM_KILLS = {"review-pull": 1}
+MAX_STEP_KILLS, MAX_RANDOM_KILLS = 6, 2
+
+
+class StageRun:
+    """One stage's command on a fresh copy of a base workspace (and, for export, of an earlier export)."""
+
+    def __init__(self, boxed: Path, stage: str, base_out: Path | None = None) -> None:
+        self.stage, self.base, self.base_out = stage, boxed, base_out
+        self.ws, self.src, self.out = boxed.parent / "ws", boxed.parent / "src", boxed.parent / "out"
+        self.args = [a.format(ws=self.ws, src=self.src, out=self.out) for a in STAGE_COMMANDS[stage]]
+
+    def reset(self) -> None:
+        shutil.rmtree(self.ws, ignore_errors=True)
+        if self.stage != "ingest":  # ingest starts from nothing: a first ingest
+            shutil.copytree(self.base, self.ws)
+        if self.stage == "review-pull":  # the dataset back to the base's decisions (the tags stay)
+            from curate.stages.review import dataset_name, sync_dataset
+
+            ws = Workspace.open(self.ws)
+            with ws.lock():
+                sync_dataset(ws, *ws.read_tables(), dataset_name(ws.root))
+        if self.base_out is not None:
+            shutil.rmtree(self.out, ignore_errors=True)
+            for p in self.out.parent.glob(f".{self.out.name}.curate-*"):
+                shutil.rmtree(p)
+            shutil.copytree(self.base_out, self.out)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        paths = [str(KILL_POINTS), *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]]
+        return {**os.environ, "PYTHONPATH": os.pathsep.join(paths), **extra}
+
+    def run(self, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(CURATE), *self.args], env=self.env(**extra), capture_output=True, text=True,
+                              timeout=300)
+
+    def state(self) -> dict[str, object]:
+        """Both tables, every column, and the export tree (each file's bytes; the marker without its time)."""
+        m, a = tables(self.ws)
+        got: dict[str, object] = {"manifest": m, "annotations": a}
+        if self.base_out is not None:
+            tree = {}
+            for p in sorted(self.out.rglob("*")):
+                if p.is_file():
+                    data = p.read_bytes()
+                    if p.name == ".curate-export.json":
+                        import json
+                        marker = json.loads(data)
+                        for timing in ("written", "export_id"):
+                            assert marker.pop(timing)
+                        data = json.dumps(marker, sort_keys=True).encode()
+                    tree[str(p.relative_to(self.out))] = data
+            got["export"] = tree
+        if self.stage == "review-pull":  # what the App shows: each sample's decision
+            import fiftyone as fo
+
+            from curate.stages.review import dataset_name
+
+            ds = fo.load_dataset(dataset_name(self.ws))
+            ds.reload()
+            got["dataset"] = sorted(zip(*(ds.values(f) for f in ("sample_id", "status", "reason", "label.label")),
+                                        strict=True))
+        return got
+
+    def check_rerun(self, want: dict[str, object], what: str) -> None:
+        if self.stage == "review-pull":  # in this process, where FiftyOne is loaded already
+            from click.testing import CliRunner
+
+            from curate.cli import cli
+
+            res = CliRunner().invoke(cli, self.args)
+            assert res.exit_code == 0, f"{what}: {res.output}"
+        else:
+            rerun = self.run()
+            assert rerun.returncode == 0, f"{what}: {rerun.stderr}"
+        got = self.state()
+        pd.testing.assert_frame_equal(got["manifest"], want["manifest"], obj=f"manifest after {what}")
+        pd.testing.assert_frame_equal(got["annotations"], want["annotations"], obj=f"annotations after {what}")
+        assert got.get("dataset") == want.get("dataset"), what
+        if "export" in want:
+            assert sorted(got["export"]) == sorted(want["export"]), what  # type: ignore[call-overload]
+            assert got["export"] == want["export"], what
+            assert not list(self.out.parent.glob(f".{self.out.name}.curate-*")), what  # nothing left beside --out
+        assert not list(self.ws.rglob("*.tmp")), what
+        assert not (self.ws / RUNNING_FILE).exists() and not (self.ws / ".partial").exists(), what
+
+
+RUNNING_FILE = ".running"
+
+
+def sample_points(points: list[int], most: int) -> list[int]:
+    """At most ``most`` of ``points``, evenly spread, first and last included (deterministic).
+
+    >>> sample_points(list(range(1, 21)), 5)
+    [1, 6, 11, 15, 20]
+    """
+    if len(points) <= most:
+        return points
+    return sorted({points[round(i * (len(points) - 1) / (most - 1))] for i in range(most)})
+
+
+@pytest.fixture()
+def stage_run(request, boxed: Path, tmp_path: Path) -> StageRun:
+    """The stage named by the test's ``stage`` parameter, ready to run; review-pull gets its FiftyOne
+    dataset (a real mongod, tests/conftest.py's ``fiftyone_env``) with two tagged samples."""
+    stage = request.param
+    base_out = None
+    if stage == "export":  # an earlier export at --out: the new one replaces it
+        base_out = tmp_path / "out-before"
+        first = subprocess.run([str(CURATE), "export", str(boxed), "--format", "voc", "--out", str(base_out)],
+                               capture_output=True, text=True, timeout=300)
+        assert first.returncode == 0, first.stderr
+    if stage == "review-pull":
+        request.getfixturevalue("fiftyone_env")
+        from curate.stages.review import review
+
+        ws = tmp_path / "ws"
+        shutil.copytree(boxed, ws)
+        ds = request.getfixturevalue("fiftyone_env").load_dataset(review(Workspace.open(ws)).summary["dataset"])
+        m = Workspace.open(ws).read_manifest().set_index("rel_path")
+        ds.match({"sample_id": m.loc["coffee.png", "sample_id"]}).tag_samples(["reject"])
+        ds.match({"sample_id": m.loc["chelsea.png", "sample_id"]}).tag_samples(["label:cat"])
+        shutil.rmtree(boxed)
+        ws.rename(boxed)
+    return StageRun(boxed, stage, base_out)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage_run", list(STAGE_COMMANDS), indirect=True)
+def test_a_kill_at_write_steps_and_random_moments_then_a_rerun_gives_the_uninterrupted_result(stage_run):
+    """Kill -9 the stage's process, then re-run it: both tables, every column, the export tree and (for
+    review --pull) the FiftyOne dataset's decisions equal one uninterrupted run's, and nothing temporary stays.
+
+    Where it is killed:
+    - right before a write step: each creation of a file or folder, and for export and review --pull
+      each ``os.replace`` too (the other stages' replaces are all killed by the test above). The steps
+      are found at run time (tests/kill_points/sitecustomize.py logs them during the uninterrupted run),
+      so a new table layout is covered as it is. At most MAX_STEP_KILLS (6) a stage, 4 for review --pull,
+      evenly spread over its steps (11 to 37 of them here, depending on the stage);
+    - at MAX_RANDOM_KILLS (2) seeded random moments (1 for review --pull), spread over the time the
+      uninterrupted run took: start-up, reading, writing or committing.
+
+    The re-run of review --pull runs in this process (FiftyOne is loaded here already); every killed run
+    is a ``curate`` subprocess.
+    """
+    import random
+    import signal
+    import time
+
+    run = stage_run
+    run.reset()
+    log = run.ws.parent / "steps.log"
+    t0 = time.monotonic()
+    done = run.run(CURATE_TEST_STEPS=str(log))
+    duration = time.monotonic() - t0
+    assert done.returncode == 0, done.stderr
+    want = run.state()
+    steps = [line.split("\t", 1) for line in log.read_text().splitlines()]
+    # curate's own steps (in the workspace, --out and beside it), not FiftyOne's or the libraries' temporary files
+    points = [i for i, (kind, path) in enumerate(steps, 1) if path.startswith(str(run.ws.parent))
+              and (kind != "replace" or run.stage not in REPLACES_COVERED)]
+    assert len(points) >= 4, steps
+    for point in sample_points(points, STEP_KILLS.get(run.stage, MAX_STEP_KILLS)):
+        run.reset()
+        killed = run.run(CURATE_TEST_KILL=f"step:{point}")
+        what = f"a kill before step {point} ({' '.join(steps[point - 1])})"
+        assert killed.returncode == -9, f"{what}: {killed.stderr}"
+        run.check_rerun(want, what)
+    rng = random.Random(f"{run.stage}-13")
+    for _ in range(RANDOM_KILLS.get(run.stage, MAX_RANDOM_KILLS)):
+        run.reset()
+        delay = rng.uniform(0.1, duration)
+        proc = subprocess.Popen([str(CURATE), *run.args], env=run.env(), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+        run.check_rerun(want, f"a kill after {delay:.2f} s of {duration:.2f} s")
