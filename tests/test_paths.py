@@ -218,3 +218,21 @@ def test_every_reader_confines_the_names_it_takes_from_files(tmp_path, skimage_d
     assert tree_digest(tmp_path / "elsewhere") == before
     if len(m):
         assert m.loc[m["path"].str.endswith("a.png"), "status"].tolist() == ["kept"]
+
+
+@pytest.mark.parametrize("command", [["report", "--out", "coffee.png"], ["dedupe", "--report", "dups.csv"]])
+def test_a_damaged_sources_json_never_lets_an_output_into_a_source(tmp_path, skimage_dir, command):
+    """Without the recorded sources the output check had nothing to refuse: the report overwrote a source file."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for n in ("coffee.png", "camera.png"):
+        shutil.copy(skimage_dir / n, src / n)
+    ws = Workspace.create(tmp_path / "ws")
+    ws.run_stage("ingest", ingest, IngestOptions([SourceSpec(src)], workers=1))
+    (ws.root / "sources.json").write_text("{not json")  # the top-level file is the committed one (a link)
+    before = tree_digest(src)
+    res = CliRunner().invoke(cli, [command[0], str(ws.root), command[1], str(src / command[2])])
+    assert res.exit_code == 1, res.output
+    assert res.output.startswith("Error: ") and "the workspace is damaged" in res.output, res.output
+    assert res.output.count("\n") == 1
+    assert tree_digest(src) == before
