@@ -485,3 +485,39 @@ def test_a_kill_at_write_steps_and_random_moments_then_a_rerun_gives_the_uninter
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=60)
         run.check_rerun(want, f"a kill after {delay:.2f} s of {duration:.2f} s")
+
+
+@pytest.mark.parametrize("command", [["report", "--out"], ["dedupe", "--workers", "1", "--report"]])
+def test_a_killed_file_output_leaves_a_temporary_that_the_next_run_removes(boxed, tmp_path, command):
+    """`report --out FILE` and `dedupe --report FILE` write FILE atomically beside itself, outside any workspace
+    sweep: a kill before the rename left `.FILE.*.tmp` there for good. The next write to FILE removes it, but
+    not one that a running write holds."""
+    ws = boxed.parent / "ws"
+    shutil.copytree(boxed, ws)
+    out = tmp_path / "outputs" / ("r.html" if command[0] == "report" else "dups.csv")
+    out.parent.mkdir()
+    args = [command[0], str(ws), *command[1:], str(out)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(KILL_POINTS), os.environ.get("PYTHONPATH", ""))
+                                                      if p))
+    log = tmp_path / "steps.log"
+    assert subprocess.run([str(CURATE), *args], env={**env, "CURATE_TEST_STEPS": str(log)}, capture_output=True,
+                          timeout=300).returncode == 0
+    steps = log.read_text().splitlines()
+    point = steps.index(f"replace\t{out}") + 1  # right before the temporary becomes FILE
+    shutil.rmtree(ws)  # as before the counted run, so that the same steps come in the same order
+    shutil.copytree(boxed, ws)
+    shutil.rmtree(out.parent)
+    out.parent.mkdir()
+    killed = subprocess.run([str(CURATE), *args], env={**env, "CURATE_TEST_KILL": f"step:{point}"},
+                            capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr
+    left = list(out.parent.glob(f".{out.name}.*.tmp"))
+    assert len(left) == 1
+    import fcntl
+
+    busy = out.parent / f".{out.name}.writing.tmp"  # another process's write in progress: held
+    with open(busy, "wb") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        again = subprocess.run([str(CURATE), *args], capture_output=True, text=True, timeout=300)
+        assert again.returncode == 0, again.stderr
+        assert list(out.parent.glob(f".{out.name}.*.tmp")) == [busy]
