@@ -1,8 +1,9 @@
-"""The workspace under faults: kill -9 at every ``os.replace`` of a stage, then a re-run, gives the
-tables of one uninterrupted run, boxes included (docs/reliability.md#tables-and-commits).
+"""The workspace under faults: kill -9 at every ``os.replace``, at file creations and at random moments of
+each stage, then a re-run, gives the tables (and export tree) of one uninterrupted run, boxes included
+(docs/reliability.md#fault-injection-in-the-suite); a full disk, a read-only workspace, and what kills leave.
 
-The kill comes from tests/kill_at_replace/sitecustomize.py, loaded only into the
-``curate`` subprocess: curate's own code is run as it is.
+The kills come from tests/kill_points/sitecustomize.py and tests/kill_at_replace/sitecustomize.py, loaded
+only into the ``curate`` subprocess: curate's own code is run as it is.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from curate.workspace import Workspace
 
 KILLER = Path(__file__).resolve().parent / "kill_at_replace"
 CURATE = Path(sys.executable).parent / "curate"
-MAX_POINTS = 30  # a stage here makes about 10 replaces; more means a loop that never finishes
 
 
 def curate(*args: str, kill_at: int = 0) -> subprocess.CompletedProcess[str]:
@@ -59,11 +59,6 @@ def boxed(tmp_path: Path, skimage_dir: Path) -> Path:
     return tmp_path / "base"
 
 
-def _args(stage: list[str], ws: Path, src: Path) -> list[str]:
-    """The command line of ``stage``: ``ingest`` reads ``src`` into ``ws``; the others run on ``ws``."""
-    return [stage[0], str(src), "--into", str(ws), *stage[1:]] if stage[0] == "ingest" else [stage[0], str(ws), *stage[1:]]
-
-
 def _start(boxed: Path, ws: Path, stage: list[str]) -> None:
     shutil.rmtree(ws, ignore_errors=True)
     if stage[0] != "ingest":  # ingest starts from nothing: a first ingest killed at each point
@@ -71,41 +66,44 @@ def _start(boxed: Path, ws: Path, stage: list[str]) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stage, derived", [
-    (["square", "--size", "64", "--workers", "1"], 3),  # derived rows carry their parents' boxes, moved into the square
-    (["crop", "--workers", "1"], 3),  # each box becomes a patch row
-    (["ingest", "--source", "src", "--layout", "flat", "--workers", "1"], 0),  # the first ingest of a source
-    (["split", "--ratios", "1:1:1"], 0),  # splits assigned
-    (["dedupe", "--workers", "1"], 0),  # near-duplicate search, tables rewritten
-    (["faces", "--workers", "1"], 1),  # a face crop (the astronaut) with its box carried; the cats: no_face
-    # two augmented copies (seeded) with their boxes carried
-    (["balance", "--target", "5", "--strategy", "oversample", "--splits", "none", "--workers", "1"], 2),
-])
-def test_a_kill_at_every_replace_then_a_rerun_gives_the_uninterrupted_tables(boxed, stage, derived):
-    ws = boxed.parent / "ws"
-    src = boxed.parent / "src"
-    _start(boxed, ws, stage)
-    assert curate(*_args(stage, ws, src)).returncode == 0
-    want_m, want_a = tables(ws)
-    assert (want_m["parent_id"].notna()).sum() == derived and want_a["sample_id"].isin(want_m["sample_id"]).all()
-    for point in range(1, MAX_POINTS + 1):
-        _start(boxed, ws, stage)
-        killed = curate(*_args(stage, ws, src), kill_at=point)
-        if killed.returncode == 0:  # the run made fewer replaces than this: every point was tried
-            break
-        assert killed.returncode == -9, killed.stderr
-        rerun = curate(*_args(stage, ws, src))
-        assert rerun.returncode == 0, rerun.stderr
-        got_m, got_a = tables(ws)
-        pd.testing.assert_frame_equal(got_m, want_m, obj=f"manifest after a kill at replace {point}")
-        pd.testing.assert_frame_equal(got_a, want_a, obj=f"annotations after a kill at replace {point}")
-        # nothing left: no temporary file anywhere (faces' detection cache included), the committed version and
-        # the one before it (a first ingest killed before its own commit has no version before)
-        assert not list(ws.rglob("*.tmp")), point
-        assert len(list((ws / "tables").iterdir())) in ((1, 2) if stage[0] == "ingest" else (2,)), point
-    else:
-        pytest.fail(f"{stage[0]} still running after {MAX_POINTS} replaces")
-    assert point > 3
+@pytest.mark.parametrize("stage_run, derived", [
+    ("square", 3),  # derived rows carry their parents' boxes, moved into the square
+    ("crop", 3),  # each box becomes a patch row
+    ("ingest", 0),  # the first ingest of a source
+    ("split", 0),  # splits assigned
+    ("dedupe", 0),  # near-duplicate search, tables rewritten
+    ("faces", 1),  # a face crop (the astronaut) with its box carried; the cats: no_face
+    ("balance", 2),  # two augmented copies (seeded) with their boxes carried
+], indirect=["stage_run"])
+def test_a_kill_at_every_replace_then_a_rerun_gives_the_uninterrupted_tables(stage_run, derived):
+    """Kill -9 right before each ``os.replace`` of the stage (every atomic write's publish step: objects,
+    table files, ``curate.json``, the top-level links, run records), re-run, and compare every column of both
+    tables with one uninterrupted run. The replaces are found at run time from that run's step log
+    (tests/kill_points/sitecustomize.py), 7 to 12 a stage here, all killed; a layout that makes more than
+    MAX_REPLACE_KILLS (24) is sampled evenly.
+    """
+    run = stage_run
+    run.reset()
+    log = run.ws.parent / "steps.log"
+    done = run.run(CURATE_TEST_STEPS=str(log))
+    assert done.returncode == 0, done.stderr
+    want = run.state()
+    m, a = want["manifest"], want["annotations"]
+    assert (m["parent_id"].notna()).sum() == derived and a["sample_id"].isin(m["sample_id"]).all()  # type: ignore
+    steps = [line.split("\t", 1) for line in log.read_text().splitlines()]
+    points = [i for i, (kind, path) in enumerate(steps, 1) if kind == "replace" and path.startswith(str(run.ws.parent))]
+    assert len(points) > 3, steps
+    for point in sample_points(points, MAX_REPLACE_KILLS):
+        run.reset()
+        killed = run.run(CURATE_TEST_KILL=f"step:{point}")
+        what = f"a kill before replace {point} ({steps[point - 1][1]})"
+        assert killed.returncode == -9, f"{what}: {killed.stderr}"
+        run.check_rerun(want, what)
+        # the committed version and the one before it (a first ingest killed before its own commit has none)
+        assert len(list((run.ws / "tables").iterdir())) in ((1, 2) if run.stage == "ingest" else (2,)), what
+
+
+MAX_REPLACE_KILLS = 24
 
 
 KILL_POINTS = Path(__file__).resolve().parent / "kill_points"
