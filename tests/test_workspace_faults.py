@@ -143,23 +143,6 @@ def test_a_kill_at_a_file_creation_then_a_rerun_gives_the_uninterrupted_tables(b
     _rerun_matches(ws, stage, want)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_a_kill_at_a_random_moment_then_a_rerun_gives_the_uninterrupted_tables(boxed, seed):
-    import random
-    import signal
-    import time
-
-    ws = boxed.parent / "ws"
-    stage = ["crop", str(ws), "--margin", "0.1", "--workers", "1"]
-    want = _uninterrupted(boxed, ws, stage)
-    proc = subprocess.Popen([str(CURATE), *stage], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(random.Random(seed).uniform(0.3, 3.0))  # start-up, reading, cutting or committing
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=60)
-    _rerun_matches(ws, stage, want)
-
-
 # -- disk full and read-only (docs/reliability.md#disk-full-and-read-only) -----------
 
 @pytest.fixture()
