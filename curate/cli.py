@@ -250,11 +250,44 @@ def _export_write_options(f: F) -> F:
                      show_default=True, help="Split for rows that have none."),
         click.option("--classes", default=None,
                      help="Class order (ids): comma-separated names, or a file with one name per line."),
-        click.option("--no-split-dirs", is_flag=True, help="folder format: write class/image, no split folders."),
-        click.option("--voc-one-based", is_flag=True, help="VOC: 1-based pixel coordinates (the VOC devkit's)."),
     ]):
         f = opt(f)
     return f
+
+
+class _FormatCommand(click.Command):
+    """A command that also takes the options the formats declare (``Format.options``): ``side="write"`` for
+    ``curate export``, ``"both"`` for ``curate convert``. They are read from the registry when the command's
+    options are first needed (parsing, ``--help``), not at import, so ``curate --help`` stays light; the
+    callback gets them as ``format_options={key: value}``."""
+
+    def __init__(self, *args: Any, side: str, **kwargs: Any) -> None:
+        self._side = side
+        self._format_keys: list[str] | None = None
+        super().__init__(*args, **kwargs)
+
+    @property  # type: ignore[override]
+    def params(self) -> list[click.Parameter]:
+        if self._format_keys is None:
+            from curate.formats import format_options
+
+            declared = format_options(self._side)
+            self._format_keys = [o.key for o in declared]
+            at = next((i for i, p in enumerate(self._params) if p.name in ("workers", "as_json")), len(self._params))
+            self._params[at:at] = [
+                click.Option([o.flag, o.key], is_flag=True, flag_value=o.given, default=o.default, help=o.help)
+                if o.is_flag else click.Option([o.flag, o.key], default=o.default, help=o.help) for o in declared]
+        return self._params
+
+    @params.setter
+    def params(self, value: list[click.Parameter]) -> None:
+        self._params = value
+
+    def invoke(self, ctx: click.Context) -> Any:
+        self.params  # noqa: B018  (the format options are declared before they are collected)
+        keys = self._format_keys or []
+        ctx.params["format_options"] = {k: ctx.params.pop(k) for k in keys if k in ctx.params}
+        return super().invoke(ctx)
 
 
 def _classes(value: str | None) -> list[str] | None:
@@ -265,52 +298,46 @@ def _classes(value: str | None) -> list[str] | None:
     return [n.strip() for n in names if n.strip()]
 
 
-@cli.command("export")
+@cli.command("export", cls=_FormatCommand, side="write")
 @workspace_argument
 @click.option("--format", "fmt", required=True, type=_FormatChoice("write"), help="Dataset format to write.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder to write; must be new or empty unless --overwrite.")
-@click.option("--json-mapping", default=None,
-              help="json format: write files in this mapping's shape (file or shipped name, e.g. aihub-vehicle-damage).")
 @_export_write_options
 @json_option
-def export_cmd(workspace: Path, fmt: str, out: Path, json_mapping: str | None, overwrite: bool, force: bool,
-               link: str,
-               no_verify: bool, default_split: str, classes: str | None, no_split_dirs: bool, voc_one_based: bool,
-               as_json: bool) -> None:
-    """Write the kept rows as a dataset (folder, yolo, yolo-cls, coco, voc, csv, json), verified."""
+def export_cmd(workspace: Path, fmt: str, out: Path, overwrite: bool, force: bool, link: str, no_verify: bool,
+               default_split: str, classes: str | None, format_options: dict[str, Any], as_json: bool) -> None:
+    """Write the kept rows as a dataset (folder, yolo, yolo-cls, coco, voc, csv, json, createml), verified."""
     from curate.stages.export import ExportOptions, export
 
     ws = _open_ws(workspace)
-    opts = ExportOptions(fmt, out, overwrite, link, not no_verify, default_split, _classes(classes),
-                         not no_split_dirs, voc_one_based, extra={"json_mapping": json_mapping}, force=force)
+    opts = ExportOptions(fmt, out, overwrite=overwrite, force=force, link=link, verify=not no_verify,
+                         default_split=default_split, classes=_classes(classes), format_options=format_options)
     result = ws.run_stage("export", export, opts)
     emit(result.summary, as_json, "export")
 
 
-@cli.command("convert")
+@cli.command("convert", cls=_FormatCommand, side="both")
 @click.argument("source", type=click.Path(exists=True, path_type=Path))
 @click.option("--from", "from_fmt", default="auto", show_default=True, type=_FormatChoice("read"),
               help="Format of SOURCE.")
 @click.option("--to", "to_fmt", required=True, type=_FormatChoice("write"), help="Format to write.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder to write; must be new or empty unless --overwrite.")
-@click.option("--json-mapping", default=None,
-              help="Field mapping for per-image JSON, read and written (file or shipped name).")
 @click.option("--images-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Folder the source's image names are relative to, when not beside the annotations.")
 @_export_write_options
 @workers_option
 @json_option
-def convert_cmd(source: Path, from_fmt: str, to_fmt: str, out: Path, json_mapping: str | None,
-                images_dir: Path | None, overwrite: bool, force: bool, link: str, no_verify: bool, default_split: str,
-                classes: str | None, no_split_dirs: bool, voc_one_based: bool, workers: int, as_json: bool) -> None:
+def convert_cmd(source: Path, from_fmt: str, to_fmt: str, out: Path, images_dir: Path | None, overwrite: bool,
+                force: bool, link: str, no_verify: bool, default_split: str, classes: str | None,
+                format_options: dict[str, Any], workers: int, as_json: bool) -> None:
     """Convert a dataset between formats directly, without a workspace."""
     from curate.stages.convert import ConvertOptions, convert
 
-    extra = {k: v for k, v in {"json_mapping": json_mapping, "images_dir": images_dir}.items() if v is not None}
-    opts = ConvertOptions(source, to_fmt, out, from_fmt, overwrite, link, not no_verify, default_split,
-                          _classes(classes), not no_split_dirs, voc_one_based, workers, extra, force=force)
+    opts = ConvertOptions(source, to_fmt, out, from_format=from_fmt, overwrite=overwrite, force=force, link=link,
+                          verify=not no_verify, default_split=default_split, classes=_classes(classes),
+                          images_dir=images_dir, workers=workers, format_options=format_options)
     emit(convert(opts), as_json, "convert")
 
 

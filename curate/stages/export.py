@@ -40,15 +40,16 @@ import re
 import shutil
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from curate.errors import CurateError, ExportError, OptionError
-from curate.formats.base import Entry, Format, ReadOptions, WriteOptions
+from curate.formats.base import Entry, Format, ReadOptions, WriteOptions, WriteResult
 from curate.formats.output import LINK_MODES, image_action
+from curate.geometry import Box
 from curate.schema import SPLITS
 from curate.walk import EXPORT_MARKER
 from curate.workspace import StageResult, Workspace, atomic_write_parquet, utc_now
@@ -57,19 +58,28 @@ SPLIT_ORDER = {s: i for i, s in enumerate(SPLITS)}
 BOX_TOLERANCE_FRAC = 1e-6  # read-back boxes must match within this fraction of the image size
 
 
-@dataclass
+@dataclass(frozen=True)
 class ExportOptions:
+    """What to write and where; every option after ``format`` and ``out`` is keyword-only.
+
+    ``format_options`` are the options the format declares (``curate.formats.REGISTRY[format].options``,
+    e.g. ``{"voc_one_based": True}``, ``{"split_dirs": False}``, ``{"json_mapping": "aihub-vehicle-damage"}``);
+    an option of another format is refused unless it has its default value.
+
+        >>> ExportOptions("voc", "out", format_options={"voc_one_based": True}).link
+        'copy'
+    """
+
     format: str
     out: str | Path
+    _: KW_ONLY
     overwrite: bool = False
+    force: bool = False  # with overwrite: replace a non-empty --out that is not a curate export
     link: str = "copy"
     verify: bool = True
     default_split: str = "train"
     classes: list[str] | None = None  # class order (ids); default: natural order of the labels used
-    split_dirs: bool = True  # folder format only: False writes <class>/<image>
-    voc_one_based: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
-    force: bool = False  # with overwrite: replace a non-empty --out that is not a curate export
+    format_options: dict[str, Any] = field(default_factory=dict)
 
 
 # -- options and target ------------------------------------------------------
@@ -84,7 +94,10 @@ def writer_for(name: str) -> Format:
 
 
 def check_options(options: ExportOptions) -> None:
+    from curate.formats import check_format_options
+
     writer_for(options.format)
+    check_format_options(options.format_options, write=options.format)
     if options.link not in LINK_MODES:
         raise OptionError("", field="--link", expected=f"one of {list(LINK_MODES)}", found=repr(options.link))
     if options.default_split not in SPLITS:
@@ -356,7 +369,9 @@ def plan_export(manifest: pd.DataFrame, annotations: pd.DataFrame | None, defaul
 # -- write and verify --------------------------------------------------------
 
 def write_options(options: ExportOptions) -> WriteOptions:
-    extra = {**options.extra, "split_dirs": options.split_dirs, "voc_one_based": options.voc_one_based}
+    from curate.formats import options_for
+
+    extra: dict[str, Any] = options_for(options.format, "write", options.format_options)
     if options.classes is not None:
         extra["classes"] = list(options.classes)
     return WriteOptions(link=options.link, default_split=options.default_split, extra=extra)
@@ -387,16 +402,16 @@ def write_dataset(plan: pd.DataFrame, boxes: pd.DataFrame, target: Path, options
         "images": len(plan),
         "boxes": len(boxes),
         "splits": {s: int(splits[s]) for s in sorted(splits.index, key=lambda s: SPLIT_ORDER.get(s, 9))},
-        "classes": len(result.get("classes", [])),
+        "classes": len(result.classes),
         {"copy": "copied", "hardlink": "hardlinked", "symlink": "symlinked"}[options.link]:
             int((plan["action"] == "link").sum()),
         "reencoded": {str(k): int(v) for k, v in plan.loc[plan["action"] == "encode", "why"].value_counts().items()},
         "verified": f"{checked} images read back" if options.verify else "skipped (--no-verify)",
     }
-    if result.get("warnings"):
-        summary["warnings"] = list(result["warnings"])
-    summary["_files"] = result["files"]
-    summary["_classes"] = result.get("classes", [])
+    if result.warnings:
+        summary["warnings"] = list(result.warnings)
+    summary["_files"] = result.files
+    summary["_classes"] = result.classes
     return summary
 
 
@@ -413,10 +428,7 @@ def _displayed_size(path: str) -> tuple[int, int] | None:
         return None
 
 
-BoxTuple = tuple[str, float, float, float, float]
-
-
-def boxes_match(want: list[BoxTuple], got: list[BoxTuple], wh: tuple[int, int]) -> BoxTuple | None:
+def boxes_match(want: list[Box], got: list[Box], wh: tuple[int, int]) -> Box | None:
     """None when every wanted box has its own read-back box (same label, each edge within
     BOX_TOLERANCE_FRAC of the image size); else the first wanted box left without one.
 
@@ -425,9 +437,9 @@ def boxes_match(want: list[BoxTuple], got: list[BoxTuple], wh: tuple[int, int]) 
     """
     tx, ty = BOX_TOLERANCE_FRAC * wh[0], BOX_TOLERANCE_FRAC * wh[1]
 
-    def close(a: BoxTuple, b: BoxTuple) -> bool:
-        return (a[0] == b[0] and abs(a[1] - b[1]) <= tx and abs(a[2] - b[2]) <= ty
-                and abs(a[3] - b[3]) <= tx and abs(a[4] - b[4]) <= ty)
+    def close(a: Box, b: Box) -> bool:
+        return (a.label == b.label and abs(a.x1 - b.x1) <= tx and abs(a.y1 - b.y1) <= ty
+                and abs(a.x2 - b.x2) <= tx and abs(a.y2 - b.y2) <= ty)
 
     want, got = sorted(want), sorted(got)
     if all(close(a, b) for a, b in zip(want, got, strict=True)):
@@ -441,15 +453,17 @@ def boxes_match(want: list[BoxTuple], got: list[BoxTuple], wh: tuple[int, int]) 
     return None
 
 
-def verify_export(fmt: Format, plan: pd.DataFrame, boxes: pd.DataFrame, root: Path, result: dict[str, Any],
+def verify_export(fmt: Format, plan: pd.DataFrame, boxes: pd.DataFrame, root: Path, result: WriteResult,
                   options: ExportOptions) -> tuple[list[str], int]:
     """Read ``root`` back with ``fmt``'s reader and list every difference from the plan."""
+    from curate.formats import options_for
+
     assert fmt.read is not None  # every writable format is readable
-    read_path = root / result.get("read_path", ".")
-    extra = {"voc_one_based": options.voc_one_based, "json_mapping": options.extra.get("json_mapping")}
+    read_path = root / result.read_path
+    extra = options_for(fmt.name, "read", options.format_options)
     back = fmt.read(read_path, ReadOptions(follow_links=True, extra=extra))
-    carries = result.get("carries", {})
-    files: dict[str, str] = result["files"]
+    carries = result.carries
+    files: dict[str, str] = result.files
     by_rel: dict[str, Entry] = {}
     prefix = str(root.absolute()).rstrip(os.sep) + os.sep
     for entry in back.entries:
@@ -458,14 +472,15 @@ def verify_export(fmt: Format, plan: pd.DataFrame, boxes: pd.DataFrame, root: Pa
     problems: list[str] = []
     expected_rel = set(files.values())
     # Lists the writer puts next to the images (classes.txt), not images.
-    extra_rel = {str(root_rel) for root_rel in result.get("extra_files", [])}
+    extra_rel = {str(root_rel) for root_rel in result.extra_files}
     for rel in sorted(set(by_rel) - expected_rel - extra_rel):
         problems.append(f"{rel}: not an exported image, found in the export")
-    grouped: dict[str, list[BoxTuple]] = {}
-    if len(boxes):  # columns as lists, not a tuple object per row: this runs once per box
+    grouped: dict[str, list[Box]] = {}
+    if len(boxes):  # columns as lists, not a namedtuple per row: this runs once per box
         coords = boxes[["x1", "y1", "x2", "y2"]].to_numpy(dtype=float).tolist()
-        for sid, label, xyxy in zip(boxes["sample_id"].tolist(), boxes["label"].tolist(), coords, strict=True):
-            grouped.setdefault(sid, []).append((str(label), *xyxy))
+        for sid, label, (x1, y1, x2, y2) in zip(boxes["sample_id"].tolist(), boxes["label"].tolist(), coords,
+                                                strict=True):
+            grouped.setdefault(sid, []).append(Box(str(label), x1, y1, x2, y2))
     changed = {sid: msg for sid, msg in content_changes(plan, files, prefix)}
     for row in plan.itertuples(index=False):
         out_rel = files.get(row.sample_id, "")
@@ -490,22 +505,22 @@ def verify_export(fmt: Format, plan: pd.DataFrame, boxes: pd.DataFrame, root: Pa
             size = _displayed_size(prefix + out_rel)
             if size != (w, h):
                 problems.append(f"{out_rel}: expected a {w}x{h} image, found {size}")
-        if carries.get("split") and e.split != row.split:
+        if "splits" in carries and e.split != row.split:
             problems.append(f"{out_rel}: expected split {row.split}, found {e.split}")
         label = None if pd.isna(row.label) else str(row.label)
-        if carries.get("labels") and e.label != label:
+        if "labels" in carries and e.label != label:
             problems.append(f"{out_rel}: expected label {label!r}, found {e.label!r}")
-        if carries.get("boxes"):
+        if "boxes" in carries:
             want = grouped.get(row.sample_id, [])
-            got = [(b.label, *_pixels(b, w, h)) for b in e.boxes]
+            got = [b.to_pixels((w, h)) for b in e.boxes]
             if len(want) != len(got):
                 problems.append(f"{out_rel}: expected {len(want)} boxes, found {len(got)}")
                 continue
             missing = boxes_match(want, got, (w, h))
             if missing is not None:
-                near = min(got, key=lambda b: (b[0] != missing[0], sum(abs(x - y) for x, y in zip(b[1:], missing[1:],
-                                                                                                    strict=True))))
-                problems.append(f"{out_rel}: expected box {missing}, found {near}")
+                near = min(got, key=lambda b: (b.label != missing.label,
+                                               sum(abs(x - y) for x, y in zip(b.xyxy, missing.xyxy, strict=True))))
+                problems.append(f"{out_rel}: expected box {_shown(missing)}, found {_shown(near)}")
     return problems, len(plan)
 
 
@@ -549,10 +564,9 @@ def content_changes(plan: pd.DataFrame, files: dict[str, str], prefix: str) -> l
     return out
 
 
-def _pixels(b: Any, w: int, h: int) -> tuple[float, float, float, float]:
-    if b.normalized:
-        return b.x1 * w, b.y1 * h, b.x2 * w, b.y2 * h
-    return float(b.x1), float(b.y1), float(b.x2), float(b.y2)
+def _shown(b: Box) -> tuple[str | None, float, float, float, float]:
+    """A box as the read-back report shows it: ``(label, x1, y1, x2, y2)``."""
+    return (b.label, *b.xyxy)
 
 
 # -- the stage ---------------------------------------------------------------

@@ -236,13 +236,12 @@ class _KnownCache:
     task is sent: a dict per cached path cost about 1 KB a row (issue 2).
     """
 
-    def __init__(self, manifest: pd.DataFrame, ws: Workspace) -> None:
+    def __init__(self, manifest: pd.DataFrame, partial: Path | None) -> None:
         frames = []
-        origin = manifest[manifest["parent_id"].isna() & manifest["sha256"].notna()]
+        origin = manifest[manifest["parent_id"].isna() & manifest["sha256"].notna()] if len(manifest) else manifest
         if len(origin):
             frames.append(origin[list(_PROBE_FIELDS)])
-        partial = ws.root / PARTIAL_DIR
-        if partial.exists():
+        if partial is not None and partial.exists():
             for p in sorted(partial.glob("chunk-*.parquet")):
                 try:
                     frames.append(pd.read_parquet(p)[list(_PROBE_FIELDS)])
@@ -269,7 +268,7 @@ class _ProbeJobs(Sequence[tuple[ProbeTask, ProbeOptions]]):
     """The pool's jobs, each made when the pool takes it, so that a re-run's
     cached rows stay columns until their turn."""
 
-    def __init__(self, paths: list[str], cache: _KnownCache, options: ProbeOptions) -> None:
+    def __init__(self, paths: list[str], cache: _KnownCache | None, options: ProbeOptions) -> None:
         self.paths, self.cache, self.options = paths, cache, options
 
     def __len__(self) -> int:
@@ -284,7 +283,7 @@ class _ProbeJobs(Sequence[tuple[ProbeTask, ProbeOptions]]):
         if isinstance(i, slice):
             return [self[k] for k in range(*i.indices(len(self)))]
         path = self.paths[i]
-        return ProbeTask(path, self.cache.get(path)), self.options
+        return ProbeTask(path, self.cache.get(path) if self.cache is not None else None), self.options
 
 
 class _ProbeResults:
@@ -292,17 +291,19 @@ class _ProbeResults:
 
     Held as Arrow record batches, about 0.5 KB a row where a result dict took
     about 3 KB (issue 2: peak memory must stay flat; docs/benchmarks.md), and
-    the freshly decoded ones written to ``WS/.partial/ingest/`` as they come,
-    so that a killed run loses at most one batch.
+    the freshly decoded ones written to ``checkpoints`` (``WS/.partial/ingest/``)
+    as they come, so that a killed run loses at most one batch. Without a
+    folder (``curate convert``) nothing is written.
     """
 
-    def __init__(self, ws: Workspace, every: int) -> None:
-        self.dir = ws.root / PARTIAL_DIR
-        self.dir.mkdir(parents=True, exist_ok=True)
+    def __init__(self, checkpoints: Path | None, every: int) -> None:
+        self.dir = checkpoints
+        if self.dir is not None:
+            self.dir.mkdir(parents=True, exist_ok=True)
         self.every = every
         self.pending: list[dict[str, Any]] = []
         self.batches: list[pa.RecordBatch] = []
-        self.n = len(list(self.dir.glob("chunk-*.parquet")))
+        self.n = len(list(self.dir.glob("chunk-*.parquet"))) if self.dir is not None else 0
         self.last = time.monotonic()
 
     def add(self, result: dict[str, Any]) -> None:
@@ -317,7 +318,7 @@ class _ProbeResults:
 
         batch = pa.RecordBatch.from_pylist(self.pending, schema=_PROBE_SCHEMA)
         fresh = batch.filter(pa.array([not r.get("reused") for r in self.pending]))
-        if fresh.num_rows:  # reused results are in the manifest already
+        if fresh.num_rows and self.dir is not None:  # reused results are in the manifest already
             sink = pa.BufferOutputStream()
             pq.write_table(pa.Table.from_batches([fresh.select(list(_PROBE_FIELDS))]), sink, compression="zstd")
             atomic_write_bytes(self.dir / f"chunk-{self.n:06d}.parquet", sink.getvalue().to_pybytes())
@@ -359,11 +360,12 @@ def _probe_crashed(job: tuple[ProbeTask, ProbeOptions], crash: WorkerCrash) -> d
     return result
 
 
-def _probe(paths: list[str], cache: _KnownCache, options: IngestOptions, ws: Workspace) -> _ProbeResults:
+def _probe(paths: list[str], cache: _KnownCache | None, options: IngestOptions, checkpoints: Path | None
+           ) -> _ProbeResults:
     """Probe every path in the pool; one result per path, in completion order."""
     from curate.parallel import stream_map
 
-    results = _ProbeResults(ws, options.checkpoint_every)
+    results = _ProbeResults(checkpoints, options.checkpoint_every)
     jobs = _ProbeJobs(paths, cache, options.probe)
     for r in stream_map(_probe_task, jobs, workers=options.workers, progress=options.progress, desc="ingest",
                         on_crash=_probe_crashed, retries=options.retries, task_timeout_s=options.task_timeout_s):
@@ -593,14 +595,29 @@ def _new_rows(read: _ReadRows, results: _ProbeResults, opts: ProbeOptions
     return new, ann_rows, box_problems, reused
 
 
-def ingest(manifest: pd.DataFrame, options: IngestOptions, *, ws: Workspace,
-           annotations: pd.DataFrame | None = None) -> StageResult:
-    """Add or refresh the rows of ``options.sources``; see the module docstring."""
-    if not options.sources:
-        raise OptionError("", field="SOURCE", expected="at least one source folder or file", found="none")
-    t0 = time.perf_counter()
-    sources, all_sources = _register_sources(ws, options.sources)
+@dataclass(kw_only=True)
+class Probed:
+    """What :func:`read_and_probe` found: the rows of this run's files (``None`` when there are none) and
+    their boxes, before they meet a manifest."""
 
+    rows: pd.DataFrame | None
+    annotations: list[dict[str, Any]]
+    box_problems: list[str]
+    reused: int  # rows whose probe came from the cache
+    probed_files: int  # files sent to the probe
+    seen_ids: set[str]
+    warnings: list[str]  # the readers' warnings, then the sources' label and split conflicts
+    skipped: list[str]
+    classes: dict[str, list[str]]  # class lists the formats declare, by source name
+    source_problems: list[str]
+
+
+def read_and_probe(sources: Sequence[tuple[str, Path, SourceSpec]], options: IngestOptions, *,
+                   cache: _KnownCache | None = None, checkpoints: Path | None = None) -> Probed:
+    """Read each ``(name, path, spec)`` source with its format's reader and probe every file it names, in
+    the pool: ingest's read-and-probe step, with no workspace. ``cache`` holds earlier probe results to reuse
+    and ``checkpoints`` is the folder the results are saved to as they come (ingest's ``WS/.partial/``);
+    ``curate convert`` passes neither."""
     read = _ReadRows()
     seen_ids: set[str] = set()
     for name, path, spec in sources:
@@ -616,15 +633,37 @@ def ingest(manifest: pd.DataFrame, options: IngestOptions, *, ws: Workspace,
         del result
 
     n_tasks = len(read.to_probe)
-    results = _probe(read.to_probe, _KnownCache(manifest, ws), options, ws)
+    results = _probe(read.to_probe, cache, options, checkpoints)
+    rows: pd.DataFrame | None = None
+    ann_rows: list[dict[str, Any]] = []
+    box_problems: list[str] = []
+    reused = 0
     if seen_ids:
-        new, ann_rows, box_problems, reused = _new_rows(read, results, options.probe)
+        rows, ann_rows, box_problems, reused = _new_rows(read, results, options.probe)
+    return Probed(rows=rows, annotations=ann_rows, box_problems=box_problems, reused=reused, probed_files=n_tasks,
+                  seen_ids=seen_ids, warnings=read.warnings + read.source_problems, skipped=read.skipped,
+                  classes=read.classes, source_problems=read.source_problems)
+
+
+def ingest(manifest: pd.DataFrame, options: IngestOptions, *, ws: Workspace,
+           annotations: pd.DataFrame | None = None) -> StageResult:
+    """Add or refresh the rows of ``options.sources``; see the module docstring."""
+    if not options.sources:
+        raise OptionError("", field="SOURCE", expected="at least one source folder or file", found="none")
+    t0 = time.perf_counter()
+    sources, all_sources = _register_sources(ws, options.sources)
+
+    probed = read_and_probe(sources, options, cache=_KnownCache(manifest, ws.root / PARTIAL_DIR),
+                            checkpoints=ws.root / PARTIAL_DIR)
+    seen_ids, n_tasks = probed.seen_ids, probed.probed_files
+    if probed.rows is not None:
+        new, ann_rows, box_problems, reused = probed.rows, probed.annotations, probed.box_problems, probed.reused
         new = _carry_decisions(new, manifest)
     else:
         new, ann_rows, box_problems, reused = manifest.iloc[0:0], [], [], 0
-    warnings, skipped, classes = read.warnings + read.source_problems, read.skipped, read.classes
-    source_problems = read.source_problems
-    del read
+    warnings, skipped, classes = probed.warnings, probed.skipped, probed.classes
+    source_problems = probed.source_problems
+    del probed
 
     touched = {n for n, _, _ in sources}
     keep_old = manifest[~manifest["sample_id"].isin(seen_ids)].copy() if len(manifest) else manifest

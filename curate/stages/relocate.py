@@ -1,6 +1,6 @@
 """``curate relocate``: point a workspace at source files that moved.
 
-The manifest keeps absolute paths (DESIGN.md), and sources are never moved
+The manifest keeps absolute paths (docs/manifest.md), and sources are never moved
 by curate; but people move them. Two ways to follow:
 
 - ``--source NAME=NEWPATH`` re-roots one source: every row of it whose file
