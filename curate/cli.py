@@ -122,10 +122,11 @@ def ingest(sources: tuple[Path, ...], workspace: Path, names: tuple[str, ...], l
     specs = [SourceSpec(p, names[i] if i < len(names) else None, layout, label,
                         splits[i] if i < len(splits) else None) for i, p in enumerate(sources)]
     extra = {k: v for k, v in {"images_dir": images_dir, "json_mapping": json_mapping}.items() if v is not None}
-    probe = ProbeOptions(min_side_px, max_pixels, max_aspect, max_file_bytes=int(max_file_mb * 2**20))
-    opts = IngestOptions(specs, probe, workers, follow_links,
-                         priority.split(",") if priority else None, sys.stderr.isatty() and not as_json,
-                         read_extra=extra)
+    probe = ProbeOptions(min_side_px=min_side_px, max_pixels=max_pixels, max_aspect=max_aspect,
+                         max_file_bytes=int(max_file_mb * 2**20))
+    opts = IngestOptions(specs, probe=probe, workers=workers, follow_links=follow_links,
+                         priority=priority.split(",") if priority else None,
+                         progress=sys.stderr.isatty() and not as_json, read_extra=extra)
     ws, result = ingest_into(workspace, opts, record_options={
         "sources": [str(s) for s in sources], "names": list(names), "layout": layout, "label": label, "splits": list(splits),
         "min_side_px": min_side_px, "max_pixels": max_pixels, "max_aspect": max_aspect, "max_file_mb": max_file_mb,
@@ -376,8 +377,8 @@ def split_cmd(workspace: Path, ratios: str, seed: int, stratify: str, group: str
     from curate.stages.split import SplitOptions, format_report, parse_ratios, split
 
     ws = _open_ws(workspace)
-    opts = SplitOptions(parse_ratios(ratios), seed, None if stratify.lower() == "none" else stratify, group,
-                        near_bits=near_bits, resplit=resplit, strict=strict, group_from=group_from)
+    opts = SplitOptions(ratios=parse_ratios(ratios), seed=seed,
+                        stratify=None if stratify.lower() == "none" else stratify, group=group, near_bits=near_bits, resplit=resplit, strict=strict, group_from=group_from)
     result = ws.run_stage("split", split, opts)
     _emit_report(result.summary, as_json, format_report(result.summary, f"split {ws.root} (seed {seed})"))
 
@@ -407,8 +408,8 @@ def balance_cmd(workspace: Path, target: str, strategy: str, splits: str, seed: 
     from curate.stages.balance import BalanceOptions, balance, format_balance, parse_splits, parse_target
 
     ws = _open_ws(workspace)
-    opts = BalanceOptions(parse_target(target), strategy, parse_splits(splits), seed, parse_augment(augment),
-                          max_copies_per_image=max_copies, workers=workers,
+    opts = BalanceOptions(target=parse_target(target), strategy=strategy, splits=parse_splits(splits), seed=seed,
+                          augment=parse_augment(augment), max_copies_per_image=max_copies, workers=workers,
                           priority=tuple(p.strip() for p in (priority or "").split(",") if p.strip()))
     result = ws.run_stage("balance", balance, opts)
     _emit_report(result.summary, as_json, format_balance(result.summary, f"balance {ws.root}"))
@@ -436,7 +437,8 @@ def check_cmd(ctx: click.Context, workspace: Path, min_per_class: int, min_side_
 
     ws = _open_ws(workspace)
     names = tuple(n.strip() for s in skip for n in s.split(",") if n.strip())
-    opts = CheckOptions(min_per_class, min_side_px, max_aspect, near_bits, "phash", group, names, strict)
+    opts = CheckOptions(min_per_class=min_per_class, min_side_px=min_side_px, max_aspect=max_aspect,
+                        near_bits=near_bits, hash_column="phash", group=group, skip=names, strict=strict)
     result = ws.run_stage("check", check, opts)
     _emit_report(result.summary, as_json, format_check(result.summary, f"check {ws.root}"))
     if result.summary["failed"]:
@@ -475,7 +477,8 @@ def faces_cmd(workspace: Path, min_confidence: float, margin_frac: float, select
     from curate.stages.faces import FacesOptions, faces, record_options
 
     ws = _open_ws(workspace)
-    opts = FacesOptions(min_confidence, margin_frac, select, min_face_px, boxes, class_from, detector=detector,
+    opts = FacesOptions(min_confidence=min_confidence, margin_frac=margin_frac, select=select,
+                        min_face_px=min_face_px, boxes=boxes, class_from=class_from, detector=detector,
                         workers=workers, quality=quality, model_dir=str(model_dir) if model_dir else None,
                         progress=sys.stderr.isatty() and not as_json, drop_no_face=drop_no_face)
     result = ws.run_stage("faces", faces, opts, record_options=record_options(opts))
@@ -499,7 +502,8 @@ def square_cmd(workspace: Path, size_px: int, mode: str, fill: str, quality: int
     from curate.stages.square import SquareOptions, square
 
     ws = _open_ws(workspace)
-    opts = SquareOptions(size_px, mode, fill, quality, workers, sys.stderr.isatty() and not as_json)
+    opts = SquareOptions(size_px=size_px, mode=mode, fill=fill, quality=quality, workers=workers,
+                         progress=sys.stderr.isatty() and not as_json)
     result = ws.run_stage("square", square, opts)
     emit(result.summary, as_json, f"squares in {ws.root}")
 
@@ -591,9 +595,10 @@ def dedupe_cmd(workspace: Path, max_hamming: int, crops: bool, verify: bool, pri
     from curate.stages.dedupe import DedupeOptions, dedupe
 
     ws = _open_ws(workspace)
-    opts = DedupeOptions(max_hamming, crops, verify, min_contrast, priority.split(",") if priority else None,
-                         tuple(k.strip() for k in keep.split(",") if k.strip()), dry_run, report, conflicts,
-                         workers, progress=sys.stderr.isatty() and not as_json)
+    opts = DedupeOptions(max_hamming=max_hamming, crops=crops, verify=verify, min_contrast=min_contrast,
+                         priority=priority.split(",") if priority else None,
+                         keep=tuple(k.strip() for k in keep.split(",") if k.strip()), dry_run=dry_run, report=report,
+                         conflicts=conflicts, workers=workers, progress=sys.stderr.isatty() and not as_json)
     result = ws.run_stage("dedupe", dedupe, opts)
     emit(result.summary, as_json, f"dedupe {ws.root}" + (" (dry run: nothing written)" if dry_run else ""))
 
@@ -619,8 +624,8 @@ def relocate_cmd(workspace: Path, moves: tuple[str, ...], search: tuple[Path, ..
     from curate.stages.relocate import RelocateOptions, parse_source_moves, relocate
 
     ws = _open_ws(workspace)
-    opts = RelocateOptions(parse_source_moves(moves), list(search), verify, sample_size, dry_run=dry_run,
-                           workers=workers)
+    opts = RelocateOptions(sources=parse_source_moves(moves), search=list(search), verify=verify,
+                           sample_size=sample_size, dry_run=dry_run, workers=workers)
     result = ws.run_stage("relocate", relocate, opts)
     emit(result.summary, as_json, f"relocate {ws.root}" + (" (dry run: nothing written)" if dry_run else ""))
 
@@ -635,7 +640,7 @@ def prune_cmd(workspace: Path, missing: bool, dry_run: bool, as_json: bool) -> N
     from curate.stages.prune import PruneOptions, prune
 
     ws = _open_ws(workspace)
-    result = ws.run_stage("prune", prune, PruneOptions(missing, dry_run))
+    result = ws.run_stage("prune", prune, PruneOptions(missing=missing, dry_run=dry_run))
     emit(result.summary, as_json, f"prune {ws.root}" + (" (dry run: nothing written)" if dry_run else ""))
 
 

@@ -50,7 +50,7 @@ def setup(tmp_path_factory, skimage_dir) -> dict[str, Path]:
     (src / "list.csv").write_text("file,label\ncat/chelsea.png,cat\n")
     ws = Workspace.create(base / "ws")
     ws.run_stage("ingest", ingest, IngestOptions([SourceSpec(src)], workers=1))
-    ws.run_stage("split", split, SplitOptions(parse_ratios("2:1:1"), near_bits=-1))
+    ws.run_stage("split", split, SplitOptions(ratios=parse_ratios("2:1:1"), near_bits=-1))
     ws.run_stage("export", export, ExportOptions("yolo-cls", base / "export"))
     return {"src": src, "ws": ws.root, "export": base / "export"}
 

@@ -104,7 +104,7 @@ def convert(options: ConvertOptions) -> dict[str, Any]:
     if options.images_dir is not None:
         read_extra["images_dir"] = options.images_dir
     iopts = IngestOptions([SourceSpec(source, name=SOURCE_NAME, layout=layout)],
-                          ProbeOptions(min_side_px=1, max_aspect=float("inf"), perceptual_hashes=False),
+                          probe=ProbeOptions(min_side_px=1, max_aspect=float("inf"), perceptual_hashes=False),
                           workers=options.workers, read_extra=read_extra, checkpoint_every=5000,
                           exact_duplicates=False)
     # Read and probe before anything is made next to --out: a source that cannot be read leaves nothing.

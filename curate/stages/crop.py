@@ -239,7 +239,7 @@ def crop(manifest: pd.DataFrame, options: CropOptions, *, ws: Workspace,
     import pandas as pd
 
     from curate.derive import DeriveResult, carry_boxes_into_crops, derived_id, upsert_rows
-    from curate.lineage import mark_stale, revive, set_decisions
+    from curate.lineage import Decision, mark_stale, revive, set_decisions
     from curate.schema import ANNOTATION_COLUMNS, conform
     from curate.summary import summarize
     from curate.workspace import StageResult
@@ -290,7 +290,7 @@ def crop(manifest: pd.DataFrame, options: CropOptions, *, ws: Workspace,
     produced: dict[str, list[str]] = {}
     for res in results:
         if res.error is not None:
-            decisions[res.sample_id] = ("dropped", res.reason, res.error, LAYOUT)
+            decisions[res.sample_id] = Decision("dropped", res.reason, res.error, LAYOUT)
             warnings.append(res.error)
             counts["worker_crashed" if res.reason == "worker_crashed" else "unreadable"] += 1
             continue
@@ -299,7 +299,7 @@ def crop(manifest: pd.DataFrame, options: CropOptions, *, ws: Workspace,
         produced[res.sample_id] = ids
         if options.supersede:
             n = len(ids)
-            decisions[res.sample_id] = ("dropped", "superseded", f"{n} box patch{'es' if n != 1 else ''}", LAYOUT)
+            decisions[res.sample_id] = Decision("dropped", "superseded", f"{n} box patch{'es' if n != 1 else ''}", LAYOUT)
     if not options.supersede:  # an earlier run superseded them, or could not read them; now they stay kept
         earlier = rows[(rows["decided_by"] == LAYOUT) & (rows["status"] == "dropped")]["sample_id"]
         decisions.update({sid: ("kept", None, None, None) for sid in earlier if sid in produced})

@@ -425,7 +425,7 @@ def _touches_inner_border(box: Sequence[float], tile: Sequence[int], wh: tuple[i
 
 # -- options ---------------------------------------------------------------------
 
-@dataclass
+@dataclass(kw_only=True)
 class FacesOptions:
     """Options of ``curate faces`` (see ``curate faces --help``)."""
 
@@ -646,7 +646,7 @@ def faces(manifest: pd.DataFrame, options: FacesOptions, *, ws: Workspace,
     import pandas as pd
 
     from curate.derive import carry_boxes_into_crops, derived_id, upsert_rows
-    from curate.lineage import mark_stale, revive, set_decisions
+    from curate.lineage import Decision, mark_stale, revive, set_decisions
     from curate.models import resolve
     from curate.schema import ANNOTATION_COLUMNS, conform
     from curate.summary import summarize
@@ -714,7 +714,7 @@ def faces(manifest: pd.DataFrame, options: FacesOptions, *, ws: Workspace,
     for res in results:
         sid = res["sample_id"]
         if res["error"] is not None:
-            decisions[sid] = ("dropped", res["reason"], res["error"], LAYOUT)
+            decisions[sid] = Decision("dropped", res["reason"], res["error"], LAYOUT)
             warnings.append(res["error"])
             counts["worker_crashed" if res["reason"] == "worker_crashed" else "unreadable"] += 1
             produced_by_parent[sid] = []
@@ -734,27 +734,27 @@ def faces(manifest: pd.DataFrame, options: FacesOptions, *, ws: Workspace,
             produced_by_parent[sid] = []
             if options.boxes and not options.drop_no_face:  # a background image: kept, with no boxes
                 decided = None if status_of[sid] == "dropped" else decided_of[sid]
-                decisions[sid] = ("kept", None, f"{NO_FACE_DETAIL}{detail}", decided)
+                decisions[sid] = Decision("kept", None, f"{NO_FACE_DETAIL}{detail}", decided)
                 counts["background"] += 1
             else:
-                decisions[sid] = ("dropped", "no_face", detail, LAYOUT)
+                decisions[sid] = Decision("dropped", "no_face", detail, LAYOUT)
             continue
         if options.boxes:
             if status_of[sid] == "kept" and str(detail_of[sid] or "").startswith(NO_FACE_DETAIL):
-                decisions[sid] = ("kept", None, None, decided_of[sid])  # a face now: no longer background
+                decisions[sid] = Decision("kept", None, None, decided_of[sid])  # a face now: no longer background
             cls = "face" if options.class_from == "face" else str(label_of[sid])
             boxes_out += [{"sample_id": sid, "label": cls, "x1": f.xyxy[0], "y1": f.xyxy[1], "x2": f.xyxy[2],
                            "y2": f.xyxy[3], "score": round(f.score, 4), "origin": LAYOUT, "iscrowd": False}
                           for f in chosen]
             if status_of[sid] == "dropped":  # an earlier run found no face; this one does
                 # decided_by None: no stage decision stands, so ingest's duplicate marking still sees the row
-                decisions[sid] = ("kept", None, None, None)
+                decisions[sid] = Decision("kept", None, None, None)
             counts["boxes"] += len(chosen)
             continue
         ids = res.get("existing_ids") or [r["sample_id"] for r in res["rows"]]
         new_rows += res["rows"]
         produced_by_parent[sid] = ids
-        decisions[sid] = ("dropped", "superseded", f"{len(ids)} face crop{'s' if len(ids) != 1 else ''}", LAYOUT)
+        decisions[sid] = Decision("dropped", "superseded", f"{len(ids)} face crop{'s' if len(ids) != 1 else ''}", LAYOUT)
         counts["crops"] += len(ids)
 
     out = set_decisions(out, decisions)

@@ -11,10 +11,11 @@ runs, and files whose size and sha256 match an earlier result are not decoded
 again. A run killed at any point and started again gives the same manifest as
 one uninterrupted run.
 
-    >>> import skimage, tempfile
+    >>> import tempfile
+    >>> from curate.demo import bundled_photos_dir
     >>> from curate.workspace import Workspace
     >>> ws = Workspace.create(tempfile.mkdtemp() + "/ws")
-    >>> opts = IngestOptions([SourceSpec(skimage.data_dir, name="sk", layout="flat")], workers=1)
+    >>> opts = IngestOptions([SourceSpec(bundled_photos_dir(), name="sk", layout="flat")], workers=1)
     >>> res = ws.run_stage("ingest", ingest, opts)
     >>> res.summary["run"]["files"] > 10
     True
@@ -29,7 +30,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import KW_ONLY, dataclass, field, replace
 from pathlib import Path
 from typing import Any, overload
 
@@ -74,7 +75,10 @@ class SourceSpec:
 
 @dataclass
 class IngestOptions:
+    """The sources to read, then keyword-only options."""
+
     sources: list[SourceSpec]
+    _: KW_ONLY
     probe: ProbeOptions = field(default_factory=ProbeOptions)
     workers: int = 0  # 0: all cores
     follow_links: bool = False
@@ -734,9 +738,10 @@ def ingest_into(root: str | Path, options: IngestOptions, *,
     written only when the run succeeds. An interrupted run (Ctrl-C, kill)
     keeps its checkpoints in ``.partial/``, so that running it again resumes.
 
-        >>> import skimage, tempfile
+        >>> import tempfile
+        >>> from curate.demo import bundled_photos_dir
         >>> root = Path(tempfile.mkdtemp()) / "new" / "ws"
-        >>> opts = IngestOptions([SourceSpec(skimage.data_dir, layout="no-such-layout")], workers=1)
+        >>> opts = IngestOptions([SourceSpec(bundled_photos_dir(), layout="no-such-layout")], workers=1)
         >>> try:
         ...     ingest_into(root, opts)
         ... except OptionError:

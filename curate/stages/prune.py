@@ -35,7 +35,7 @@ from curate.workspace import StageResult, Workspace
 RECORD_FIELDS = ("sample_id", "source", "path", "rel_path", "label", "detail", "decided_by")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class PruneOptions:
     missing: bool = False  # remove missing_file rows (the only kind of row prune removes)
     dry_run: bool = False

@@ -50,7 +50,7 @@ VERIFY_MODES = ("all", "sample", "size")
 LIST_SUFFIXES = (".csv", ".tsv", ".txt", ".json", ".xml", ".yaml", ".yml")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RelocateOptions:
     sources: dict[str, str | Path] = field(default_factory=dict)  # source name -> its new folder (or list file)
     search: list[str | Path] = field(default_factory=list)  # folders to find missing source files in, by sha256

@@ -30,7 +30,7 @@ Previews, placeholders and links live in ``WS/review/media/``; sources are never
     >>> dataset_name(Path("/data/ws/shoes")).startswith("curate-shoes-")
     True
     >>> decision_from_tags(["reject", "label:cat", "todo"])
-    (Decision(action='reject', label='cat'), None, ['todo'])
+    (TagRequest(action='reject', label='cat'), None, ['todo'])
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ import re
 import socket
 import textwrap
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -203,14 +203,14 @@ def sample_records(
 
 
 @dataclass(frozen=True)
-class Decision:
-    """What a person's tags on one sample ask for."""
+class TagRequest:
+    """What a person's tags on one sample ask for (the row's new fate is a :class:`curate.lineage.Decision`)."""
 
     action: str | None  # "reject", "keep" or None
     label: str | None
 
 
-def decision_from_tags(tags: Iterable[str]) -> tuple[Decision | None, str | None, list[str]]:
+def decision_from_tags(tags: Iterable[str]) -> tuple[TagRequest | None, str | None, list[str]]:
     """Read the review vocabulary from one sample's tags: (decision, problem, ignored tags).
 
     ``reject`` and ``keep`` are matched case-insensitively; ``label:<class>``
@@ -240,7 +240,7 @@ def decision_from_tags(tags: Iterable[str]) -> tuple[Decision | None, str | None
         return None, "tags contradict each other: " + " and ".join(f"label:{c}" for c in sorted(labels)), ignored
     if not actions and not labels:
         return None, None, ignored
-    return Decision(next(iter(actions), None), next(iter(labels), None)), None, ignored
+    return TagRequest(next(iter(actions), None), next(iter(labels), None)), None, ignored
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -310,7 +310,7 @@ def apply_decisions(
             # the derived rows, which carry its label. Keeping the original again would export both.
             if decision.label is None or _same(decision.label, row["label"]):
                 continue
-            decision = Decision(None, decision.label)
+            decision = TagRequest(None, decision.label)
         if decision.action == TAG_KEEP and row["status"] != "kept":
             if _py(row["width"]) is None:
                 problems.append(f"{sid}: cannot keep {row['path']}: it was never decoded ({row['reason']}); "
@@ -623,7 +623,7 @@ def read_tags(ws: Workspace, name: str) -> dict[str, list[str]]:
 
 # -- stages -----------------------------------------------------------------
 
-@dataclass
+@dataclass(kw_only=True)
 class ReviewOptions:
     dataset: str | None = None  # default: dataset_name(ws.root)
 
@@ -631,6 +631,7 @@ class ReviewOptions:
 @dataclass
 class PullOptions:
     dataset: str
+    _: KW_ONLY
     tags: dict[str, list[str]] = field(default_factory=dict)  # sample_id -> tags, read from the App
 
 
@@ -673,7 +674,7 @@ def pull_review(ws: Workspace, options: ReviewOptions | None = None) -> StageRes
     options = options or ReviewOptions()
     name = options.dataset or dataset_name(ws.root)
     tags = read_tags(ws, name)
-    result = ws.run_stage("review-pull", pull, PullOptions(name, tags), record_options={"dataset": name})
+    result = ws.run_stage("review-pull", pull, PullOptions(name, tags=tags), record_options={"dataset": name})
     if result.summary["changed"]:
         with ws.lock():
             sync_dataset(ws, ws.read_manifest(), ws.read_annotations(), name)

@@ -118,7 +118,7 @@ def plan_from_transform(transform: dict[str, Any]) -> SquarePlan:
                       tuple(transform["offset_xy"]))  # type: ignore[arg-type]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class SquareOptions:
     """Options of ``curate square`` (see ``curate square --help``)."""
 
@@ -235,7 +235,7 @@ def square(manifest: pd.DataFrame, options: SquareOptions, *, ws: Workspace,
     detail = f"square {options.size_px} {options.mode}"
     for res in results:
         if res["error"] is not None:
-            decisions[res["sample_id"]] = ("dropped", res["reason"], res["error"], LAYOUT)
+            decisions[res["sample_id"]] = Decision("dropped", res["reason"], res["error"], LAYOUT)
             warnings.append(res["error"])
             counts["worker_crashed" if res["reason"] == "worker_crashed" else "unreadable"] += 1
             continue
@@ -243,7 +243,7 @@ def square(manifest: pd.DataFrame, options: SquareOptions, *, ws: Workspace,
         if res["row"] is not None:
             new_rows.append(res["row"])
         produced[res["sample_id"]] = did
-        decisions[res["sample_id"]] = ("dropped", "superseded", detail, LAYOUT)
+        decisions[res["sample_id"]] = Decision("dropped", "superseded", detail, LAYOUT)
     out = set_decisions(out, decisions)
     before = set(out["sample_id"])
     out = upsert_rows(out, new_rows)

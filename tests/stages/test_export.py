@@ -111,7 +111,7 @@ def test_only_kept_rows_and_default_split(tmp_path, skimage_dir):
     ws = Workspace.create(tmp_path / "ws")
     # Shorter side below 120 px: coffee, chelsea, rocket, moto are dropped as too_small.
     ws.run_stage("ingest", ingest, IngestOptions([SourceSpec(photos.root, layout="json")],
-                                                 ProbeOptions(min_side_px=120), workers=1))
+                                                 probe=ProbeOptions(min_side_px=120), workers=1))
     res = ws.run_stage("export", export, ExportOptions("csv", tmp_path / "out", default_split="val"))
     assert res.summary["images"] == 3
     lines = (tmp_path / "out/labels.csv").read_text().splitlines()
