@@ -2,8 +2,9 @@
 
 The conversion reads the source with its format's reader and probes every
 file it names, with ingest's own read-and-probe step
-(:func:`curate.stages.ingest.read_and_probe`), then writes, verifies and
-publishes the rows as ``export`` does (:func:`curate.stages.export.export_to`).
+(:func:`curate.formats.source.read_and_probe`), then writes, verifies and
+publishes the rows as ``export`` does (:func:`curate.formats.publish.export_to`):
+both live a floor below the stages, so convert imports no other stage.
 Nothing is written outside ``--out``: there is no workspace, the probe keeps
 no checkpoints, and the export is staged next to ``--out`` and renamed, so a
 failed conversion leaves nothing behind. It differs from ``ingest`` +
@@ -37,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from curate.errors import ExportError, OptionError, SourceError
-from curate.stages.export import ExportOptions, check_options, check_target, export_to, plan_export, recover
+from curate.formats.publish import ExportOptions, check_options, check_target, export_to, plan_export, recover
 
 SOURCE_NAME = "source"  # the one source's name: sample ids (and so name suffixes) are made from it
 
@@ -82,9 +83,9 @@ def convert(options: ConvertOptions) -> dict[str, Any]:
     import pandas as pd
 
     from curate.formats import check_format_options, options_for
+    from curate.formats.source import IngestOptions, SourceSpec, read_and_probe
     from curate.imageio import ProbeOptions
     from curate.schema import ANNOTATION_COLUMNS, MANIFEST_COLUMNS, conform, empty_annotations
-    from curate.stages.ingest import IngestOptions, SourceSpec, read_and_probe
 
     source = Path(options.source).expanduser().absolute()
     if not source.exists():
