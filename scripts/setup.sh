@@ -26,10 +26,11 @@ command -v "$PY" >/dev/null || PY=python3
 .venv/bin/python -m pip install -q torch==2.14.1 torchvision==0.29.1
 .venv/bin/python -m pip install -q -e '.[all,train,yolo,dev]'
 # One OpenCV in the venv (issue 12). mediapipe requires opencv-contrib-python, Ultralytics opencv-python,
-# albumentations opencv-python-headless, curate opencv-contrib-python-headless: four packages that each write
-# their own build into the same cv2/ folder, so the last one installed wins file by file. Keep curate's, the one
-# that holds every module the others have (no GUI, no libGL needed), reinstalled whole after the others are
-# gone. `pip check` then names the three requirements left unmet; every import works (docs/architecture.md).
+# albumentations and FiftyOne opencv-python-headless (<5), curate opencv-contrib-python-headless (<5): four
+# packages that each write their own build into the same cv2/ folder, so the last one installed wins file by
+# file (pip resolved 5.1, 5.1, 4.14 and 4.14 here). Keep curate's, the one that holds every module the others
+# have (no GUI, no libGL needed), reinstalled whole after the others are gone. `pip check` then names the three
+# requirements left unmet; mediapipe, Ultralytics, albumentations and FiftyOne import and run on it.
 CV=$(.venv/bin/python -c "import importlib.metadata as m; print(m.version('opencv-contrib-python-headless'))")
 .venv/bin/python -m pip uninstall -q -y opencv-python opencv-python-headless opencv-contrib-python \
   opencv-contrib-python-headless
