@@ -359,7 +359,8 @@ def split_cmd(workspace: Path, ratios: str, seed: int, stratify: str, group: str
 
     ws = _open_ws(workspace)
     opts = SplitOptions(ratios=parse_ratios(ratios), seed=seed,
-                        stratify=None if stratify.lower() == "none" else stratify, group=group, near_bits=near_bits, resplit=resplit, strict=strict, group_from=group_from)
+                        stratify=None if stratify.lower() == "none" else stratify, group=group, near_bits=near_bits,
+                        resplit=resplit, strict=strict, group_from=group_from)
     result = ws.run_stage("split", split, opts)
     _emit_report(result.summary, as_json, format_report(result.summary, f"split {ws.root} (seed {seed})"))
 

@@ -407,6 +407,10 @@ def _displayed_size(path: str) -> tuple[int, int] | None:
         return None
 
 
+def _corners(b: Box) -> tuple[str | None, float, float, float, float]:
+    return b.label, b.x1, b.y1, b.x2, b.y2  # one tuple per box, not two per comparison (dataclass order)
+
+
 def boxes_match(want: list[Box], got: list[Box], wh: tuple[int, int]) -> Box | None:
     """None when every wanted box has its own read-back box (same label, each edge within
     BOX_TOLERANCE_FRAC of the image size); else the first wanted box left without one.
@@ -420,7 +424,7 @@ def boxes_match(want: list[Box], got: list[Box], wh: tuple[int, int]) -> Box | N
         return (a.label == b.label and abs(a.x1 - b.x1) <= tx and abs(a.y1 - b.y1) <= ty
                 and abs(a.x2 - b.x2) <= tx and abs(a.y2 - b.y2) <= ty)
 
-    want, got = sorted(want), sorted(got)
+    want, got = sorted(want, key=_corners), sorted(got, key=_corners)
     if all(close(a, b) for a, b in zip(want, got, strict=True)):
         return None
     left = list(got)
