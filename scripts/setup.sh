@@ -29,8 +29,9 @@ command -v "$PY" >/dev/null || PY=python3
 # albumentations and FiftyOne opencv-python-headless (<5), curate opencv-contrib-python-headless (<5): four
 # packages that each write their own build into the same cv2/ folder, so the last one installed wins file by
 # file (pip resolved 5.1, 5.1, 4.14 and 4.14 here). Keep curate's, the one that holds every module the others
-# have (no GUI, no libGL needed), reinstalled whole after the others are gone. `pip check` then names the three
-# requirements left unmet; mediapipe, Ultralytics, albumentations and FiftyOne import and run on it.
+# have (no GUI, no libGL needed), reinstalled whole after the others are gone. `pip check` then reports
+# opencv-contrib-python, opencv-python and opencv-python-headless as missing for the packages that name them;
+# mediapipe, Ultralytics, albumentations and FiftyOne import and run on the one build kept.
 CV=$(.venv/bin/python -c "import importlib.metadata as m; print(m.version('opencv-contrib-python-headless'))")
 .venv/bin/python -m pip uninstall -q -y opencv-python opencv-python-headless opencv-contrib-python \
   opencv-contrib-python-headless
