@@ -2,6 +2,8 @@
 
     python benchmarks/convert_bench.py                 # all three, one run, figures for docs/benchmarks.md
     python benchmarks/convert_bench.py --images 500    # a quick look
+    git archive COMMIT | tar -x -C /tmp/before          # curate as it was, next to curate now, in one run:
+    python benchmarks/convert_bench.py --curate-before /tmp/before --skip datumaro
 
 The dataset is made once in ``benchmarks/out/convert/`` from scikit-image's
 bundled photos: 5,000 JPEGs (random crops, 96-200 px a side), split 4,000
@@ -30,6 +32,10 @@ use with ``pip install datumaro``), in a subprocess of this run.
 
 Afterwards every tool's final COCO file is read back with pycocotools and its
 image and box counts are printed, so a fast tool that loses boxes shows.
+
+``--curate-before DIR`` adds curate from another source tree (an older commit)
+as one more tool, run in a subprocess with ``DIR`` first on the path and timed
+inside it like Datumaro: a before/after comparison against globox in one run.
 """
 
 from __future__ import annotations
@@ -79,10 +85,10 @@ def make_dataset(root: Path, n_images: int, boxes_per_image: int, seed: int = 0)
         return root
     shutil.rmtree(root, ignore_errors=True)
     (root / "annotations").mkdir(parents=True)
-    import skimage
+    from curate.demo import bundled_photos_dir
 
     rng = np.random.default_rng(seed)
-    photos = [Image.open(Path(skimage.data_dir) / n).convert("RGB")
+    photos = [Image.open(bundled_photos_dir() / n).convert("RGB")
               for n in ("astronaut.png", "coffee.png", "chelsea.png", "motorcycle_left.png", "rocket.jpg")]
     start, ann_id = 0, 1
     for split, frac in SPLITS:
@@ -123,6 +129,31 @@ def run_curate(src: Path, work: Path, verify: bool, workers: int) -> dict[str, A
     convert(ConvertOptions(work / "yolo", "coco", work / "coco", from_format="yolo", verify=verify, workers=workers))
     t2 = time.perf_counter()
     return {"to_yolo": t1 - t0, "to_coco": t2 - t1, "result": sorted((work / "coco/annotations").glob("*.json"))}
+
+
+CURATE_BEFORE_SCRIPT = r"""
+import json, shutil, sys, time
+from pathlib import Path
+from curate.stages.convert import ConvertOptions, convert
+src, work, verify, workers = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3] == "1", int(sys.argv[4])
+shutil.rmtree(work, ignore_errors=True)
+t0 = time.perf_counter()
+convert(ConvertOptions(src, "yolo", work / "yolo", from_format="coco", verify=verify, workers=workers))
+t1 = time.perf_counter()
+convert(ConvertOptions(work / "yolo", "coco", work / "coco", from_format="yolo", verify=verify, workers=workers))
+t2 = time.perf_counter()
+print(json.dumps({"to_yolo": t1 - t0, "to_coco": t2 - t1}))
+"""
+
+
+def run_curate_before(tree: Path, src: Path, work: Path, verify: bool, workers: int) -> dict[str, Any]:
+    """curate from another source tree, in a subprocess (two versions cannot share one process)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    out = subprocess.run([sys.executable, "-c", CURATE_BEFORE_SCRIPT, str(src), str(work), "1" if verify else "0",
+                          str(workers)], capture_output=True, text=True, env=env, cwd=tree, check=True)
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    res["result"] = sorted((work / "coco/annotations").glob("*.json"))
+    return res
 
 
 def run_globox(src: Path, work: Path) -> dict[str, Any]:
@@ -190,6 +221,8 @@ def main() -> None:
     ap.add_argument("--datumaro-python", default=None, help="python of an environment with datumaro installed")
     ap.add_argument("--skip", action="append", default=[], choices=["curate", "globox", "datumaro"])
     ap.add_argument("--repeat", type=int, default=2, help="rounds; each tool's fastest counts")
+    ap.add_argument("--curate-before", type=Path, default=None,
+                    help="source tree of an older curate to run next to this one (e.g. from `git archive`)")
     args = ap.parse_args()
 
     src = make_dataset(OUT / f"coco-{args.images}", args.images, args.boxes_per_image)
@@ -201,6 +234,11 @@ def main() -> None:
     if "curate" not in args.skip:
         runs["curate"] = lambda: run_curate(src, OUT / "work-curate", True, args.workers)
         runs["curate --no-verify"] = lambda: run_curate(src, OUT / "work-curate-nv", False, args.workers)
+    if args.curate_before is not None:
+        before = args.curate_before.resolve()
+        runs["curate before"] = lambda: run_curate_before(before, src, OUT / "work-curate-before", True, args.workers)
+        runs["curate before --no-verify"] = lambda: run_curate_before(before, src, OUT / "work-curate-before-nv",
+                                                                      False, args.workers)
     if "globox" not in args.skip:
         runs["globox"] = lambda: run_globox(src, OUT / "work-globox")
     if "datumaro" not in args.skip:
@@ -217,13 +255,13 @@ def main() -> None:
             if best is None or res["to_yolo"] + res["to_coco"] < best["to_yolo"] + best["to_coco"]:
                 results[label] = res
     base = results.get("curate")
-    print(f"{'tool':24} {'COCO->YOLO s':>12} {'YOLO->COCO s':>12} {'total s':>8} {'vs curate':>9}  "
+    print(f"{'tool':26} {'COCO->YOLO s':>12} {'YOLO->COCO s':>12} {'total s':>8} {'vs curate':>9}  "
           "images / boxes in the COCO files / boxes pycocotools loads")
     for name, r in results.items():
         total = r["to_yolo"] + r["to_coco"]
         ratio = total / (base["to_yolo"] + base["to_coco"]) if base else float("nan")
         imgs, listed, kept = coco_counts(r["result"])
-        print(f"{name:24} {r['to_yolo']:12.2f} {r['to_coco']:12.2f} {total:8.2f} {ratio:8.2f}x  "
+        print(f"{name:26} {r['to_yolo']:12.2f} {r['to_coco']:12.2f} {total:8.2f} {ratio:8.2f}x  "
               f"{imgs} / {listed} / {kept}")
     print("# load average at the end " + " ".join(f"{v:.1f}" for v in os.getloadavg()))
 

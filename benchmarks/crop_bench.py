@@ -54,9 +54,9 @@ def photos() -> list[Path]:
     if (CORPUS / "SOURCES.md").exists():
         found = sorted(CORPUS.glob("photos/*")) + sorted(CORPUS.glob("faces_by_person/*/*"))
     else:
-        import skimage
+        from curate.demo import bundled_photos_dir
 
-        found = sorted(Path(skimage.data_dir).glob("*.*"))
+        found = sorted(bundled_photos_dir().glob("*.*"))
     out = []
     for p in found:
         if p.suffix.lower() not in (".jpg", ".jpeg", ".png"):

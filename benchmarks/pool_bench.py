@@ -40,14 +40,15 @@ POISON = "poison.jpg"
 
 def build(dst: Path, n: int) -> list[str]:
     """N distinct JPEGs, 900-950 x 700, from scikit-image's bundled photos (idempotent)."""
-    import skimage
     from PIL import Image
+
+    from curate.demo import bundled_photos_dir
 
     dst.mkdir(parents=True, exist_ok=True)
     paths = [dst / f"img_{i:05d}.jpg" for i in range(n)]
     if all(p.exists() for p in paths):
         return [str(p) for p in paths]
-    base = [Image.open(Path(skimage.data_dir) / f).convert("RGB") for f in ("astronaut.png", "coffee.png", "chelsea.png")]
+    base = [Image.open(bundled_photos_dir() / f).convert("RGB") for f in ("astronaut.png", "coffee.png", "chelsea.png")]
     for i, p in enumerate(paths):
         base[i % 3].rotate(i * 7 % 360).resize((900 + i % 50, 700)).save(p, quality=85)
     return [str(p) for p in paths]

@@ -55,14 +55,14 @@ def build_workspace(root: Path, rows: int, corpus: Path, seed: int = 0) -> Works
         return Workspace.open(root)
     import shutil
 
-    import skimage
+    from curate.demo import bundled_photos_dir
 
     if root.exists():
         shutil.rmtree(root)
     real = Workspace.create(root.parent / (root.name + "_real"), exist_ok=True)
     specs = [SourceSpec(corpus / s, s, "flat") for s in ("faces_by_person", "faces_misc", "photos")
              if (corpus / s).exists()]
-    specs.append(SourceSpec(skimage.data_dir, "skimage", "flat"))
+    specs.append(SourceSpec(bundled_photos_dir(), "skimage", "flat"))
     real.run_stage("ingest", ingest, IngestOptions(specs, workers=2))
     base = real.read_manifest()
     pictures = base[(base["status"] == "kept") & base["width"].notna()].reset_index(drop=True)

@@ -114,10 +114,12 @@ def ingest(sources: tuple[Path, ...], workspace: Path, names: tuple[str, ...], l
     specs = [SourceSpec(p, names[i] if i < len(names) else None, layout, label,
                         splits[i] if i < len(splits) else None) for i, p in enumerate(sources)]
     extra = {k: v for k, v in {"images_dir": images_dir, "json_mapping": json_mapping}.items() if v is not None}
-    probe = ProbeOptions(min_side_px, max_pixels, max_aspect, max_file_bytes=int(max_file_mb * 2**20))
-    opts = IngestOptions(specs, probe, workers, follow_links,
-                         priority.split(",") if priority else None, sys.stderr.isatty() and not as_json,
-                         read_extra=extra, engine=engine, ray_address=ray_address)
+    probe = ProbeOptions(min_side_px=min_side_px, max_pixels=max_pixels, max_aspect=max_aspect,
+                         max_file_bytes=int(max_file_mb * 2**20))
+    opts = IngestOptions(specs, probe=probe, workers=workers, follow_links=follow_links,
+                         priority=priority.split(",") if priority else None,
+                         progress=sys.stderr.isatty() and not as_json, read_extra=extra,
+                         engine=engine, ray_address=ray_address)
     ws, result = ingest_into(workspace, opts, record_options={
         "sources": [str(s) for s in sources], "names": list(names), "layout": layout, "label": label, "splits": list(splits),
         "min_side_px": min_side_px, "max_pixels": max_pixels, "max_aspect": max_aspect, "max_file_mb": max_file_mb,
@@ -243,11 +245,44 @@ def _export_write_options(f: F) -> F:
                      show_default=True, help="Split for rows that have none."),
         click.option("--classes", default=None,
                      help="Class order (ids): comma-separated names, or a file with one name per line."),
-        click.option("--no-split-dirs", is_flag=True, help="folder format: write class/image, no split folders."),
-        click.option("--voc-one-based", is_flag=True, help="VOC: 1-based pixel coordinates (the VOC devkit's)."),
     ]):
         f = opt(f)
     return f
+
+
+class _FormatCommand(click.Command):
+    """A command that also takes the options the formats declare (``Format.options``): ``side="write"`` for
+    ``curate export``, ``"both"`` for ``curate convert``. They are read from the registry when the command's
+    options are first needed (parsing, ``--help``), not at import, so ``curate --help`` stays light; the
+    callback gets them as ``format_options={key: value}``."""
+
+    def __init__(self, *args: Any, side: str, **kwargs: Any) -> None:
+        self._side = side
+        self._format_keys: list[str] | None = None
+        super().__init__(*args, **kwargs)
+
+    @property  # type: ignore[override]
+    def params(self) -> list[click.Parameter]:
+        if self._format_keys is None:
+            from curate.formats import format_options
+
+            declared = format_options(self._side)
+            self._format_keys = [o.key for o in declared]
+            at = next((i for i, p in enumerate(self._params) if p.name in ("workers", "as_json")), len(self._params))
+            self._params[at:at] = [
+                click.Option([o.flag, o.key], is_flag=True, flag_value=o.given, default=o.default, help=o.help)
+                if o.is_flag else click.Option([o.flag, o.key], default=o.default, help=o.help) for o in declared]
+        return self._params
+
+    @params.setter
+    def params(self, value: list[click.Parameter]) -> None:
+        self._params = value
+
+    def invoke(self, ctx: click.Context) -> Any:
+        self.params  # noqa: B018  (the format options are declared before they are collected)
+        keys = self._format_keys or []
+        ctx.params["format_options"] = {k: ctx.params.pop(k) for k in keys if k in ctx.params}
+        return super().invoke(ctx)
 
 
 def _classes(value: str | None) -> list[str] | None:
@@ -258,54 +293,49 @@ def _classes(value: str | None) -> list[str] | None:
     return [n.strip() for n in names if n.strip()]
 
 
-@cli.command("export")
+@cli.command("export", cls=_FormatCommand, side="write")
 @workspace_argument
 @click.option("--format", "fmt", required=True, type=_FormatChoice("write"), help="Dataset format to write.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder to write; must be new or empty unless --overwrite.")
-@click.option("--json-mapping", default=None,
-              help="json format: write files in this mapping's shape (file or shipped name, e.g. aihub-vehicle-damage).")
 @_export_write_options
 @engine_options
 @json_option
-def export_cmd(workspace: Path, fmt: str, out: Path, json_mapping: str | None, overwrite: bool, force: bool,
-               link: str,
-               no_verify: bool, default_split: str, classes: str | None, no_split_dirs: bool, voc_one_based: bool,
-               engine: str | None, ray_address: str | None, as_json: bool) -> None:
-    """Write the kept rows as a dataset (folder, yolo, yolo-cls, coco, voc, csv, json), verified."""
+def export_cmd(workspace: Path, fmt: str, out: Path, overwrite: bool, force: bool, link: str, no_verify: bool,
+               default_split: str, classes: str | None, format_options: dict[str, Any], engine: str | None,
+               ray_address: str | None, as_json: bool) -> None:
+    """Write the kept rows as a dataset (folder, yolo, yolo-cls, coco, voc, csv, json, createml), verified."""
     from curate.stages.export import ExportOptions, export
 
     ws = _open_ws(workspace)
-    opts = ExportOptions(fmt, out, overwrite, link, not no_verify, default_split, _classes(classes),
-                         not no_split_dirs, voc_one_based, extra={"json_mapping": json_mapping}, force=force,
+    opts = ExportOptions(fmt, out, overwrite=overwrite, force=force, link=link, verify=not no_verify,
+                         default_split=default_split, classes=_classes(classes), format_options=format_options,
                          engine=engine, ray_address=ray_address)
     result = ws.run_stage("export", export, opts)
     emit(result.summary, as_json, "export")
 
 
-@cli.command("convert")
+@cli.command("convert", cls=_FormatCommand, side="both")
 @click.argument("source", type=click.Path(exists=True, path_type=Path))
 @click.option("--from", "from_fmt", default="auto", show_default=True, type=_FormatChoice("read"),
               help="Format of SOURCE.")
 @click.option("--to", "to_fmt", required=True, type=_FormatChoice("write"), help="Format to write.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder to write; must be new or empty unless --overwrite.")
-@click.option("--json-mapping", default=None,
-              help="Field mapping for per-image JSON, read and written (file or shipped name).")
 @click.option("--images-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Folder the source's image names are relative to, when not beside the annotations.")
 @_export_write_options
 @workers_option
 @json_option
-def convert_cmd(source: Path, from_fmt: str, to_fmt: str, out: Path, json_mapping: str | None,
-                images_dir: Path | None, overwrite: bool, force: bool, link: str, no_verify: bool, default_split: str,
-                classes: str | None, no_split_dirs: bool, voc_one_based: bool, workers: int, as_json: bool) -> None:
+def convert_cmd(source: Path, from_fmt: str, to_fmt: str, out: Path, images_dir: Path | None, overwrite: bool,
+                force: bool, link: str, no_verify: bool, default_split: str, classes: str | None,
+                format_options: dict[str, Any], workers: int, as_json: bool) -> None:
     """Convert a dataset between formats directly, without a workspace."""
     from curate.stages.convert import ConvertOptions, convert
 
-    extra = {k: v for k, v in {"json_mapping": json_mapping, "images_dir": images_dir}.items() if v is not None}
-    opts = ConvertOptions(source, to_fmt, out, from_fmt, overwrite, link, not no_verify, default_split,
-                          _classes(classes), not no_split_dirs, voc_one_based, workers, extra, force=force)
+    opts = ConvertOptions(source, to_fmt, out, from_format=from_fmt, overwrite=overwrite, force=force, link=link,
+                          verify=not no_verify, default_split=default_split, classes=_classes(classes),
+                          images_dir=images_dir, workers=workers, format_options=format_options)
     emit(convert(opts), as_json, "convert")
 
 
@@ -344,8 +374,9 @@ def split_cmd(workspace: Path, ratios: str, seed: int, stratify: str, group: str
     from curate.stages.split import SplitOptions, format_report, parse_ratios, split
 
     ws = _open_ws(workspace)
-    opts = SplitOptions(parse_ratios(ratios), seed, None if stratify.lower() == "none" else stratify, group,
-                        near_bits=near_bits, resplit=resplit, strict=strict, group_from=group_from)
+    opts = SplitOptions(ratios=parse_ratios(ratios), seed=seed,
+                        stratify=None if stratify.lower() == "none" else stratify, group=group, near_bits=near_bits,
+                        resplit=resplit, strict=strict, group_from=group_from)
     result = ws.run_stage("split", split, opts)
     _emit_report(result.summary, as_json, format_report(result.summary, f"split {ws.root} (seed {seed})"))
 
@@ -375,8 +406,8 @@ def balance_cmd(workspace: Path, target: str, strategy: str, splits: str, seed: 
     from curate.stages.balance import BalanceOptions, balance, format_balance, parse_splits, parse_target
 
     ws = _open_ws(workspace)
-    opts = BalanceOptions(parse_target(target), strategy, parse_splits(splits), seed, parse_augment(augment),
-                          max_copies_per_image=max_copies, workers=workers,
+    opts = BalanceOptions(target=parse_target(target), strategy=strategy, splits=parse_splits(splits), seed=seed,
+                          augment=parse_augment(augment), max_copies_per_image=max_copies, workers=workers,
                           priority=tuple(p.strip() for p in (priority or "").split(",") if p.strip()))
     result = ws.run_stage("balance", balance, opts)
     _emit_report(result.summary, as_json, format_balance(result.summary, f"balance {ws.root}"))
@@ -404,7 +435,8 @@ def check_cmd(ctx: click.Context, workspace: Path, min_per_class: int, min_side_
 
     ws = _open_ws(workspace)
     names = tuple(n.strip() for s in skip for n in s.split(",") if n.strip())
-    opts = CheckOptions(min_per_class, min_side_px, max_aspect, near_bits, "phash", group, names, strict)
+    opts = CheckOptions(min_per_class=min_per_class, min_side_px=min_side_px, max_aspect=max_aspect,
+                        near_bits=near_bits, hash_column="phash", group=group, skip=names, strict=strict)
     result = ws.run_stage("check", check, opts)
     _emit_report(result.summary, as_json, format_check(result.summary, f"check {ws.root}"))
     if result.summary["failed"]:
@@ -444,7 +476,8 @@ def faces_cmd(workspace: Path, min_confidence: float, margin_frac: float, select
     from curate.stages.faces import FacesOptions, faces, record_options
 
     ws = _open_ws(workspace)
-    opts = FacesOptions(min_confidence, margin_frac, select, min_face_px, boxes, class_from, detector=detector,
+    opts = FacesOptions(min_confidence=min_confidence, margin_frac=margin_frac, select=select,
+                        min_face_px=min_face_px, boxes=boxes, class_from=class_from, detector=detector,
                         workers=workers, quality=quality, model_dir=str(model_dir) if model_dir else None,
                         progress=sys.stderr.isatty() and not as_json, drop_no_face=drop_no_face,
                         engine=engine, ray_address=ray_address)
@@ -470,8 +503,8 @@ def square_cmd(workspace: Path, size_px: int, mode: str, fill: str, quality: int
     from curate.stages.square import SquareOptions, square
 
     ws = _open_ws(workspace)
-    opts = SquareOptions(size_px, mode, fill, quality, workers, sys.stderr.isatty() and not as_json,
-                         engine=engine, ray_address=ray_address)
+    opts = SquareOptions(size_px=size_px, mode=mode, fill=fill, quality=quality, workers=workers,
+                         progress=sys.stderr.isatty() and not as_json, engine=engine, ray_address=ray_address)
     result = ws.run_stage("square", square, opts)
     emit(result.summary, as_json, f"squares in {ws.root}")
 
@@ -565,9 +598,10 @@ def dedupe_cmd(workspace: Path, max_hamming: int, crops: bool, verify: bool, pri
     from curate.stages.dedupe import DedupeOptions, dedupe
 
     ws = _open_ws(workspace)
-    opts = DedupeOptions(max_hamming, crops, verify, min_contrast, priority.split(",") if priority else None,
-                         tuple(k.strip() for k in keep.split(",") if k.strip()), dry_run, report, conflicts,
-                         workers, progress=sys.stderr.isatty() and not as_json)
+    opts = DedupeOptions(max_hamming=max_hamming, crops=crops, verify=verify, min_contrast=min_contrast,
+                         priority=priority.split(",") if priority else None,
+                         keep=tuple(k.strip() for k in keep.split(",") if k.strip()), dry_run=dry_run, report=report,
+                         conflicts=conflicts, workers=workers, progress=sys.stderr.isatty() and not as_json)
     result = ws.run_stage("dedupe", dedupe, opts)
     emit(result.summary, as_json, f"dedupe {ws.root}" + (" (dry run: nothing written)" if dry_run else ""))
 
@@ -593,8 +627,8 @@ def relocate_cmd(workspace: Path, moves: tuple[str, ...], search: tuple[Path, ..
     from curate.stages.relocate import RelocateOptions, parse_source_moves, relocate
 
     ws = _open_ws(workspace)
-    opts = RelocateOptions(parse_source_moves(moves), list(search), verify, sample_size, dry_run=dry_run,
-                           workers=workers)
+    opts = RelocateOptions(sources=parse_source_moves(moves), search=list(search), verify=verify,
+                           sample_size=sample_size, dry_run=dry_run, workers=workers)
     result = ws.run_stage("relocate", relocate, opts)
     emit(result.summary, as_json, f"relocate {ws.root}" + (" (dry run: nothing written)" if dry_run else ""))
 
@@ -609,7 +643,7 @@ def prune_cmd(workspace: Path, missing: bool, dry_run: bool, as_json: bool) -> N
     from curate.stages.prune import PruneOptions, prune
 
     ws = _open_ws(workspace)
-    result = ws.run_stage("prune", prune, PruneOptions(missing, dry_run))
+    result = ws.run_stage("prune", prune, PruneOptions(missing=missing, dry_run=dry_run))
     emit(result.summary, as_json, f"prune {ws.root}" + (" (dry run: nothing written)" if dry_run else ""))
 
 
@@ -643,9 +677,9 @@ def label_cmd(workspace: Path, action: str, view: str, limit: int | None, classe
     from curate.stages.label import PushOptions, ServerOptions, label
 
     ws = _open_ws(workspace)
-    push = PushOptions(view, limit, list(_names(classes) or ()), list(_names(box_classes) or ()), title,
-                       document_root)
-    label(ws, action, ServerOptions(url, token, binary, start_timeout), push, keep_running=keep_running,
+    push = PushOptions(view=view, limit=limit, classes=list(_names(classes) or ()),
+                       box_classes=list(_names(box_classes) or ()), title=title, document_root=document_root)
+    label(ws, action, ServerOptions(url=url, token=token, binary=binary, start_timeout_s=start_timeout), push, keep_running=keep_running,
           echo=lambda m: click.echo(m, err=True),
           report=lambda r: emit(r.summary, as_json, f"label {action} {ws.root}"))
 

@@ -28,17 +28,30 @@ DEMO_IMAGES = [
 ]
 
 
+def bundled_photos_dir() -> Path:
+    """The folder of photos the scikit-image wheel ships (``skimage/data``: astronaut.png, chelsea.png, ...).
+
+    Not ``skimage.data_dir``: where pooch is installed (``curate[faces]`` brings it, for the face models) that
+    names scikit-image's download cache, which holds nothing until each file has been fetched.
+
+        >>> (bundled_photos_dir() / "chelsea.png").is_file()
+        True
+    """
+    import skimage.data
+
+    return Path(skimage.data.__file__).parent
+
+
 def build_messy_source(root: Path) -> Path:
     """Write the messy demo source under ``root``; return its path."""
     try:
-        import skimage.data
+        data = bundled_photos_dir()
     except ImportError as e:
         from curate.errors import CurateError
 
         raise CurateError("", field="curate demo", expected="scikit-image, whose bundled photos the demo uses",
                           found="it is not installed", hint="pip install 'curate[demo]'") from e
 
-    data = Path(skimage.data.data_dir)
     src = root / "messy"
     if src.exists():
         shutil.rmtree(src)

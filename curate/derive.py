@@ -325,7 +325,9 @@ class Outcome:
         """Drop a parent that could not be used (with its reason and message); False when it could."""
         if res.error is None:
             return False
-        self.decisions[res.sample_id] = ("dropped", res.reason, res.error, self.layout)
+        from curate.lineage import Decision
+
+        self.decisions[res.sample_id] = Decision("dropped", res.reason, res.error, self.layout)
         self.warnings.append(res.error)
         self.counts["worker_crashed" if res.reason == "worker_crashed" else "unreadable"] += 1
         return True

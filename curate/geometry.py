@@ -18,15 +18,105 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 SQUARE_MODES = ("pad", "crop", "stretch")
 
+# Four coordinates in a named convention: the raw values the pure functions below take and return.
 BoxXYXY = tuple[float, float, float, float]
 IntBoxXYXY = tuple[int, int, int, int]
+
+
+@dataclass(slots=True, order=True)
+class Box:
+    """curate's one box: a label and ``xyxy`` corners in pixel-edge coordinates of an image's displayed
+    frame, or fractions of its width and height when ``normalized`` (as YOLO writes them).
+
+    Formats read and write other conventions through the named conversions: ``xywh`` (top-left corner and
+    size: COCO), ``cxcywh`` (centre and size: YOLO normalised, CreateML in pixels), and one-based pixel
+    indices (the VOC devkit's, :meth:`from_one_based` / :meth:`one_based`). Boxes sort by label, then
+    corners, which is how an export is compared with its rows. Conversions return new boxes; a box is not
+    frozen only because readers make one per annotation and a frozen dataclass takes three times as long to
+    build (measured: 3.5 vs 1.0 us).
+
+        >>> b = Box.from_cxcywh("cat", (0.5, 0.5, 0.2, 0.4), normalized=True)
+        >>> b.to_pixels((200, 100)).xyxy
+        (80.0, 30.0, 120.0, 70.0)
+        >>> Box.from_xywh("dog", (10, 20, 30, 40)).xyxy, Box.from_xyxy("dog", (10, 20, 40, 60)).cxcywh
+        ((10.0, 20.0, 40.0, 60.0), (25.0, 40.0, 30.0, 40.0))
+        >>> [round(v, 9) for v in Box("dog", 80.0, 30.0, 120.0, 70.0).to_normalized((200, 100)).cxcywh]
+        [0.5, 0.5, 0.2, 0.4]
+        >>> Box.from_one_based("car", (1, 1, 640, 480)).xyxy  # the whole 640 x 480 image, in the VOC devkit
+        (0.0, 0.0, 640.0, 480.0)
+    """
+
+    label: str | None
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    normalized: bool = field(default=False, compare=False)
+    score: float | None = field(default=None, compare=False)
+    iscrowd: bool = field(default=False, compare=False)
+
+    # -- named conversions in --
+    @classmethod
+    def from_xyxy(cls, label: str | None, xyxy: Sequence[float], **kw: Any) -> Box:
+        x1, y1, x2, y2 = (float(v) for v in xyxy)
+        return cls(label, x1, y1, x2, y2, **kw)
+
+    @classmethod
+    def from_xywh(cls, label: str | None, xywh: Sequence[float], **kw: Any) -> Box:
+        """Top-left corner and size (COCO's ``bbox``)."""
+        x, y, w, h = (float(v) for v in xywh)
+        return cls(label, x, y, x + w, y + h, **kw)
+
+    @classmethod
+    def from_cxcywh(cls, label: str | None, cxcywh: Sequence[float], **kw: Any) -> Box:
+        """Centre and size (YOLO's ``cx cy w h``, CreateML's ``coordinates``)."""
+        cx, cy, w, h = (float(v) for v in cxcywh)
+        return cls(label, cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2, **kw)
+
+    @classmethod
+    def from_one_based(cls, label: str | None, xyxy: Sequence[float], **kw: Any) -> Box:
+        """One-based pixel indices (VOC devkit: the first pixel is 1, ``xmax`` the last pixel inside), to
+        pixel edges: ``(1, 1, w, h)`` is the whole image, as ``(0, 0, w, h)`` is here."""
+        x1, y1, x2, y2 = (float(v) for v in xyxy)
+        return cls(label, x1 - 1, y1 - 1, x2, y2, **kw)
+
+    # -- named conversions out --
+    @property
+    def xyxy(self) -> BoxXYXY:
+        return self.x1, self.y1, self.x2, self.y2
+
+    @property
+    def xywh(self) -> BoxXYXY:
+        return self.x1, self.y1, self.x2 - self.x1, self.y2 - self.y1
+
+    @property
+    def cxcywh(self) -> BoxXYXY:
+        return (self.x1 + self.x2) / 2, (self.y1 + self.y2) / 2, self.x2 - self.x1, self.y2 - self.y1
+
+    @property
+    def one_based(self) -> BoxXYXY:
+        return self.x1 + 1, self.y1 + 1, self.x2, self.y2
+
+    def to_pixels(self, wh: tuple[int, int]) -> Box:
+        """This box in pixels of a ``w x h`` image (itself when it is in pixels already)."""
+        if not self.normalized:
+            return self
+        w, h = wh
+        return Box(self.label, self.x1 * w, self.y1 * h, self.x2 * w, self.y2 * h, False, self.score, self.iscrowd)
+
+    def to_normalized(self, wh: tuple[int, int]) -> Box:
+        """This box as fractions of a ``w x h`` image."""
+        if self.normalized:
+            return self
+        w, h = wh
+        return Box(self.label, self.x1 / w, self.y1 / h, self.x2 / w, self.y2 / h, True, self.score, self.iscrowd)
 
 
 def clamp_xyxy(box: Sequence[float], wh: tuple[int, int]) -> BoxXYXY:

@@ -8,8 +8,8 @@ hashes and face detections all live in the same *displayed* pixel frame.
 path and options (no workspace, no globals), so it runs in a process pool now
 and could run on a distributed engine later.
 
-    >>> import skimage, pathlib
-    >>> p = pathlib.Path(skimage.data_dir) / "astronaut.png"
+    >>> from curate.demo import bundled_photos_dir
+    >>> p = bundled_photos_dir() / "astronaut.png"
     >>> r = probe_file(str(p), ProbeOptions())
     >>> (r["format"], r["width"], r["height"], r["reason"])
     ('PNG', 512, 512, None)
@@ -64,7 +64,7 @@ SYSTEM_FILES = frozenset({".ds_store", "thumbs.db", "ehthumbs.db", "desktop.ini"
 SYSTEM_DIRS = frozenset({"__macosx", "$recycle.bin", "system volume information", ".trashes", ".spotlight-v100"})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ProbeOptions:
     """Per-file validation thresholds (see ``curate ingest --help``)."""
 

@@ -24,6 +24,7 @@ re-runnable:
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import NamedTuple
 
 import pandas as pd
 
@@ -155,8 +156,20 @@ def revive(manifest: pd.DataFrame, ids: Iterable[str], stage: str) -> tuple[pd.D
     return out, int(hit.sum())
 
 
-Decision = tuple[str, str | None, str | None, str | None]  # status, reason, detail, decided_by
-DECISION_COLUMNS = ["status", "reason", "detail", "decided_by"]
+class Decision(NamedTuple):
+    """curate's one decision about a row: its fate in the manifest's own columns (``DECISION_COLUMNS``).
+
+        >>> Decision("dropped", "no_face", "0 faces", "faces").reason
+        'no_face'
+    """
+
+    status: str  # kept | dropped
+    reason: str | None
+    detail: str | None
+    decided_by: str | None
+
+
+DECISION_COLUMNS = list(Decision._fields)
 
 
 def set_decisions(manifest: pd.DataFrame, decisions: Mapping[str, Decision]) -> pd.DataFrame:

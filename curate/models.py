@@ -2,7 +2,7 @@
 
 curate detects faces with MediaPipe's BlazeFace models, run by the Tasks
 ``FaceDetector``. Newer ``mediapipe`` wheels ship no model files, so curate
-resolves each model in this order (DESIGN.md, "Faces"):
+resolves each model in this order (docs/faces.md, "The face model"):
 
 1. an explicit folder: the ``model_dir`` argument (``--model-dir``) or the
    ``CURATE_FACE_MODEL_DIR`` environment variable;
@@ -10,10 +10,13 @@ resolves each model in this order (DESIGN.md, "Faces"):
    ``~/.cache/curate/models``; ``CURATE_CACHE_DIR`` replaces ``$XDG_CACHE_HOME/curate``);
 3. an installed ``mediapipe`` 0.10.x package (``mediapipe/modules/face_detection/``);
 4. download into the cache: the official model URL, else the file extracted
-   from the ``mediapipe==0.10.21`` wheel fetched with ``pip download``.
+   from the ``mediapipe==0.10.21`` wheel on the package index (one pinned
+   wheel file: the ``.tflite`` bytes are the same in every platform's wheel).
 
-Every file is checked against the sha256 pinned below before it is used, so a
-truncated download or a different model with the same name is refused.
+Downloads go through pooch (retries, a temporary file renamed into place, the
+hash checked), and every file is checked against the sha256 pinned below
+before it is used, so a truncated download or a different model with the
+same name is refused. Nothing shells out to ``pip``.
 
     >>> MODELS["short_range"].filename
     'face_detection_short_range.tflite'
@@ -26,10 +29,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
-import subprocess
-import sys
 import tempfile
-import urllib.request
 import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -40,10 +40,13 @@ from curate.errors import ModelNotFoundError
 ENV_MODEL_DIR = "CURATE_FACE_MODEL_DIR"
 ENV_CACHE_DIR = "CURATE_CACHE_DIR"
 WHEEL_REQUIREMENT = "mediapipe==0.10.21"
-# Platform used when pip has no 0.10.21 wheel for this interpreter (e.g. a newer
-# Python): the .tflite files inside are the same bytes on every platform.
-FALLBACK_WHEEL_PLATFORM = ("manylinux_2_28_x86_64", "311")
+# The package index's file of that release, pinned by URL and sha256 (as the index lists them): any platform's
+# wheel will do, since the .tflite files inside are the same bytes on every platform.
+WHEEL_URL = ("https://files.pythonhosted.org/packages/ad/83/56f760fecdc60de84c529d6c05c9dfc7d972617c6632bd254d5e021e5b16/"
+             "mediapipe-0.10.21-cp311-cp311-manylinux_2_28_x86_64.whl")
+WHEEL_SHA256 = "05dc4a9e593655a79558d05d6227d31018c2537a4bd3362b51e230cf22aecfe3"
 URL_TIMEOUT_S = 15.0
+WHEEL_TIMEOUT_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -208,47 +211,42 @@ def _store(data: bytes, spec: ModelSpec, folder: Path) -> Path:
     return path
 
 
+def _download(url: str, sha256: str, folder: Path, name: str, timeout_s: float) -> Path:
+    """``url`` downloaded into ``folder/name`` by pooch, its sha256 checked (a mismatch is a ValueError)."""
+    try:
+        import pooch
+    except ImportError as e:  # the faces extra brings it: pip install 'curate[faces]'
+        raise OSError(f"pooch is not installed ({e}); install curate[faces]") from None
+
+    downloader = pooch.HTTPDownloader(progressbar=False, timeout=timeout_s)
+    return Path(pooch.retrieve(url, known_hash=f"sha256:{sha256}", fname=name, path=folder, downloader=downloader))
+
+
+def _problem(url: str, e: Exception) -> str:
+    text = " ".join(str(e).split())
+    return f"{url.split('?')[0]}: {type(e).__name__}: {text[:300]}"
+
+
 def _from_url(spec: ModelSpec, folder: Path, problems: list[str]) -> Path | None:
+    """The model from its official URL (step 4, first try), stored in ``folder``."""
     for url in spec.urls:
         try:
-            with urllib.request.urlopen(url, timeout=URL_TIMEOUT_S) as r:  # noqa: S310 - fixed https URL
-                data = r.read(spec.size_bytes + 1)
-        except (OSError, ValueError) as e:
-            problems.append(f"{url.split('?')[0]}: {type(e).__name__}: {e}")
-            continue
-        digest = hashlib.sha256(data).hexdigest()
-        if digest != spec.sha256:
-            problems.append(f"{url.split('?')[0]}: sha256 {digest[:12]}..., expected {spec.short_sha}...")
-            continue
-        return _store(data, spec, folder)
-    return None
-
-
-def _pip_download(dest: Path, problems: list[str]) -> Path | None:
-    """Fetch the mediapipe 0.10.21 wheel (no dependencies) with pip; return its path."""
-    base = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
-            "-q", "-d", str(dest), WHEEL_REQUIREMENT]
-    platform, pyver = FALLBACK_WHEEL_PLATFORM
-    attempts = [base, [*base, "--platform", platform, "--python-version", pyver, "--implementation", "cp"]]
-    for cmd in attempts:
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-        except (OSError, subprocess.TimeoutExpired) as e:
-            problems.append(f"pip download {WHEEL_REQUIREMENT}: {e}")
-            continue
-        wheels = sorted(dest.glob("mediapipe-*.whl"))
-        if proc.returncode == 0 and wheels:
-            return wheels[0]
-        last = (proc.stderr or proc.stdout).strip().splitlines()
-        problems.append(f"pip download {WHEEL_REQUIREMENT}: exit {proc.returncode}: {last[-1] if last else ''}")
+            with tempfile.TemporaryDirectory(prefix="curate-model-") as tmp:
+                got = _download(url, spec.sha256, Path(tmp), spec.filename, URL_TIMEOUT_S)
+                return _store(got.read_bytes(), spec, folder)
+        except Exception as e:  # network errors (requests), a changed file (ValueError): try the next source
+            problems.append(_problem(url, e))
     return None
 
 
 def _from_wheel(specs: list[ModelSpec], folder: Path, problems: list[str]) -> dict[str, Path]:
+    """The models from the pinned ``mediapipe==0.10.21`` wheel on the package index (step 4, fallback)."""
     out: dict[str, Path] = {}
     with tempfile.TemporaryDirectory(prefix="curate-mediapipe-") as tmp:
-        wheel = _pip_download(Path(tmp), problems)
-        if wheel is None:
+        try:
+            wheel = _download(WHEEL_URL, WHEEL_SHA256, Path(tmp), WHEEL_URL.rsplit("/", 1)[1], WHEEL_TIMEOUT_S)
+        except Exception as e:  # as above: reported with the other tries
+            problems.append(_problem(WHEEL_URL, e))
             return out
         try:
             with zipfile.ZipFile(wheel) as zf:

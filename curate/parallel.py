@@ -48,7 +48,7 @@ from curate.errors import CurateError, OptionError
 T = TypeVar("T")
 R = TypeVar("R")
 
-# Retries of a task whose worker died, before it is given up (DESIGN.md, Scale:
+# Retries of a task whose worker died, before it is given up (docs/reliability.md:
 # always bound retries; Ray's default of retrying forever restarted an actor
 # 28 times in 150 s on one poison file, issue 18).
 DEFAULT_RETRIES = 2

@@ -59,7 +59,7 @@ class Column:
     dtype: str  # "str", "int", "bool", "float"
     nullable: bool
     doc: str
-    contract: bool = False  # part of the stable contract in DESIGN.md
+    contract: bool = False  # part of the stable contract (docs/manifest.md)
 
 
 MANIFEST_COLUMNS: tuple[Column, ...] = (

@@ -25,8 +25,8 @@ The rules (also in docs/ingest.md):
   the file is a row dropped as ``bad_filename``, its path shown with the bad
   bytes escaped (``\\xb0``).
 
-    >>> import skimage
-    >>> files = list(walk(skimage.data_dir))
+    >>> from curate.demo import bundled_photos_dir
+    >>> files = list(walk(bundled_photos_dir()))
     >>> any(f.rel_path == "astronaut.png" for f in files)
     True
 """

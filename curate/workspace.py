@@ -20,7 +20,7 @@ names. The top-level ``manifest.parquet`` and ``annotations.parquet`` are then
 re-linked to the committed files, so plain ``pandas.read_parquet`` reads them.
 
 A workspace can be moved or copied as a folder. The manifest keeps absolute
-paths (DESIGN.md's contract: plain pandas reads them), so ``curate.json``
+paths (the contract of docs/manifest.md: plain pandas reads them), so ``curate.json``
 records the folder the manifest was written at; when the folder is found
 elsewhere, every path under the old folder (``objects/`` files) is read as
 the same path under the new one, and written so at the next write. Source

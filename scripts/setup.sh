@@ -25,6 +25,17 @@ command -v "$PY" >/dev/null || PY=python3
 # torchvision nor Ultralytics would import). About 5.5 GB with the CUDA libraries they bring.
 .venv/bin/python -m pip install -q torch==2.14.1 torchvision==0.29.1
 .venv/bin/python -m pip install -q -e '.[all,train,yolo,dev]'
+# One OpenCV in the venv (issue 12). mediapipe requires opencv-contrib-python, Ultralytics opencv-python,
+# albumentations and FiftyOne opencv-python-headless (<5), curate opencv-contrib-python-headless (<5): four
+# packages that each write their own build into the same cv2/ folder, so the last one installed wins file by
+# file (pip resolved 5.1, 5.1, 4.14 and 4.14 here). Keep curate's, the one that holds every module the others
+# have (no GUI, no libGL needed), reinstalled whole after the others are gone. `pip check` then reports
+# opencv-contrib-python, opencv-python and opencv-python-headless as missing for the packages that name them;
+# mediapipe, Ultralytics, albumentations and FiftyOne import and run on the one build kept.
+CV=$(.venv/bin/python -c "import importlib.metadata as m; print(m.version('opencv-contrib-python-headless'))")
+.venv/bin/python -m pip uninstall -q -y opencv-python opencv-python-headless opencv-contrib-python \
+  opencv-contrib-python-headless
+.venv/bin/python -m pip install -q --no-deps "opencv-contrib-python-headless==$CV"
 # Keras gets its own venv: with TensorFlow importable, mediapipe imports it, and importing torchvision
 # after TensorFlow crashes the process (segfault; torch 2.14.1, tensorflow-cpu 2.21). The tests that read
 # exports with Keras run .venv-keras/bin/python in a subprocess.

@@ -39,9 +39,9 @@ def corpus() -> Path:
 
 @pytest.fixture(scope="session")
 def skimage_dir() -> Path:
-    import skimage
+    from curate.demo import bundled_photos_dir
 
-    return Path(skimage.data_dir)
+    return bundled_photos_dir()  # not skimage.data_dir: with pooch installed that is an empty download cache
 
 
 def tree_digest(root: Path) -> dict[str, str]:

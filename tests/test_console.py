@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest
-import skimage
 
 from curate.console import emit
+from curate.demo import bundled_photos_dir
 from curate.stages.ingest import IngestOptions, SourceSpec, ingest
 from curate.summary import summarize
 from curate.workspace import Workspace
@@ -19,7 +18,7 @@ from curate.workspace import Workspace
 def summary(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The summary of a real ingest of scikit-image's photos, with a warning list added."""
     ws = Workspace.create(tmp_path_factory.mktemp("console") / "ws")
-    res = ws.run_stage("ingest", ingest, IngestOptions([SourceSpec(Path(skimage.data_dir), name="sk",
+    res = ws.run_stage("ingest", ingest, IngestOptions([SourceSpec(bundled_photos_dir(), name="sk",
                                                                    layout="flat")], workers=1))
     return {**res.summary, "warnings": [f"w{i}" for i in range(23)]}
 

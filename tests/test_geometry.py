@@ -204,3 +204,35 @@ def test_crop_window_holds_the_box_inside_the_image(case, margin, square):
 @given(wh=st.tuples(sizes, sizes), dx=st.floats(1, 1000, allow_nan=False))
 def test_crop_window_of_a_box_outside_the_image_is_none(wh, dx):
     assert crop_window_px((wh[0] + dx - 1, 0, wh[0] + dx, 10), 0.5, wh) is None
+
+
+# -- the one box type: named conversions (issue 12) ------------------------------------------------------
+
+_coord = st.floats(min_value=-1e4, max_value=1e4, allow_nan=False, allow_infinity=False)
+_side = st.floats(min_value=0, max_value=1e4, allow_nan=False, allow_infinity=False)
+
+
+@given(x=_coord, y=_coord, w=_side, h=_side, img_w=st.integers(1, 8000), img_h=st.integers(1, 8000))
+def test_box_conversions_round_trip(x, y, w, h, img_w, img_h):
+    from curate.geometry import Box
+
+    tol = 1e-9 * (1 + abs(x) + abs(y) + w + h)
+    b = Box.from_xywh("a", (x, y, w, h))
+    assert b.xyxy == (x, y, x + w, y + h)  # COCO: top-left corner and size
+    for got, want in [(b.xywh, (x, y, w, h)),
+                      (Box.from_cxcywh("a", b.cxcywh).xyxy, b.xyxy),  # YOLO / CreateML: centre and size
+                      (Box.from_one_based("a", b.one_based).xyxy, b.xyxy),  # the VOC devkit's pixel indices
+                      (b.to_normalized((img_w, img_h)).to_pixels((img_w, img_h)).xyxy, b.xyxy)]:
+        assert all(abs(p - q) <= tol for p, q in zip(got, want, strict=True)), (got, want)
+    n = b.to_normalized((img_w, img_h))
+    assert n.normalized and n.label == "a" and not n.to_pixels((img_w, img_h)).normalized
+
+
+def test_box_named_conversions_on_known_values():
+    from curate.geometry import Box
+
+    assert Box.from_cxcywh("c", (0.5, 0.5, 0.5, 0.5), normalized=True).to_pixels((200, 100)).xyxy == (
+        50.0, 25.0, 150.0, 75.0)  # YOLO's "c 0.5 0.5 0.5 0.5" on a 200 x 100 image
+    assert Box("c", 10.0, 20.0, 30.0, 60.0).cxcywh == (20.0, 40.0, 20.0, 40.0)
+    assert Box.from_one_based("c", (1, 1, 10, 10)).xyxy == (0.0, 0.0, 10.0, 10.0)  # the devkit's first 10 pixels
+    assert sorted([Box("b", 0.0, 0.0, 1.0, 1.0), Box("a", 5.0, 0.0, 6.0, 1.0)])[0].label == "a"

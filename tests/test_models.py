@@ -141,3 +141,41 @@ def test_fetch_into_a_folder_that_cannot_be_made_is_a_one_line_error(tmp_path):
     assert res.exit_code == 1
     assert res.output == (f"Error: {blocker / 'models'}: --dir: expected a folder curate can create and write the "
                           "face models into, found NotADirectoryError: Not a directory (choose another --dir)\n")
+
+
+@pytest.mark.slow  # downloads the 35 MB mediapipe 0.10.21 wheel where the official URL cannot be reached
+def test_download_goes_through_pooch_url_first_then_the_pinned_wheel(tmp_path):
+    """In process, on an empty cache: each model comes from the official URL or, failing that (as on machines
+    that reach only package registries), from the pinned wheel; pooch checks the download's sha256, and each
+    model's own sha256 is checked again. No `pip` process is started."""
+    if mediapipe_modules_dir() is not None:
+        pytest.skip("the installed mediapipe ships the models: nothing would be downloaded")
+    found = resolve(environ={"XDG_CACHE_HOME": str(tmp_path)}, cache=tmp_path / "models")
+    assert {r.found_in for r in found.values()} <= {"url", "wheel"}
+    for key, r in found.items():
+        assert r.path == tmp_path / "models" / MODELS[key].filename and sha256_file(r.path) == MODELS[key].sha256
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == sorted(s.filename for s in MODELS.values())
+
+
+def test_a_download_with_another_hash_is_refused(tmp_path):
+    """pooch refuses bytes whose sha256 is not the pinned one, and leaves no file behind (served over HTTP on
+    127.0.0.1: the same path as a download from the network)."""
+    import functools
+    import http.server
+    import threading
+
+    from curate.models import _download
+
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "model.tflite").write_bytes(b"not the model")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path / "www"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/model.tflite"
+        with pytest.raises(ValueError, match="SHA256 hash of downloaded file"):
+            _download(url, MODELS["short_range"].sha256, tmp_path / "cache", "m.tflite", 5.0)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert not (tmp_path / "cache" / "m.tflite").exists()

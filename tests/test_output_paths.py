@@ -25,8 +25,9 @@ INPUTS = {
     ("ingest", "sources"), ("ingest", "images_dir"), ("convert", "source"), ("convert", "images_dir"),
     ("train classify", "export_dir"), ("train compare", "raw_export"), ("train compare", "curated_export"),
     ("train yolo", "export_dir"), ("faces", "model_dir"), ("models status", "model_dir"), ("relocate", "search"),
+    ("label", "binary"),  # the Label Studio program to run
     *((c, "workspace") for c in ("status", "report", "review", "export", "split", "balance", "check", "faces",
-                                 "square", "crop", "dedupe", "relocate", "prune")),
+                                 "square", "crop", "dedupe", "relocate", "prune", "label")),
 }
 # Writes only the face model files, under their fixed names, each checked by sha256: it knows no workspace.
 EXEMPT = {("models fetch", "target")}
@@ -50,7 +51,7 @@ def setup(tmp_path_factory, skimage_dir) -> dict[str, Path]:
     (src / "list.csv").write_text("file,label\ncat/chelsea.png,cat\n")
     ws = Workspace.create(base / "ws")
     ws.run_stage("ingest", ingest, IngestOptions([SourceSpec(src)], workers=1))
-    ws.run_stage("split", split, SplitOptions(parse_ratios("2:1:1"), near_bits=-1))
+    ws.run_stage("split", split, SplitOptions(ratios=parse_ratios("2:1:1"), near_bits=-1))
     ws.run_stage("export", export, ExportOptions("yolo-cls", base / "export"))
     return {"src": src, "ws": ws.root, "export": base / "export"}
 

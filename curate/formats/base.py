@@ -21,24 +21,11 @@ from typing import Any
 
 import pandas as pd
 
+from curate.geometry import Box  # the one box type, re-exported for the readers
+
 # Split names live a floor below (curate.units: ratios and --split options read them too); kept importable here.
 from curate.units import SPLIT_ALIASES as SPLIT_ALIASES
 from curate.units import canonical_split as canonical_split
-
-
-@dataclass
-class Box:
-    """One box. ``normalized`` boxes are fractions of the displayed image size
-    (YOLO); ingest turns them into pixels once the image has been probed."""
-
-    label: str
-    x1: float
-    y1: float
-    x2: float
-    y2: float
-    normalized: bool = False
-    score: float | None = None
-    iscrowd: bool = False
 
 
 @dataclass
@@ -82,17 +69,109 @@ class WriteOptions:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
+class Carries:
+    """What a format keeps of a dataset: the fields an export is compared on when it is read back, and that
+    the round-trip tests check for every pair of formats.
+
+    ``labels_with_boxes=False`` is a format that holds either (a CSV list: ``file,label`` rows, or
+    ``file,x1,y1,x2,y2,label`` rows): a dataset with boxes keeps its boxes and loses its image labels.
+
+        >>> sorted(Carries(labels=True, boxes=True, labels_with_boxes=False).kept(has_boxes=True))
+        ['boxes', 'splits']
+        >>> sorted(Carries(labels=True).kept(has_boxes=True))
+        ['labels', 'splits']
+    """
+
+    labels: bool = False  # one class label per image
+    boxes: bool = False  # labelled boxes, in the image's pixel frame
+    splits: bool = True  # train / val / test
+    labels_with_boxes: bool = True
+
+    def kept(self, *, has_boxes: bool, splits: bool | None = None) -> frozenset[str]:
+        """The fields a dataset written in this format keeps (``splits``: the writer's options decide)."""
+        out = set()
+        if self.boxes:
+            out.add("boxes")
+        if self.labels and (self.labels_with_boxes or not has_boxes or not self.boxes):
+            out.add("labels")
+        if self.splits if splits is None else splits:
+            out.add("splits")
+        return frozenset(out)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FormatOption:
+    """An option a format declares. The CLI turns it into a ``--flag`` of ``curate export`` (writers) and
+    ``curate convert`` (readers and writers); the value reaches the reader and writer as
+    ``options.extra[key]``.
+
+    A switch (``is_flag``) sets the opposite of ``default`` when given: ``--no-split-dirs`` makes
+    ``split_dirs`` False.
+
+        >>> FormatOption(key="split_dirs", flag="--no-split-dirs", help="...", default=True, is_flag=True).given
+        False
+    """
+
+    key: str  # the name in ReadOptions.extra / WriteOptions.extra
+    flag: str  # the command-line option, e.g. --voc-one-based
+    help: str
+    default: Any = None
+    is_flag: bool = False
+    read: bool = True  # the reader uses it (offered by convert's --from side, and used to read an export back)
+    write: bool = True  # the writer uses it
+
+    @property
+    def given(self) -> Any:
+        """The value of a switch when its flag is given."""
+        return not self.default
+
+
+@dataclass(frozen=True, kw_only=True)
+class WriteResult:
+    """What a writer made: ``files`` maps each ``sample_id`` to its image file (relative to the export),
+    ``classes`` the class list in id order, ``carries`` what this dataset keeps (see :class:`Carries`).
+    ``read_path`` is what the reader is given to read the export back (a list file, or ``.``);
+    ``extra_files`` are files beside the images that are not images (``classes.txt``)."""
+
+    files: dict[str, str]
+    classes: list[str]
+    carries: frozenset[str]
+    warnings: list[str] = field(default_factory=list)
+    read_path: str = "."
+    extra_files: list[str] = field(default_factory=list)
+
+
+Reader = Callable[[Path, ReadOptions], ReadResult]
+Writer = Callable[[pd.DataFrame, pd.DataFrame, Path, WriteOptions], WriteResult]
+
+
+@dataclass(frozen=True, kw_only=True)
 class Format:
-    """A registered format. ``detect`` must be cheap (look at names, not pixels)."""
+    """A registered format: how to find it, read it and write it, what it carries and which options it takes.
+
+    ``detect`` must be cheap (look at names, not pixels). Auto-detection tries formats by ``detect_priority``;
+    ``dataset_file`` is the file of a written dataset that the reader is given (``labels.csv``), when not the
+    folder itself. A format module declares one (``FORMAT = Format(...)``) and ``curate/formats/__init__.py``
+    registers it: the CLI, the export read-back and the round-trip tests take everything from here.
+    """
 
     name: str
     description: str
-    detect: Callable[[Path], bool] | None
-    read: Callable[[Path, ReadOptions], ReadResult] | None
-    write: Callable[[pd.DataFrame, pd.DataFrame, Path, WriteOptions], dict[str, Any]] | None = None
-    # Readers used for --layout but not tried by auto-detection unless listed.
+    detect: Callable[[Path], bool] | None = None
+    read: Reader | None = None
+    write: Writer | None = None
+    carries: Carries = Carries()
+    options: tuple[FormatOption, ...] = ()
     detect_priority: int = 100
+    dataset_file: str | None = None
+
+    def option(self, key: str) -> FormatOption | None:
+        return next((o for o in self.options if o.key == key), None)
+
+    def defaults(self, side: str) -> dict[str, Any]:
+        """``{key: default}`` of the options the reader (``side="read"``) or writer (``"write"``) takes."""
+        return {o.key: o.default for o in self.options if getattr(o, side)}
 
 
 def relative_path(path: str | Path, root: str | Path) -> str:

@@ -42,11 +42,14 @@ import pandas as pd
 from curate.errors import FormatError
 from curate.formats.base import (
     Box,
+    Carries,
     Entry,
     FileNames,
+    Format,
     ReadOptions,
     ReadResult,
     WriteOptions,
+    WriteResult,
     canonical_split,
     load_json,
     relative_path,
@@ -62,14 +65,12 @@ _ONE_IMAGE = re.compile(rb'"images"\s*:\s*\{')
 
 def coco_xywh_to_xyxy(xywh: Sequence[float]) -> tuple[float, float, float, float]:
     """COCO ``[x, y, width, height]`` (top-left corner) -> ``(x1, y1, x2, y2)``."""
-    x, y, w, h = (float(v) for v in xywh)
-    return x, y, x + w, y + h
+    return Box.from_xywh(None, xywh).xyxy
 
 
 def xyxy_to_coco_xywh(xyxy: Sequence[float]) -> tuple[float, float, float, float]:
     """``(x1, y1, x2, y2)`` -> COCO ``[x, y, width, height]``."""
-    x1, y1, x2, y2 = (float(v) for v in xyxy)
-    return x1, y1, x2 - x1, y2 - y1
+    return Box.from_xyxy(None, xyxy).xywh
 
 
 def polygon_bounds_xyxy(polygons: Sequence[Sequence[float]]) -> tuple[float, float, float, float]:
@@ -423,7 +424,7 @@ def coco_document(rows: list[dict[str, Any]], boxes: dict[str, list[dict[str, An
     }
 
 
-def write_coco(plan: pd.DataFrame, boxes: pd.DataFrame, out: Path, options: WriteOptions) -> dict[str, Any]:
+def write_coco(plan: pd.DataFrame, boxes: pd.DataFrame, out: Path, options: WriteOptions) -> WriteResult:
     """Write ``annotations/instances_<split>.json`` and ``images/<split>/``."""
     classes = detection_classes(boxes, options.extra.get("classes"), "coco", len(plan))
     by_sample = boxes_by_sample(boxes)
@@ -441,4 +442,9 @@ def write_coco(plan: pd.DataFrame, boxes: pd.DataFrame, out: Path, options: Writ
             image_id += len(doc["images"])
             ann_id += len(doc["annotations"])
             (out / "annotations" / f"instances_{split}.json").write_text(json.dumps(doc, ensure_ascii=False))
-    return {"files": files, "classes": classes, "carries": {"labels": False, "boxes": True, "split": True}}
+    return WriteResult(files=files, classes=classes, carries=FORMAT.carries.kept(has_boxes=True))
+
+
+FORMAT = Format(name="coco", description="COCO instances JSON (annotations/instances_<split>.json, Roboflow "
+                "_annotations.coco.json)", detect=detect_coco, read=read_coco, write=write_coco,
+                carries=Carries(boxes=True), detect_priority=10)

@@ -28,17 +28,19 @@ import csv
 import io
 import os
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
 from curate.errors import FormatError
 from curate.formats.base import (
     Box,
+    Carries,
     Entry,
+    Format,
     ReadOptions,
     ReadResult,
     WriteOptions,
+    WriteResult,
     canonical_split,
     finite_number,
 )
@@ -173,7 +175,7 @@ def read_csv(path: Path, options: ReadOptions) -> ReadResult:
     return ReadResult(list(by_path.values()), warnings=warnings)
 
 
-def write_csv(plan: pd.DataFrame, boxes: pd.DataFrame, out: Path, options: WriteOptions) -> dict[str, Any]:
+def write_csv(plan: pd.DataFrame, boxes: pd.DataFrame, out: Path, options: WriteOptions) -> WriteResult:
     """Write ``labels.csv`` and ``images/<split>/``; paths in the list are relative to it."""
     with_boxes = bool(len(boxes))
     used = boxes["label"] if with_boxes else plan["label"].dropna()
@@ -196,6 +198,12 @@ def write_csv(plan: pd.DataFrame, boxes: pd.DataFrame, out: Path, options: Write
                 w.writerow([rel, row["split"], "", "", "", "", ""])
             for b in rows:
                 w.writerow([rel, row["split"], *(fmt_num(b[k]) for k in ("x1", "y1", "x2", "y2")), b["label"]])
-    (out / "labels.csv").write_text(buf.getvalue(), encoding="utf-8")
-    return {"files": files, "classes": classes, "read_path": "labels.csv",
-            "carries": {"labels": not with_boxes, "boxes": with_boxes, "split": True}}
+    (out / LIST_FILE).write_text(buf.getvalue(), encoding="utf-8")
+    return WriteResult(files=files, classes=classes, read_path=LIST_FILE,
+                       carries=FORMAT.carries.kept(has_boxes=with_boxes) - ({"boxes"} if not with_boxes else set()))
+
+
+LIST_FILE = "labels.csv"
+FORMAT = Format(name="csv", description="CSV/TXT list: file,label or file,x1,y1,x2,y2,label", detect=detect_csv,
+                read=read_csv, write=write_csv, carries=Carries(labels=True, boxes=True, labels_with_boxes=False),
+                detect_priority=50, dataset_file=LIST_FILE)

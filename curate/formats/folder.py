@@ -29,12 +29,21 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
 from curate.errors import ExportError
-from curate.formats.base import Entry, ReadOptions, ReadResult, WriteOptions, canonical_split
+from curate.formats.base import (
+    Carries,
+    Entry,
+    Format,
+    FormatOption,
+    ReadOptions,
+    ReadResult,
+    WriteOptions,
+    WriteResult,
+    canonical_split,
+)
 from curate.formats.output import FileWriter, check_folder_name, class_list
 from curate.walk import WalkReport, walk
 
@@ -101,7 +110,7 @@ def read_flat(root: Path, options: ReadOptions) -> ReadResult:
     return ReadResult(entries, skipped=report.skipped_dirs + [f"{p}: link loop" for p in report.loops], walked=True)
 
 
-def write_folder(plan: pd.DataFrame, boxes: pd.DataFrame, out: Path, options: WriteOptions) -> dict[str, Any]:
+def write_folder(plan: pd.DataFrame, boxes: pd.DataFrame, out: Path, options: WriteOptions) -> WriteResult:
     """Write ``<split>/<class>/<image>`` (or ``<class>/<image>`` with ``split_dirs=False``).
 
     Only images go into the class folders, so torchvision ``ImageFolder`` and
@@ -143,5 +152,15 @@ def write_folder(plan: pd.DataFrame, boxes: pd.DataFrame, out: Path, options: Wr
             rel = f"{row['split']}/{row['label']}/{row['name']}" if split_dirs else f"{row['label']}/{row['name']}"
             writer.image(row["path"], out / rel, row["action"])
             files[row["sample_id"]] = rel
-    return {"files": files, "classes": classes, "warnings": warnings, "extra_files": [CLASSES_FILE],
-            "carries": {"labels": True, "boxes": False, "split": bool(split_dirs)}}
+    return WriteResult(files=files, classes=classes, warnings=warnings, extra_files=[CLASSES_FILE],
+                       carries=FORMAT.carries.kept(has_boxes=False, splits=bool(split_dirs)))
+
+
+SPLIT_DIRS = FormatOption(key="split_dirs", flag="--no-split-dirs", help="folder format: write class/image, no split folders.",
+                          default=True, is_flag=True, read=False)
+
+FORMAT = Format(name="folder", description="class/image or split/class/image folders (Kaggle, torchvision ImageFolder)",
+                detect=detect_folder, read=read_folder, write=write_folder, carries=Carries(labels=True),
+                options=(SPLIT_DIRS,), detect_priority=90)
+FLAT = Format(name="flat", description="a flat folder of images, no labels (or one --label)", detect=detect_flat,
+              read=read_flat, carries=Carries(splits=False), detect_priority=99)

@@ -61,7 +61,19 @@ from typing import Any
 import pandas as pd
 
 from curate.errors import FormatError, OptionError
-from curate.formats.base import Box, Entry, ReadOptions, ReadResult, WriteOptions, canonical_split, load_json
+from curate.formats.base import (
+    Box,
+    Carries,
+    Entry,
+    Format,
+    FormatOption,
+    ReadOptions,
+    ReadResult,
+    WriteOptions,
+    WriteResult,
+    canonical_split,
+    load_json,
+)
 from curate.formats.output import FileWriter, boxes_by_sample, class_list, image_files_by_split
 from curate.imageio import IMAGE_EXTENSIONS
 from curate.walk import WalkReport, walk
@@ -608,7 +620,7 @@ def box_document(row: dict[str, Any], boxes: list[dict[str, Any]],
     return items  # type: ignore[return-value]  # a mapping whose file is the list of boxes
 
 
-def write_json(plan: pd.DataFrame, boxes: pd.DataFrame, out: Path, options: WriteOptions) -> dict[str, Any]:
+def write_json(plan: pd.DataFrame, boxes: pd.DataFrame, out: Path, options: WriteOptions) -> WriteResult:
     """Write ``<split>/<name>`` and ``<split>/<stem>.json``, in the shape of ``--json-mapping`` (default mapping)."""
     mapping, _ = load_mapping(options.extra.get("json_mapping"))
     if not mapping["boxes"] and (mapping.get("image") or mapping.get("width") or mapping.get("size")
@@ -627,4 +639,13 @@ def write_json(plan: pd.DataFrame, boxes: pd.DataFrame, out: Path, options: Writ
                 doc = box_document(row, by_sample.get(row["sample_id"], []), mapping)
                 writer.text(out / split / (Path(row["name"]).stem + ".json"),
                             json.dumps(doc, ensure_ascii=False, indent=1))
-    return {"files": files, "classes": classes, "carries": {"labels": True, "boxes": True, "split": True}}
+    return WriteResult(files=files, classes=classes, carries=FORMAT.carries.kept(has_boxes=True))
+
+
+MAPPING = FormatOption(key="json_mapping", flag="--json-mapping",
+                       help="json format: the field mapping of the per-image JSON files, read and written (a file, "
+                            "or a shipped name such as aihub-vehicle-damage).")
+
+FORMAT = Format(name="json", description="per-image JSON box files (AI-Hub style), fields from --json-mapping",
+                detect=detect_json, read=read_json, write=write_json, carries=Carries(labels=True, boxes=True),
+                options=(MAPPING,), detect_priority=40)

@@ -40,10 +40,14 @@ import pandas as pd
 from curate.errors import FormatError
 from curate.formats.base import (
     Box,
+    Carries,
     Entry,
+    Format,
+    FormatOption,
     ReadOptions,
     ReadResult,
     WriteOptions,
+    WriteResult,
     canonical_split,
     finite_number,
 )
@@ -65,15 +69,14 @@ _IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".JPG"
 def bndbox_xyxy(values: Mapping[str, str], one_based: bool = False) -> tuple[float, float, float, float]:
     """``{xmin, ymin, xmax, ymax}`` texts -> pixel-edge ``(x1, y1, x2, y2)``. Raises KeyError/ValueError
     (also for ``inf``, ``nan``, ``1e999``)."""
-    xmin, ymin, xmax, ymax = (finite_number(values[k]) for k in COORDS)
-    off = 1.0 if one_based else 0.0
-    return xmin - off, ymin - off, xmax, ymax
+    xyxy = [finite_number(values[k]) for k in COORDS]
+    return (Box.from_one_based(None, xyxy) if one_based else Box.from_xyxy(None, xyxy)).xyxy
 
 
 def xyxy_bndbox(xyxy: tuple[float, float, float, float], one_based: bool = False) -> dict[str, str]:
-    x1, y1, x2, y2 = xyxy
-    off = 1.0 if one_based else 0.0
-    return {"xmin": fmt_num(x1 + off), "ymin": fmt_num(y1 + off), "xmax": fmt_num(x2), "ymax": fmt_num(y2)}
+    box = Box.from_xyxy(None, xyxy)
+    x1, y1, x2, y2 = box.one_based if one_based else box.xyxy
+    return {"xmin": fmt_num(x1), "ymin": fmt_num(y1), "xmax": fmt_num(x2), "ymax": fmt_num(y2)}
 
 
 # -- detection ---------------------------------------------------------------
@@ -117,6 +120,15 @@ def detect_voc(path: Path) -> bool:
 
 # -- reading -----------------------------------------------------------------
 
+def _text(path: Path, what: str) -> str:
+    """A text file of the dataset, or a FormatError naming it when it is not UTF-8 text."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise FormatError(path, None, expected=f"UTF-8 text: {what}",
+                          found=f"byte 0x{e.object[e.start]:02x} at offset {e.start}") from None
+
+
 def _split_lists(root: Path, warnings: list[str] | None = None) -> dict[str, str]:
     """Image stem -> split, from ImageSets/Main/{train,val,test}.txt.
 
@@ -131,7 +143,7 @@ def _split_lists(root: Path, warnings: list[str] | None = None) -> dict[str, str
         split = canonical_split(p.stem)
         if split is None:  # <class>_train.txt, trainval.txt
             continue
-        for line in p.read_text(encoding="utf-8-sig").splitlines():
+        for line in _text(p, "a list of image names, one a line").splitlines():
             stem = line.strip()  # a split list holds bare stems, which may contain spaces
             if stem and out.setdefault(stem, split) != split and warnings is not None:
                 warnings.append(f"ImageSets/Main: {stem} is listed in two splits ({out[stem]}, {split}): a leak "
@@ -144,7 +156,7 @@ def _labelmap(root: Path) -> list[str] | None:
     if not p.is_file():
         return None
     names = []
-    for line in p.read_text(encoding="utf-8-sig").splitlines():
+    for line in _text(p, "class names, one a line").splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
             names.append(line.split(":", 1)[0])
@@ -299,7 +311,7 @@ def voc_xml(row: Mapping[str, Any], boxes: list[dict[str, Any]], one_based: bool
     return ET.tostring(ann, encoding="unicode") + "\n"
 
 
-def write_voc(plan: pd.DataFrame, boxes: pd.DataFrame, out: Path, options: WriteOptions) -> dict[str, Any]:
+def write_voc(plan: pd.DataFrame, boxes: pd.DataFrame, out: Path, options: WriteOptions) -> WriteResult:
     """Write ``Annotations/``, ``JPEGImages/`` and ``ImageSets/Main/<split>.txt``."""
     one_based = bool(options.extra.get("voc_one_based"))
     classes = detection_classes(boxes, options.extra.get("classes"), "voc", len(plan))
@@ -320,4 +332,12 @@ def write_voc(plan: pd.DataFrame, boxes: pd.DataFrame, out: Path, options: Write
                             voc_xml(row, by_sample.get(row["sample_id"], []), one_based))
             (out / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(s + "\n" for s in stems),
                                                                      encoding="utf-8")
-    return {"files": files, "classes": classes, "carries": {"labels": False, "boxes": True, "split": True}}
+    return WriteResult(files=files, classes=classes, carries=FORMAT.carries.kept(has_boxes=True))
+
+
+ONE_BASED = FormatOption(key="voc_one_based", flag="--voc-one-based",
+                         help="VOC: 1-based pixel coordinates (the VOC devkit's).", default=False, is_flag=True)
+
+FORMAT = Format(name="voc", description="Pascal VOC XML (Annotations/, JPEGImages/, ImageSets/Main/<split>.txt)",
+                detect=detect_voc, read=read_voc, write=write_voc, carries=Carries(boxes=True), options=(ONE_BASED,),
+                detect_priority=20)

@@ -47,50 +47,45 @@ import pandas as pd
 from curate.errors import FormatError
 from curate.formats.base import (
     Box,
+    Carries,
     Entry,
     FileNames,
+    Format,
     ReadOptions,
     ReadResult,
     WriteOptions,
+    WriteResult,
     canonical_split,
     finite_number,
     relative_path,
 )
 from curate.formats.output import FileWriter, detection_classes, fmt_frac, image_files_by_split
+from curate.geometry import BoxXYXY
 from curate.walk import WalkReport, walk
 
 YAML_NAMES = ("data.yaml", "data.yml", "dataset.yaml", "dataset.yml")
 NAMES_FILES = ("obj.names", "classes.txt", "classes.names", "coco.names")
 LABEL_DIR_NAMES = ("labels", "Labels", "annotations", "Annotations")
 
-XYXY = tuple[float, float, float, float]
-
-
 # -- pure converters ---------------------------------------------------------
 
-def yolo_xywhn_to_xyxyn(xywhn: Sequence[float]) -> XYXY:
+def yolo_xywhn_to_xyxyn(xywhn: Sequence[float]) -> BoxXYXY:
     """Normalized center/size -> normalized corners."""
-    cx, cy, w, h = (float(v) for v in xywhn)
-    return cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
+    return Box.from_cxcywh(None, xywhn, normalized=True).xyxy
 
 
-def xyxyn_to_yolo_xywhn(xyxyn: Sequence[float]) -> XYXY:
-    x1, y1, x2, y2 = (float(v) for v in xyxyn)
-    return (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1
+def xyxyn_to_yolo_xywhn(xyxyn: Sequence[float]) -> BoxXYXY:
+    return Box.from_xyxy(None, xyxyn, normalized=True).cxcywh
 
 
-def yolo_xywhn_to_xyxy(xywhn: Sequence[float], resolution_wh: tuple[int, int]) -> XYXY:
+def yolo_xywhn_to_xyxy(xywhn: Sequence[float], resolution_wh: tuple[int, int]) -> BoxXYXY:
     """Normalized ``cx cy w h`` -> pixel ``x1 y1 x2 y2`` for a ``w x h`` image."""
-    x1, y1, x2, y2 = yolo_xywhn_to_xyxyn(xywhn)
-    w, h = resolution_wh
-    return x1 * w, y1 * h, x2 * w, y2 * h
+    return Box.from_cxcywh(None, xywhn, normalized=True).to_pixels(resolution_wh).xyxy
 
 
-def xyxy_to_yolo_xywhn(xyxy: Sequence[float], resolution_wh: tuple[int, int]) -> XYXY:
+def xyxy_to_yolo_xywhn(xyxy: Sequence[float], resolution_wh: tuple[int, int]) -> BoxXYXY:
     """Pixel ``x1 y1 x2 y2`` -> normalized ``cx cy w h`` for a ``w x h`` image."""
-    w, h = resolution_wh
-    x1, y1, x2, y2 = (float(v) for v in xyxy)
-    return xyxyn_to_yolo_xywhn((x1 / w, y1 / h, x2 / w, y2 / h))
+    return Box.from_xyxy(None, xyxy).to_normalized(resolution_wh).cxcywh
 
 
 class LineError(ValueError):
@@ -101,7 +96,7 @@ class LineError(ValueError):
         self.part, self.expected, self.found = part, expected, found
 
 
-def parse_yolo_line(line: str, names: dict[int, str]) -> tuple[str, XYXY, float | None]:
+def parse_yolo_line(line: str, names: dict[int, str]) -> tuple[str, BoxXYXY, float | None]:
     """``"2 0.5 0.5 0.2 0.1"`` -> (label, normalized xyxy, score). Raises LineError.
 
     >>> parse_yolo_line("0 0.5 0.5 0.2 0.4", {0: "cat"})
@@ -572,7 +567,7 @@ def label_texts(plan: pd.DataFrame, boxes: pd.DataFrame, ids: dict[str, int]) ->
     return {sid: "\n".join(ls) + "\n" for sid, ls in out.items()}
 
 
-def write_yolo(plan: pd.DataFrame, boxes: pd.DataFrame, out: Path, options: WriteOptions) -> dict[str, Any]:
+def write_yolo(plan: pd.DataFrame, boxes: pd.DataFrame, out: Path, options: WriteOptions) -> WriteResult:
     """Write ``images/<split>/``, ``labels/<split>/`` and ``data.yaml``."""
     classes = detection_classes(boxes, options.extra.get("classes"), "yolo", len(plan))
     texts = label_texts(plan, boxes, {c: i for i, c in enumerate(classes)})
@@ -590,5 +585,9 @@ def write_yolo(plan: pd.DataFrame, boxes: pd.DataFrame, out: Path, options: Writ
                 writer.text(labels + os.path.splitext(name)[0] + ".txt", texts.get(sid, ""))
     text, warnings = data_yaml(list(groups), classes)
     (out / "data.yaml").write_text(text, encoding="utf-8")
-    return {"files": files, "classes": classes, "warnings": warnings,
-            "carries": {"labels": False, "boxes": True, "split": True}}
+    return WriteResult(files=files, classes=classes, warnings=warnings, carries=FORMAT.carries.kept(has_boxes=True))
+
+
+FORMAT = Format(name="yolo", description="YOLO detect (data.yaml, images/<split>/, labels/<split>/; Roboflow and "
+                "Darknet layouts)", detect=detect_yolo, read=read_yolo, write=write_yolo, carries=Carries(boxes=True),
+                detect_priority=30)

@@ -16,12 +16,19 @@ folder per class. Ultralytics uses ``val`` for validation and falls back to
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
 from curate.errors import FormatError
-from curate.formats.base import ReadOptions, ReadResult, WriteOptions, canonical_split
+from curate.formats.base import (
+    Carries,
+    Format,
+    ReadOptions,
+    ReadResult,
+    WriteOptions,
+    WriteResult,
+    canonical_split,
+)
 from curate.formats.folder import _top_dirs, read_folder, write_folder
 
 
@@ -34,8 +41,13 @@ def read_yolo_cls(root: Path, options: ReadOptions) -> ReadResult:
     return read_folder(root, options)
 
 
-def write_yolo_cls(plan: pd.DataFrame, boxes: pd.DataFrame, out: Path, options: WriteOptions) -> dict[str, Any]:
+def write_yolo_cls(plan: pd.DataFrame, boxes: pd.DataFrame, out: Path, options: WriteOptions) -> WriteResult:
     """Write ``<split>/<class>/<image>`` (always with split folders)."""
     opts = WriteOptions(link=options.link, default_split=options.default_split,
                         extra={**options.extra, "split_dirs": True})
     return write_folder(plan, boxes, out, opts)
+
+
+# Read like `folder` (so never auto-detected), written with split folders always.
+FORMAT = Format(name="yolo-cls", description="YOLO classify (Ultralytics): <split>/<class>/<image>",
+                read=read_yolo_cls, write=write_yolo_cls, carries=Carries(labels=True))

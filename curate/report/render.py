@@ -42,7 +42,7 @@ from curate.report.tables import (
 from curate.schema import REASONS
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ReportOptions:
     """What ``curate report`` draws. Every limit is a count of pictures or rows,
     so the report's size does not grow with the workspace."""

@@ -7,8 +7,8 @@ much as a 0.2-megapixel one), EXIF orientation is applied so they look as
 the stages saw them, and they are encoded as small JPEGs (96 px, quality 70:
 about 3 KB each).
 
-    >>> import skimage, pathlib
-    >>> uri = thumbnail_uri(pathlib.Path(skimage.data_dir) / "astronaut.png", size_px=32)
+    >>> from curate.demo import bundled_photos_dir
+    >>> uri = thumbnail_uri(bundled_photos_dir() / "astronaut.png", size_px=32)
     >>> uri.startswith("data:image/jpeg;base64,")
     True
 """
@@ -75,9 +75,9 @@ class ThumbnailPool:
     Pillow releases the GIL while it decodes and resizes, so threads use
     every core without the start-up cost of worker processes.
 
-        >>> import skimage, pathlib
+        >>> from curate.demo import bundled_photos_dir
         >>> with ThumbnailPool(workers=2) as pool:
-        ...     pool.submit({"a": str(pathlib.Path(skimage.data_dir) / "camera.png")})
+        ...     pool.submit({"a": str(bundled_photos_dir() / "camera.png")})
         ...     uris = pool.results()
         >>> sorted(uris)
         ['a']

@@ -58,7 +58,7 @@ NO_SPLIT = "none"  # --splits name for rows without a split
 DECIDER = BALANCE_DECIDER
 
 
-@dataclass
+@dataclass(kw_only=True)
 class BalanceOptions:
     target: int | str = "median"  # rows per class, or max | min | median of the split's class counts
     strategy: str = "both"

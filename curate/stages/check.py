@@ -74,7 +74,7 @@ CHECKS: tuple[tuple[str, str], ...] = (
 CHECK_NAMES = tuple(c for c, _ in CHECKS)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class CheckOptions:
     min_per_class: int = 2
     min_side_px: int = 64

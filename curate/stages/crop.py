@@ -230,6 +230,7 @@ def crop(manifest: pd.DataFrame, options: CropOptions, *, ws: Workspace,
         parent_dicts,
         stored_paths,
     )
+    from curate.lineage import Decision
     from curate.schema import ANNOTATION_COLUMNS, conform
     from curate.summary import summarize
     from curate.workspace import StageResult
@@ -277,7 +278,7 @@ def crop(manifest: pd.DataFrame, options: CropOptions, *, ws: Workspace,
         ids = done.add(res)
         if options.supersede:
             n = len(ids)
-            done.decisions[res.sample_id] = ("dropped", "superseded", f"{n} box patch{'es' if n != 1 else ''}",
+            done.decisions[res.sample_id] = Decision("dropped", "superseded", f"{n} box patch{'es' if n != 1 else ''}",
                                              LAYOUT)
     if not options.supersede:  # an earlier run superseded them, or could not read them; now they stay kept
         earlier = rows[(rows["decided_by"] == LAYOUT) & (rows["status"] == "dropped")]["sample_id"]

@@ -62,7 +62,7 @@ if TYPE_CHECKING:
     from curate.workspace import StageResult, Workspace
 
 
-@dataclass
+@dataclass(kw_only=True)
 class DedupeOptions:
     """Options of ``curate dedupe`` (see ``curate dedupe --help`` and docs/dedupe.md)."""
 
@@ -296,14 +296,15 @@ def dedupe(manifest: pd.DataFrame, options: DedupeOptions, *, ws: Workspace | No
 
     Returns a :class:`curate.workspace.StageResult` (``write=False`` for a dry run).
 
-    >>> import pathlib, skimage, tempfile
+    >>> import pathlib, tempfile
+    >>> from curate.demo import bundled_photos_dir
     >>> from PIL import Image
     >>> from curate.workspace import Workspace
     >>> from curate.stages.ingest import IngestOptions, SourceSpec, ingest
     >>> src = pathlib.Path(tempfile.mkdtemp())
-    >>> cat = Image.open(pathlib.Path(skimage.data_dir) / "chelsea.png")
+    >>> cat = Image.open(bundled_photos_dir() / "chelsea.png")
     >>> cat.save(src / "cat.png"); cat.resize((225, 150)).save(src / "cat_small.jpg", quality=80)
-    >>> Image.open(pathlib.Path(skimage.data_dir) / "coffee.png").save(src / "coffee.png")
+    >>> Image.open(bundled_photos_dir() / "coffee.png").save(src / "coffee.png")
     >>> ws = Workspace.create(tempfile.mkdtemp() + "/ws")
     >>> _ = ws.run_stage("ingest", ingest, IngestOptions([SourceSpec(src, name="s", layout="flat")], workers=1))
     >>> res = ws.run_stage("dedupe", dedupe, DedupeOptions(workers=1))

@@ -121,7 +121,7 @@ def plan_crops(faces: Sequence[Face], image_wh: tuple[int, int], margin_frac: fl
 
 # -- options ---------------------------------------------------------------------
 
-@dataclass
+@dataclass(kw_only=True)
 class FacesOptions:
     """Options of ``curate faces`` (see ``curate faces --help``)."""
 
@@ -365,6 +365,8 @@ def faces(manifest: pd.DataFrame, options: FacesOptions, *, ws: Workspace,
     # Apply the results: table operations only.
     per_image: Counter[int] = Counter()
     done = Outcome(LAYOUT)
+    from curate.lineage import Decision
+
     counts, warnings, decisions = done.counts, done.warnings, done.decisions
     produced_by_parent = done.produced
     boxes_out: list[dict[str, Any]] = []
@@ -394,25 +396,25 @@ def faces(manifest: pd.DataFrame, options: FacesOptions, *, ws: Workspace,
             produced_by_parent[sid] = []
             if options.boxes and not options.drop_no_face:  # a background image: kept, with no boxes
                 decided = None if status_of[sid] == "dropped" else decided_of[sid]
-                decisions[sid] = ("kept", None, f"{NO_FACE_DETAIL}{detail}", decided)
+                decisions[sid] = Decision("kept", None, f"{NO_FACE_DETAIL}{detail}", decided)
                 counts["background"] += 1
             else:
-                decisions[sid] = ("dropped", "no_face", detail, LAYOUT)
+                decisions[sid] = Decision("dropped", "no_face", detail, LAYOUT)
             continue
         if options.boxes:
             if status_of[sid] == "kept" and str(detail_of[sid] or "").startswith(NO_FACE_DETAIL):
-                decisions[sid] = ("kept", None, None, decided_of[sid])  # a face now: no longer background
+                decisions[sid] = Decision("kept", None, None, decided_of[sid])  # a face now: no longer background
             cls = "face" if options.class_from == "face" else str(label_of[sid])
             boxes_out += [{"sample_id": sid, "label": cls, "x1": f.xyxy[0], "y1": f.xyxy[1], "x2": f.xyxy[2],
                            "y2": f.xyxy[3], "score": round(f.score, 4), "origin": LAYOUT, "iscrowd": False}
                           for f in chosen]
             if status_of[sid] == "dropped":  # an earlier run found no face; this one does
                 # decided_by None: no stage decision stands, so ingest's duplicate marking still sees the row
-                decisions[sid] = ("kept", None, None, None)
+                decisions[sid] = Decision("kept", None, None, None)
             counts["boxes"] += len(chosen)
             continue
         ids = done.add(res)
-        decisions[sid] = ("dropped", "superseded", f"{len(ids)} face crop{'s' if len(ids) != 1 else ''}", LAYOUT)
+        decisions[sid] = Decision("dropped", "superseded", f"{len(ids)} face crop{'s' if len(ids) != 1 else ''}", LAYOUT)
         counts["crops"] += len(ids)
 
     if options.boxes:

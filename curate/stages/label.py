@@ -163,7 +163,7 @@ def write_state(ws: Workspace, state: dict[str, Any]) -> None:
 
 # -- push -------------------------------------------------------------------
 
-@dataclass
+@dataclass(kw_only=True)
 class PushOptions:
     view: str = "all"
     limit: int | None = None
@@ -284,7 +284,7 @@ def push(manifest: pd.DataFrame, options: PushOptions, *, ws: Workspace,
 
 # -- pull -------------------------------------------------------------------
 
-@dataclass
+@dataclass(kw_only=True)
 class PullOptions:
     client: Client | None = None
     server_key: str = LOCAL_KEY
@@ -440,7 +440,7 @@ def pull(manifest: pd.DataFrame, options: PullOptions, *, ws: Workspace,
 
 # -- connecting, and the command ------------------------------------------------
 
-@dataclass
+@dataclass(kw_only=True)
 class ServerOptions:
     url: str | None = None  # a running server; None: curate starts one on 127.0.0.1
     token: str | None = None  # for --url: a personal access token or a legacy token ($LABEL_STUDIO_API_KEY)
@@ -516,7 +516,7 @@ def label(ws: Workspace, action: str, server: ServerOptions, push_options: PushO
             result = ws.run_stage("label-push", push, opts, record_options=record)
             project_url = result.summary["url"]
         elif action == "pull":
-            result = ws.run_stage("label-pull", pull, PullOptions(client, key), record_options={"server": key})
+            result = ws.run_stage("label-pull", pull, PullOptions(client=client, server_key=key), record_options={"server": key})
         if result is not None and report is not None:
             report(result)  # before a --keep-running wait
         if action == "serve":

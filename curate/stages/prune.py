@@ -1,6 +1,6 @@
 """``curate prune WS --missing``: forget rows whose file does not exist.
 
-A decision is a row, not a deletion (DESIGN.md): a dropped image stays in
+A decision is a row, not a deletion (docs/manifest.md): a dropped image stays in
 the manifest so that anyone can see what happened to it. A ``missing_file``
 row is different. It is about no image at all: a list named a file that
 never existed, or a file that was in a source is gone (a folder renamed
@@ -35,7 +35,7 @@ from curate.workspace import StageResult, Workspace
 RECORD_FIELDS = ("sample_id", "source", "path", "rel_path", "label", "detail", "decided_by")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class PruneOptions:
     missing: bool = False  # remove missing_file rows (the only kind of row prune removes)
     dry_run: bool = False

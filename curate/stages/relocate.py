@@ -1,6 +1,6 @@
 """``curate relocate``: point a workspace at source files that moved.
 
-The manifest keeps absolute paths (DESIGN.md), and sources are never moved
+The manifest keeps absolute paths (docs/manifest.md), and sources are never moved
 by curate; but people move them. Two ways to follow:
 
 - ``--source NAME=NEWPATH`` re-roots one source: every row of it whose file
@@ -49,7 +49,7 @@ VERIFY_MODES = ("all", "sample", "size")
 LIST_SUFFIXES = (".csv", ".tsv", ".txt", ".json", ".xml", ".yaml", ".yml")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RelocateOptions:
     sources: dict[str, str | Path] = field(default_factory=dict)  # source name -> its new folder (or list file)
     search: list[str | Path] = field(default_factory=list)  # folders to find missing source files in, by sha256

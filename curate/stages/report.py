@@ -25,11 +25,12 @@ Only a fixed number of thumbnails is drawn (small JPEGs, decoded at reduced
 scale in a thread pool), so a 50,000-row workspace reports in seconds and the
 page stays a few MB (see docs/benchmarks.md).
 
-    >>> import skimage, tempfile
+    >>> import tempfile
+    >>> from curate.demo import bundled_photos_dir
     >>> from curate.stages.ingest import IngestOptions, SourceSpec, ingest
     >>> from curate.workspace import Workspace
     >>> ws = Workspace.create(tempfile.mkdtemp() + "/ws")
-    >>> _ = ws.run_stage("ingest", ingest, IngestOptions([SourceSpec(skimage.data_dir, "sk", "flat")], workers=1))
+    >>> _ = ws.run_stage("ingest", ingest, IngestOptions([SourceSpec(bundled_photos_dir(), "sk", "flat")], workers=1))
     >>> res = ws.run_stage("report", report, ReportOptions(workers=1))
     >>> res.summary["out"].endswith("report.html")
     True

@@ -33,13 +33,13 @@ tags mean, without FiftyOne.
     >>> dataset_name(Path("/data/ws/shoes")).startswith("curate-shoes-")
     True
     >>> decision_from_tags(["reject", "label:cat", "todo"])
-    (Decision(action='reject', label='cat'), None, ['todo'])
+    (TagRequest(action='reject', label='cat'), None, ['todo'])
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 import pandas as pd
@@ -56,14 +56,14 @@ TAG_LABEL_PREFIX = "label:"
 # -- tags: what a person asked for (pure: no FiftyOne) -------------------------
 
 @dataclass(frozen=True)
-class Decision:
+class TagRequest:
     """What a person's tags on one sample ask for."""
 
     action: str | None  # "reject", "keep" or None
     label: str | None
 
 
-def decision_from_tags(tags: Iterable[str]) -> tuple[Decision | None, str | None, list[str]]:
+def decision_from_tags(tags: Iterable[str]) -> tuple[TagRequest | None, str | None, list[str]]:
     """Read the review vocabulary from one sample's tags: (decision, problem, ignored tags).
 
     ``reject`` and ``keep`` are matched case-insensitively; ``label:<class>``
@@ -93,7 +93,7 @@ def decision_from_tags(tags: Iterable[str]) -> tuple[Decision | None, str | None
         return None, "tags contradict each other: " + " and ".join(f"label:{c}" for c in sorted(labels)), ignored
     if not actions and not labels:
         return None, None, ignored
-    return Decision(next(iter(actions), None), next(iter(labels), None)), None, ignored
+    return TagRequest(next(iter(actions), None), next(iter(labels), None)), None, ignored
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -163,7 +163,7 @@ def apply_decisions(
             # the derived rows, which carry its label. Keeping the original again would export both.
             if decision.label is None or _same(decision.label, row["label"]):
                 continue
-            decision = Decision(None, decision.label)
+            decision = TagRequest(None, decision.label)
         if decision.action == TAG_KEEP and row["status"] != "kept":
             if py_value(row["width"]) is None:
                 problems.append(f"{sid}: cannot keep {row['path']}: it was never decoded ({row['reason']}); "
@@ -200,7 +200,7 @@ def apply_decisions(
 
 # -- stages -----------------------------------------------------------------
 
-@dataclass
+@dataclass(kw_only=True)
 class ReviewOptions:
     dataset: str | None = None  # default: dataset_name(ws.root)
 
@@ -208,6 +208,7 @@ class ReviewOptions:
 @dataclass
 class PullOptions:
     dataset: str
+    _: KW_ONLY
     tags: dict[str, list[str]] = field(default_factory=dict)  # sample_id -> tags, read from the App
 
 
@@ -250,7 +251,7 @@ def pull_review(ws: Workspace, options: ReviewOptions | None = None) -> StageRes
     options = options or ReviewOptions()
     name = options.dataset or dataset_name(ws.root)
     tags = read_tags(ws, name)
-    result = ws.run_stage("review-pull", pull, PullOptions(name, tags), record_options={"dataset": name})
+    result = ws.run_stage("review-pull", pull, PullOptions(name, tags=tags), record_options={"dataset": name})
     # Refreshed even when this pull changed nothing: a pull killed after its commit left the App showing
     # the old decisions, and only the re-run can bring them up (issue 13). The refresh rewrites only the
     # samples whose record changed.

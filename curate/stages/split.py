@@ -87,7 +87,7 @@ from curate.workspace import StageResult, Workspace
 DEFAULT_RATIOS: dict[str, float] = {"train": 0.8, "val": 0.1, "test": 0.1}
 
 
-@dataclass
+@dataclass(kw_only=True)
 class SplitOptions:
     ratios: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_RATIOS))
     seed: int = 0
@@ -459,8 +459,9 @@ def _check_options(manifest: pd.DataFrame, options: SplitOptions) -> SplitOption
     if options.near_bits is not None and not -1 <= options.near_bits <= 16:
         raise OptionError("", field="--near-bits", expected="-1 (off) to 16", found=options.near_bits)
     near_bits = None if options.near_bits is None or options.near_bits < 0 else options.near_bits
-    return SplitOptions(dict(options.ratios), options.seed, stratify, group, near_bits, options.resplit,
-                        options.strict, options.group_from)
+    return SplitOptions(ratios=dict(options.ratios), seed=options.seed, stratify=stratify, group=group,
+                        near_bits=near_bits, resplit=options.resplit, strict=options.strict,
+                        group_from=options.group_from)
 
 
 def split(manifest: pd.DataFrame, options: SplitOptions, *, ws: Workspace | None = None,

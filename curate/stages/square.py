@@ -50,7 +50,7 @@ from curate.derive import (
 )
 from curate.errors import OptionError
 from curate.geometry import SQUARE_MODES, SquarePlan, square_plan
-from curate.lineage import transform_inputs
+from curate.lineage import Decision, transform_inputs
 from curate.parallel import WorkerCrash
 from curate.schema import ANNOTATION_COLUMNS, conform
 from curate.summary import summarize
@@ -131,7 +131,7 @@ def plan_from_transform(transform: dict[str, Any]) -> SquarePlan:
                       tuple(transform["offset_xy"]))  # type: ignore[arg-type]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class SquareOptions:
     """Options of ``curate square`` (see ``curate square --help``)."""
 
@@ -230,7 +230,7 @@ def square(manifest: pd.DataFrame, options: SquareOptions, *, ws: Workspace,
         if done.failed(res):
             continue
         done.add(res)
-        done.decisions[res.sample_id] = ("dropped", "superseded", detail, LAYOUT)
+        done.decisions[res.sample_id] = Decision("dropped", "superseded", detail, LAYOUT)
     carried: Counter[str] = Counter()
     # Only the parents squared now: a parent that could not be read keeps its earlier square.
     out, ann, created = commit(out, ann, done, stale_parents=done.produced,

@@ -24,7 +24,7 @@ def _plan(skimage_dir, labels, splits=None):
 def test_layout_reads_back(tmp_path, skimage_dir, split_dirs, expected):
     res = write_folder(_plan(skimage_dir, ["cup", "cat"], ["train", "val"]), pd.DataFrame(), tmp_path,
                        WriteOptions(extra={"split_dirs": split_dirs}))
-    assert sorted(res["files"].values()) == sorted(expected)
+    assert sorted(res.files.values()) == sorted(expected)
     back = read_folder(tmp_path, ReadOptions())
     assert {e.rel_path: (e.split, e.label) for e in back.entries} == expected
 

@@ -19,7 +19,7 @@ def test_every_required_format_reads_and_writes():
 
 def test_annotation_formats_are_detected_before_folders():
     order = sorted((f.detect_priority, f.name) for f in REGISTRY.values() if f.detect is not None)
-    assert [n for _, n in order] == ["coco", "voc", "yolo", "json", "csv", "folder", "flat"]
+    assert [n for _, n in order] == ["coco", "voc", "yolo", "createml", "json", "csv", "folder", "flat"]
 
 
 @pytest.mark.parametrize("rel, name", [
@@ -80,3 +80,38 @@ def test_relative_path_and_file_listing(tmp_path):
     assert not files.isfile(tmp_path / "d" / "sub.txt")
     assert not files.isfile(tmp_path / "d" / "y.txt")
     assert not files.isfile(tmp_path / "missing" / "x.txt")
+
+
+def test_every_format_declares_what_it_carries_and_its_options():
+    """The declarations the CLI and the round-trip tests read: a writer that carries nothing, or two formats
+    that spell one option differently, would break them."""
+    from curate.formats import format_options
+
+    for fmt in REGISTRY.values():
+        if fmt.write is not None:
+            assert fmt.read is not None, fmt.name  # an export is verified by reading it back
+            assert fmt.carries.labels or fmt.carries.boxes, fmt.name
+    flags = [o.flag for o in format_options("both")]
+    assert flags == ["--voc-one-based", "--json-mapping", "--no-split-dirs"] and len(set(flags)) == len(flags)
+    assert [o.flag for o in format_options("write")] == flags  # every declared option is a writer's too
+
+
+@pytest.mark.parametrize("command", ["export", "convert"])
+def test_cli_format_options_come_from_the_declarations(command):
+    from curate.formats import format_options
+
+    cmd = cli.commands[command]
+    opts = {o for p in cmd.params for o in getattr(p, "opts", [])}
+    assert {o.flag for o in format_options("write" if command == "export" else "both")} <= opts
+
+
+def test_registering_a_clashing_option_is_refused():
+    from dataclasses import replace
+
+    from curate.formats import register
+    from curate.formats.base import FormatOption
+
+    clash = FormatOption(key="voc_one_based", flag="--voc-one-based", help="another meaning", default=True)
+    with pytest.raises(ValueError, match="declares --voc-one-based unlike another format does"):
+        register(replace(REGISTRY["csv"], name="csv2", options=(clash,)))
+    assert "csv2" not in REGISTRY

@@ -16,7 +16,7 @@ def test_split_folders_are_written_even_when_asked_not_to(tmp_path, skimage_dir)
     plan = pd.DataFrame([{"sample_id": "s0", "path": str(skimage_dir / "coffee.png"), "rel_path": "c.png",
                           "name": "c.png", "split": "val", "label": "cup", "action": "link"}])
     res = write_yolo_cls(plan, pd.DataFrame(), tmp_path, WriteOptions(extra={"split_dirs": False}))
-    assert res["files"] == {"s0": "val/cup/c.png"}
+    assert res.files == {"s0": "val/cup/c.png"}
     assert [(e.rel_path, e.split, e.label) for e in read_yolo_cls(tmp_path, ReadOptions()).entries] == [
         ("val/cup/c.png", "val", "cup")]
 

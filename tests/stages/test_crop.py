@@ -299,7 +299,7 @@ def test_metal_surface_workflow_on_corpus_photos(corpus, tmp_path):
         got = np.asarray(Image.open(row.path).convert("RGB"), dtype=np.int16)
         assert got.shape == expected.shape and np.abs(got - expected).mean() < 2.5, row.origin_path
     ws.run_stage("square", square, SquareOptions(size_px=224, fill="black", workers=2))
-    ws.run_stage("split", split, SplitOptions(parse_ratios("6:2:2"), seed=0))
+    ws.run_stage("split", split, SplitOptions(ratios=parse_ratios("6:2:2"), seed=0))
     m = ws.read_manifest()
     kept = m[m["status"] == "kept"]
     assert set(kept["layout"]) == {"square"} and kept["label"].notna().all()
@@ -341,7 +341,7 @@ def test_patches_chain_with_balance_and_every_export(skimage_ws, tmp_path, fmt):
 
     ws, _ = skimage_ws
     run_crop(ws, margin_frac=0.1, supersede=True)
-    ws.run_stage("split", split, SplitOptions(parse_ratios("1:0:0"), seed=0))
+    ws.run_stage("split", split, SplitOptions(ratios=parse_ratios("1:0:0"), seed=0))
     res = ws.run_stage("balance", balance, BalanceOptions(target=3, strategy="oversample", workers=1))
     assert res.summary["copies_made"] > 0  # small classes got augmented patches, boxes carried
     m = ws.read_manifest()

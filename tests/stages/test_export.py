@@ -111,7 +111,7 @@ def test_only_kept_rows_and_default_split(tmp_path, skimage_dir):
     ws = Workspace.create(tmp_path / "ws")
     # Shorter side below 120 px: coffee, chelsea, rocket, moto are dropped as too_small.
     ws.run_stage("ingest", ingest, IngestOptions([SourceSpec(photos.root, layout="json")],
-                                                 ProbeOptions(min_side_px=120), workers=1))
+                                                 probe=ProbeOptions(min_side_px=120), workers=1))
     res = ws.run_stage("export", export, ExportOptions("csv", tmp_path / "out", default_split="val"))
     assert res.summary["images"] == 3
     lines = (tmp_path / "out/labels.csv").read_text().splitlines()
@@ -217,7 +217,7 @@ def test_cli_rejects_unknown_format(ws, tmp_path):
     res = CliRunner().invoke(cli, ["export", str(ws.root), "--format", "tfrecord", "--out", str(tmp_path / "o")])
     assert res.exit_code == 2
     assert "Invalid value for '--format': 'tfrecord' is not one of 'coco', 'voc', 'yolo', 'json', 'csv', 'folder', " \
-           "'yolo-cls'." in res.output
+           "'yolo-cls', 'createml'." in res.output
 
 
 @pytest.mark.parametrize("want, got, missing", [
@@ -228,9 +228,11 @@ def test_cli_rejects_unknown_format(ws, tmp_path):
     ([("a", 1.0, 9, 5, 5), ("a", 1.00000001, 1, 5, 5)], [("a", 1.00000001, 9, 5, 5), ("a", 1.0, 1, 5, 5)], None),
 ])
 def test_boxes_match(want, got, missing):
+    from curate.geometry import Box
     from curate.stages.export import boxes_match
 
-    assert boxes_match(want, got, (100, 100)) == missing
+    found = boxes_match([Box(*b) for b in want], [Box(*b) for b in got], (100, 100))
+    assert found == (Box(*missing) if missing else None)
 
 
 # -- what trainers need: one class index in every split, no empty detection export (issue 14) -------------

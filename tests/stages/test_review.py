@@ -35,7 +35,7 @@ from curate.review.app import VIEWS, check_port
 from curate.review.records import dataset_name
 from curate.schema import MANIFEST_COLUMNS, conform
 from curate.stages.ingest import IngestOptions, SourceSpec, ingest
-from curate.stages.review import Decision, apply_decisions, decision_from_tags, pull_review, review
+from curate.stages.review import TagRequest, apply_decisions, decision_from_tags, pull_review, review
 from curate.workspace import StageResult, Workspace
 from tests.conftest import tree_digest
 
@@ -43,16 +43,16 @@ from tests.conftest import tree_digest
 
 @pytest.mark.parametrize("tags, decision, problem, ignored", [
     # the three words of the vocabulary
-    (["reject"], Decision("reject", None), None, []),
-    (["keep"], Decision("keep", None), None, []),
-    (["label:cat"], Decision(None, "cat"), None, []),
+    (["reject"], TagRequest("reject", None), None, []),
+    (["keep"], TagRequest("keep", None), None, []),
+    (["label:cat"], TagRequest(None, "cat"), None, []),
     # the App keeps case and spaces as typed; reject/keep are forgiven, class names are kept
-    ([" Reject "], Decision("reject", None), None, []),
-    (["label: Grey Cat "], Decision(None, "Grey Cat"), None, []),
+    ([" Reject "], TagRequest("reject", None), None, []),
+    (["label: Grey Cat "], TagRequest(None, "Grey Cat"), None, []),
     # a status and a label together
-    (["keep", "label:dog"], Decision("keep", "dog"), None, []),
+    (["keep", "label:dog"], TagRequest("keep", "dog"), None, []),
     # the same word twice is one decision
-    (["reject", "reject"], Decision("reject", None), None, []),
+    (["reject", "reject"], TagRequest("reject", None), None, []),
     # other tags are a person's own notes: ignored, counted
     (["todo", "blurry?"], None, None, ["todo", "blurry?"]),
     ([], None, None, []),
