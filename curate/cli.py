@@ -68,6 +68,25 @@ def emit(summary: dict[str, Any], as_json: bool, title: str) -> None:
         click.echo(f"warning: ... and {len(warnings) - 20} more (see the run record in runs/)", err=True)
 
 
+def _label_map_options(f: F) -> F:
+    f = click.option("--map", "maps", multiple=True, metavar="OLD=NEW",
+                     help="Rename class OLD to NEW (merges it into NEW when NEW exists); repeat for more.")(f)
+    return click.option("--label-map", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+                        help="Label map file: YAML `old: new` lines, or a CSV with two columns old,new.")(f)
+
+
+def _label_map(path: Path | None, maps: tuple[str, ...]) -> dict[str, str]:
+    from curate.labelmap import parse_pairs, read_map_file
+
+    out = read_map_file(path) if path else {}
+    for old, new in parse_pairs(maps).items():
+        if out.get(old, new) != new:
+            raise click.BadParameter(f"{old!r} is mapped to {out[old]!r} in {path} and to {new!r} here",
+                                     param_hint="--map")
+        out[old] = new
+    return out
+
+
 def _open_ws(path: Path):  # type: ignore[no-untyped-def]
     from curate.workspace import Workspace
 
@@ -106,12 +125,13 @@ def cli() -> None:
 @click.option("--images-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Folder that a CSV/TXT list's file names are relative to (default: the list's folder).")
 @click.option("--json-mapping", default=None, help="Field mapping for per-image JSON box files (file or name in schemas/).")
+@_label_map_options
 @workers_option
 @json_option
 def ingest(sources: tuple[Path, ...], workspace: Path, names: tuple[str, ...], layout: str, label: str | None,
            splits: tuple[str, ...], min_side_px: int, max_pixels: int, max_aspect: float, max_file_mb: float,
-           priority: str | None, follow_links: bool, images_dir: Path | None, json_mapping: str | None, workers: int,
-           as_json: bool) -> None:
+           priority: str | None, follow_links: bool, images_dir: Path | None, json_mapping: str | None,
+           label_map: Path | None, maps: tuple[str, ...], workers: int, as_json: bool) -> None:
     """Read SOURCE folders or lists into a workspace, one manifest row per file."""
     from curate.imageio import ProbeOptions
     from curate.stages.ingest import IngestOptions, SourceSpec, ingest_into
@@ -125,8 +145,9 @@ def ingest(sources: tuple[Path, ...], workspace: Path, names: tuple[str, ...], l
     probe = ProbeOptions(min_side_px, max_pixels, max_aspect, max_file_bytes=int(max_file_mb * 2**20))
     opts = IngestOptions(specs, probe, workers, follow_links,
                          priority.split(",") if priority else None, sys.stderr.isatty() and not as_json,
-                         read_extra=extra)
+                         read_extra=extra, label_map=_label_map(label_map, maps))
     ws, result = ingest_into(workspace, opts, record_options={
+        "label_map": str(label_map) if label_map else None, "map": list(maps),
         "sources": [str(s) for s in sources], "names": list(names), "layout": layout, "label": label, "splits": list(splits),
         "min_side_px": min_side_px, "max_pixels": max_pixels, "max_aspect": max_aspect, "max_file_mb": max_file_mb,
         "priority": priority,

@@ -100,6 +100,14 @@ MANIFEST_COLUMNS: tuple[Column, ...] = (
     Column("split_pinned", "bool", False, "split given by `curate ingest --split`: `curate split` never changes it"),
     Column("group", "str", True, "rows that must share a split, e.g. one person (`curate split --group-from`); "
                                  "derived rows carry their source row's value"),
+    Column("original_label", "str", True, "the label as first read from the source; set once, never overwritten "
+                                          "(`curate labels --unmap/--reset` restores it)"),
+    Column("label_detail", "str", True, "why the label differs from original_label: the label map, conflict "
+                                        "policy or mislabel fix that set it (each change is also in runs/)"),
+    Column("label_issue_score", "float", True, "`curate labels --find-issues`: how likely the label is wrong "
+                                               "(0-1, higher = more likely); null when not scored"),
+    Column("suggested_label", "str", True, "`curate labels --find-issues`: the class the image's content points "
+                                           "to, when it is not its label"),
 )
 
 ANNOTATION_COLUMNS: tuple[Column, ...] = (

@@ -87,6 +87,9 @@ class IngestOptions:
     retries: int = DEFAULT_RETRIES  # tries again of a file whose worker process died, before worker_crashed
     task_timeout_s: float | None = None  # a file probed longer than this kills its worker (None: no limit)
     read_extra: dict[str, Any] = field(default_factory=dict)  # format-specific reader options
+    # Label map given at ingest (--label-map FILE / --map old=new): merged into the workspace's active map
+    # (labelmap.json), which every ingest applies to the rows whose label comes from their source.
+    label_map: dict[str, str] = field(default_factory=dict)
 
 
 def sample_id_for(source: str, rel_path: str) -> str:
@@ -572,6 +575,7 @@ def _new_rows(read: _ReadRows, results: _ProbeResults, opts: ProbeOptions
         **{c: _objects(cols[c]) for c in ("sample_id", "source", "path", "rel_path", "layout", "label", "split")},
         "origin_path": _objects(cols["path"]), "parent_id": _objects([None] * n),
         "label_origin": _objects(["source" if v is not None else None for v in cols["label"]]),
+        "original_label": _objects(cols["label"]),
         "decided_by": _objects(["ingest"] * n), "duplicate_of": _objects([None] * n),
         "dup_group": _objects([None] * n), "label_conflict": np.zeros(n, dtype=bool),
         "transform": _objects([None] * n),
@@ -645,6 +649,8 @@ def ingest(manifest: pd.DataFrame, options: IngestOptions, *, ws: Workspace,
     ann = conform(ann, ANNOTATION_COLUMNS)
     annotated = set(ann["sample_id"])
 
+    combined, label_changes, active_map, map_files = _apply_label_map(ws, combined, options.label_map)
+
     order = sorted(all_sources, key=lambda s: all_sources[s].get("order", 0))
     priority = list(options.priority or []) + order
     merged: dict[str, Any] = {"added": 0, "conflicts": [], "not_moved": []}
@@ -677,11 +683,59 @@ def ingest(manifest: pd.DataFrame, options: IngestOptions, *, ws: Workspace,
     }
     summary = {**summarize(combined), "run": run}
     box_problems += merged["conflicts"] + merged["not_moved"]
-    if warnings or box_problems:
-        summary["warnings"] = warnings + box_problems
+    similar = similar_class_names(combined, ann, order)
+    label_warnings = [similar_warning(g, ws.root) for g in similar]
+    if label_changes:
+        run["relabelled_by_map"] = len(label_changes)
+    if similar:
+        summary["similar_labels"] = [{"names": g["names"], "suggest": g["suggest"]} for g in similar]
+    if warnings or box_problems or label_warnings:
+        summary["warnings"] = warnings + box_problems + label_warnings
     record = {"sources": {n: str(p) for n, p, _ in sources}, "skipped": skipped, "box_problems": box_problems,
-              "classes": classes, "source_problems": source_problems}
-    return StageResult(combined, ann, summary=summary, record=record, files={SOURCES_FILE: sources_bytes(all_sources)})
+              "classes": classes, "source_problems": source_problems, "similar_labels": similar,
+              "label_map": active_map, "label_changes": label_changes}
+    return StageResult(combined, ann, summary=summary, record=record,
+                       files={SOURCES_FILE: sources_bytes(all_sources), **map_files})
+
+
+def _apply_label_map(ws: Workspace, manifest: pd.DataFrame, given: dict[str, str]
+                     ) -> tuple[pd.DataFrame, list[dict[str, Any]], dict[str, str], dict[str, bytes]]:
+    """Apply the workspace's active label map (and one given now, merged into it) to the source labels."""
+    from curate.labelmap import LABELMAP_FILE, apply_map, check_map, compose, map_bytes, map_from_bytes
+
+    stored = map_from_bytes(ws.read_file(LABELMAP_FILE))
+    if given:
+        check_map(given)
+    active = compose(stored, given) if given else stored
+    if not active and not stored:
+        return manifest, [], {}, {}
+    out, changes = apply_map(manifest, active, given)
+    files = {LABELMAP_FILE: map_bytes(active)} if active != stored else {}
+    return out, changes, active, files
+
+
+def similar_class_names(manifest: pd.DataFrame, annotations: pd.DataFrame, source_order: Sequence[str]
+                        ) -> list[dict[str, Any]]:
+    """Class names (image labels and box classes) of different spellings of one class, across all sources."""
+    from curate.labelmap import similar_labels
+
+    live = manifest[(manifest["status"] == "kept") | (manifest["reason"] == "duplicate")]
+    counts: dict[str, dict[str, int]] = {s: {} for s in source_order}
+    for (source, label), n in live.groupby(["source", "label"]).size().items():
+        counts.setdefault(str(source), {})[str(label)] = int(n)
+    if len(annotations):
+        src = annotations["sample_id"].map(manifest.set_index("sample_id")["source"])
+        for (source, label), n in annotations.groupby([src, annotations["label"]]).size().items():
+            c = counts.setdefault(str(source), {})
+            c[str(label)] = c.get(str(label), 0) + int(n)
+    return similar_labels(counts)
+
+
+def similar_warning(group: dict[str, Any], root: Path) -> str:
+    """One line naming the spellings, their sources, and the command that merges them."""
+    names = ", ".join(f"{n!r} ({', '.join(f'{s}: {c}' for s, c in by.items())})" for n, by in group["names"].items())
+    maps = " ".join(f"--map {old}={new}" for old, new in group["suggest"].items())
+    return f"class names {names} look like one class: merge them with `curate labels {root} {maps}`"
 
 
 def ingest_into(root: str | Path, options: IngestOptions, *,
@@ -741,7 +795,11 @@ def _carry_decisions(new: pd.DataFrame, manifest: pd.DataFrame) -> pd.DataFrame:
     if not len(manifest):
         return new
     cols = ["sha256", "status", "reason", "detail", "duplicate_of", "dup_group", "label_conflict", "decided_by",
-            "label", "label_origin", "split"]
+            "label", "label_origin", "split", "original_label", "label_detail", "label_issue_score",
+            "suggested_label"]
+    for c in cols:  # a manifest written before a column existed
+        if c not in manifest.columns:
+            manifest = manifest.assign(**{c: None})
     old = manifest.set_index("sample_id")[cols].reindex(new["sample_id"])
     old_sha = old["sha256"].to_numpy(dtype=object)
     same_file = pd.notna(old_sha) & (old_sha == new["sha256"].to_numpy(dtype=object))
@@ -749,10 +807,15 @@ def _carry_decisions(new: pd.DataFrame, manifest: pd.DataFrame) -> pd.DataFrame:
     relabelled = same_file & old["label_origin"].notna().to_numpy() & (old["label_origin"] != "source").to_numpy()
     split_before = same_file & new["split"].isna().to_numpy() & old["split"].notna().to_numpy()
     for mask, names in ((decided, ("status", "reason", "detail", "duplicate_of", "dup_group", "decided_by")),
-                        (relabelled, ("label", "label_origin")), (split_before, ("split",))):
+                        (relabelled, ("label", "label_origin", "label_detail")), (split_before, ("split",)),
+                        (same_file, ("label_issue_score", "suggested_label"))):
         for c in names:
             if mask.any():
                 new.loc[mask, c] = old[c].to_numpy(dtype=object)[mask]
     if decided.any():
         new.loc[decided, "label_conflict"] = old["label_conflict"].to_numpy()[decided].astype(bool)
+    # the label as first read is set once: a list that changes a file's label later does not rewrite it
+    first = old["original_label"].notna().to_numpy()
+    if first.any():
+        new.loc[first, "original_label"] = old["original_label"].to_numpy(dtype=object)[first]
     return new
