@@ -633,6 +633,45 @@ def prune_cmd(workspace: Path, missing: bool, dry_run: bool, as_json: bool) -> N
     emit(result.summary, as_json, f"prune {ws.root}" + (" (dry run: nothing written)" if dry_run else ""))
 
 
+# --- labels (issue 16) ---------------------------------------------------------------------------
+
+@cli.command("labels")
+@workspace_argument
+@_label_map_options
+@click.option("--unmap", multiple=True, metavar="OLD",
+              help="Remove OLD from the active label map: its rows get their original label back; repeat for more.")
+@click.option("--reset", is_flag=True, help="Remove the label map and every relabel: original labels back.")
+@click.option("--resolve", default=None, metavar="majority|source:NAME|keep",
+              help="Settle label conflicts in duplicate groups: the majority's label, source NAME's, or the kept copy's.")
+@click.option("--find-issues", is_flag=True, help="Score every kept image for a likely wrong label (cleanlab).")
+@click.option("--features", type=click.Choice(["pixels", "resnet18", "resnet50", "efficientnet_b0"]),
+              default="pixels", show_default=True,
+              help="Image features for --find-issues: curate's own, or a torchvision backbone (cached weights, else random).")
+@click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True,
+              help="Folds of the out-of-fold model of --find-issues.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the folds and the model.")
+@click.option("--apply", type=click.Choice(["relabel", "drop"]), default=None,
+              help="Fix the flagged rows: give them the suggested label, or drop them (mislabelled).")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=None,
+              help="With --apply: only flagged rows scored at least this.")
+@click.option("--top", type=click.IntRange(min=1), default=None, help="With --apply: only the N highest-scored flagged rows.")
+@click.option("--dry-run", is_flag=True, help="Show what would change; write nothing.")
+@workers_option
+@json_option
+def labels_cmd(workspace: Path, label_map: Path | None, maps: tuple[str, ...], unmap: tuple[str, ...], reset: bool,
+               resolve: str | None, find_issues: bool, features: str, folds: int, seed: int, apply: str | None,
+               threshold: float | None, top: int | None, dry_run: bool, workers: int, as_json: bool) -> None:
+    """Class list per source and split; map classes, settle conflicts, find and fix likely mislabels."""
+    from curate.stages.labels import LabelsOptions, format_classes, labels
+
+    ws = _open_ws(workspace)
+    opts = LabelsOptions(_label_map(label_map, maps), unmap, reset, resolve, find_issues, features, folds, seed,
+                         apply, threshold, top, dry_run, workers, progress=sys.stderr.isatty() and not as_json)
+    result = ws.run_stage("labels", labels, opts)
+    _emit_report(result.summary, as_json,
+                 format_classes(result.summary, f"labels {ws.root}" + (" (dry run: nothing written)" if dry_run else "")))
+
+
 def main() -> None:
     cli(prog_name="curate")
 

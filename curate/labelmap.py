@@ -38,7 +38,7 @@ from curate.errors import OptionError
 from curate.workspace import LABELMAP_FILE  # the workspace's active map, committed with the tables
 
 __all__ = ["LABELMAP_FILE", "apply_map", "check_map", "compose", "label_key", "map_bytes", "map_from_bytes",
-           "parse_pairs", "read_map_file", "similar_labels"]
+           "parse_pairs", "read_map_file", "refresh_conflicts", "similar_labels"]
 
 _SEPARATORS = re.compile(r"[\s_\-./\\]+")
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
@@ -257,3 +257,19 @@ def apply_map(manifest: pd.DataFrame, active: Mapping[str, str], new: Mapping[st
     changes = [{"sample_id": s, "old": o, "new": n, "by": "labelmap"} for s, o, n in
                zip(out.loc[changed, "sample_id"], old[changed], out.loc[changed, "label"], strict=True)]
     return out, changes
+
+
+def refresh_conflicts(manifest: pd.DataFrame) -> pd.DataFrame:
+    """``label_conflict`` again from the labels, for every duplicate group (after labels changed).
+
+        >>> m = pd.DataFrame({"dup_group": ["a", "a", None], "label": ["x", "x", "y"], "status": ["kept", "dropped", "kept"],
+        ...                   "reason": [None, "duplicate", None], "label_conflict": [True, True, False]})
+        >>> refresh_conflicts(m)["label_conflict"].tolist()
+        [False, False, False]
+    """
+    out = manifest.copy()
+    member = out["dup_group"].notna() & ((out["status"] == "kept") | (out["reason"] == "duplicate"))
+    sub = out.loc[member, ["dup_group", "label"]]
+    n = sub["label"].groupby(sub["dup_group"]).transform("nunique")
+    out.loc[member, "label_conflict"] = (n > 1).to_numpy()
+    return out

@@ -49,6 +49,7 @@ REASONS: dict[str, str] = {
     "no_face": "no face found by `curate faces`",
     "rejected_in_review": "tagged `reject` in the review app",
     "balanced_out": "removed by `curate balance` to even out class counts",
+    "mislabelled": "flagged as a likely mislabel by `curate labels --find-issues` and dropped with `--apply drop`",
     "superseded": "replaced by derived rows (face crops, box patches with `curate crop --supersede`, squares); see parent_id",
 }
 

@@ -141,8 +141,13 @@ def apply_groups(
     rank: pd.Series,
     detail: str = "",
     protected: set[int] | None = None,
+    label_vote: bool = True,
 ) -> pd.DataFrame:
     """Mark each group (of index labels): keep the best-ranked, drop the rest as duplicate.
+
+    With ``label_vote``, a group whose labels disagree keeps its best-ranked
+    member among those carrying the strict majority label (no majority: the
+    rank alone decides), so the kept copy carries the group's label.
 
     Rows in ``protected`` (decided in review) are never changed, though they
     still count as group members. Vectorised: a million rows in seconds.
@@ -154,7 +159,11 @@ def apply_groups(
     idx = np.concatenate([np.asarray(g) for g in member_lists])
     gid = np.repeat(np.arange(len(member_lists)), [len(g) for g in member_lists])
     table = pd.DataFrame({"i": idx, "g": gid, "r": rank.loc[idx].to_numpy()})
-    table = table.sort_values(["g", "r"], kind="mergesort")
+    # The label vote (issue 16): when a group's labels disagree and one label holds a strict majority,
+    # the copy kept is the best-ranked one carrying it; rows a person decided stay first.
+    table["minority"] = _minority(out.loc[idx, "label"].to_numpy(dtype=object), gid) if label_vote else False
+    table["person"] = ~table["i"].isin(list(protected or ())).to_numpy()
+    table = table.sort_values(["g", "person", "minority", "r"], kind="mergesort")
     keeper = table.groupby("g")["i"].transform("first").to_numpy()
     table["keeper_id"] = out.loc[keeper, "sample_id"].to_numpy()
     labels = out.loc[table["i"].to_numpy(), "label"]
@@ -173,6 +182,25 @@ def apply_groups(
     out.loc[drop, "decided_by"] = decided_by
     out.loc[drop, "detail"] = detail or ("copy of " + rest["keeper_id"].astype(str)).to_numpy()
     return out
+
+
+def _minority(labels: np.ndarray, gid: np.ndarray) -> np.ndarray:
+    """True for members whose label is not their group's strict-majority label (False where none has one).
+
+        >>> _minority(np.array(["a", "b", "a", "x", "y", None, None, "c"], dtype=object),
+        ...           np.array([0, 0, 0, 1, 1, 2, 2, 2])).tolist()
+        [False, True, False, False, False, True, True, False]
+    """
+    t = pd.DataFrame({"g": gid, "l": pd.Series(labels, dtype=object).fillna("\0").to_numpy()})
+    counts = t[t["l"] != "\0"].groupby(["g", "l"]).size().rename("n").reset_index()  # unlabelled copies: no vote
+    counts = counts.sort_values(["g", "n"], ascending=[True, False], kind="mergesort")
+    top = counts.groupby("g").head(2)
+    first = top.groupby("g")["n"].transform("first")
+    n_top = top.groupby("g")["n"].transform("size")
+    lead = top[(top["n"] == first) & ((n_top == 1) | (top.groupby("g")["n"].transform("last") < first))]
+    winner = dict(zip(lead["g"], lead["l"], strict=True))
+    has = np.array([g in winner for g in gid], bool)
+    return has & (t["l"].to_numpy() != np.array([winner.get(g) for g in gid], dtype=object))
 
 
 def mark_exact(

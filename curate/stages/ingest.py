@@ -657,6 +657,10 @@ def ingest(manifest: pd.DataFrame, options: IngestOptions, *, ws: Workspace,
     if options.exact_duplicates:
         combined = mark_exact(combined, priority, annotated)
         ann, merged = merge_duplicate_boxes(combined, ann)
+    if active_map:  # groups dedupe made: their labels may agree now, or disagree
+        from curate.labelmap import refresh_conflicts
+
+        combined = refresh_conflicts(combined)
     rank = combined["source"].map({s: i for i, s in enumerate(order)}).fillna(len(order))
     combined = combined.assign(_r=rank, _d=combined["parent_id"].notna())
     combined = combined.sort_values(["_r", "rel_path", "_d", "sample_id"], kind="mergesort").drop(columns=["_r", "_d"])
