@@ -191,16 +191,18 @@ def _minority(labels: np.ndarray, gid: np.ndarray) -> np.ndarray:
         ...           np.array([0, 0, 0, 1, 1, 2, 2, 2])).tolist()
         [False, True, False, False, False, True, True, False]
     """
-    t = pd.DataFrame({"g": gid, "l": pd.Series(labels, dtype=object).fillna("\0").to_numpy()})
-    counts = t[t["l"] != "\0"].groupby(["g", "l"]).size().rename("n").reset_index()  # unlabelled copies: no vote
+    lab = pd.Series(labels, dtype=object)
+    t = pd.DataFrame({"g": gid, "l": lab.astype(str).to_numpy(), "has": lab.notna().to_numpy()})
+    counts = t[t["has"]].groupby(["g", "l"]).size().rename("n").reset_index()  # unlabelled copies: no vote
     counts = counts.sort_values(["g", "n"], ascending=[True, False], kind="mergesort")
     top = counts.groupby("g").head(2)
     first = top.groupby("g")["n"].transform("first")
+    last = top.groupby("g")["n"].transform("last")
     n_top = top.groupby("g")["n"].transform("size")
-    lead = top[(top["n"] == first) & ((n_top == 1) | (top.groupby("g")["n"].transform("last") < first))]
-    winner = dict(zip(lead["g"], lead["l"], strict=True))
-    has = np.array([g in winner for g in gid], bool)
-    return has & (t["l"].to_numpy() != np.array([winner.get(g) for g in gid], dtype=object))
+    lead = top[(top["n"] == first) & ((n_top == 1) | (last < first))]
+    winner = pd.Series(lead["l"].to_numpy(), index=lead["g"].to_numpy())
+    won = pd.Series(gid).map(winner)
+    return (won.notna() & (~t["has"] | (t["l"] != won))).to_numpy(dtype=bool)
 
 
 def mark_exact(
