@@ -75,13 +75,16 @@ VIEWS: dict[str, str] = {
     "label_conflicts": "duplicate-group members whose labels disagree",
     "no_face": "rows dropped because no face was found",
     "faces": "rows with at least one face box",
+    "label_issues": "likely mislabels flagged by `curate labels --find-issues`, most likely first",
 }
 
 # Scalar sample fields copied from the manifest (besides filepath and the label fields).
 _STR_FIELDS = ("sample_id", "path", "origin_path", "rel_path", "source", "split", "status", "reason",
                "detail", "decided_by", "label_origin", "dup_group", "duplicate_of", "format",
-               "parent_id", "parent_filepath", "transform", "media", "record_hash")
+               "parent_id", "parent_filepath", "transform", "media", "record_hash",
+               "original_label", "label_detail", "suggested_label")
 _INT_FIELDS = ("width", "height")
+_FLOAT_FIELDS = ("label_issue_score",)
 _BOOL_FIELDS = ("label_conflict", "is_representative")
 
 
@@ -169,7 +172,8 @@ def sample_records(
     records, problems = [], []
     for row in manifest.to_dict("records"):
         sid = row["sample_id"]
-        rec: dict[str, Any] = {k: _py(row.get(k)) for k in _STR_FIELDS + _INT_FIELDS + _BOOL_FIELDS if k in row}
+        rec: dict[str, Any] = {k: _py(row.get(k)) for k in _STR_FIELDS + _INT_FIELDS + _FLOAT_FIELDS + _BOOL_FIELDS
+                               if k in row}
         m = media[sid]
         parent = rec.get("parent_id")
         rec.update(
@@ -484,6 +488,7 @@ def _declare_fields(ds: Any, fo: Any) -> None:
     wanted: dict[str, tuple[Any, dict[str, Any]]] = {
         **{k: (fo.StringField, {}) for k in _STR_FIELDS},
         **{k: (fo.IntField, {}) for k in _INT_FIELDS},
+        **{k: (fo.FloatField, {}) for k in _FLOAT_FIELDS},
         **{k: (fo.BooleanField, {}) for k in _BOOL_FIELDS},
         "label": (fo.EmbeddedDocumentField, {"embedded_doc_type": fo.Classification}),
         "faces": (fo.EmbeddedDocumentField, {"embedded_doc_type": fo.Detections}),
@@ -531,7 +536,8 @@ SIDEBAR_GROUPS: dict[str, list[str]] = {
     "tags": [],
     "decision": ["status", "reason", "detail", "decided_by", "label_conflict"],
     "labels": ["label", "faces", "boxes"],
-    "dataset": ["split", "source", "label_origin"],
+    "dataset": ["split", "source", "label_origin", "original_label", "label_detail"],
+    "label issues": ["label_issue_score", "suggested_label"],
     "duplicates": ["dup_group", "duplicate_of", "is_representative"],
     "lineage": ["parent_id", "parent_filepath", "transform", "path", "origin_path", "rel_path", "media"],
     "image": ["width", "height", "format", "sample_id"],
@@ -564,6 +570,7 @@ def _save_views(ds: Any) -> None:
         "label_conflicts": ds.match(F("label_conflict") == True).sort_by("dup_group"),  # noqa: E712 (a query)
         "no_face": ds.match(F("reason") == "no_face"),
         "faces": ds.match(F("faces.detections").length() > 0),
+        "label_issues": ds.match(F("suggested_label") != None).sort_by("label_issue_score", reverse=True),  # noqa: E711
     }
     for name, view in views.items():
         ds.save_view(name, view, description=VIEWS[name], overwrite=True)
@@ -648,7 +655,14 @@ def build(manifest: pd.DataFrame, options: ReviewOptions, *, ws: Workspace,
 def pull(manifest: pd.DataFrame, options: PullOptions, *, ws: Workspace,
          annotations: pd.DataFrame | None = None) -> StageResult:
     """Stage: apply the tags in ``options.tags`` to the manifest (see :func:`apply_decisions`)."""
-    out, changes, problems, counts = apply_decisions(manifest, options.tags)
+    from curate.labelmap import LABELMAP_FILE, map_from_bytes
+
+    # `label:<class>` tags go through the workspace's label map: a reviewer who types an old spelling
+    # (label:Brown_Glass) gets the class it was merged into
+    active = map_from_bytes(ws.read_file(LABELMAP_FILE))
+    tags = {sid: [f"{TAG_LABEL_PREFIX}{active.get(t[len(TAG_LABEL_PREFIX):], t[len(TAG_LABEL_PREFIX):])}"
+                  if t.startswith(TAG_LABEL_PREFIX) else t for t in ts] for sid, ts in options.tags.items()}
+    out, changes, problems, counts = apply_decisions(manifest, tags)
     summary = {"dataset": options.dataset, "changed": len(changes), **counts}
     if problems:
         summary["warnings"] = problems
