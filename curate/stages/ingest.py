@@ -738,7 +738,9 @@ def similar_class_names(manifest: pd.DataFrame, annotations: pd.DataFrame, sourc
 def similar_warning(group: dict[str, Any], root: Path) -> str:
     """One line naming the spellings, their sources, and the command that merges them."""
     names = ", ".join(f"{n!r} ({', '.join(f'{s}: {c}' for s, c in by.items())})" for n, by in group["names"].items())
-    maps = " ".join(f"--map {old}={new}" for old, new in group["suggest"].items())
+    import shlex
+
+    maps = " ".join(f"--map {shlex.quote(f'{old}={new}')}" for old, new in group["suggest"].items())
     return f"class names {names} look like one class: merge them with `curate labels {root} {maps}`"
 
 

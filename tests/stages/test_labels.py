@@ -51,7 +51,7 @@ def test_three_sources_one_vocabulary_without_reingesting(tmp_path, corpus):
     assert merges == {"Brown_Glass": "brown-glass", "brown glass": "brown-glass", "paper": "Papers", "PAPER": "Papers"}
     plain = run("ingest", str(s1), str(s2), str(s3), "--into", str(ws), "--workers", "1")
     assert (f"class names 'brown-glass' (kaggle1: 2), 'Brown_Glass' (kaggle2: 1), 'brown glass' (web: 1) look like "
-            f"one class: merge them with `curate labels {ws} --map Brown_Glass=brown-glass --map brown glass=brown-glass`"
+            f"one class: merge them with `curate labels {ws} --map Brown_Glass=brown-glass --map 'brown glass=brown-glass'`"
             ) in plain.stderr
     before = pd.read_parquet(ws / "manifest.parquet")
 
