@@ -679,10 +679,17 @@ def _group_report(out: pd.DataFrame, rows: pd.Index, groups: list[np.ndarray], e
     rank_of = rank.to_dict()
     for g in groups:
         labels = [int(rows[i]) for i in g]
-        ordered = sorted(labels, key=rank_of.__getitem__)
+        # the order apply_groups keeps by: a person's keep, then the label vote, then the rank
+        names = np.array([records[i]["label"] for i in labels], dtype=object)
+        minority = dict(zip(labels, _minority(names, np.zeros(len(labels), np.int64)), strict=True))
+        ordered = sorted(labels, key=lambda i: (i not in review_rows, bool(minority[i]), rank_of[i]))
         keeper = ordered[0]
-        why = _why_kept(records[keeper], records[ordered[1]], options.keep, source_rank, annotated,
-                        keeper in review_rows)
+        if keeper not in review_rows and keeper != min(labels, key=rank_of.__getitem__):
+            label = records[keeper]["label"]
+            why = f"label vote: {label} is the group's majority ({int((names == label).sum())} of {len(labels)})"
+        else:
+            why = _why_kept(records[keeper], records[ordered[1]], options.keep, source_rank, annotated,
+                            keeper in review_rows)
         members = []
         for pos, i in zip(g, labels, strict=True):
             r = records[i]
