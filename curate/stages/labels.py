@@ -132,7 +132,7 @@ def format_classes(summary: dict[str, Any], title: str) -> str:
     lines = [f"{title}: {len(table)} classes, {sum(c['kept'] for c in table.values())} kept rows "
              f"(columns: sources, then [splits])"]
     for r in [head, *rows]:
-        lines.append("  " + "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths))))
+        lines.append("  " + "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths, strict=True))))
     for key in ("map", "resolve", "find_issues", "apply"):
         if key in summary:
             lines.append(f"  {key}: {_short(summary[key])}")
@@ -244,9 +244,12 @@ def image_features(paths: list[str], options: LabelsOptions) -> tuple[np.ndarray
 
     got = {p: (v, err) for p, v, err in stream_map(_features_of, paths, workers=options.workers,
                                                   progress=options.progress, desc="features", on_crash=_crashed)}
+    vectors: list[np.ndarray] = [v for p in paths if (v := got[p][0]) is not None]
     ok = np.array([got[p][0] is not None for p in paths], bool)
-    feats = np.stack([got[p][0] for p in paths if got[p][0] is not None]) if ok.any() else np.zeros((0, PIXEL_DIM))
-    return feats.astype(np.float32), ok, {"features": "pixels", "weights": "none (hand-made descriptor)"}
+    feats = np.stack(vectors) if vectors else np.zeros((0, PIXEL_DIM), np.float32)
+    problems = [str(got[p][1]) for p in paths if got[p][1]]
+    return feats.astype(np.float32), ok, {"features": "pixels", "weights": "none (hand-made descriptor)",
+                                          **({"problems": problems[:20]} if problems else {})}
 
 
 def out_of_fold_probs(features: np.ndarray, y: np.ndarray, folds: int, seed: int) -> np.ndarray:
@@ -409,9 +412,8 @@ def labels(manifest: pd.DataFrame, options: LabelsOptions, *, ws: Workspace,
     summary["classes"] = class_table(out)
     summary["conflicts_left"] = int(out.loc[out["label_conflict"].astype(bool), "dup_group"].nunique())
     if options.find_issues or options.map or options.resolve:
-        from curate.stages.ingest import similar_class_names
-
         from curate.schema import empty_annotations
+        from curate.stages.ingest import similar_class_names
 
         similar = similar_class_names(out, annotations if annotations is not None else empty_annotations(), [])
         if similar:

@@ -206,7 +206,7 @@ def test_find_issues_ranks_flipped_labels_first_and_apply_fixes_them(tmp_path, c
     hits = flagged[flagged["rel_path"].isin(flipped)]
     assert len(hits) >= len(flipped) // 2
     assert (hits["suggested_label"] != hits["label"]).all()
-    assert all(r.split("/")[1].split("_")[0] == s for r, s in zip(hits["rel_path"], hits["suggested_label"]))
+    assert all(r.split("/")[1].split("_")[0] == s for r, s in zip(hits["rel_path"], hits["suggested_label"], strict=True))
     assert [f["score"] for f in info["flagged"]] == sorted((f["score"] for f in info["flagged"]), reverse=True)
 
     top = run("labels", str(ws.root), "--apply", "relabel", "--top", "2", "--json")
