@@ -27,7 +27,8 @@ import csv
 import io
 import json
 import re
-from collections.abc import Iterable, Mapping
+import shlex
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,8 @@ from curate.errors import OptionError
 from curate.workspace import LABELMAP_FILE  # the workspace's active map, committed with the tables
 
 __all__ = ["LABELMAP_FILE", "apply_map", "check_map", "compose", "label_key", "map_bytes", "map_from_bytes",
-           "parse_pairs", "read_map_file", "refresh_conflicts", "similar_labels"]
+           "parse_pairs", "read_map_file", "refresh_conflicts", "similar_class_names", "similar_labels",
+           "similar_warning"]
 
 _SEPARATORS = re.compile(r"[\s_\-./\\]+")
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
@@ -273,3 +275,25 @@ def refresh_conflicts(manifest: pd.DataFrame) -> pd.DataFrame:
     n = sub["label"].groupby(sub["dup_group"]).transform("nunique")
     out.loc[member, "label_conflict"] = (n > 1).to_numpy()
     return out
+
+
+def similar_class_names(manifest: pd.DataFrame, annotations: pd.DataFrame, source_order: Sequence[str]
+                        ) -> list[dict[str, Any]]:
+    """Class names (image labels and box classes) of different spellings of one class, across all sources."""
+    live = manifest[(manifest["status"] == "kept") | (manifest["reason"] == "duplicate")]
+    counts: dict[str, dict[str, int]] = {s: {} for s in source_order}
+    for (source, label), n in live.groupby(["source", "label"]).size().items():
+        counts.setdefault(str(source), {})[str(label)] = int(n)
+    if len(annotations):
+        src = annotations["sample_id"].map(manifest.set_index("sample_id")["source"])
+        for (source, label), n in annotations.groupby([src, annotations["label"]]).size().items():
+            c = counts.setdefault(str(source), {})
+            c[str(label)] = c.get(str(label), 0) + int(n)
+    return similar_labels(counts)
+
+
+def similar_warning(group: dict[str, Any], root: str | Path) -> str:
+    """One line naming the spellings, their sources, and the command that merges them."""
+    names = ", ".join(f"{n!r} ({', '.join(f'{s}: {c}' for s, c in by.items())})" for n, by in group["names"].items())
+    maps = " ".join(f"--map {shlex.quote(f'{old}={new}')}" for old, new in group["suggest"].items())
+    return f"class names {names} look like one class: merge them with `curate labels {root} {maps}`"

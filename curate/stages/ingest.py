@@ -4,7 +4,7 @@ Each source is read by a format reader (auto-detected or ``--layout``), every
 file is probed once in a process pool (sha256, full decode at reduced scale,
 EXIF-displayed size, perceptual hashes), and each file becomes one manifest
 row, kept or dropped with a reason. Exact duplicates (same bytes) are marked
-by :func:`curate.stages.dedupe.mark_exact`.
+by :func:`curate.groups.mark_exact`.
 
 Resumable: probe results are checkpointed to ``WS/.partial/`` while the pool
 runs, and files whose size and sha256 match an earlier result are not decoded
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import math
 import os
 import time
@@ -42,6 +41,7 @@ from curate.boxes import merge_duplicate_boxes
 from curate.errors import OptionError, SourceError
 from curate.formats import REGISTRY, detect
 from curate.formats.base import Box, Entry, ReadOptions, ReadResult, canonical_split
+from curate.groups import mark_exact
 from curate.imageio import (
     INTRINSIC_REASONS,
     PROBE_COLUMNS,
@@ -53,12 +53,17 @@ from curate.imageio import (
 from curate.parallel import DEFAULT_RETRIES, WorkerCrash
 from curate.paths import check_source_place, confine
 from curate.schema import ANNOTATION_COLUMNS, MANIFEST_ARROW, MANIFEST_COLUMNS, conform, empty_annotations
-from curate.stages.dedupe import mark_exact
 from curate.summary import summarize
-from curate.workspace import StageResult, Workspace, atomic_write_bytes
+from curate.workspace import (
+    SOURCES_FILE,
+    StageResult,
+    Workspace,
+    atomic_write_bytes,
+    load_sources,
+    sources_bytes,
+)
 
 PARTIAL_DIR = ".partial/ingest"
-SOURCES_FILE = "sources.json"
 
 
 @dataclass
@@ -98,29 +103,6 @@ def sample_id_for(source: str, rel_path: str) -> str:
 
 
 # -- sources -----------------------------------------------------------------
-
-def load_sources(ws: Workspace) -> dict[str, dict[str, Any]]:
-    """The sources recorded by earlier runs (``sources.json`` of the committed version)."""
-    from curate.workspace import damaged
-
-    data = ws.read_file(SOURCES_FILE)
-    if data is None:
-        return {}
-    try:
-        known = json.loads(data)
-        if isinstance(known, dict) and all(isinstance(v, dict) and isinstance(v.get("path"), str)
-                                           for v in known.values()):
-            return known
-        found = "JSON that does not map source names to {\"path\": ...}"
-    except ValueError as e:
-        found = f"{type(e).__name__}: {e}"
-    raise damaged(ws.table_path(SOURCES_FILE), "a JSON object of sources", found, ws.root)
-
-
-def sources_bytes(sources: dict[str, dict[str, Any]]) -> bytes:
-    """``sources.json`` as written (committed with the tables: StageResult.files)."""
-    return (json.dumps(sources, indent=2) + "\n").encode()
-
 
 def _register_sources(ws: Workspace, specs: list[SourceSpec]
                       ) -> tuple[list[tuple[str, Path, SourceSpec]], dict[str, dict[str, Any]]]:
@@ -687,6 +669,8 @@ def ingest(manifest: pd.DataFrame, options: IngestOptions, *, ws: Workspace,
     }
     summary = {**summarize(combined), "run": run}
     box_problems += merged["conflicts"] + merged["not_moved"]
+    from curate.labelmap import similar_class_names, similar_warning
+
     similar = similar_class_names(combined, ann, order)
     label_warnings = [similar_warning(g, ws.root) for g in similar]
     if label_changes:
@@ -716,32 +700,6 @@ def _apply_label_map(ws: Workspace, manifest: pd.DataFrame, given: dict[str, str
     out, changes = apply_map(manifest, active, given)
     files = {LABELMAP_FILE: map_bytes(active)} if active != stored else {}
     return out, changes, active, files
-
-
-def similar_class_names(manifest: pd.DataFrame, annotations: pd.DataFrame, source_order: Sequence[str]
-                        ) -> list[dict[str, Any]]:
-    """Class names (image labels and box classes) of different spellings of one class, across all sources."""
-    from curate.labelmap import similar_labels
-
-    live = manifest[(manifest["status"] == "kept") | (manifest["reason"] == "duplicate")]
-    counts: dict[str, dict[str, int]] = {s: {} for s in source_order}
-    for (source, label), n in live.groupby(["source", "label"]).size().items():
-        counts.setdefault(str(source), {})[str(label)] = int(n)
-    if len(annotations):
-        src = annotations["sample_id"].map(manifest.set_index("sample_id")["source"])
-        for (source, label), n in annotations.groupby([src, annotations["label"]]).size().items():
-            c = counts.setdefault(str(source), {})
-            c[str(label)] = c.get(str(label), 0) + int(n)
-    return similar_labels(counts)
-
-
-def similar_warning(group: dict[str, Any], root: Path) -> str:
-    """One line naming the spellings, their sources, and the command that merges them."""
-    names = ", ".join(f"{n!r} ({', '.join(f'{s}: {c}' for s, c in by.items())})" for n, by in group["names"].items())
-    import shlex
-
-    maps = " ".join(f"--map {shlex.quote(f'{old}={new}')}" for old, new in group["suggest"].items())
-    return f"class names {names} look like one class: merge them with `curate labels {root} {maps}`"
 
 
 def ingest_into(root: str | Path, options: IngestOptions, *,

@@ -413,7 +413,7 @@ def labels(manifest: pd.DataFrame, options: LabelsOptions, *, ws: Workspace,
     summary["conflicts_left"] = int(out.loc[out["label_conflict"].astype(bool), "dup_group"].nunique())
     if options.find_issues or options.map or options.resolve:
         from curate.schema import empty_annotations
-        from curate.stages.ingest import similar_class_names
+        from curate.labelmap import similar_class_names
 
         similar = similar_class_names(out, annotations if annotations is not None else empty_annotations(), [])
         if similar:
