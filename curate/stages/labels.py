@@ -412,8 +412,8 @@ def labels(manifest: pd.DataFrame, options: LabelsOptions, *, ws: Workspace,
     summary["classes"] = class_table(out)
     summary["conflicts_left"] = int(out.loc[out["label_conflict"].astype(bool), "dup_group"].nunique())
     if options.find_issues or options.map or options.resolve:
-        from curate.schema import empty_annotations
         from curate.labelmap import similar_class_names
+        from curate.schema import empty_annotations
 
         similar = similar_class_names(out, annotations if annotations is not None else empty_annotations(), [])
         if similar:
