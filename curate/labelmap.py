@@ -38,7 +38,7 @@ import pandas as pd
 from curate.errors import OptionError
 from curate.workspace import LABELMAP_FILE  # the workspace's active map, committed with the tables
 
-__all__ = ["LABELMAP_FILE", "apply_map", "check_map", "compose", "label_key", "map_bytes", "map_from_bytes",
+__all__ = ["LABELMAP_FILE", "apply_box_map", "apply_map", "check_map", "compose", "label_key", "map_bytes", "map_from_bytes",
            "parse_pairs", "read_map_file", "refresh_conflicts", "similar_class_names", "similar_labels",
            "similar_warning"]
 
@@ -297,3 +297,27 @@ def similar_warning(group: dict[str, Any], root: str | Path) -> str:
     names = ", ".join(f"{n!r} ({', '.join(f'{s}: {c}' for s, c in by.items())})" for n, by in group["names"].items())
     maps = " ".join(f"--map {shlex.quote(f'{old}={new}')}" for old, new in group["suggest"].items())
     return f"class names {names} look like one class: merge them with `curate labels {root} {maps}`"
+
+
+def apply_box_map(annotations: pd.DataFrame, active: Mapping[str, str], new: Mapping[str, str] | None = None
+                  ) -> tuple[pd.DataFrame, int]:
+    """Box classes as :func:`apply_map` shows image labels: ``active[original_label]`` for boxes read from a
+    source, ``new`` renaming the others (boxes curate made). Returns the boxes and how many changed.
+
+        >>> b = pd.DataFrame({"label": ["Brown_Glass", "face"], "original_label": ["Brown_Glass", None]})
+        >>> out, n = apply_box_map(b, {"Brown_Glass": "brown-glass"})
+        >>> out["label"].tolist(), n, apply_box_map(out, {})[0]["label"].tolist()
+        (['brown-glass', 'face'], 1, ['Brown_Glass', 'face'])
+    """
+    if not len(annotations):
+        return annotations, 0
+    out = annotations.copy()
+    if "original_label" not in out.columns:
+        out["original_label"] = None
+    old = out["label"].copy()
+    read = out["original_label"].notna()
+    out.loc[read, "label"] = out.loc[read, "original_label"].astype(str).map(lambda v: active.get(v, v))
+    if new:
+        made = ~read & out["label"].isin(list(new))
+        out.loc[made, "label"] = out.loc[made, "label"].map(lambda v: new[v])
+    return out, int((old != out["label"]).sum())

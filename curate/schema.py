@@ -121,6 +121,8 @@ ANNOTATION_COLUMNS: tuple[Column, ...] = (
     Column("score", "float", True, "detector confidence, null for human boxes"),
     Column("origin", "str", True, "where the box came from (coco, yolo, voc, json, csv, faces, augment, ...)"),
     Column("iscrowd", "bool", False, "COCO iscrowd flag"),
+    Column("original_label", "str", True, "the box class as first read from its source (`curate labels "
+                                          "--unmap/--reset` restores it); null for boxes curate made"),
 )
 
 _PANDAS_DTYPES = {"str": "object", "int": "Int64", "bool": "bool", "float": "float64"}

@@ -547,7 +547,8 @@ def _new_rows(read: _ReadRows, results: _ProbeResults, opts: ProbeOptions
         if width[i] and height[i]:
             boxes, problems = clean_boxes(e.boxes, int(width[i]), int(height[i]), declared_wh=e.declared_wh,
                                           orientation=orientation[i])
-            ann_rows += [{"sample_id": cols["sample_id"][i], "origin": cols["layout"][i], **b} for b in boxes]
+            ann_rows += [{"sample_id": cols["sample_id"][i], "origin": cols["layout"][i], **b,
+                          "original_label": b["label"]} for b in boxes]
             box_problems += [f"{where}: {msg}" for msg in problems]
         else:
             box_problems.append(f"{where}: {len(e.boxes)} boxes not imported: image is {reason[i]}")
@@ -632,6 +633,12 @@ def ingest(manifest: pd.DataFrame, options: IngestOptions, *, ws: Workspace,
     annotated = set(ann["sample_id"])
 
     combined, label_changes, active_map, map_files = _apply_label_map(ws, combined, options.label_map)
+    if active_map:
+        from curate.labelmap import apply_box_map
+
+        ann, boxes_renamed = apply_box_map(ann, active_map, options.label_map)
+        if boxes_renamed:
+            label_changes.append({"boxes": boxes_renamed, "by": "labelmap"})
 
     order = sorted(all_sources, key=lambda s: all_sources[s].get("order", 0))
     priority = list(options.priority or []) + order

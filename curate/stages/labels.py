@@ -359,6 +359,7 @@ def labels(manifest: pd.DataFrame, options: LabelsOptions, *, ws: Workspace,
     """
     from curate.labelmap import (
         LABELMAP_FILE,
+        apply_box_map,
         apply_map,
         check_map,
         compose,
@@ -370,6 +371,7 @@ def labels(manifest: pd.DataFrame, options: LabelsOptions, *, ws: Workspace,
     options.check()
     out = manifest.copy()
     summary: dict[str, Any] = {}
+    new_ann: pd.DataFrame | None = None
     record: dict[str, Any] = {}
     changes: list[dict[str, Any]] = []
     files: dict[str, bytes] = {}
@@ -388,6 +390,11 @@ def labels(manifest: pd.DataFrame, options: LabelsOptions, *, ws: Workspace,
             changes += undone
         out, mapped = apply_map(out, active, options.map)
         changes += mapped
+        if annotations is not None and len(annotations):
+            ann, boxes_renamed = apply_box_map(annotations, active, options.map)
+            if boxes_renamed:
+                new_ann = ann
+                summary["boxes_renamed"] = boxes_renamed
         files[LABELMAP_FILE] = map_bytes(active)
         summary["map"] = {"active": active, "relabelled": len(mapped) + (len(undone) if options.reset else 0)}
         record["label_map"] = {"before": stored, "after": active}
@@ -421,8 +428,8 @@ def labels(manifest: pd.DataFrame, options: LabelsOptions, *, ws: Workspace,
     record["label_changes"] = changes
     summary["relabelled"] = sum(1 for c in changes if c.get("new") is not None)
     summary["status_counts"] = summarize(out)["status"]
-    changed = bool(changes) or bool(files) or options.find_issues
-    return StageResult(out, None, summary=summary, record=record, files=files,
+    changed = bool(changes) or bool(files) or options.find_issues or new_ann is not None
+    return StageResult(out, new_ann, summary=summary, record=record, files=files,
                        write=changed and not options.dry_run, log_run=not options.dry_run and changed)
 
 

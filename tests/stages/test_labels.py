@@ -264,3 +264,25 @@ def test_labels_prints_the_class_list_per_source_and_split(tmp_path, skimage_dir
     table = {ln.split()[0]: ln.split()[1:] for ln in res.output.splitlines()[2:]}
     assert table == {"dog": ["1", "1", "0", "1"], "rocket": ["1", "0", "1", "1"]}
     assert len(ws.runs()) == 1  # only looking: nothing recorded
+
+
+def test_box_classes_are_compared_and_mapped_too(tmp_path, skimage_dir):
+    """Detection sources: box classes spelled two ways are reported at ingest and merged by the map; --reset undoes it."""
+    for name, cls, photo in (("a", "Brown_Glass", "chelsea.png"), ("b", "brown-glass", "coffee.png")):
+        d = tmp_path / name
+        d.mkdir()
+        shutil.copy2(skimage_dir / photo, d / photo)
+        (d / "boxes.csv").write_text(f"file,x1,y1,x2,y2,label\n{photo},10,10,100,90,{cls}\n{photo},120,20,200,100,{cls}\n")
+    ws = tmp_path / "ws"
+    res = run("ingest", str(tmp_path / "a" / "boxes.csv"), str(tmp_path / "b" / "boxes.csv"), "--source", "a",
+              "--source", "b", "--into", str(ws), "--workers", "1", "--json")
+    # 2 boxes each: the tie goes to the first source's spelling
+    assert json.loads(res.output)["similar_labels"][0]["suggest"] == {"brown-glass": "Brown_Glass"}
+    res = run("labels", str(ws), "--map", "brown-glass=Brown_Glass", "--json")
+    assert json.loads(res.output)["boxes_renamed"] == 2
+    boxes = pd.read_parquet(ws / "annotations.parquet")
+    assert boxes["label"].tolist() == ["Brown_Glass"] * 4
+    assert sorted(boxes["original_label"]) == ["Brown_Glass", "Brown_Glass", "brown-glass", "brown-glass"]
+    run("labels", str(ws), "--reset")
+    boxes = pd.read_parquet(ws / "annotations.parquet")
+    assert (boxes["label"] == boxes["original_label"]).all()
