@@ -22,11 +22,15 @@ duplicates across all sources from the hashes stored at ingest (docs/dedupe.md):
       ``Copy of x.jpg``: :func:`curate.groups.is_copy_name`) before one that is;
    5. stable order: source, then relative path, then sample_id.
 
-   ``--keep`` reorders or drops the first three.
+   ``--keep`` reorders or drops the first three. Before them, the label vote:
+   when the group's labels disagree and one holds a strict majority, the
+   keeper is the best-ranked member carrying it (issue 16; not in a group a
+   person decided in review).
 
 Members of a group whose labels differ are flagged ``label_conflict``; the
 conflict is reported, never silently resolved (the representative keeps its
-own label, the others stay ``duplicate`` so nothing is exported twice).
+own label, the others stay ``duplicate`` so nothing is exported twice);
+``curate labels --resolve`` settles it as a recorded decision.
 
 Re-running is idempotent: earlier ``dedupe`` decisions are recomputed, and rows
 a person decided in review are never changed (a row kept in review stays kept
