@@ -208,7 +208,8 @@ def report_cmd(workspace: Path, out: Path | None, per_reason: int, max_groups: i
 def review_cmd(workspace: Path, pull: bool, port: int | None, address: str | None, remote: bool,
                no_launch: bool, as_json: bool) -> None:
     """Look at every row in the FiftyOne App; --pull brings the App's tags back."""
-    from curate.stages.review import app_address, launch, pull_review, review
+    from curate.review.app import app_address, launch
+    from curate.stages.review import pull_review, review
 
     ws = _open_ws(workspace)
     if pull:

@@ -587,6 +587,8 @@ def ingest(manifest: pd.DataFrame, options: IngestOptions, *, ws: Workspace,
         raise OptionError("", field="SOURCE", expected="at least one source folder or file", found="none")
     t0 = time.perf_counter()
     sources, all_sources = _register_sources(ws, options.sources)
+    if options.read_extra.get("images_dir"):  # read as a source is: it may not hold or lie in the workspace
+        check_source_place(options.read_extra["images_dir"], ws.root)
 
     read = _ReadRows()
     seen_ids: set[str] = set()
@@ -736,6 +738,8 @@ def ingest_into(root: str | Path, options: IngestOptions, *,
     for spec in options.sources:  # before the workspace is made: nothing is ever written inside a source
         if Path(spec.path).expanduser().exists():
             check_source_place(spec.path, root)
+    if options.read_extra.get("images_dir"):  # --images-dir is read as a source is
+        check_source_place(options.read_extra["images_dir"], root)
     fresh = not (root / MARKER).exists()
     made = next((p for p in reversed([root, *root.parents]) if not p.exists()), None)  # the first folder curate makes
     ws = Workspace.create(root)
