@@ -48,9 +48,10 @@ def readable(p: Path) -> bool:
 
 
 def class_files(corpus: Path) -> dict[str, list[Path]]:
-    import skimage
+    import skimage.data
 
-    sk = sorted(p for p in Path(skimage.data_dir).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    # the photos shipped in the package (skimage.data_dir points at a download cache when pooch is installed)
+    sk = sorted(p for p in Path(skimage.data.__file__).parent.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
     people = sorted((corpus / "faces_by_person").rglob("*.*"))
     photos = sorted(p for p in (corpus / "photos").iterdir() if not p.name.startswith("skimage_")
                     and not p.name.startswith("retinaface_"))  # retinaface_img3 is a face

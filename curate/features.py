@@ -13,8 +13,8 @@ Two kinds, chosen on measurement (docs/labels.md, benchmarks/labels_bench.py):
   network is randomly initialised (a seeded random projection of the pixels),
   which is what tests on this machine run.
 
-    >>> import skimage, pathlib
-    >>> v = pixel_features(str(pathlib.Path(skimage.data_dir) / "chelsea.png"))
+    >>> import skimage.data, pathlib  # the photos shipped in the package (data_dir moves when pooch is installed)
+    >>> v = pixel_features(str(pathlib.Path(skimage.data.__file__).parent / "chelsea.png"))
     >>> v.shape, v.dtype.name
     ((644,), 'float32')
 """

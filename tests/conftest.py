@@ -39,9 +39,10 @@ def corpus() -> Path:
 
 @pytest.fixture(scope="session")
 def skimage_dir() -> Path:
-    import skimage
+    import skimage.data
 
-    return Path(skimage.data_dir)
+    # The photos shipped in the package: skimage.data_dir points at a download cache once pooch is installed.
+    return Path(skimage.data.__file__).parent
 
 
 def tree_digest(root: Path) -> dict[str, str]:

@@ -173,10 +173,11 @@ def test_resolve_never_settles_silently(tmp_path, skimage_dir):
 
 def flipped_workspace(tmp_path: Path, corpus: Path) -> tuple[Workspace, set[str]]:
     """Portraits (faces_by_person) and scikit-image's science photos, with 3 of each class in the wrong folder."""
-    import skimage
+    import skimage.data
 
     people = sorted((corpus / "faces_by_person").rglob("*.jpg"))[:24]
-    science = sorted(p for p in Path(skimage.data_dir).iterdir() if p.suffix in (".png", ".jpg"))[:24]
+    # the photos shipped in the package (skimage.data_dir points at a download cache when pooch is installed)
+    science = sorted(p for p in Path(skimage.data.__file__).parent.iterdir() if p.suffix in (".png", ".jpg"))[:24]
     src = tmp_path / "src"
     flipped = set()
     for cls, files in (("person", people), ("science", science)):
