@@ -95,6 +95,8 @@ class IngestOptions:
     # Label map given at ingest (--label-map FILE / --map old=new): merged into the workspace's active map
     # (labelmap.json), which every ingest applies to the rows whose label comes from their source.
     label_map: dict[str, str] = field(default_factory=dict)
+    engine: str | None = None  # per-image work on "local" or "ray" (None: $CURATE_ENGINE, else local)
+    ray_address: str | None = None  # with engine "ray": a cluster to use (None: start a local one)
 
 
 def sample_id_for(source: str, rel_path: str) -> str:
@@ -346,12 +348,13 @@ def _probe_crashed(job: tuple[ProbeTask, ProbeOptions], crash: WorkerCrash) -> d
 
 def _probe(paths: list[str], cache: _KnownCache, options: IngestOptions, ws: Workspace) -> _ProbeResults:
     """Probe every path in the pool; one result per path, in completion order."""
-    from curate.parallel import stream_map
+    from curate.engine import stream_map
 
     results = _ProbeResults(ws, options.checkpoint_every)
     jobs = _ProbeJobs(paths, cache, options.probe)
     for r in stream_map(_probe_task, jobs, workers=options.workers, progress=options.progress, desc="ingest",
-                        on_crash=_probe_crashed, retries=options.retries, task_timeout_s=options.task_timeout_s):
+                        on_crash=_probe_crashed, retries=options.retries, task_timeout_s=options.task_timeout_s,
+                        engine=options.engine, ray_address=options.ray_address):
         results.add(r)
     results.flush()
     return results
