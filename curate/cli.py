@@ -49,6 +49,25 @@ def workers_option(f: F) -> F:
                         help="Worker processes for per-image work (0 = all cores).")(f)
 
 
+def _label_map_options(f: F) -> F:
+    f = click.option("--map", "maps", multiple=True, metavar="OLD=NEW",
+                     help="Rename class OLD to NEW (merges it into NEW when NEW exists); repeat for more.")(f)
+    return click.option("--label-map", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+                        help="Label map file: YAML `old: new` lines, or a CSV with two columns old,new.")(f)
+
+
+def _label_map(path: Path | None, maps: tuple[str, ...]) -> dict[str, str]:
+    from curate.labelmap import parse_pairs, read_map_file
+
+    out = read_map_file(path) if path else {}
+    for old, new in parse_pairs(maps).items():
+        if out.get(old, new) != new:
+            raise click.BadParameter(f"{old!r} is mapped to {out[old]!r} in {path} and to {new!r} here",
+                                     param_hint="--map")
+        out[old] = new
+    return out
+
+
 def engine_options(f: F) -> F:
     """``--engine`` and ``--ray-address``: where the per-image work runs (docs/scale.md)."""
     f = click.option("--ray-address", default=None, metavar="ADDRESS",
@@ -97,13 +116,15 @@ def cli() -> None:
 @click.option("--images-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Folder that a CSV/TXT list's file names are relative to (default: the list's folder).")
 @click.option("--json-mapping", default=None, help="Field mapping for per-image JSON box files (file or name in schemas/).")
+@_label_map_options
 @workers_option
 @engine_options
 @json_option
 def ingest(sources: tuple[Path, ...], workspace: Path, names: tuple[str, ...], layout: str, label: str | None,
            splits: tuple[str, ...], min_side_px: int, max_pixels: int, max_aspect: float, max_file_mb: float,
-           priority: str | None, follow_links: bool, images_dir: Path | None, json_mapping: str | None, workers: int,
-           engine: str | None, ray_address: str | None, as_json: bool) -> None:
+           priority: str | None, follow_links: bool, images_dir: Path | None, json_mapping: str | None,
+           label_map: Path | None, maps: tuple[str, ...], workers: int, engine: str | None, ray_address: str | None,
+           as_json: bool) -> None:
     """Read SOURCE folders or lists into a workspace, one manifest row per file."""
     from curate.imageio import ProbeOptions
     from curate.stages.ingest import IngestOptions, SourceSpec, ingest_into
@@ -119,8 +140,9 @@ def ingest(sources: tuple[Path, ...], workspace: Path, names: tuple[str, ...], l
     opts = IngestOptions(specs, probe=probe, workers=workers, follow_links=follow_links,
                          priority=priority.split(",") if priority else None,
                          progress=sys.stderr.isatty() and not as_json, read_extra=extra,
-                         engine=engine, ray_address=ray_address)
+                         label_map=_label_map(label_map, maps), engine=engine, ray_address=ray_address)
     ws, result = ingest_into(workspace, opts, record_options={
+        "label_map": str(label_map) if label_map else None, "map": list(maps),
         "sources": [str(s) for s in sources], "names": list(names), "layout": layout, "label": label, "splits": list(splits),
         "min_side_px": min_side_px, "max_pixels": max_pixels, "max_aspect": max_aspect, "max_file_mb": max_file_mb,
         "priority": priority,
@@ -645,6 +667,45 @@ def prune_cmd(workspace: Path, missing: bool, dry_run: bool, as_json: bool) -> N
     ws = _open_ws(workspace)
     result = ws.run_stage("prune", prune, PruneOptions(missing=missing, dry_run=dry_run))
     emit(result.summary, as_json, f"prune {ws.root}" + (" (dry run: nothing written)" if dry_run else ""))
+
+
+# --- labels (issue 16) ---------------------------------------------------------------------------
+
+@cli.command("labels")
+@workspace_argument
+@_label_map_options
+@click.option("--unmap", multiple=True, metavar="OLD",
+              help="Remove OLD from the active label map: its rows get their original label back; repeat for more.")
+@click.option("--reset", is_flag=True, help="Remove the label map and every relabel: original labels back.")
+@click.option("--resolve", default=None, metavar="majority|source:NAME|keep",
+              help="Settle label conflicts in duplicate groups: the majority's label, source NAME's, or the kept copy's.")
+@click.option("--find-issues", is_flag=True, help="Score every kept image for a likely wrong label (cleanlab).")
+@click.option("--features", type=click.Choice(["pixels", "resnet18", "resnet50", "efficientnet_b0"]),
+              default="pixels", show_default=True,
+              help="Image features for --find-issues: curate's own, or a torchvision backbone (cached weights, else random).")
+@click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True,
+              help="Folds of the out-of-fold model of --find-issues.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the folds and the model.")
+@click.option("--apply", type=click.Choice(["relabel", "drop"]), default=None,
+              help="Fix the flagged rows: give them the suggested label, or drop them (mislabelled).")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=None,
+              help="With --apply: only flagged rows scored at least this.")
+@click.option("--top", type=click.IntRange(min=1), default=None, help="With --apply: only the N highest-scored flagged rows.")
+@click.option("--dry-run", is_flag=True, help="Show what would change; write nothing.")
+@workers_option
+@json_option
+def labels_cmd(workspace: Path, label_map: Path | None, maps: tuple[str, ...], unmap: tuple[str, ...], reset: bool,
+               resolve: str | None, find_issues: bool, features: str, folds: int, seed: int, apply: str | None,
+               threshold: float | None, top: int | None, dry_run: bool, workers: int, as_json: bool) -> None:
+    """Class list per source and split; map classes, settle conflicts, find and fix likely mislabels."""
+    from curate.stages.labels import LabelsOptions, format_classes, labels
+
+    ws = _open_ws(workspace)
+    opts = LabelsOptions(_label_map(label_map, maps), unmap, reset, resolve, find_issues, features, folds, seed,
+                         apply, threshold, top, dry_run, workers, progress=sys.stderr.isatty() and not as_json)
+    result = ws.run_stage("labels", labels, opts)
+    _emit_report(result.summary, as_json,
+                 format_classes(result.summary, f"labels {ws.root}" + (" (dry run: nothing written)" if dry_run else "")))
 
 
 # curate label (issue 16): the Label Studio round trip

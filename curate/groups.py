@@ -98,6 +98,29 @@ def keeper_order(
     return pd.Series(np.arange(len(order)), index=order).reindex(manifest.index)
 
 
+def minority_labels(labels: np.ndarray, gid: np.ndarray) -> np.ndarray:
+    """True for members whose label is not their group's strict-majority label (False where none has one).
+
+    Unlabelled members do not vote, and are in the minority when a majority exists.
+
+        >>> minority_labels(np.array(["a", "b", "a", "x", "y", None, None, "c"], dtype=object),
+        ...                 np.array([0, 0, 0, 1, 1, 2, 2, 2])).tolist()
+        [False, True, False, False, False, True, True, False]
+    """
+    lab = pd.Series(labels, dtype=object)
+    t = pd.DataFrame({"g": gid, "l": lab.astype(str).to_numpy(), "has": lab.notna().to_numpy()})
+    counts = t[t["has"]].groupby(["g", "l"]).size().rename("n").reset_index()
+    counts = counts.sort_values(["g", "n"], ascending=[True, False], kind="mergesort")
+    top = counts.groupby("g").head(2)
+    first = top.groupby("g")["n"].transform("first")
+    last = top.groupby("g")["n"].transform("last")
+    n_top = top.groupby("g")["n"].transform("size")
+    lead = top[(top["n"] == first) & ((n_top == 1) | (last < first))]
+    winner = pd.Series(lead["l"].to_numpy(), index=lead["g"].to_numpy())
+    won = pd.Series(gid).map(winner)
+    return (won.notna() & (~t["has"] | (t["l"] != won))).to_numpy(dtype=bool)
+
+
 def apply_groups(
     manifest: pd.DataFrame,
     groups: Iterable[Sequence[int]],
@@ -106,8 +129,13 @@ def apply_groups(
     rank: pd.Series,
     detail: str = "",
     protected: set[int] | None = None,
+    label_vote: bool = True,
 ) -> pd.DataFrame:
     """Mark each group (of index labels): keep the best-ranked, drop the rest as duplicate.
+
+    With ``label_vote``, a group whose labels disagree keeps its best-ranked
+    member among those carrying the strict majority label (no majority: the
+    rank alone decides), so the kept copy carries the group's label (issue 16).
 
     Rows in ``protected`` (decided in review) are never changed, though they
     still count as group members. Vectorised: a million rows in seconds.
@@ -119,7 +147,14 @@ def apply_groups(
     idx = np.concatenate([np.asarray(g) for g in member_lists])
     gid = np.repeat(np.arange(len(member_lists)), [len(g) for g in member_lists])
     table = pd.DataFrame({"i": idx, "g": gid, "r": rank.loc[idx].to_numpy()})
-    table = table.sort_values(["g", "r"], kind="mergesort")
+    # The label vote: when a group's labels disagree and one label holds a strict majority, the copy
+    # kept is the best-ranked one carrying it. Not in a group with a row a person decided (review):
+    # their choice, carried by the rank, comes first.
+    table["minority"] = minority_labels(out.loc[idx, "label"].to_numpy(dtype=object), gid) if label_vote else False
+    if protected:
+        person_groups = set(table.loc[table["i"].isin(list(protected)), "g"])
+        table.loc[table["g"].isin(person_groups), "minority"] = False
+    table = table.sort_values(["g", "minority", "r"], kind="mergesort")
     keeper = table.groupby("g")["i"].transform("first").to_numpy()
     table["keeper_id"] = out.loc[keeper, "sample_id"].to_numpy()
     labels = out.loc[table["i"].to_numpy(), "label"]

@@ -49,6 +49,7 @@ REASONS: dict[str, str] = {
     "no_face": "no face found by `curate faces`",
     "rejected_in_review": "tagged `reject` in the review app",
     "balanced_out": "removed by `curate balance` to even out class counts",
+    "mislabelled": "flagged as a likely mislabel by `curate labels --find-issues` and dropped with `--apply drop`",
     "superseded": "replaced by derived rows (face crops, box patches with `curate crop --supersede`, squares); see parent_id",
 }
 
@@ -100,7 +101,14 @@ MANIFEST_COLUMNS: tuple[Column, ...] = (
     Column("split_pinned", "bool", False, "split given by `curate ingest --split`: `curate split` never changes it"),
     Column("group", "str", True, "rows that must share a split, e.g. one person (`curate split --group-from`); "
                                  "derived rows carry their source row's value"),
-    Column("original_label", "str", True, "label as first read from the source, before any map, resolution or relabelling; set once"),
+    Column("original_label", "str", True, "the label as first read from the source; set once, never overwritten "
+                                          "(`curate labels --unmap/--reset` restores it)"),
+    Column("label_detail", "str", True, "why the label differs from original_label: the label map, conflict "
+                                        "policy or mislabel fix that set it (each change is also in runs/)"),
+    Column("label_issue_score", "float", True, "`curate labels --find-issues`: how likely the label is wrong "
+                                               "(0-1, higher = more likely); null when not scored"),
+    Column("suggested_label", "str", True, "`curate labels --find-issues`: the class the image's content points "
+                                           "to, when it is not its label"),
 )
 
 ANNOTATION_COLUMNS: tuple[Column, ...] = (
@@ -113,6 +121,8 @@ ANNOTATION_COLUMNS: tuple[Column, ...] = (
     Column("score", "float", True, "detector confidence, null for human boxes"),
     Column("origin", "str", True, "where the box came from (coco, yolo, voc, json, csv, faces, augment, ...)"),
     Column("iscrowd", "bool", False, "COCO iscrowd flag"),
+    Column("original_label", "str", True, "the box class as first read from its source (`curate labels "
+                                          "--unmap/--reset` restores it); null for boxes curate made"),
 )
 
 _PANDAS_DTYPES = {"str": "object", "int": "Int64", "bool": "bool", "float": "float64"}

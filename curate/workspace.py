@@ -69,8 +69,9 @@ TABLES_DIR = "tables"
 MANIFEST_FILE = "manifest.parquet"
 ANNOTATIONS_FILE = "annotations.parquet"
 SOURCES_FILE = "sources.json"
+LABELMAP_FILE = "labelmap.json"  # the active label map (curate.labelmap), applied by ingest to new rows
 # The files of one committed version; each is also published at the top level under the same name.
-VERSIONED_FILES = (MANIFEST_FILE, ANNOTATIONS_FILE, SOURCES_FILE)
+VERSIONED_FILES = (MANIFEST_FILE, ANNOTATIONS_FILE, SOURCES_FILE, LABELMAP_FILE)
 _VERSION_NAME = re.compile(r"^[0-9]{8}T[0-9]{12}Z-[0-9]+-[0-9a-f]{6}$")
 # Set while a command writes (removed when it ends, even on an error): found at the start of the next
 # command, it means a kill, and the next command sweeps the temporary files the kill left.

@@ -28,9 +28,9 @@ FLOORS: dict[str, int] = {
     "curate.formats": 2, "curate.report": 2, "curate.review": 2,
     # floor 1: nouns and helpers
     **dict.fromkeys([f"curate.{m}" for m in (
-        "augment", "boxes", "console", "derive", "engine", "faces", "geometry", "groups", "hashing", "imageio",
-        "index", "lineage",
-        "locate", "models", "parallel", "paths", "units", "verify", "walk")], 1),
+        "augment", "boxes", "console", "derive", "engine", "faces", "features", "geometry", "groups", "hashing",
+        "imageio", "index", "labelmap", "lineage", "locate", "models", "parallel", "paths", "units", "verify",
+        "walk")], 1),
     "curate.labelstudio": 1,  # Label Studio's config, box units, REST client and local server (issue 16)
     # floor 0: the workspace and the manifest contract it validates against
     "curate": 0, "curate.errors": 0, "curate.schema": 0, "curate.summary": 0, "curate.workspace": 0,

@@ -64,7 +64,7 @@ def test_rows_put_first_beat_every_criterion() -> None:
 
 def test_apply_groups_keeps_the_best_ranked_and_flags_conflicts() -> None:
     m = table([row("a", label="cat"), row("b", label="dog", width=1280), row("c", label="cat"), row("z")])
-    out = apply_groups(m.copy(), [[0, 1, 2], [3]], decided_by="dedupe", rank=keeper_order(m))
+    out = apply_groups(m.copy(), [[0, 1, 2], [3]], decided_by="dedupe", rank=keeper_order(m), label_vote=False)
     by = out.set_index("sample_id")
     assert by.loc["b", "status"] == "kept" and by.loc[["a", "c"], "duplicate_of"].tolist() == ["b", "b"]
     assert by.loc[["a", "c"], "reason"].tolist() == ["duplicate", "duplicate"]
@@ -72,6 +72,19 @@ def test_apply_groups_keeps_the_best_ranked_and_flags_conflicts() -> None:
     assert by.loc[["a", "b", "c"], "dup_group"].tolist() == ["b", "b", "b"]
     assert by.loc[["a", "b", "c"], "label_conflict"].tolist() == [True, True, True]
     assert by.loc["z", "status"] == "kept" and pd.isna(by.loc["z", "dup_group"])  # a group of one is none
+
+
+def test_the_label_vote_keeps_the_best_ranked_copy_with_the_majority_label() -> None:
+    """Issue 16: b ranks first (more pixels) but is the odd label out; a tie or a person's row leaves the rank."""
+    m = table([row("a", label="cat"), row("b", label="dog", width=1280), row("c", label="cat", width=800)])
+    by = apply_groups(m.copy(), [[0, 1, 2]], decided_by="dedupe", rank=keeper_order(m)).set_index("sample_id")
+    assert by.loc["c", "status"] == "kept" and by.loc[["a", "b"], "duplicate_of"].tolist() == ["c", "c"]
+    assert by.loc[["a", "b", "c"], "label_conflict"].tolist() == [True, True, True]  # reported, not settled
+    tie = table([row("a", label="cat"), row("b", label="dog", width=1280)])
+    assert apply_groups(tie.copy(), [[0, 1]], decided_by="dedupe", rank=keeper_order(tie)).loc[1, "status"] == "kept"
+    person = table([row("a", label="cat"), row("b", label="dog", width=1280, decided_by="review"), row("c", label="cat")])
+    out = apply_groups(person.copy(), [[0, 1, 2]], decided_by="dedupe", rank=keeper_order(person), protected={1})
+    assert out.loc[1, "status"] == "kept" and out.loc[0, "duplicate_of"] == "b"
 
 
 def test_apply_groups_never_changes_protected_rows() -> None:

@@ -26,8 +26,10 @@ INPUTS = {
     ("train classify", "export_dir"), ("train compare", "raw_export"), ("train compare", "curated_export"),
     ("train yolo", "export_dir"), ("faces", "model_dir"), ("models status", "model_dir"), ("relocate", "search"),
     ("label", "binary"),  # the Label Studio program to run
+    ("ingest", "label_map"), ("labels", "label_map"),  # a label map file, read
     *((c, "workspace") for c in ("status", "report", "review", "export", "split", "balance", "check", "faces",
-                                 "square", "crop", "dedupe", "relocate", "prune", "label")),
+                                 "square", "crop", "dedupe", "relocate", "prune", "label",
+                                 "labels")),
 }
 # Writes only the face model files, under their fixed names, each checked by sha256: it knows no workspace.
 EXEMPT = {("models fetch", "target")}

@@ -73,6 +73,9 @@ class IngestOptions:
     retries: int = DEFAULT_RETRIES  # tries again of a file whose worker process died, before worker_crashed
     task_timeout_s: float | None = None  # a file probed longer than this kills its worker (None: no limit)
     read_extra: dict[str, Any] = field(default_factory=dict)  # format-specific reader options
+    # Label map given at ingest (--label-map FILE / --map old=new): merged into the workspace's active map
+    # (labelmap.json), which every ingest applies to the rows whose label comes from their source.
+    label_map: dict[str, str] = field(default_factory=dict)
     engine: str | None = None  # per-image work on "local" or "ray" (None: $CURATE_ENGINE, else local)
     ray_address: str | None = None  # with engine "ray": a cluster to use (None: start a local one)
 
@@ -495,7 +498,8 @@ def _new_rows(read: _ReadRows, results: _ProbeResults, opts: ProbeOptions
         if width[i] and height[i]:
             boxes, problems = clean_boxes(e.boxes, int(width[i]), int(height[i]), declared_wh=e.declared_wh,
                                           orientation=orientation[i])
-            ann_rows += [{"sample_id": cols["sample_id"][i], "origin": cols["layout"][i], **b} for b in boxes]
+            ann_rows += [{"sample_id": cols["sample_id"][i], "origin": cols["layout"][i], **b,
+                          "original_label": b["label"]} for b in boxes]
             box_problems += [f"{where}: {msg}" for msg in problems]
         else:
             box_problems.append(f"{where}: {len(e.boxes)} boxes not imported: image is {reason[i]}")
@@ -505,6 +509,7 @@ def _new_rows(read: _ReadRows, results: _ProbeResults, opts: ProbeOptions
         **{c: _objects(cols[c]) for c in ("sample_id", "source", "path", "rel_path", "layout", "label", "split")},
         "origin_path": _objects(cols["path"]), "parent_id": _objects([None] * n),
         "label_origin": _objects(["source" if v is not None else None for v in cols["label"]]),
+        "original_label": _objects(cols["label"]),
         "decided_by": _objects(["ingest"] * n), "duplicate_of": _objects([None] * n),
         "dup_group": _objects([None] * n), "label_conflict": np.zeros(n, dtype=bool),
         "transform": _objects([None] * n),

@@ -54,6 +54,7 @@ class ReportOptions:
     max_group_members: int = 8
     per_reason: int = 8
     max_faces: int = 48
+    max_label_issues: int = 24  # likely mislabels pictured, most likely first
     max_table_rows: int = 100
     seed: int = 0
     workers: int = 0  # thumbnail threads; 0 = one per core
@@ -104,6 +105,11 @@ def _count(n: int, noun: str) -> str:
 
 def _run_started(run: dict[str, Any]) -> str:
     return str(run.get("started", ""))[:19].replace("T", " ")
+
+
+def _raw(m: pd.DataFrame, name: str) -> pd.Series:
+    """A column as it is (nulls kept), or all null when the manifest predates it."""
+    return m[name] if name in m.columns else pd.Series(None, index=m.index, dtype=object)
 
 
 class _Renderer:
@@ -180,6 +186,18 @@ class _Renderer:
             self._want(rows)
         for sid in self.face_sample["_show"]:
             self.wanted[str(sid)] = str(self.rows_by_id.loc[str(sid), "path"])
+        self._want(self.label_issue_rows())
+
+    def label_issue_rows(self) -> pd.DataFrame:
+        """Rows flagged by ``curate labels --find-issues`` (still flagged, or dropped as mislabelled), by score."""
+        m = self.m
+        flagged = _raw(m, "suggested_label").notna() | (m["reason"] == "mislabelled")
+        score = pd.to_numeric(_raw(m, "label_issue_score"), errors="coerce")
+        sel = flagged & m["width"].notna()
+        # (assign the scores of the selected rows only: a Series assigned to an empty frame would add rows)
+        return m[sel].assign(_s=score[sel].to_numpy()).sort_values(
+            ["_s", "sample_id"], ascending=[False, True], kind="mergesort").head(self.opts.max_label_issues)
+
 
     def _want(self, rows: pd.DataFrame) -> None:
         for sid, path in zip(rows["sample_id"], rows["path"], strict=True):
@@ -413,6 +431,41 @@ class _Renderer:
             body += h.thumbs(items) + f"<p>showing {len(sample)} of {len(crops):,} crops</p>"
         return h.Section("faces", "Face crops", body)
 
+    def labels(self) -> h.Section:
+        m = self.m
+        original = _raw(m, "original_label")
+        score = pd.to_numeric(_raw(m, "label_issue_score"), errors="coerce")
+        ran = "labels" in self.commands or bool(score.notna().any())
+        moved = m[original.notna() & m["label"].notna() & (original != m["label"])]
+        body = ""
+        if not ran and not len(moved):
+            return h.Section("labels", "Labels", h.note(
+                "<code>curate labels</code> has not run: no label map, no settled conflicts, no mislabel search "
+                "(<code>curate labels WS --find-issues</code>).", "notrun"), ran=False)
+        if len(moved):
+            renamed = (moved.groupby([original[moved.index], moved["label"], _raw(moved, "label_origin").fillna(NONE)])
+                       .size().rename("rows").reset_index())
+            renamed.columns = ["original label", "label now", "set by", "rows"]
+            body += (f"<p><b>{_count(len(moved), 'row')}</b> carry a label other than their source's "
+                     "(<code>original_label</code> keeps it; <code>curate labels WS --reset</code> undoes all).</p>"
+                     + h.table(renamed.set_index("original label"), table_id="table-relabels",
+                               max_rows=self.opts.max_table_rows))
+        conflicts = int(m.loc[_raw(m, "label_conflict").fillna(False).astype(bool), "dup_group"].nunique())
+        body += (f"<p>{_count(conflicts, 'duplicate group')} with a label conflict left "
+                 "(<code>curate labels WS --resolve majority|source:NAME|keep</code>).</p>")
+        flagged = self.label_issue_rows()
+        n_flagged = int((_raw(m, "suggested_label").notna() | (m["reason"] == "mislabelled")).sum())
+        if score.notna().any():
+            body += (f"<p><b>{_count(n_flagged, 'likely mislabel')}</b> among {_nfmt(int(score.notna().sum()))} "
+                     "scored images (confident learning over out-of-fold predictions). Most likely first; the "
+                     "caption is the label → the class the picture looks like.</p>")
+            items = [self._thumb(r, f"{r['label']} → {r['suggested_label'] if pd.notna(r['suggested_label']) else '?'}",
+                                 badge=f"{r['_s']:.2f}" if pd.notna(r["_s"]) else "",
+                                 tooltip=f"{r['path']}\nscore {r['_s']:.3f}\n{_where(r)}")
+                     for _, r in flagged.iterrows()]
+            body += h.thumbs(items) + (f"<p>showing {len(flagged)} of {n_flagged:,}</p>" if n_flagged else "")
+        return h.Section("labels", "Labels", body, ran=ran)
+
     def leakage(self) -> h.Section:
         m = self.m
         split_ran = "split" in self.commands or bool(m["split"].notna().any())
@@ -514,7 +567,8 @@ def render_report(
         # Charts first (main thread), pictures meanwhile (pool threads).
         counts, balance, sizes = r.counts(), r.balance(), r.sizes()
         r.uris = pool.results()
-        sections = [counts, balance, sizes, r.duplicates(), r.dropped(), r.faces(), r.leakage(), r.run_list()]
+        sections = [counts, balance, sizes, r.duplicates(), r.dropped(), r.faces(), r.labels(), r.leakage(),
+                    r.run_list()]
     m = manifest
     kept = int((m["status"] == "kept").sum())
     cards = [

@@ -26,6 +26,7 @@ import pandas as pd
 from curate.errors import CurateError, OptionError
 from curate.review.records import (
     BOOL_FIELDS,
+    FLOAT_FIELDS,
     INT_FIELDS,
     MIME_TYPES,
     STR_FIELDS,
@@ -50,6 +51,7 @@ VIEWS: dict[str, str] = {
     "label_conflicts": "duplicate-group members whose labels disagree",
     "no_face": "rows dropped because no face was found",
     "faces": "rows with at least one face box",
+    "label_issues": "likely mislabels flagged by `curate labels --find-issues`, most likely first",
 }
 
 
@@ -192,6 +194,7 @@ def _declare_fields(ds: Any, fo: Any) -> None:
     wanted: dict[str, tuple[Any, dict[str, Any]]] = {
         **{k: (fo.StringField, {}) for k in STR_FIELDS},
         **{k: (fo.IntField, {}) for k in INT_FIELDS},
+        **{k: (fo.FloatField, {}) for k in FLOAT_FIELDS},
         **{k: (fo.BooleanField, {}) for k in BOOL_FIELDS},
         "label": (fo.EmbeddedDocumentField, {"embedded_doc_type": fo.Classification}),
         "faces": (fo.EmbeddedDocumentField, {"embedded_doc_type": fo.Detections}),
@@ -239,7 +242,8 @@ SIDEBAR_GROUPS: dict[str, list[str]] = {
     "tags": [],
     "decision": ["status", "reason", "detail", "decided_by", "label_conflict"],
     "labels": ["label", "faces", "boxes"],
-    "dataset": ["split", "source", "label_origin"],
+    "dataset": ["split", "source", "label_origin", "original_label", "label_detail"],
+    "label issues": ["label_issue_score", "suggested_label"],
     "duplicates": ["dup_group", "duplicate_of", "is_representative"],
     "lineage": ["parent_id", "parent_filepath", "transform", "path", "origin_path", "rel_path", "media"],
     "image": ["width", "height", "format", "sample_id"],
@@ -272,6 +276,7 @@ def _save_views(ds: Any) -> None:
         "label_conflicts": ds.match(F("label_conflict") == True).sort_by("dup_group"),  # noqa: E712 (a query)
         "no_face": ds.match(F("reason") == "no_face"),
         "faces": ds.match(F("faces.detections").length() > 0),
+        "label_issues": ds.match(F("suggested_label") != None).sort_by("label_issue_score", reverse=True),  # noqa: E711
     }
     for name, view in views.items():
         ds.save_view(name, view, description=VIEWS[name], overwrite=True)

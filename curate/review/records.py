@@ -36,8 +36,10 @@ MIME_TYPES = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png", "GI
 # Scalar sample fields copied from the manifest (besides filepath and the label fields).
 STR_FIELDS = ("sample_id", "path", "origin_path", "rel_path", "source", "split", "status", "reason",
                "detail", "decided_by", "label_origin", "dup_group", "duplicate_of", "format",
-               "parent_id", "parent_filepath", "transform", "media", "record_hash")
+               "parent_id", "parent_filepath", "transform", "media", "record_hash",
+               "original_label", "label_detail", "suggested_label")
 INT_FIELDS = ("width", "height")
+FLOAT_FIELDS = ("label_issue_score",)
 BOOL_FIELDS = ("label_conflict", "is_representative")
 
 
@@ -125,7 +127,8 @@ def sample_records(
     records, problems = [], []
     for row in manifest.to_dict("records"):
         sid = row["sample_id"]
-        rec: dict[str, Any] = {k: py_value(row.get(k)) for k in STR_FIELDS + INT_FIELDS + BOOL_FIELDS if k in row}
+        rec: dict[str, Any] = {k: py_value(row.get(k)) for k in STR_FIELDS + INT_FIELDS + FLOAT_FIELDS + BOOL_FIELDS
+                               if k in row}
         m = media[sid]
         parent = rec.get("parent_id")
         rec.update(

@@ -22,11 +22,15 @@ duplicates across all sources from the hashes stored at ingest (docs/dedupe.md):
       ``Copy of x.jpg``: :func:`curate.groups.is_copy_name`) before one that is;
    5. stable order: source, then relative path, then sample_id.
 
-   ``--keep`` reorders or drops the first three.
+   ``--keep`` reorders or drops the first three. Before them, the label vote:
+   when the group's labels disagree and one holds a strict majority, the
+   keeper is the best-ranked member carrying it (issue 16; not in a group a
+   person decided in review).
 
 Members of a group whose labels differ are flagged ``label_conflict``; the
 conflict is reported, never silently resolved (the representative keeps its
-own label, the others stay ``duplicate`` so nothing is exported twice).
+own label, the others stay ``duplicate`` so nothing is exported twice);
+``curate labels --resolve`` settles it as a recorded decision.
 
 Re-running is idempotent: earlier ``dedupe`` decisions are recomputed, and rows
 a person decided in review are never changed (a row kept in review stays kept
@@ -53,7 +57,15 @@ import numpy as np
 import pandas as pd
 
 from curate.errors import OptionError
-from curate.groups import KEEP_CRITERIA, UnionFind, apply_groups, connected_groups, is_copy_name, keeper_order
+from curate.groups import (
+    KEEP_CRITERIA,
+    UnionFind,
+    apply_groups,
+    connected_groups,
+    is_copy_name,
+    keeper_order,
+    minority_labels,
+)
 from curate.lineage import AUGMENT_LAYOUT
 from curate.parallel import WorkerCrash, WorkerPool
 from curate.verify import PairCheck, VerifyOptions
@@ -468,10 +480,18 @@ def _group_report(out: pd.DataFrame, rows: pd.Index, groups: list[np.ndarray], e
     rank_of = rank.to_dict()
     for g in groups:
         labels = [int(rows[i]) for i in g]
-        ordered = sorted(labels, key=rank_of.__getitem__)
+        # the order apply_groups keeps by: a person's keep, then the label vote, then the rank
+        names = np.array([records[i]["label"] for i in labels], dtype=object)
+        minority = dict(zip(labels, minority_labels(names, np.zeros(len(labels), np.int64)), strict=True))
+        person = any(i in review_rows for i in labels)  # a person's choice beats the vote (as in apply_groups)
+        ordered = sorted(labels, key=lambda i: (not person and bool(minority[i]), rank_of[i]))
         keeper = ordered[0]
-        why = _why_kept(records[keeper], records[ordered[1]], options.keep, source_rank, annotated,
-                        keeper in review_rows)
+        if keeper not in review_rows and keeper != min(labels, key=rank_of.__getitem__):
+            label = records[keeper]["label"]
+            why = f"label vote: {label} is the group's majority ({int((names == label).sum())} of {len(labels)})"
+        else:
+            why = _why_kept(records[keeper], records[ordered[1]], options.keep, source_rank, annotated,
+                            keeper in review_rows)
         members = []
         for pos, i in zip(g, labels, strict=True):
             r = records[i]

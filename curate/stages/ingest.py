@@ -139,12 +139,24 @@ def ingest(manifest: pd.DataFrame, options: IngestOptions, *, ws: Workspace,
     ann = conform(ann, ANNOTATION_COLUMNS)
     annotated = set(ann["sample_id"])
 
+    combined, label_changes, active_map, map_files = _apply_label_map(ws, combined, options.label_map)
+    if active_map:
+        from curate.labelmap import apply_box_map
+
+        ann, boxes_renamed = apply_box_map(ann, active_map, options.label_map)
+        if boxes_renamed:
+            label_changes.append({"boxes": boxes_renamed, "by": "labelmap"})
+
     order = sorted(all_sources, key=lambda s: all_sources[s].get("order", 0))
     priority = list(options.priority or []) + order
     merged: dict[str, Any] = {"added": 0, "conflicts": [], "not_moved": []}
     if options.exact_duplicates:
         combined = mark_exact(combined, priority, annotated)
         ann, merged = merge_duplicate_boxes(combined, ann)
+    if active_map:  # groups dedupe made: their labels may agree now, or disagree
+        from curate.labelmap import refresh_conflicts
+
+        combined = refresh_conflicts(combined)
     rank = combined["source"].map({s: i for i, s in enumerate(order)}).fillna(len(order))
     combined = combined.assign(_r=rank, _d=combined["parent_id"].notna())
     combined = combined.sort_values(["_r", "rel_path", "_d", "sample_id"], kind="mergesort").drop(columns=["_r", "_d"])
@@ -171,11 +183,37 @@ def ingest(manifest: pd.DataFrame, options: IngestOptions, *, ws: Workspace,
     }
     summary = {**summarize(combined), "run": run}
     box_problems += merged["conflicts"] + merged["not_moved"]
-    if warnings or box_problems:
-        summary["warnings"] = warnings + box_problems
+    from curate.labelmap import similar_class_names, similar_warning
+
+    similar = similar_class_names(combined, ann, order)
+    label_warnings = [similar_warning(g, ws.root) for g in similar]
+    if label_changes:
+        run["relabelled_by_map"] = len(label_changes)
+    if similar:
+        summary["similar_labels"] = [{"names": g["names"], "suggest": g["suggest"]} for g in similar]
+    if warnings or box_problems or label_warnings:
+        summary["warnings"] = warnings + box_problems + label_warnings
     record = {"sources": {n: str(p) for n, p, _ in sources}, "skipped": skipped, "box_problems": box_problems,
-              "classes": classes, "source_problems": source_problems}
-    return StageResult(combined, ann, summary=summary, record=record, files={SOURCES_FILE: sources_bytes(all_sources)})
+              "classes": classes, "source_problems": source_problems, "similar_labels": similar,
+              "label_map": active_map, "label_changes": label_changes}
+    return StageResult(combined, ann, summary=summary, record=record,
+                       files={SOURCES_FILE: sources_bytes(all_sources), **map_files})
+
+
+def _apply_label_map(ws: Workspace, manifest: pd.DataFrame, given: dict[str, str]
+                     ) -> tuple[pd.DataFrame, list[dict[str, Any]], dict[str, str], dict[str, bytes]]:
+    """Apply the workspace's active label map (and one given now, merged into it) to the source labels."""
+    from curate.labelmap import LABELMAP_FILE, apply_map, check_map, compose, map_bytes, map_from_bytes
+
+    stored = map_from_bytes(ws.read_file(LABELMAP_FILE))
+    if given:
+        check_map(given)
+    active = compose(stored, given) if given else stored
+    if not active and not stored:
+        return manifest, [], {}, {}
+    out, changes = apply_map(manifest, active, given)
+    files = {LABELMAP_FILE: map_bytes(active)} if active != stored else {}
+    return out, changes, active, files
 
 
 def ingest_into(root: str | Path, options: IngestOptions, *,
@@ -238,7 +276,11 @@ def _carry_decisions(new: pd.DataFrame, manifest: pd.DataFrame) -> pd.DataFrame:
     if not len(manifest):
         return new
     cols = ["sha256", "status", "reason", "detail", "duplicate_of", "dup_group", "label_conflict", "decided_by",
-            "label", "label_origin", "split"]
+            "label", "label_origin", "split", "original_label", "label_detail", "label_issue_score",
+            "suggested_label"]
+    for c in cols:  # a manifest written before a column existed
+        if c not in manifest.columns:
+            manifest = manifest.assign(**{c: None})
     old = manifest.set_index("sample_id")[cols].reindex(new["sample_id"])
     old_sha = old["sha256"].to_numpy(dtype=object)
     same_file = pd.notna(old_sha) & (old_sha == new["sha256"].to_numpy(dtype=object))
@@ -246,10 +288,15 @@ def _carry_decisions(new: pd.DataFrame, manifest: pd.DataFrame) -> pd.DataFrame:
     relabelled = same_file & old["label_origin"].notna().to_numpy() & (old["label_origin"] != "source").to_numpy()
     split_before = same_file & new["split"].isna().to_numpy() & old["split"].notna().to_numpy()
     for mask, names in ((decided, ("status", "reason", "detail", "duplicate_of", "dup_group", "decided_by")),
-                        (relabelled, ("label", "label_origin")), (split_before, ("split",))):
+                        (relabelled, ("label", "label_origin", "label_detail")), (split_before, ("split",)),
+                        (same_file, ("label_issue_score", "suggested_label"))):
         for c in names:
             if mask.any():
                 new.loc[mask, c] = old[c].to_numpy(dtype=object)[mask]
     if decided.any():
         new.loc[decided, "label_conflict"] = old["label_conflict"].to_numpy()[decided].astype(bool)
+    # the label as first read is set once: a list that changes a file's label later does not rewrite it
+    first = old["original_label"].notna().to_numpy()
+    if first.any():
+        new.loc[first, "original_label"] = old["original_label"].to_numpy(dtype=object)[first]
     return new

@@ -95,8 +95,9 @@ def select_rows(manifest: pd.DataFrame, annotations: pd.DataFrame, view: str, li
         rows = manifest[manifest.get("label_conflict", pd.Series(False, index=manifest.index)).fillna(False)
                         .astype(bool)]
     elif view == "label_issues":
-        if "label_issue_score" not in manifest.columns:
-            raise OptionError("", field="--view label_issues", expected="a label_issue_score column",
+        # the column is in every manifest since `curate labels` (issue 16): what matters is a scored row
+        if "label_issue_score" not in manifest.columns or not manifest["label_issue_score"].notna().any():
+            raise OptionError("", field="--view label_issues", expected="rows with a label_issue_score",
                               found="none", hint="run `curate labels WS --find-issues` first")
         rows = manifest[kept & manifest["label_issue_score"].notna()]
         rows = rows.sort_values(["label_issue_score", "sample_id"], ascending=[False, True], kind="stable")

@@ -226,7 +226,17 @@ def build(manifest: pd.DataFrame, options: ReviewOptions, *, ws: Workspace,
 def pull(manifest: pd.DataFrame, options: PullOptions, *, ws: Workspace,
          annotations: pd.DataFrame | None = None) -> StageResult:
     """Stage: apply the tags in ``options.tags`` to the manifest (see :func:`apply_decisions`)."""
-    out, changes, problems, counts = apply_decisions(manifest, options.tags)
+    from curate.labelmap import LABELMAP_FILE, map_from_bytes
+
+    # `label:<class>` tags go through the workspace's label map: a reviewer who types an old spelling
+    # (label:Brown_Glass) gets the class it was merged into
+    active = map_from_bytes(ws.read_file(LABELMAP_FILE))
+    def mapped(tag: str) -> str:
+        name = tag[len(TAG_LABEL_PREFIX):].strip()
+        return f"{TAG_LABEL_PREFIX}{active.get(name, name)}" if tag.lower().startswith(TAG_LABEL_PREFIX) and name else tag
+
+    tags = {sid: [mapped(t) for t in ts] for sid, ts in options.tags.items()}
+    out, changes, problems, counts = apply_decisions(manifest, tags)
     summary = {"dataset": options.dataset, "changed": len(changes), **counts}
     if problems:
         summary["warnings"] = problems

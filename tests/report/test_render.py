@@ -160,7 +160,7 @@ def test_face_crops_a_later_stage_superseded_still_show(skimage_dir):
     page, _ = render_report(m, empty_annotations(), [{"command": "faces"}, {"command": "square"}],
                             ReportOptions(workers=1), title="faces then square")
     doc = assert_valid_and_self_contained(page)
-    faces = page[page.index('id="faces"'):page.index('id="leakage"')]
+    faces = page[page.index('id="faces"'):page.index('id="labels"')]
     assert "<b>1 face crop</b> from 1 image, 1 kept (1 as its <code>square</code> row);" in faces
     assert "superseded" not in faces.split("</p>", 1)[1]  # no crop framed red
     assert doc.images["faces"] == 1
@@ -178,6 +178,6 @@ def test_a_crop_nothing_was_kept_from_is_red_with_its_fate(skimage_dir):
            decided_by=["faces", "square", "review"], label=["me"] * 3)
     page, _ = render_report(m, empty_annotations(), [{"command": "faces"}, {"command": "square"}],
                             ReportOptions(workers=1), title="rejected square")
-    faces = page[page.index('id="faces"'):page.index('id="leakage"')]
+    faces = page[page.index('id="faces"'):page.index('id="labels"')]
     assert "<b>1 face crop</b> from 1 image, 0 kept, 1 superseded, then rejected_in_review;" in faces
     assert '<span class="badge dropped">superseded, then rejected_in_review</span> me' in faces

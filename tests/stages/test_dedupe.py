@@ -543,3 +543,30 @@ def test_copy_names_lose_ties_at_ingest_and_in_dedupe(tmp_path: Path, skimage_di
     assert rows.loc["Copy of chelsea.jpg", ["status", "reason", "decided_by"]].tolist() == ["dropped", "duplicate",
                                                                                            "dedupe"]
     assert set(rows["dup_group"]) == {rows.loc["chelsea.jpg", "sample_id"]}
+
+
+def test_the_label_vote_keeps_a_copy_with_the_groups_majority_label(tmp_path, skimage_dir):
+    """Issue 16: near copies in three sources, the most trusted one mislabelled: the kept copy carries the label
+    two of the three agree on, and the group report says why."""
+    from PIL import Image as PILImage
+
+    from curate.stages.dedupe import DedupeOptions, dedupe
+    from curate.stages.ingest import IngestOptions, SourceSpec, ingest
+    from curate.workspace import Workspace
+
+    cat = PILImage.open(skimage_dir / "chelsea.png")
+    specs = []
+    for name, label, size in (("trusted", "dog", (451, 300)), ("b", "cat", (400, 266)), ("c", "cat", (300, 200))):
+        (tmp_path / name / label).mkdir(parents=True)
+        cat.resize(size).save(tmp_path / name / label / "chelsea.jpg", quality=90)
+        specs.append(SourceSpec(tmp_path / name, name=name, layout="folder"))
+    ws = Workspace.create(tmp_path / "ws")
+    ws.run_stage("ingest", ingest, IngestOptions(specs, workers=1))
+    res = ws.run_stage("dedupe", dedupe, DedupeOptions(workers=1, report=tmp_path / "groups.json"))
+    m = ws.read_manifest()
+    kept = m[m["status"] == "kept"]
+    assert kept["source"].tolist() == ["b"] and kept["label"].tolist() == ["cat"]  # not trusted's dog
+    assert m["label_conflict"].all()  # reported, not settled: `curate labels --resolve` settles it
+    group = json.loads((tmp_path / "groups.json").read_text())["groups"][0]
+    assert group["why"] == "label vote: cat is the group's majority (2 of 3)"
+    assert res.summary["label_conflicts"] == 3  # rows in conflicting groups

@@ -317,7 +317,7 @@ def test_a_view_that_cannot_be_made_fails_before_any_server(tmp_path, skimage_di
     res = CliRunner().invoke(cli, ["label", str(ws.root), "push", "--view", "label_issues",
                                    "--url", "http://127.0.0.1:9", "--token", "x"])
     assert res.exit_code == 1
-    assert res.output == ("Error: --view label_issues: expected a label_issue_score column, found none "
+    assert res.output == ("Error: --view label_issues: expected rows with a label_issue_score, found none "
                           "(run `curate labels WS --find-issues` first)\n")
 
 

@@ -38,7 +38,7 @@ from tests.report.test_render import (  # the page checks live with the renderer
     table,
 )
 
-SECTIONS = ["counts", "balance", "sizes", "duplicates", "dropped", "faces", "leakage", "runs"]
+SECTIONS = ["counts", "balance", "sizes", "duplicates", "dropped", "faces", "labels", "leakage", "runs"]
 
 
 # ---------------------------------------------------------------------------
@@ -156,9 +156,10 @@ def test_report_of_ingested_corpus_has_every_section_and_the_manifest_numbers(co
     assert [i for i in doc.ids if i in SECTIONS] == SECTIONS
     # Stages that have not run say so instead of vanishing.
     assert doc.section_ran == {"counts": "yes", "balance": "no", "sizes": "yes", "duplicates": "no",
-                               "dropped": "yes", "faces": "no", "leakage": "no", "runs": "yes"}
+                               "dropped": "yes", "faces": "no", "labels": "no", "leakage": "no", "runs": "yes"}
     assert "curate balance</code> has not run" in page
     assert "curate faces</code> has not run" in page
+    assert "curate labels</code> has not run" in page
     assert "curate split</code> has not run" in page
     assert summary["sections"]["faces"] == "not run"
 
@@ -204,7 +205,7 @@ def test_report_of_ingested_corpus_has_every_section_and_the_manifest_numbers(co
 def test_report_after_split_balance_and_faces(staged):
     _ws, done, page, summary = staged
     doc = assert_valid_and_self_contained(page)
-    assert all(doc.section_ran[s] == "yes" for s in SECTIONS if s != "duplicates")  # dedupe itself never ran
+    assert all(doc.section_ran[s] == "yes" for s in SECTIONS if s not in ("duplicates", "labels"))  # never ran
 
     # Balance: before = kept not made by balance + balanced_out, over train.
     bal = table(doc, "table-balance")
@@ -239,7 +240,7 @@ def test_report_after_split_balance_and_faces(staged):
     runs = doc.tables["table-runs"][1:]
     assert [r[2] for r in runs] == ["ingest", "split", "balance", "faces", "check"]
     assert 'ratios="8:1:1"' in runs[1][5]
-    assert summary["sections"] == {s: "shown" for s in SECTIONS} | {"duplicates": "not run"}
+    assert summary["sections"] == {s: "shown" for s in SECTIONS} | {"duplicates": "not run", "labels": "not run"}
 
 
 # ---------------------------------------------------------------------------
@@ -420,10 +421,34 @@ def test_faces_then_square_on_real_photos_report_the_kept_generation(corpus, tmp
     res = ws.run_stage("report", report, ReportOptions(out=tmp_path / "r.html", workers=1))
     page = (tmp_path / "r.html").read_text(encoding="utf-8")
     doc = assert_valid_and_self_contained(page)
-    faces_html = page[page.index('id="faces"'):page.index('id="leakage"')]
+    faces_html = page[page.index('id="faces"'):page.index('id="labels"')]
     assert "<b>3 face crops</b> from 3 images, 3 kept (3 as their <code>square</code> rows);" in faces_html
     assert faces_html.count('<div class="thumb kept"') == doc.images["faces"] == 3
     assert faces_html.count("→ square 160×160") == 3 and faces_html.count("\nphoto ") == 3
     assert 'class="thumb dropped"' not in faces_html
     assert "6 rows were replaced by what a later stage made of them" in page
     assert res.summary["sections"]["faces"] == "shown"
+
+
+def test_labels_section_shows_the_map_and_the_likely_mislabels(tmp_path, corpus):
+    """Issue 16: relabels by who made them, and the flagged images pictured, most likely first."""
+    from curate.stages.labels import LabelsOptions, labels
+    from tests.stages.test_labels import flipped_workspace
+
+    ws, flipped = flipped_workspace(tmp_path, corpus)
+    ws.run_stage("labels", labels, LabelsOptions(map={"science": "lab"}, find_issues=True, workers=1))
+    res = ws.run_stage("report", report, ReportOptions(workers=1, max_label_issues=3))
+    page = Path(res.summary["out"]).read_text(encoding="utf-8")
+    doc = assert_valid_and_self_contained(page)
+    assert res.summary["sections"]["labels"] == "shown"
+    m = ws.read_manifest()
+    n_lab = int(((m["original_label"] == "science") & (m["label"] == "lab")).sum())
+    assert table(doc, "table-relabels")["science"] == ["lab", "labelmap", str(n_lab)]
+    flagged = m[m["suggested_label"].notna()].sort_values("label_issue_score", ascending=False)
+    assert len(flagged) > 3
+    assert doc.images["labels"] == 3  # capped by max_label_issues
+    section = page[page.index('id="labels"'):page.index('id="leakage"')]
+    top = flagged.iloc[0]
+    assert html.escape(f"{top['label']} → {top['suggested_label']}") in section
+    assert f"showing 3 of {len(flagged)}" in section
+

@@ -543,3 +543,41 @@ def test_sigterm_while_the_app_is_starting_is_a_clean_stop(fiftyone_env, ws):
     assert returncode == 0, app.output
     assert "Aborted" not in app.output and "Traceback" not in app.output
     assert _stops_answering(app.url), "the App server outlived `curate review`"
+
+
+def test_label_issues_view_and_the_label_map_in_review(fiftyone_env, ws):
+    """Issue 16: the mislabels `curate labels --find-issues` flags are a saved view, most likely first; the label
+    map shows (label and original_label), a `label:` tag in an old spelling lands on the merged class, and the
+    other tags keep working."""
+    res = CliRunner().invoke(cli, ["labels", str(ws.root), "--map", "obama=barack", "--find-issues", "--workers", "1"],
+                             catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    ds = fiftyone_env.load_dataset(review(ws).summary["dataset"])
+    m = ws.read_manifest()
+    flagged = m[m["suggested_label"].notna()]
+    assert len(flagged) > 0
+    view = ds.load_saved_view("label_issues")
+    assert sorted(view.values("sample_id")) == sorted(flagged["sample_id"])
+    scores = view.values("label_issue_score")
+    assert scores == sorted(scores, reverse=True)
+    assert view.values("suggested_label") == [
+        flagged.set_index("sample_id").loc[s, "suggested_label"] for s in view.values("sample_id")]
+    samples = by_sample_id(ds)
+    obama = m[m["original_label"] == "obama"]
+    assert len(obama) > 0
+    for sid in obama["sample_id"]:
+        assert samples[sid].label.label == "barack" and samples[sid].original_label == "obama"
+        assert samples[sid].label_detail == "label map: obama -> barack"
+
+    other = m[(m["status"] == "kept") & (m["label"] == "biden")]["sample_id"].iloc[0]
+    first = view.first()
+    first.tags = ["reject"]
+    first.save()
+    s = samples[other]
+    s.tags = ["label:obama"]  # the old spelling
+    s.save()
+    result = pull_review(ws)
+    after = ws.read_manifest().set_index("sample_id")
+    assert after.loc[other, ["label", "label_origin"]].tolist() == ["barack", "review"]
+    assert after.loc[first.sample_id, ["status", "reason"]].tolist() == ["dropped", "rejected_in_review"]
+    assert result.summary["relabelled"] == 1 and result.summary["rejected"] == 1
