@@ -6,6 +6,7 @@ tests/stages/test_review.py.
 
 from __future__ import annotations
 
+import importlib.util
 import socket
 from pathlib import Path
 
@@ -18,7 +19,10 @@ from curate.review.app import MEDIA_DIR, AppAddress, _prune_media, check_port, m
 from curate.schema import MANIFEST_COLUMNS, conform
 from curate.workspace import Workspace
 
-pytest.importorskip("fiftyone", reason="the review extra is not installed (pip install 'curate[review]')")
+# find_spec, not importorskip: importing fiftyone at collection would make it connect before the
+# fiftyone_env fixture points it at a temporary database (tests/conftest.py refuses that).
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("fiftyone") is None,
+                                reason="the review extra is not installed (pip install 'curate[review]')")
 
 
 def row(sid: str, path: Path | str, **kw: object) -> dict[str, object]:
