@@ -139,10 +139,10 @@ def ingest(sources: tuple[Path, ...], workspace: Path, names: tuple[str, ...], l
 @json_option
 def status(workspace: Path, as_json: bool) -> None:
     """Print counts per status, reason, label, split and source."""
-    from curate.summary import summarize
+    from curate.summary import SUMMARY_COLUMNS, summarize
 
     ws = _open_ws(workspace)
-    emit(summarize(ws.read_manifest()), as_json, str(ws.root))
+    emit(summarize(ws.read_manifest(list(SUMMARY_COLUMNS))), as_json, str(ws.root))
 
 
 @cli.command()
@@ -273,19 +273,21 @@ def _classes(value: str | None) -> list[str] | None:
 @click.option("--json-mapping", default=None,
               help="json format: write files in this mapping's shape (file or shipped name, e.g. aihub-vehicle-damage).")
 @_export_write_options
+@click.option("--dry-run", is_flag=True, help="Plan the export and print its counts; write nothing.")
 @json_option
 def export_cmd(workspace: Path, fmt: str, out: Path, json_mapping: str | None, overwrite: bool, force: bool,
                link: str,
                no_verify: bool, default_split: str, classes: str | None, no_split_dirs: bool, voc_one_based: bool,
-               as_json: bool) -> None:
+               dry_run: bool, as_json: bool) -> None:
     """Write the kept rows as a dataset (folder, yolo, yolo-cls, coco, voc, csv, json), verified."""
     from curate.stages.export import ExportOptions, export
 
     ws = _open_ws(workspace)
     opts = ExportOptions(fmt, out, overwrite, link, not no_verify, default_split, _classes(classes),
-                         not no_split_dirs, voc_one_based, extra={"json_mapping": json_mapping}, force=force)
+                         not no_split_dirs, voc_one_based, extra={"json_mapping": json_mapping}, force=force,
+                         dry_run=dry_run)
     result = ws.run_stage("export", export, opts)
-    emit(result.summary, as_json, "export")
+    emit(result.summary, as_json, "export" + (" (dry run: nothing written)" if dry_run else ""))
 
 
 @cli.command("convert")

@@ -70,6 +70,7 @@ class ExportOptions:
     voc_one_based: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
     force: bool = False  # with overwrite: replace a non-empty --out that is not a curate export
+    dry_run: bool = False  # plan only: count what would be written; write nothing (docs/scale.md)
 
 
 # -- options and target ------------------------------------------------------
@@ -635,6 +636,11 @@ def export(manifest: pd.DataFrame, options: ExportOptions, *, ws: Workspace,
 
     check_options(options)
     plan, boxes = plan_export(manifest, annotations, options.default_split)
+    if options.dry_run:
+        summary = {"dry_run": True, "format": options.format, "out": str(options.out), "images": len(plan),
+                   "boxes": len(boxes), "split": plan["split"].value_counts().sort_index().to_dict(),
+                   "action": plan["action"].value_counts().sort_index().to_dict()}
+        return StageResult(manifest, None, summary=summary, write=False)
     require_files(manifest[manifest["status"] == "kept"], ws.root)  # a moved source fails here, naming the fix
     summary = export_to(plan, boxes, options, protected_paths(manifest, ws),
                         marker={"workspace": str(ws.root), "export_id": f"{utc_now()}-{os.getpid()}"})
