@@ -69,14 +69,23 @@ def run_one(n: int, max_hamming: int, lists: int, nprobe: int) -> dict:
         a, b = qi[keep], xi[keep]
         sizes = [n]
     else:
-        from curate.partition import plan_partitions, search_partition, train_quantizer, unique_pairs
+        from curate.partition import (
+            plan_block_partitions,
+            plan_partitions,
+            search_partition,
+            train_quantizer,
+            unique_pairs,
+        )
 
         t_train = time.perf_counter()
-        quantizer = train_quantizer(codes, lists)
-        probes = quantizer.assign(codes, nprobe)
+        if lists < 0:  # exact block partitions, -lists prefix bits
+            plan = plan_block_partitions(codes, max_hamming, -lists)
+        else:
+            quantizer = train_quantizer(codes, lists)
+            plan = plan_partitions(quantizer.assign(codes, nprobe))
         t_assign = time.perf_counter() - t_train
         found, sizes, queries = [], [], []
-        for p in plan_partitions(probes):
+        for p in plan:
             sizes.append(len(p.home_ids))
             queries.append(len(p.query_ids))
             found.append(search_partition(codes[p.home_ids], p.home_ids, codes[p.query_ids], p.query_ids,
@@ -112,6 +121,8 @@ def main() -> None:
     ap.add_argument("--max-hamming", type=int, default=8)
     ap.add_argument("--lists", type=int, nargs="+", default=[16, 64])
     ap.add_argument("--nprobe", type=int, nargs="+", default=[1, 2, 3, 4])
+    ap.add_argument("--block-bits", type=int, nargs="*", default=[],
+                    help="also the exact block partitions with these prefix bits")
     ap.add_argument("--skip-exact", action="store_true", help="reuse the unpartitioned pairs saved by a past run")
     ap.add_argument("--one", nargs=3, type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -122,6 +133,7 @@ def main() -> None:
     for n in args.n:
         _codes(n)
         configs = ([] if args.skip_exact else [(0, 0)]) + [(k, p) for k in args.lists for p in args.nprobe]
+        configs += [(-b, 0) for b in args.block_bits]
         for lists, nprobe in configs:
             # one thread for faiss too (OMP_NUM_THREADS): the HammingIndex search is single-threaded numpy
             out = subprocess.run([sys.executable, __file__, "--max-hamming", str(args.max_hamming), "--one",
