@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import click
 
 from curate import __version__
+from curate.console import emit
 from curate.errors import CurateError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -46,26 +47,6 @@ def json_option(f: F) -> F:
 def workers_option(f: F) -> F:
     return click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
                         help="Worker processes for per-image work (0 = all cores).")(f)
-
-
-def emit(summary: dict[str, Any], as_json: bool, title: str) -> None:
-    """Print a stage summary as text or JSON."""
-    if as_json:
-        click.echo(json.dumps(summary, indent=2, default=str))
-        return
-    from curate.summary import format_summary
-
-    if "rows" in summary and "status" in summary:
-        click.echo(format_summary(summary, title))
-    extra = {k: v for k, v in summary.items()
-             if k not in ("rows", "status", "reason", "label", "split", "source", "derived", "label_conflicts", "warnings")}
-    for k, v in extra.items():
-        click.echo(f"  {k}: {json.dumps(v, default=str) if isinstance(v, (dict, list)) else v}")
-    warnings = summary.get("warnings") or []
-    for w in warnings[:20]:
-        click.echo(f"warning: {w}", err=True)
-    if len(warnings) > 20:
-        click.echo(f"warning: ... and {len(warnings) - 20} more (see the run record in runs/)", err=True)
 
 
 def _open_ws(path: Path):  # type: ignore[no-untyped-def]
