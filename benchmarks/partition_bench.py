@@ -52,6 +52,13 @@ def _codes(n: int) -> tuple[np.ndarray, np.ndarray]:
     return z["codes"], z["planted"]
 
 
+def _peak_mb() -> int:
+    """This process's own peak RSS (VmHWM; ru_maxrss would carry the parent's peak over fork and exec)."""
+    import re
+
+    return int(re.search(r"VmHWM:\s+(\d+)", Path("/proc/self/status").read_text()).group(1)) // 1024
+
+
 def _keys(a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
     return np.unique(a.astype(np.int64) * n + b)
 
@@ -94,7 +101,7 @@ def run_one(n: int, max_hamming: int, lists: int, nprobe: int) -> dict:
     wall = time.perf_counter() - t0
     got = _keys(a, b, n)
     out = {"n": n, "lists": lists, "nprobe": nprobe, "wall_s": round(wall, 2), "pairs": int(len(got)),
-           "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+           "peak_rss_mb": _peak_mb(),
            "rss_before_mb": round(rss0 / 1024), "largest_list": int(max(sizes)), "smallest_list": int(min(sizes))}
     if lists:
         out["train_assign_s"] = round(t_assign, 2)

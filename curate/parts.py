@@ -26,12 +26,13 @@ import contextlib
 import hashlib
 import os
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import numpy as np
+    import pandas as pd
     import pyarrow as pa
 
 ORDER_COLUMN = "row_order"
@@ -86,34 +87,39 @@ def _digest(table: pa.Table) -> str:
     return hashlib.blake2b(memoryview(sink.getvalue()), digest_size=16).hexdigest()
 
 
-def write_parts(table: pa.Table, folder: Path, n_parts: int, *, previous: Path | None = None,
-                previous_index: dict[str, Any] | None = None, link: Any = None) -> dict[str, Any]:
-    """Write ``table`` (with a ``sample_id`` column) into ``folder`` as parts; return the index of the parts.
+def write_parts(df: pd.DataFrame, folder: Path, n_parts: int, *, to_arrow: Callable[[pd.DataFrame], pa.Table]
+                | None = None, previous: Path | None = None, previous_index: dict[str, Any] | None = None,
+                link: Callable[[Path, Path], None] | None = None) -> dict[str, Any]:
+    """Write ``df`` (with a ``sample_id`` column) into ``folder`` as parts; return the index of the parts.
 
-    ``folder`` is a new, uncommitted folder: files are written under their
-    final names (nobody reads the folder before the commit names it) and
-    fsynced. A part whose digest equals the one in ``previous_index`` (the
-    index of the previous version's ``previous`` folder) is hard-linked from
-    there with ``link(src, dst)`` instead of written. A table without rows
-    gets one empty part, so that readers find its schema.
+    Each part is converted to Arrow on its own (``to_arrow``, which must give
+    every part the same schema), so the write holds one part's Arrow copy at
+    a time, not the whole table's. ``folder`` is a new, uncommitted folder:
+    files are written under their final names (nobody reads the folder before
+    the commit names it) and fsynced. A part whose digest equals the one in
+    ``previous_index`` (the index of the previous version's ``previous``
+    folder) is hard-linked from there with ``link(src, dst)`` instead of
+    written. A table without rows gets one empty part, so that readers find
+    its schema.
     """
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    convert = to_arrow or (lambda d: pa.Table.from_pandas(d, preserve_index=False))
     folder.mkdir(parents=True, exist_ok=True)
-    n = table.num_rows
-    table = table.append_column(ORDER_COLUMN, pa.array(np.arange(n, dtype=np.int64)))
-    shards = shard_of(table.column("sample_id").to_pylist(), n_parts) if n else np.zeros(0, dtype=np.int64)
+    n = len(df)
+    shards = shard_of(df["sample_id"].tolist(), n_parts) if n else np.zeros(0, dtype=np.int64)
     order = np.argsort(shards, kind="stable")  # rows keep the table's order inside their part
     counts = np.bincount(shards, minlength=n_parts)
     starts = np.concatenate([[0], np.cumsum(counts)])
     old = (previous_index or {})
     index: dict[str, Any] = {}
     for shard in (np.nonzero(counts)[0].tolist() if n else [0]):
-        # a fresh copy of the part's rows (a take, not a slice of a bigger table): its bytes, and so its
-        # digest, depend on its own rows only
-        part = table.take(pa.array(order[starts[shard]:starts[shard + 1]])) if n else table
+        # a fresh copy of the part's rows: its bytes, and so its digest, depend on its own rows only
+        rows = order[starts[shard]:starts[shard + 1]]
+        part = convert(df.iloc[rows])
+        part = part.append_column(ORDER_COLUMN, pa.array(rows.astype(np.int64)))
         name = part_name(shard)
         digest = _digest(part)
         dst = folder / name

@@ -142,16 +142,28 @@ def sync_filesystem(path: Path) -> None:
     os.sync()
 
 
-def arrow_table(df: pd.DataFrame, schema: pa.Schema) -> pa.Table:
-    """``df`` as an Arrow table of ``schema``; a stage's own extra columns follow, with inferred types."""
+def arrow_table(df: pd.DataFrame, schema: pa.Schema, extra_types: dict[str, pa.DataType] | None = None
+                ) -> pa.Table:
+    """``df`` as an Arrow table of ``schema``; a stage's own extra columns follow, with inferred types
+    (or ``extra_types``: the types inferred from the whole table, for a slice of it)."""
     import pyarrow as pa
 
     declared = [f.name for f in schema]
     extra = [c for c in df.columns if c not in declared]
     table = pa.Table.from_pandas(df[declared], schema=schema, preserve_index=False)
     for c in extra:  # a stage's own extra columns survive, with inferred types
-        table = table.append_column(c, pa.array(df[c].tolist(), from_pandas=True))
+        kind = (extra_types or {}).get(c)
+        table = table.append_column(c, pa.array(df[c].tolist(), type=kind, from_pandas=True))
     return table
+
+
+def extra_column_types(df: pd.DataFrame, schema: pa.Schema) -> dict[str, pa.DataType]:
+    """The Arrow type of each column of ``df`` that ``schema`` does not declare, inferred from the whole column
+    (so that every part of a table gets the same schema)."""
+    import pyarrow as pa
+
+    declared = {f.name for f in schema}
+    return {c: pa.array(df[c].tolist(), from_pandas=True).type for c in df.columns if c not in declared}
 
 
 def atomic_write_parquet(df: pd.DataFrame, path: Path, schema: pa.Schema) -> None:
@@ -596,7 +608,8 @@ class Workspace:
                     continue
                 if df is None:  # a format-1 or format-2 table (or none yet), written in parts once
                     df = self._read_table(previous, name)
-                index[key] = write_parts(arrow_table(df, schema), new / key, n_parts, previous=old_folder,
+                to_arrow = functools.partial(arrow_table, schema=schema, extra_types=extra_column_types(df, schema))
+                index[key] = write_parts(df, new / key, n_parts, to_arrow=to_arrow, previous=old_folder,
                                          previous_index=old_parts if isinstance(old_parts, dict) else None,
                                          link=link_or_copy)
                 fsync_dir(new / key)

@@ -29,9 +29,9 @@ FLOORS: dict[str, int] = {
     # floor 1: nouns and helpers
     **dict.fromkeys([f"curate.{m}" for m in (
         "augment", "boxes", "console", "derive", "geometry", "groups", "hashing", "imageio", "index", "lineage",
-        "locate", "models", "parallel", "paths", "units", "verify", "walk")], 1),
+        "locate", "models", "parallel", "partition", "paths", "units", "verify", "walk")], 1),
     # floor 0: the workspace and the manifest contract it validates against
-    "curate": 0, "curate.errors": 0, "curate.schema": 0, "curate.summary": 0, "curate.workspace": 0,
+    "curate": 0, "curate.errors": 0, "curate.parts": 0, "curate.schema": 0, "curate.summary": 0, "curate.workspace": 0,
 }
 
 # Imports between stages that are still allowed, each with the reason it is temporary.

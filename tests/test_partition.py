@@ -104,7 +104,7 @@ def test_real_photo_hashes_and_their_edits_are_found(skimage_dir):
     from curate.hashing import compute_hashes, hash_thumbnail
 
     photos = sorted(skimage_dir.glob("*.png"))[:12]
-    codes, pairs = [], set()
+    codes = []
     for p in photos:
         im = Image.open(p).convert("RGB")
         for edit in (im, ImageEnhance.Brightness(im).enhance(1.2), im.resize((im.width // 2, im.height // 2))):
