@@ -6,8 +6,8 @@ is ``s`` lives in part ``crc32(utf8(s)) mod N``, where ``N`` is fixed when the
 workspace is created and recorded in ``curate.json`` (``"parts"``). A commit
 writes only the parts whose rows changed; the others are hard links of the
 previous version's files (docs/scale.md#the-manifest-in-parts). Whether a part
-changed is decided by a digest of its rows (the Arrow IPC bytes of the part,
-schema included), kept per version in ``parts.json``.
+changed is decided by a digest of its parquet bytes (encoded in memory first:
+equal rows and schema give equal bytes), kept per version in ``parts.json``.
 
 Each part holds a ``row_order`` column, the row's position in the table as the
 stage returned it: curate reads the parts back in that order, so a stage sees
@@ -78,13 +78,16 @@ def part_files(folder: Path) -> list[Path]:
     return [folder / n for n in names]
 
 
-def _digest(table: pa.Table) -> str:
+def _encode(table: pa.Table) -> Any:
+    """The part's parquet file, in memory. Parquet stores no bytes under nulls and no timestamps, so equal rows
+    (and schema) give equal bytes, which Arrow's own buffers do not promise (measured: equal parts converted
+    from pandas twice gave different IPC bytes)."""
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
     sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return hashlib.blake2b(memoryview(sink.getvalue()), digest_size=16).hexdigest()
+    pq.write_table(table, sink, compression="zstd")
+    return sink.getvalue()
 
 
 def write_parts(df: pd.DataFrame, folder: Path, n_parts: int, *, to_arrow: Callable[[pd.DataFrame], pa.Table]
@@ -104,7 +107,6 @@ def write_parts(df: pd.DataFrame, folder: Path, n_parts: int, *, to_arrow: Calla
     """
     import numpy as np
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     convert = to_arrow or (lambda d: pa.Table.from_pandas(d, preserve_index=False))
     folder.mkdir(parents=True, exist_ok=True)
@@ -121,7 +123,8 @@ def write_parts(df: pd.DataFrame, folder: Path, n_parts: int, *, to_arrow: Calla
         part = convert(df.iloc[rows])
         part = part.append_column(ORDER_COLUMN, pa.array(rows.astype(np.int64)))
         name = part_name(shard)
-        digest = _digest(part)
+        data = _encode(part)
+        digest = hashlib.blake2b(memoryview(data), digest_size=16).hexdigest()
         dst = folder / name
         entry = old.get(name)
         if previous is not None and link is not None and isinstance(entry, dict) and entry.get("digest") == digest:
@@ -129,8 +132,9 @@ def write_parts(df: pd.DataFrame, folder: Path, n_parts: int, *, to_arrow: Calla
                 link(previous / name, dst)
                 index[name] = {"rows": part.num_rows, "digest": digest, "written": False}
                 continue
-        pq.write_table(part, dst, compression="zstd")
-        with open(dst, "rb") as f:
+        with open(dst, "wb") as f:
+            f.write(memoryview(data))
+            f.flush()
             os.fsync(f.fileno())
         index[name] = {"rows": part.num_rows, "digest": digest, "written": True}
     return index
