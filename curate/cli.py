@@ -261,14 +261,17 @@ def export_cmd(workspace: Path, fmt: str, out: Path, json_mapping: str | None, o
                no_verify: bool, default_split: str, classes: str | None, no_split_dirs: bool, voc_one_based: bool,
                dry_run: bool, as_json: bool) -> None:
     """Write the kept rows as a dataset (folder, yolo, yolo-cls, coco, voc, csv, json), verified."""
-    from curate.stages.export import ExportOptions, export
+    from curate.stages.export import ExportOptions, export, export_dry_run
 
     ws = _open_ws(workspace)
     opts = ExportOptions(fmt, out, overwrite, link, not no_verify, default_split, _classes(classes),
                          not no_split_dirs, voc_one_based, extra={"json_mapping": json_mapping}, force=force,
                          dry_run=dry_run)
+    if dry_run:
+        emit(export_dry_run(ws, opts), as_json, "export (dry run: nothing written)")
+        return
     result = ws.run_stage("export", export, opts)
-    emit(result.summary, as_json, "export" + (" (dry run: nothing written)" if dry_run else ""))
+    emit(result.summary, as_json, "export")
 
 
 @cli.command("convert")

@@ -317,6 +317,26 @@ def output_rel_paths(rows: pd.DataFrame) -> list[str]:
     return out
 
 
+# The manifest columns plan_export reads: `curate export --dry-run` reads only these from disk (docs/scale.md).
+PLAN_COLUMNS = ["sample_id", "status", "path", "origin_path", "rel_path", "layout", "transform", "split", "label",
+                "width", "height", "mode", "file_size", "sha256", "format", "exif_orientation"]
+
+
+def dry_run_summary(plan: pd.DataFrame, boxes: pd.DataFrame, options: ExportOptions) -> dict[str, Any]:
+    """What an export would write: images and boxes, per split and per action."""
+    return {"dry_run": True, "format": options.format, "out": str(options.out), "images": len(plan),
+            "boxes": len(boxes), "split": plan["split"].value_counts().sort_index().to_dict(),
+            "action": plan["action"].value_counts().sort_index().to_dict()}
+
+
+def export_dry_run(ws: Workspace, options: ExportOptions) -> dict[str, Any]:
+    """Plan an export and count it, writing nothing: reads only :data:`PLAN_COLUMNS` of the manifest, so a
+    large manifest in parts is never held whole (docs/scale.md#the-manifest-in-parts)."""
+    check_options(options)
+    plan, boxes = plan_export(ws.read_manifest(PLAN_COLUMNS), ws.read_annotations(), options.default_split)
+    return dry_run_summary(plan, boxes, options)
+
+
 def plan_export(manifest: pd.DataFrame, annotations: pd.DataFrame | None, default_split: str = "train"
                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(plan, boxes): the kept rows with split, output name and action; their boxes."""
@@ -637,10 +657,7 @@ def export(manifest: pd.DataFrame, options: ExportOptions, *, ws: Workspace,
     check_options(options)
     plan, boxes = plan_export(manifest, annotations, options.default_split)
     if options.dry_run:
-        summary = {"dry_run": True, "format": options.format, "out": str(options.out), "images": len(plan),
-                   "boxes": len(boxes), "split": plan["split"].value_counts().sort_index().to_dict(),
-                   "action": plan["action"].value_counts().sort_index().to_dict()}
-        return StageResult(manifest, None, summary=summary, write=False)
+        return StageResult(manifest, None, summary=dry_run_summary(plan, boxes, options), write=False)
     require_files(manifest[manifest["status"] == "kept"], ws.root)  # a moved source fails here, naming the fix
     summary = export_to(plan, boxes, options, protected_paths(manifest, ws),
                         marker={"workspace": str(ws.root), "export_id": f"{utc_now()}-{os.getpid()}"})

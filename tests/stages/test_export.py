@@ -335,3 +335,6 @@ def test_dry_run_plans_and_counts_and_writes_nothing(ws, tmp_path):
     assert summary["boxes"] == len(ws.read_annotations()) and sum(summary["action"].values()) == kept
     assert not (tmp_path / "y").exists() and (ws.root / "curate.json").read_bytes() == before
     assert len(ws.runs()) == runs
+    # the same plan as the stage's own dry run, which holds the whole manifest
+    staged = ws.run_stage("export", export, ExportOptions("yolo", tmp_path / "y", dry_run=True))
+    assert staged.summary == summary and not staged.write and not (tmp_path / "y").exists()
