@@ -28,7 +28,8 @@ FLOORS: dict[str, int] = {
     "curate.formats": 2, "curate.report": 2, "curate.review": 2,
     # floor 1: nouns and helpers
     **dict.fromkeys([f"curate.{m}" for m in (
-        "augment", "boxes", "console", "derive", "faces", "geometry", "groups", "hashing", "imageio", "index", "lineage",
+        "augment", "boxes", "console", "derive", "engine", "faces", "geometry", "groups", "hashing", "imageio",
+        "index", "lineage",
         "locate", "models", "parallel", "partition", "paths", "units", "verify", "walk")], 1),
     "curate.labelstudio": 1,  # Label Studio's config, box units, REST client and local server (issue 16)
     # floor 0: the workspace and the manifest contract it validates against

@@ -84,6 +84,8 @@ class CropOptions:
     quality: int = 95
     workers: int = 0
     progress: bool = False
+    engine: str | None = None  # per-image work on "local" or "ray" (None: $CURATE_ENGINE, else local)
+    ray_address: str | None = None  # with engine "ray": a cluster to use (None: start a local one)
 
     def check(self) -> None:
         problems = [
@@ -183,11 +185,13 @@ def _crashed(task: _Task, crash: WorkerCrash) -> DeriveResult:
     return DeriveResult.crashed(task.parent, crash, "cutting its boxes", "crop")
 
 
-def _run_tasks(tasks: list[_Task], workers: int, progress: bool) -> Iterator[DeriveResult]:
-    from curate.parallel import stream_map
+def _run_tasks(tasks: list[_Task], workers: int, progress: bool, engine: str | None = None,
+               ray_address: str | None = None) -> Iterator[DeriveResult]:
+    from curate.engine import stream_map
 
     return stream_map(process_image, tasks, workers=workers, progress=progress, desc="crop",
-                      in_process_below=IN_PROCESS_MAX, max_chunk=8, on_crash=_crashed)
+                      in_process_below=IN_PROCESS_MAX, max_chunk=8, on_crash=_crashed,
+                      engine=engine, ray_address=ray_address)
 
 
 # -- the stage -----------------------------------------------------------------------
@@ -264,7 +268,7 @@ def crop(manifest: pd.DataFrame, options: CropOptions, *, ws: Workspace,
             results.append(DeriveResult(parent["sample_id"], reused=ids))
         else:
             tasks.append(_Task(parent, transforms, str(ws.root), options.quality, options.label_from))
-    results += list(_run_tasks(tasks, options.workers, options.progress))
+    results += list(_run_tasks(tasks, options.workers, options.progress, options.engine, options.ray_address))
     results = in_input_order(results, rows["sample_id"])
 
     for res in results:

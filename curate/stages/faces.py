@@ -137,6 +137,8 @@ class FacesOptions:
     quality: int = 95
     model_dir: str | None = None
     progress: bool = False
+    engine: str | None = None  # per-image work on "local" or "ray" (None: $CURATE_ENGINE, else local)
+    ray_address: str | None = None  # with engine "ray": a cluster to use (None: start a local one)
 
     @property
     def select_mode(self) -> str:
@@ -259,13 +261,15 @@ def _crashed(task: _Task, crash: WorkerCrash) -> FaceResult:
     return FaceResult.crashed(task.parent, crash, "detecting faces", "faces")
 
 
-def _run_tasks(tasks: list[_Task], settings: _WorkSettings, workers: int, progress: bool) -> Iterator[FaceResult]:
-    from curate.parallel import stream_map
+def _run_tasks(tasks: list[_Task], settings: _WorkSettings, workers: int, progress: bool,
+               engine: str | None = None, ray_address: str | None = None) -> Iterator[FaceResult]:
+    from curate.engine import stream_map
 
     try:
         yield from stream_map(_pool_task, tasks, workers=workers, progress=progress, desc="faces",
                               in_process_below=IN_PROCESS_MAX, max_chunk=8,
-                              initializer=_init_worker, initargs=(settings,), on_crash=_crashed)
+                              initializer=_init_worker, initargs=(settings,), on_crash=_crashed,
+                              engine=engine, ray_address=ray_address)
     finally:
         _close_worker()  # the detector of an in-process run (a pool's workers end with the pool)
 
@@ -354,7 +358,8 @@ def faces(manifest: pd.DataFrame, options: FacesOptions, *, ws: Workspace,
                 continue
             res.reused = ids
         results.append(res)
-    results += list(_run_tasks(tasks, settings, options.workers, options.progress))
+    results += list(_run_tasks(tasks, settings, options.workers, options.progress, options.engine,
+                               options.ray_address))
     results = in_input_order(results, rows["sample_id"])
 
     # Apply the results: table operations only.

@@ -72,7 +72,7 @@ def report(manifest: pd.DataFrame, options: ReportOptions, *, ws: Workspace,
     page, summary = render_report(manifest, annotations, runs, options,
                                   title=options.title or f"curate report: {ws.name}", meta=meta)
     data = page.encode("utf-8")
-    atomic_write_bytes(out.absolute(), data)
+    atomic_write_bytes(out.absolute(), data, sweep=True)  # a killed report's temporary beside it goes
     summary = {"out": str(out.absolute()), "bytes": len(data), **summary,
                "seconds": round(time.perf_counter() - t0, 2)}
     return StageResult(manifest=manifest, summary=summary, write=False)

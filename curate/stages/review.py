@@ -251,9 +251,11 @@ def pull_review(ws: Workspace, options: ReviewOptions | None = None) -> StageRes
     name = options.dataset or dataset_name(ws.root)
     tags = read_tags(ws, name)
     result = ws.run_stage("review-pull", pull, PullOptions(name, tags), record_options={"dataset": name})
-    if result.summary["changed"]:
-        with ws.lock():
-            sync_dataset(ws, ws.read_manifest(), ws.read_annotations(), name)
+    # Refreshed even when this pull changed nothing: a pull killed after its commit left the App showing
+    # the old decisions, and only the re-run can bring them up (issue 13). The refresh rewrites only the
+    # samples whose record changed.
+    with ws.lock():
+        sync_dataset(ws, *ws.read_tables(), name)
     return result
 
 

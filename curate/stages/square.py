@@ -141,6 +141,8 @@ class SquareOptions:
     quality: int = 95
     workers: int = 0
     progress: bool = False
+    engine: str | None = None  # per-image work on "local" or "ray" (None: $CURATE_ENGINE, else local)
+    ray_address: str | None = None  # with engine "ray": a cluster to use (None: start a local one)
 
     def check(self) -> Fill:
         if self.mode not in SQUARE_MODES:
@@ -180,11 +182,13 @@ def _crashed(task: _Task, crash: WorkerCrash) -> DeriveResult:
     return DeriveResult.crashed(task.parent, crash, "squaring it", "square")
 
 
-def _run_tasks(tasks: list[_Task], workers: int, progress: bool) -> Iterator[DeriveResult]:
-    from curate.parallel import stream_map
+def _run_tasks(tasks: list[_Task], workers: int, progress: bool, engine: str | None = None,
+               ray_address: str | None = None) -> Iterator[DeriveResult]:
+    from curate.engine import stream_map
 
     return stream_map(process_image, tasks, workers=workers, progress=progress, desc="square",
-                      in_process_below=IN_PROCESS_MAX, max_chunk=16, on_crash=_crashed)
+                      in_process_below=IN_PROCESS_MAX, max_chunk=16, on_crash=_crashed,
+                      engine=engine, ray_address=ray_address)
 
 
 def square(manifest: pd.DataFrame, options: SquareOptions, *, ws: Workspace,
@@ -216,7 +220,7 @@ def square(manifest: pd.DataFrame, options: SquareOptions, *, ws: Workspace,
             results.append(DeriveResult(parent["sample_id"], reused=[did]))
         else:
             tasks.append(_Task(parent, transform, str(ws.root), options.quality))
-    results += list(_run_tasks(tasks, options.workers, options.progress))
+    results += list(_run_tasks(tasks, options.workers, options.progress, options.engine, options.ray_address))
     results = in_input_order(results, rows["sample_id"])
 
     done = Outcome(LAYOUT)
