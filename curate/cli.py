@@ -155,10 +155,10 @@ def ingest(sources: tuple[Path, ...], workspace: Path, names: tuple[str, ...], l
 @json_option
 def status(workspace: Path, as_json: bool) -> None:
     """Print counts per status, reason, label, split and source."""
-    from curate.summary import summarize
+    from curate.summary import SUMMARY_COLUMNS, summarize
 
     ws = _open_ws(workspace)
-    emit(summarize(ws.read_manifest()), as_json, str(ws.root))
+    emit(summarize(ws.read_manifest(list(SUMMARY_COLUMNS))), as_json, str(ws.root))
 
 
 @cli.command()
@@ -322,17 +322,21 @@ def _classes(value: str | None) -> list[str] | None:
               help="Folder to write; must be new or empty unless --overwrite.")
 @_export_write_options
 @engine_options
+@click.option("--dry-run", is_flag=True, help="Plan the export and print its counts; write nothing.")
 @json_option
 def export_cmd(workspace: Path, fmt: str, out: Path, overwrite: bool, force: bool, link: str, no_verify: bool,
                default_split: str, classes: str | None, format_options: dict[str, Any], engine: str | None,
-               ray_address: str | None, as_json: bool) -> None:
+               ray_address: str | None, dry_run: bool, as_json: bool) -> None:
     """Write the kept rows as a dataset (folder, yolo, yolo-cls, coco, voc, csv, json, createml), verified."""
-    from curate.stages.export import ExportOptions, export
+    from curate.stages.export import ExportOptions, export, export_dry_run
 
     ws = _open_ws(workspace)
     opts = ExportOptions(fmt, out, overwrite=overwrite, force=force, link=link, verify=not no_verify,
                          default_split=default_split, classes=_classes(classes), format_options=format_options,
-                         engine=engine, ray_address=ray_address)
+                         engine=engine, ray_address=ray_address, dry_run=dry_run)
+    if dry_run:
+        emit(export_dry_run(ws, opts), as_json, "export (dry run: nothing written)")
+        return
     result = ws.run_stage("export", export, opts)
     emit(result.summary, as_json, "export")
 

@@ -66,7 +66,7 @@ def confine(path: str, roots: Sequence[str | Path], *, follow_links: bool) -> tu
 
 # What a workspace holds of its own (curate.workspace): an output file never replaces one of them.
 WORKSPACE_FILES = frozenset({"manifest.parquet", "annotations.parquet", "curate.json", "sources.json", ".lock"})
-WORKSPACE_DIRS = ("objects", "runs", "exports", "tables", ".partial", ".tmp")
+WORKSPACE_DIRS = ("objects", "runs", "exports", "tables", "manifest", "annotations", ".partial", ".tmp")
 
 
 def check_output(out: str | Path, *, sources: Sequence[str | Path] = (), workspace: str | Path | None = None,

@@ -25,6 +25,10 @@ def status_counts(manifest: pd.DataFrame) -> dict[str, int]:
     return _counts(manifest["status"])
 
 
+# The columns summarize() reads: `curate status` reads only these from disk (a manifest in parts, read by column).
+SUMMARY_COLUMNS = ("status", "reason", "label", "split", "source", "parent_id", "label_conflict")
+
+
 def summarize(manifest: pd.DataFrame) -> dict[str, Any]:
     """Counts a person looks at first. Labels and splits count kept rows only."""
     if len(manifest) == 0:

@@ -91,7 +91,7 @@ def classify_name(rel_parts: tuple[str, ...]) -> tuple[str | None, str | None]:
 def is_workspace(folder: str | Path) -> bool:
     """Is ``folder`` a curate workspace (its marker next to its objects or its manifest)?"""
     return os.path.isfile(os.path.join(folder, WORKSPACE_MARKER)) and (
-        os.path.isdir(os.path.join(folder, "objects")) or os.path.isfile(os.path.join(folder, "manifest.parquet")))
+        os.path.isdir(os.path.join(folder, "objects")) or os.path.exists(os.path.join(folder, "manifest.parquet")))
 
 
 def in_workspace(path: str) -> str | None:

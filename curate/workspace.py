@@ -3,11 +3,13 @@
 ::
 
     WS/
-      curate.json           marker and metadata (format version, the folder it was last written at),
-                            and the pointer to the committed version of the tables ("tables")
-      tables/<version>/     one committed version: manifest.parquet, annotations.parquet, sources.json
-      manifest.parquet      the committed manifest (a hard link into tables/), for plain pandas
-      annotations.parquet   the committed boxes, in the pixel frame of their sample's image
+      curate.json           marker and metadata (format version, the folder it was last written at,
+                            the number of parts), and the pointer to the committed version ("tables")
+      tables/<version>/     one committed version: manifest/ and annotations/ (parquet files in parts,
+                            curate.parts), sources.json, parts.json (the parts' digests)
+      manifest/             the committed manifest's parts (a symbolic link into tables/), for plain
+                            pandas and DuckDB; manifest.parquet names the same folder
+      annotations/          the committed boxes, in the pixel frame of their sample's image (annotations.parquet too)
       objects/ab/<sha>.ext  derived images, content-addressed
       runs/<run_id>.json    one record per command
       .lock                 held while a command changes the workspace
@@ -16,8 +18,9 @@ The tables commit as one unit (docs/reliability.md#tables-and-commits): a
 stage writes a new folder ``tables/<version>/``, then switches the pointer in
 ``curate.json`` with one ``os.replace``. A killed process leaves the old pair
 or the new pair, never one of each; every reader reads the pair the pointer
-names. The top-level ``manifest.parquet`` and ``annotations.parquet`` are then
-re-linked to the committed files, so plain ``pandas.read_parquet`` reads them.
+names. The top-level ``manifest`` and ``annotations`` (and their older names
+``manifest.parquet``, ``annotations.parquet``) are then pointed at the
+committed folders, so plain ``pandas.read_parquet`` and DuckDB read them.
 
 A workspace can be moved or copied as a folder. The manifest keeps absolute
 paths (the contract of docs/manifest.md: plain pandas reads them), so ``curate.json``
@@ -28,8 +31,8 @@ files stay where they are; ``curate relocate`` re-roots them.
 
     >>> import tempfile
     >>> ws = Workspace.create(tempfile.mkdtemp() + "/ws")
-    >>> ws.read_manifest().shape[0], ws.manifest_path.name
-    (0, 'manifest.parquet')
+    >>> ws.read_manifest().shape[0], ws.manifest_path.name, ws.meta()["parts"]
+    (0, 'manifest.parquet', 64)
 """
 
 from __future__ import annotations
@@ -62,16 +65,21 @@ if TYPE_CHECKING:
 # without them (about 0.8 s per worker, docs/benchmarks.md#faces).
 
 MARKER = "curate.json"
-# 2: the tables live in tables/<version>/, named by curate.json's "tables" (1: at the top level only;
-# opened and migrated by Workspace.open)
-WORKSPACE_FORMAT = 2
+# 3: the tables are folders of parts, tables/<version>/manifest/part-NNNNN.parquet (curate.parts).
+# 2: one file each in tables/<version>/, named by curate.json's "tables"; 1: at the top level only.
+# Formats 1 and 2 are opened and migrated by Workspace.open.
+WORKSPACE_FORMAT = 3
+FORMATS = (1, 2, WORKSPACE_FORMAT)
 TABLES_DIR = "tables"
 MANIFEST_FILE = "manifest.parquet"
 ANNOTATIONS_FILE = "annotations.parquet"
 SOURCES_FILE = "sources.json"
 LABELMAP_FILE = "labelmap.json"  # the active label map (curate.labelmap), applied by ingest to new rows
-# The files of one committed version; each is also published at the top level under the same name.
-VERSIONED_FILES = (MANIFEST_FILE, ANNOTATIONS_FILE, SOURCES_FILE, LABELMAP_FILE)
+PARTS_FILE = "parts.json"  # per version: the number of parts and each part's rows and digest
+# The folder of each table in a version (format 3), and at the top level the link to the committed one.
+TABLE_DIRS = {MANIFEST_FILE: "manifest", ANNOTATIONS_FILE: "annotations"}
+# The files of one committed version published at the top level under the same name (hard links).
+VERSIONED_FILES = (SOURCES_FILE, LABELMAP_FILE)
 _VERSION_NAME = re.compile(r"^[0-9]{8}T[0-9]{12}Z-[0-9]+-[0-9a-f]{6}$")
 # Set while a command writes (removed when it ends, even on an error): found at the start of the next
 # command, it means a kill, and the next command sweeps the temporary files the kill left.
@@ -196,8 +204,31 @@ def sync_filesystem(path: Path) -> None:
     os.sync()
 
 
-def atomic_write_parquet(df: pd.DataFrame, path: Path, schema: pa.Schema) -> None:
+def arrow_table(df: pd.DataFrame, schema: pa.Schema, extra_types: dict[str, pa.DataType] | None = None
+                ) -> pa.Table:
+    """``df`` as an Arrow table of ``schema``; a stage's own extra columns follow, with inferred types
+    (or ``extra_types``: the types inferred from the whole table, for a slice of it)."""
     import pyarrow as pa
+
+    declared = [f.name for f in schema]
+    extra = [c for c in df.columns if c not in declared]
+    table = pa.Table.from_pandas(df[declared], schema=schema, preserve_index=False)
+    for c in extra:  # a stage's own extra columns survive, with inferred types
+        kind = (extra_types or {}).get(c)
+        table = table.append_column(c, pa.array(df[c].tolist(), type=kind, from_pandas=True))
+    return table
+
+
+def extra_column_types(df: pd.DataFrame, schema: pa.Schema) -> dict[str, pa.DataType]:
+    """The Arrow type of each column of ``df`` that ``schema`` does not declare, inferred from the whole column
+    (so that every part of a table gets the same schema)."""
+    import pyarrow as pa
+
+    declared = {f.name for f in schema}
+    return {c: pa.array(df[c].tolist(), from_pandas=True).type for c in df.columns if c not in declared}
+
+
+def atomic_write_parquet(df: pd.DataFrame, path: Path, schema: pa.Schema) -> None:
     import pyarrow.parquet as pq
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -205,12 +236,7 @@ def atomic_write_parquet(df: pd.DataFrame, path: Path, schema: pa.Schema) -> Non
     os.fchmod(fd, file_mode())
     os.close(fd)
     try:
-        declared = [f.name for f in schema]
-        extra = [c for c in df.columns if c not in declared]
-        table = pa.Table.from_pandas(df[declared], schema=schema, preserve_index=False)
-        for c in extra:  # a stage's own extra columns survive, with inferred types
-            table = table.append_column(c, pa.array(df[c].tolist(), from_pandas=True))
-        pq.write_table(table, tmp, compression="zstd")
+        pq.write_table(arrow_table(df, schema), tmp, compression="zstd")
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -276,6 +302,15 @@ class Workspace:
         return self.root / "annotations.parquet"
 
     @property
+    def manifest_dir(self) -> Path:
+        """The committed manifest's parts (``WS/manifest/*.parquet``), for pandas and DuckDB."""
+        return self.root / TABLE_DIRS[MANIFEST_FILE]
+
+    @property
+    def annotations_dir(self) -> Path:
+        return self.root / TABLE_DIRS[ANNOTATIONS_FILE]
+
+    @property
     def objects_dir(self) -> Path:
         return self.root / "objects"
 
@@ -289,8 +324,14 @@ class Workspace:
 
     # -- lifecycle ----------------------------------------------------------
     @classmethod
-    def create(cls, root: str | Path, *, exist_ok: bool = True) -> Workspace:
+    def create(cls, root: str | Path, *, exist_ok: bool = True, parts: int | None = None) -> Workspace:
+        """Create the workspace folder (``parts``: the number of parts of its tables, fixed from now on;
+        default ``$CURATE_PARTS`` or 64, docs/scale.md#the-manifest-in-parts)."""
+        from curate.parts import MAX_PARTS, default_parts
+
         root = Path(root).absolute()
+        if parts is not None and not 1 <= parts <= MAX_PARTS:
+            raise WorkspaceError("", file=root, field="parts", expected=f"1 to {MAX_PARTS}", found=parts)
         if (root / MARKER).exists():
             if not exist_ok:
                 raise WorkspaceError("workspace already exists", file=root)
@@ -308,7 +349,7 @@ class Workspace:
             (root / "objects").mkdir(exist_ok=True)
             (root / "runs").mkdir(exist_ok=True)
             meta = {"format": WORKSPACE_FORMAT, "created": utc_now(), "curate_version": __version__,
-                    "root": str(root)}
+                    "root": str(root), "parts": parts or default_parts()}
             atomic_write_bytes(root / MARKER, (json.dumps(meta, indent=2) + "\n").encode())
         except OSError as e:
             _raise_write_error(e, root)
@@ -325,24 +366,34 @@ class Workspace:
             )
         ws = cls(root)
         meta = ws.read_meta()
-        if meta.get("format") not in (1, WORKSPACE_FORMAT):
+        if meta.get("format") not in FORMATS:
             raise WorkspaceError(
                 "", file=marker, field="format", expected=WORKSPACE_FORMAT, found=meta.get("format")
             )
-        if meta.get("format") == 1:
+        if meta.get("format") != WORKSPACE_FORMAT:
             ws.migrate()
         return ws
 
     def migrate(self) -> None:
-        """Turn a format-1 workspace (tables at the top level only) into a committed version.
+        """Turn a format-1 workspace (tables at the top level only) or a format-2 one (one file per table
+        in ``tables/<version>/``) into a committed version of tables in parts.
 
         Done by :meth:`open` when it can take the lock; a workspace that is
-        read-only, or busy, is read as it is (format 1) and migrated later.
+        read-only, or busy, is read as it is and migrated later (at its next
+        commit, which writes parts).
         """
         with contextlib.suppress(WorkspaceError):
             with self.lock():
-                if self.read_meta().get("format") == 1:  # again, under the lock
+                if self.read_meta().get("format") != WORKSPACE_FORMAT:  # again, under the lock
                     self.commit()
+
+    @property
+    def n_parts(self) -> int:
+        """The number of parts of this workspace's tables (``curate.json``'s ``parts``)."""
+        from curate.parts import DEFAULT_PARTS, MAX_PARTS
+
+        n = self.meta().get("parts", DEFAULT_PARTS)
+        return n if isinstance(n, int) and 1 <= n <= MAX_PARTS else DEFAULT_PARTS
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
@@ -405,9 +456,32 @@ class Workspace:
         return self.root / rel
 
     def table_path(self, name: str) -> Path:
-        """Where the committed ``name`` (e.g. ``manifest.parquet``) is read from."""
-        d = self.version_dir()
-        return (d if d is not None else self.root) / name
+        """Where the committed ``name`` (e.g. ``manifest.parquet``) is read from: for a table in parts,
+        its folder ``tables/<version>/manifest``."""
+        return self._located(self.version_dir(), name)
+
+    def _located(self, d: Path | None, name: str) -> Path:
+        if d is None:
+            return self.root / name
+        if name in TABLE_DIRS and not (d / name).is_file():  # format 3 (a format-2 version has the file)
+            return d / TABLE_DIRS[name]
+        return d / name
+
+    def manifest_files(self) -> list[Path]:
+        """The committed manifest's part files, for a reader of its own (DuckDB, a pyarrow dataset).
+
+        Their paths stay valid while the version is committed or the one
+        before it; a reader that holds no lock reads them at once.
+        """
+        from curate.parts import part_files
+
+        def files(d: Path | None) -> list[Path]:
+            path = self._located(d, MANIFEST_FILE)
+            if d is None:
+                return [path] if path.exists() else []
+            return part_files(path) if path.is_dir() else [path]
+
+        return self._read_committed(files)  # type: ignore[no-any-return]
 
     def _read_committed(self, read: Callable[[Path | None], Any]) -> Any:
         # A command that reads without the lock (status, report) may see a commit collect the version it
@@ -423,10 +497,11 @@ class Workspace:
                               "nothing there", self.root) from None
         raise AssertionError("unreachable")
 
-    def _read_table(self, d: Path | None, name: str) -> pd.DataFrame:
+    def _read_table(self, d: Path | None, name: str, columns: list[str] | None = None) -> pd.DataFrame:
         import pandas as pd
         import pyarrow as pa
 
+        from curate.parts import MissingColumnsError, read_parts
         from curate.schema import (
             ANNOTATION_COLUMNS,
             MANIFEST_COLUMNS,
@@ -435,21 +510,54 @@ class Workspace:
             empty_manifest,
         )
 
-        columns = MANIFEST_COLUMNS if name == MANIFEST_FILE else ANNOTATION_COLUMNS
-        path = (d if d is not None else self.root) / name
+        declared = MANIFEST_COLUMNS if name == MANIFEST_FILE else ANNOTATION_COLUMNS
+        path = self._located(d, name)
         if d is None and not path.exists():  # nothing committed yet
-            return empty_manifest() if name == MANIFEST_FILE else empty_annotations()
+            df = empty_manifest() if name == MANIFEST_FILE else empty_annotations()
+            return df if columns is None else df[[c for c in columns if c in df.columns]]
+        in_parts = path.is_dir() or (d is not None and path.name == TABLE_DIRS.get(name))
+        wanted = declared if columns is None else tuple(c for c in declared if c.name in columns)
+        contract = ", ".join(c.name for c in declared if c.contract)
         try:
-            df = pd.read_parquet(path)
+            if in_parts:  # format 3
+                required = [c.name for c in wanted if c.contract]
+                df = read_parts(self._listed_parts(d, name, path), columns, required).to_pandas()
+            else:  # one file: a format-1 or format-2 workspace not migrated yet (read-only, or busy)
+                df = pd.read_parquet(path, columns=None if columns is None else self._present(path, columns))
         except FileNotFoundError:
             raise
+        except MissingColumnsError as e:
+            raise damaged(e.part_file, f"the columns {contract}", f"no {', '.join(e.missing)}", self.root) from e
         except (pa.ArrowException, OSError, ValueError) as e:
-            raise damaged(path, "a parquet table", _why(e), self.root) from e
-        missing = [c.name for c in columns if c.contract and c.name not in df.columns]
+            raise damaged(getattr(e, "part_file", path), "a parquet table", _why(e), self.root) from e
+        missing = [c.name for c in wanted if c.contract and c.name not in df.columns]
         if missing:
-            raise damaged(path, f"the columns {', '.join(c.name for c in columns if c.contract)}",
-                          f"no {', '.join(missing)}", self.root)
-        return conform(df, columns)
+            raise damaged(path, f"the columns {contract}", f"no {', '.join(missing)}", self.root)
+        df = conform(df, wanted)
+        return df if columns is None else df[[c for c in columns if c in df.columns]]
+
+    @staticmethod
+    def _present(path: Path, columns: list[str]) -> list[str]:
+        import pyarrow.parquet as pq
+
+        names = set(pq.read_schema(path).names)
+        return [c for c in columns if c in names]
+
+    def _listed_parts(self, d: Path | None, name: str, folder: Path) -> list[Path]:
+        """The part files of a table folder, as the version's ``parts.json`` lists them (a listed part
+        that is gone is damage, not a smaller table)."""
+        from curate.parts import part_files
+
+        index = None
+        if d is not None:
+            with contextlib.suppress(OSError, ValueError):
+                index = json.loads((d / PARTS_FILE).read_text()).get(TABLE_DIRS[name])
+        if not isinstance(index, dict) or not index:
+            files = part_files(folder)
+            if not files:
+                raise damaged(folder, "the parts of a parquet table", "no part files", self.root)
+            return files
+        return [folder / n for n in sorted(index)]
 
     def read_tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """The committed manifest and annotations: one pair, from one version."""
@@ -457,8 +565,10 @@ class Workspace:
                                                self._read_table(d, ANNOTATIONS_FILE)))
         return self._rebased(m), a
 
-    def read_manifest(self) -> pd.DataFrame:
-        return self._rebased(self._read_committed(lambda d: self._read_table(d, MANIFEST_FILE)))
+    def read_manifest(self, columns: list[str] | None = None) -> pd.DataFrame:
+        """The committed manifest; ``columns``: only these (the others are never read from disk), for table
+        stages that need a few columns of a large manifest (docs/scale.md#the-manifest-in-parts)."""
+        return self._rebased(self._read_committed(lambda d: self._read_table(d, MANIFEST_FILE, columns)))
 
     def read_annotations(self) -> pd.DataFrame:
         return self._read_committed(lambda d: self._read_table(d, ANNOTATIONS_FILE))  # type: ignore[no-any-return]
@@ -479,8 +589,11 @@ class Workspace:
         return self._read_committed(read)  # type: ignore[no-any-return]
 
     def _rebased(self, df: pd.DataFrame) -> pd.DataFrame:
-        old = self.moved_from(df)
-        return rebase_paths(df, old, str(self.root)) if old is not None else df
+        have = tuple(c for c in ("path", "origin_path") if c in df.columns)
+        if not have:
+            return df
+        old = self.moved_from(df if "parent_id" in df.columns else None)
+        return rebase_paths(df, old, str(self.root), have) if old is not None else df
 
     # -- moving -------------------------------------------------------------
     def meta(self) -> dict[str, Any]:
@@ -513,14 +626,15 @@ class Workspace:
 
         All or nothing: the new version is written to its own folder
         ``tables/<version>/`` and becomes the committed one by one
-        ``os.replace`` of ``curate.json``. Call it under :meth:`lock`.
-        Returns the tables as validated (None where not given).
+        ``os.replace`` of ``curate.json``. Each table is written in parts
+        (:mod:`curate.parts`): a part whose rows did not change is a hard link
+        of the committed version's file, not written again. Call it under
+        :meth:`lock`. Returns the tables as validated (None where not given).
         """
+        from curate.parts import write_parts
         from curate.schema import (
             ANNOTATION_ARROW,
             MANIFEST_ARROW,
-            empty_annotations,
-            empty_manifest,
             validate_annotations,
             validate_manifest,
         )
@@ -534,24 +648,44 @@ class Workspace:
         version = f"{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%S%f')}Z-{os.getpid()}-{os.urandom(3).hex()}"
         new = self.root / TABLES_DIR / version
         new.mkdir(parents=True)
+        n_parts = self.n_parts
+        old_index: dict[str, Any] = {}
+        if previous is not None:
+            with contextlib.suppress(OSError, ValueError):
+                old_index = json.loads((previous / PARTS_FILE).read_text())
+        if not isinstance(old_index, dict) or old_index.get("parts") != n_parts:
+            old_index = {}
         try:
-            if manifest is not None:
-                atomic_write_parquet(manifest, new / MANIFEST_FILE, MANIFEST_ARROW)
-            if annotations is not None:
-                atomic_write_parquet(annotations, new / ANNOTATIONS_FILE, ANNOTATION_ARROW)
+            index: dict[str, Any] = {"parts": n_parts}
+            for name, df, schema in ((MANIFEST_FILE, manifest, MANIFEST_ARROW),
+                                     (ANNOTATIONS_FILE, annotations, ANNOTATION_ARROW)):
+                key = TABLE_DIRS[name]
+                old_folder = previous / key if previous is not None else None
+                old_parts = old_index.get(key)
+                if df is None and old_folder is not None and old_folder.is_dir() and isinstance(old_parts, dict):
+                    (new / key).mkdir()  # unchanged: every part carried, no byte written
+                    for part in old_parts:
+                        link_or_copy(old_folder / part, new / key / part)
+                    index[key] = {p: {**e, "written": False} for p, e in old_parts.items()}
+                    continue
+                if df is None:  # a format-1 or format-2 table (or none yet), written in parts once
+                    df = self._read_table(previous, name)
+                to_arrow = functools.partial(arrow_table, schema=schema, extra_types=extra_column_types(df, schema))
+                index[key] = write_parts(df, new / key, n_parts, to_arrow=to_arrow, previous=old_folder,
+                                         previous_index=old_parts if isinstance(old_parts, dict) else None,
+                                         link=link_or_copy)
+                fsync_dir(new / key)
+            atomic_write_bytes(new / PARTS_FILE, (json.dumps(index, indent=1) + "\n").encode())
             for name, data in (files or {}).items():
                 atomic_write_bytes(new / name, data)
             for name in VERSIONED_FILES:  # carried from the committed version (or the top level of format 1)
                 old = (previous if previous is not None else self.root) / name
                 if not (new / name).exists() and old.exists():
                     link_or_copy(old, new / name)
-            if not (new / MANIFEST_FILE).exists():
-                atomic_write_parquet(empty_manifest(), new / MANIFEST_FILE, MANIFEST_ARROW)
-            if not (new / ANNOTATIONS_FILE).exists():
-                atomic_write_parquet(empty_annotations(), new / ANNOTATIONS_FILE, ANNOTATION_ARROW)
             fsync_dir(new)
             fsync_dir(new.parent)
-            meta.update(format=WORKSPACE_FORMAT, root=str(self.root), tables=f"{TABLES_DIR}/{version}")
+            meta.update(format=WORKSPACE_FORMAT, root=str(self.root), tables=f"{TABLES_DIR}/{version}",
+                        parts=n_parts)
             atomic_write_bytes(self.root / MARKER, (json.dumps(meta, indent=2) + "\n").encode())  # the commit
         except BaseException:  # not committed: the folder is nobody's (the next commit would remove it too)
             shutil.rmtree(new, ignore_errors=True)
@@ -562,14 +696,27 @@ class Workspace:
         return manifest, annotations
 
     def publish(self) -> None:
-        """Link the committed version's files to the top level (``WS/manifest.parquet``, ...) for plain pandas.
+        """Point the top level at the committed version, for plain pandas and DuckDB: ``WS/manifest`` and
+        ``WS/annotations`` (and the older names ``manifest.parquet``, ``annotations.parquet``) become
+        symbolic links to its table folders, ``WS/sources.json`` a hard link of its file.
 
-        Idempotent; a kill between a commit and this leaves the top level one
-        version behind until the next command (which calls it under the lock).
+        Each link is made under a temporary name and put in place by one
+        ``os.replace``. Where the file system has no symbolic links, each is a
+        folder of hard links of the parts instead, put in place by two renames
+        (docs/scale.md#the-manifest-in-parts). Idempotent; a kill between a
+        commit and this leaves the top level one version behind until the next
+        command (which calls it under the lock).
         """
         d = self.version_dir()
         if d is None:
             return
+        for name, key in TABLE_DIRS.items():
+            folder = d / key
+            if not folder.is_dir():
+                continue
+            target = os.path.relpath(folder, self.root)
+            for dst in (self.root / key, self.root / name):
+                _publish_folder(folder, target, dst)
         for name in VERSIONED_FILES:
             src, dst = d / name, self.root / name
             if not src.exists():
@@ -611,7 +758,14 @@ class Workspace:
         killed = (self.root / RUNNING).exists()
         # At the top level only curate's own files' temporaries: a command that does not take the lock
         # (`curate report --out WS/report.html`) may be writing its own there right now.
-        own = (MARKER, *VERSIONED_FILES)
+        own = (MARKER, *VERSIONED_FILES, *TABLE_DIRS, *TABLE_DIRS.values())
+        for p in self.root.glob(".*.tmp"):  # the links and folders publish() makes under temporary names
+            if any(p.name.startswith(f".{n}.") for n in (*TABLE_DIRS, *TABLE_DIRS.values())):
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    with contextlib.suppress(OSError):
+                        p.unlink()
         found = [p for p in _tmp_files(self.root) if any(p.name.startswith(f".{n}.") for n in own)]
         found += [*_tmp_files(self.runs_dir), *_tmp_files(self.root / TABLES_DIR), *_tmp_files(self.root / "cache"),
                   *_tmp_files(self.root / "exports")]
@@ -827,6 +981,58 @@ def _raise_write_error(e: OSError, root: Path) -> NoReturn:
     if mapped is e:
         raise e
     raise mapped from e
+
+
+def _publish_folder(folder: Path, target: str, dst: Path) -> None:
+    """Make ``dst`` name ``folder`` (``target``: its path relative to ``dst``'s folder)."""
+    with contextlib.suppress(OSError):
+        if os.readlink(dst) == target:
+            return
+    tmp = dst.parent / f".{dst.name}.{os.urandom(4).hex()}.tmp"
+    try:
+        os.symlink(target, tmp)
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS):
+            raise
+        _publish_copy(folder, dst, tmp)
+        return
+    try:
+        if dst.is_dir() and not dst.is_symlink():  # a folder of links made where symbolic links failed
+            _swap_in(tmp, dst)
+        else:
+            os.replace(tmp, dst)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def _publish_copy(folder: Path, dst: Path, tmp: Path) -> None:
+    """Where symbolic links fail: ``dst`` becomes a folder of hard links (copies where those fail too)."""
+    tmp.mkdir()
+    try:
+        for src in folder.iterdir():
+            link_or_copy(src, tmp / src.name)
+        _swap_in(tmp, dst)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _swap_in(new: Path, dst: Path) -> None:
+    """Put ``new`` at ``dst``, which may be a folder (a rename cannot replace a non-empty one): the old one is
+    renamed away first, so a reader may find no ``dst`` for that moment, never a mix."""
+    old = dst.parent / f".{dst.name}.{os.urandom(4).hex()}.tmp"
+    if dst.is_dir() and not dst.is_symlink():
+        os.rename(dst, old)
+    elif dst.exists() or dst.is_symlink():
+        if new.is_dir() and not new.is_symlink():
+            os.rename(dst, old)
+    os.replace(new, dst)
+    if old.is_dir() and not old.is_symlink():
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(old)
 
 
 def _tmp_files(folder: Path) -> list[Path]:

@@ -29,11 +29,11 @@ FLOORS: dict[str, int] = {
     # floor 1: nouns and helpers
     **dict.fromkeys([f"curate.{m}" for m in (
         "augment", "boxes", "console", "derive", "engine", "faces", "features", "geometry", "groups", "hashing",
-        "imageio", "index", "labelmap", "lineage", "locate", "models", "parallel", "paths", "units", "verify",
-        "walk")], 1),
+        "imageio", "index", "labelmap", "lineage", "locate", "models", "parallel", "partition", "paths", "units",
+        "verify", "walk")], 1),
     "curate.labelstudio": 1,  # Label Studio's config, box units, REST client and local server (issue 16)
     # floor 0: the workspace and the manifest contract it validates against
-    "curate": 0, "curate.errors": 0, "curate.schema": 0, "curate.summary": 0, "curate.workspace": 0,
+    "curate": 0, "curate.errors": 0, "curate.parts": 0, "curate.schema": 0, "curate.summary": 0, "curate.workspace": 0,
 }
 
 # Imports between stages that are still allowed, each with the reason it is temporary. None is left: convert

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -99,13 +101,21 @@ def test_a_commit_switches_the_pointer_and_publishes_both_tables_for_plain_panda
     ws = boxed_ws(tmp_path / "ws", skimage_dir)
     meta = json.loads((ws.root / "curate.json").read_text())
     version = ws.root / meta["tables"]
-    assert meta["format"] == 2 and version.parent == ws.root / "tables"
-    assert sorted(p.name for p in version.iterdir()) == ["annotations.parquet", "manifest.parquet", "sources.json"]
+    assert meta["format"] == 3 and version.parent == ws.root / "tables" and meta["parts"] == 64
+    assert sorted(p.name for p in version.iterdir()) == ["annotations", "manifest", "parts.json", "sources.json"]
     m, a = ws.read_tables()
-    # the top level is the committed pair, as plain pandas reads it
-    plain = pd.read_parquet(ws.root / "manifest.parquet")
-    assert plain["sample_id"].tolist() == m["sample_id"].tolist() and plain["status"].tolist() == m["status"].tolist()
-    assert len(pd.read_parquet(ws.root / "annotations.parquet")) == len(a) == 2
+    # the top level is the committed pair, as plain pandas reads it (under the new name and the old one), in parts
+    for name in ("manifest", "manifest.parquet"):
+        assert (ws.root / name).resolve() == version / "manifest"
+        plain = pd.read_parquet(ws.root / name).sort_values("row_order")
+        assert plain["sample_id"].tolist() == m["sample_id"].tolist()
+        assert plain["status"].tolist() == m["status"].tolist()
+    from curate.parts import part_name, shard_of
+
+    shards = {part_name(s) for s in shard_of(m["sample_id"], 64).tolist()}  # one file per shard that has rows
+    assert {p.name for p in (version / "manifest").iterdir()} == shards and len(shards) > 1
+    assert len(pd.read_parquet(ws.root / "annotations")) == len(pd.read_parquet(ws.root / "annotations.parquet")) == 2
+    assert len(a) == 2
     # two versions stay (the committed one and the one before it), to restore from
     ws.run_stage("noop", lambda m, o, *, ws, annotations: StageResult(m), {})
     ws.run_stage("noop", lambda m, o, *, ws, annotations: StageResult(m), {})
@@ -120,10 +130,14 @@ def test_a_format_1_workspace_opens_and_is_migrated(tmp_path, skimage_dir):
     ws = boxed_ws(tmp_path / "ws", skimage_dir)
     m, a = ws.read_tables()
     # what curate wrote before the tables had versions: the tables at the top level, curate.json without a pointer
-    for name in ("manifest.parquet", "annotations.parquet", "sources.json"):
-        data = (ws.root / name).read_bytes()
+    for name, table in (("manifest.parquet", m), ("annotations.parquet", a)):
         (ws.root / name).unlink()
-        (ws.root / name).write_bytes(data)
+        table.to_parquet(ws.root / name)
+    (ws.root / "manifest").unlink()
+    (ws.root / "annotations").unlink()
+    data = (ws.root / "sources.json").read_bytes()
+    (ws.root / "sources.json").unlink()
+    (ws.root / "sources.json").write_bytes(data)
     shutil.rmtree(ws.root / "tables")
     meta = json.loads((ws.root / "curate.json").read_text())
     del meta["tables"]
@@ -131,10 +145,147 @@ def test_a_format_1_workspace_opens_and_is_migrated(tmp_path, skimage_dir):
 
     opened = Workspace.open(ws.root)
     meta = json.loads((ws.root / "curate.json").read_text())
-    assert meta["format"] == 2 and (ws.root / meta["tables"] / "manifest.parquet").exists()
+    assert meta["format"] == 3 and list((ws.root / meta["tables"] / "manifest").glob("part-*.parquet"))
     m2, a2 = opened.read_tables()
     pd.testing.assert_frame_equal(m2, m)
     pd.testing.assert_frame_equal(a2, a)
+
+
+# -- tables in parts (docs/scale.md#the-manifest-in-parts) ------------------------------
+
+FORMAT_2 = Path(__file__).resolve().parent / "workspace_format2"
+
+
+def test_a_format_2_workspace_written_by_the_previous_release_is_migrated(tmp_path):
+    import json
+    import shutil
+
+    shutil.copytree(FORMAT_2, tmp_path / "ws")
+    root = tmp_path / "ws"
+    old = json.loads((root / "curate.json").read_text())
+    assert old["format"] == 2
+    want_m = pd.read_parquet(root / old["tables"] / "manifest.parquet")
+    want_a = pd.read_parquet(root / old["tables"] / "annotations.parquet")
+    assert len(want_m) == 5 and len(want_a) == 2
+
+    ws = Workspace.open(root)  # migrated on open
+    meta = json.loads((root / "curate.json").read_text())
+    assert meta["format"] == 3 and meta["parts"] == 64 and meta["tables"] != old["tables"]
+    m, a = ws.read_tables()
+    from curate.schema import ANNOTATION_COLUMNS, MANIFEST_COLUMNS, conform
+
+    pd.testing.assert_frame_equal(m, conform(want_m, MANIFEST_COLUMNS))
+    pd.testing.assert_frame_equal(a, conform(want_a, ANNOTATION_COLUMNS))
+    # every reader reads the parts: the version's folder, the top-level link, the old name
+    assert (root / "manifest").is_symlink() and (root / "manifest.parquet").is_symlink()
+    assert len(pd.read_parquet(root / "manifest.parquet")) == 5
+    assert ws.read_file("sources.json") == (FORMAT_2 / "sources.json").read_bytes()
+    # and it works as a workspace: a stage runs on it
+    from click.testing import CliRunner
+
+    from curate.cli import cli
+
+    res = CliRunner().invoke(cli, ["split", str(root), "--ratios", "1:1:1"])
+    assert res.exit_code == 0, res.output
+    after = ws.read_manifest()
+    assert after.loc[after["status"] == "kept", "split"].notna().sum() == 4  # the four kept rows
+
+
+def test_a_read_only_format_2_workspace_is_read_as_it_is(tmp_path):
+    import json
+    import shutil
+
+    shutil.copytree(FORMAT_2, tmp_path / "ws")
+    root = tmp_path / "ws"
+    with Workspace(root).lock():  # busy: another command holds it, so open cannot migrate
+        ws = Workspace.open(Path(root))
+        assert json.loads((root / "curate.json").read_text())["format"] == 2
+        assert len(ws.read_manifest()) == 5 and len(ws.read_annotations()) == 2
+        assert ws.read_manifest(["sample_id", "status"]).columns.tolist() == ["sample_id", "status"]
+
+
+def _relabel_one(m, o, *, ws, annotations):
+    m = m.copy()
+    m.loc[m.index[0], "label"] = "relabelled"
+    return StageResult(m)
+
+
+def test_a_commit_writes_only_the_parts_it_changed_and_links_the_others(tmp_path, skimage_dir):
+    import json
+    import os
+
+    ws = boxed_ws(tmp_path / "ws", skimage_dir)
+    before = ws.root / json.loads((ws.root / "curate.json").read_text())["tables"]
+    m = ws.read_manifest()
+    ws.run_stage("relabel", _relabel_one, {})
+    after = ws.root / json.loads((ws.root / "curate.json").read_text())["tables"]
+    index = json.loads((after / "parts.json").read_text())
+    from curate.parts import part_name, shard_of
+
+    changed = part_name(int(shard_of([m["sample_id"].iloc[0]], 64)[0]))
+    assert [p for p, e in index["manifest"].items() if e["written"]] == [changed]
+    assert not any(e["written"] for e in index["annotations"].values())  # the boxes were not given: all carried
+    for part in (after / "manifest").iterdir():  # the others are the previous version's files, not copies
+        same = os.path.samefile(part, before / "manifest" / part.name)
+        assert same == (part.name != changed), part.name
+    got = ws.read_manifest()
+    assert got["sample_id"].tolist() == m["sample_id"].tolist()  # the order the stage returned, across parts
+    assert got["label"].tolist() == ["relabelled", *m["label"].iloc[1:]]
+
+
+def test_duckdb_and_pyarrow_read_the_manifest_in_parts_as_it_is(tmp_path, skimage_dir):
+    duckdb = pytest.importorskip("duckdb", reason="DuckDB is in the scale extra (pip install 'curate[scale]')")
+    import pyarrow.dataset as pads
+
+    ws = boxed_ws(tmp_path / "ws", skimage_dir)
+    m = ws.read_manifest()
+    glob = f"{ws.root}/manifest/*.parquet"
+    rows = duckdb.sql(f"SELECT sample_id, status FROM read_parquet('{glob}') ORDER BY row_order").fetchall()
+    assert rows == list(zip(m["sample_id"], m["status"], strict=True))
+    kept = duckdb.sql(f"SELECT count(*) FROM read_parquet('{glob}') WHERE status = 'kept'").fetchall()
+    assert kept == [((m["status"] == "kept").sum(),)]
+    assert pads.dataset(ws.root / "manifest", format="parquet").count_rows() == len(m)
+    files = ws.manifest_files()
+    assert {p.parent for p in files} == {ws.root / ws.meta()["tables"] / "manifest"} and len(files) > 1
+
+
+def test_projected_reads_give_only_the_columns_asked_for(tmp_path, skimage_dir):
+    ws = boxed_ws(tmp_path / "ws", skimage_dir)
+    full = ws.read_manifest()
+    part = ws.read_manifest(["sample_id", "status", "path", "width"])
+    assert part.columns.tolist() == ["sample_id", "status", "path", "width"]
+    pd.testing.assert_frame_equal(part, full[part.columns.tolist()])
+
+
+def test_the_number_of_parts_is_fixed_per_workspace(tmp_path, skimage_dir, monkeypatch):
+    monkeypatch.setenv("CURATE_PARTS", "2")
+    ws = boxed_ws(tmp_path / "ws", skimage_dir)
+    version = ws.root / ws.meta()["tables"]
+    assert ws.meta()["parts"] == 2 and len(list((version / "manifest").iterdir())) == 2
+    monkeypatch.setenv("CURATE_PARTS", "8")  # a workspace keeps its own number
+    ws.run_stage("relabel", _relabel_one, {})
+    assert len(list((ws.root / ws.meta()["tables"] / "manifest").iterdir())) == 2
+    with pytest.raises(WorkspaceError, match="parts: expected 1 to 4096, found 0"):
+        Workspace.create(tmp_path / "other", parts=0)
+
+
+def test_without_symbolic_links_the_top_level_is_a_folder_of_hard_links(tmp_path, skimage_dir, monkeypatch):
+    import errno
+    import os
+
+    def no_symlinks(*a, **k):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "symlink", no_symlinks)
+    ws = boxed_ws(tmp_path / "ws", skimage_dir)
+    ws.run_stage("relabel", _relabel_one, {})
+    version = ws.root / ws.meta()["tables"] / "manifest"
+    top = ws.root / "manifest"
+    assert top.is_dir() and not top.is_symlink()
+    assert sorted(p.name for p in top.iterdir()) == sorted(p.name for p in version.iterdir())
+    assert all(os.path.samefile(p, version / p.name) for p in top.iterdir())
+    assert pd.read_parquet(top).sort_values("row_order")["label"].iloc[0] == "relabelled"
+    assert not list(ws.root.glob(".*.tmp"))
 
 
 # -- damaged workspaces (docs/reliability.md#damaged-workspaces) ---------------------
@@ -166,12 +317,13 @@ def test_a_damaged_table_gives_one_line_naming_the_file_and_the_fix(tmp_path, sk
     from curate.cli import cli
 
     ws = boxed_ws(tmp_path / "ws", skimage_dir)
-    damage(ws.root / name)  # the top-level file is the committed one: written in place, both are damaged
+    part = sorted(ws.table_path(name).iterdir())[-1]  # one part of the committed table (the top level links to it)
+    damage(part)
     # a writing command reads both tables; `status` reads the manifest
     for command in (["split"], ["status"]) if name == "manifest.parquet" else (["split"],):
         res = CliRunner().invoke(cli, [*command, str(ws.root)])
         assert res.exit_code == 1, res.output
-        assert res.output.startswith(f"Error: {ws.table_path(name)}: expected ")
+        assert res.output.startswith(f"Error: {part}: expected "), res.output
         assert f", found {found}" in res.output and res.output.endswith(f"({fix(ws.root)})\n")
         assert res.output.count("\n") == 1 and "Traceback" not in res.output
 
@@ -185,7 +337,8 @@ def test_every_command_that_reads_a_damaged_table_gives_the_one_line(tmp_path, s
     from curate.cli import cli
 
     ws = boxed_ws(tmp_path / "ws", skimage_dir)
-    (ws.root / name).write_bytes(b"PAR1" + b"\x00" * 64)  # a parquet magic number, nothing behind it
+    part = sorted(ws.table_path(name).iterdir())[-1]  # one part of the committed table (the top level links to it)
+    part.write_bytes(b"PAR1" + b"\x00" * 64)  # a parquet magic number, nothing behind it
     out = tmp_path / "out"
     commands = [["status"], ["report", "--out", str(out / "r.html")], ["dedupe"],
                 ["square"], ["crop"], ["faces", "--boxes"], ["split"], ["balance"], ["check"], ["prune", "--missing"],
@@ -198,7 +351,7 @@ def test_every_command_that_reads_a_damaged_table_gives_the_one_line(tmp_path, s
                 else [command[0], str(ws.root), *command[1:]])
         res = CliRunner().invoke(cli, args)
         assert res.exit_code == 1, (command, res.output)
-        assert res.output.startswith(f"Error: {ws.table_path(name)}: expected "), (command, res.output)
+        assert res.output.startswith(f"Error: {part}: expected "), (command, res.output)
         assert res.output.endswith(f"({fix(ws.root)})\n") and res.output.count("\n") == 1, (command, res.output)
     assert not out.exists()
 

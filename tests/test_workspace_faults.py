@@ -170,7 +170,9 @@ def fill(disk: Path) -> Path:
 
 
 def committed(ws: Path) -> dict[str, bytes]:
-    return {n: (ws / n).read_bytes() for n in ("curate.json", "manifest.parquet", "annotations.parquet")}
+    """curate.json and every file of the tables it names (the parts the top-level links lead to)."""
+    files = sorted(p for name in ("manifest", "annotations") for p in (ws / name).iterdir())
+    return {"curate.json": (ws / "curate.json").read_bytes(), **{str(p.resolve()): p.read_bytes() for p in files}}
 
 
 @pytest.mark.parametrize("command", [

@@ -61,6 +61,7 @@ class ExportOptions:
     format_options: dict[str, Any] = field(default_factory=dict)
     engine: str | None = None  # who writes the images: "local" threads or "ray" workers (None: $CURATE_ENGINE)
     ray_address: str | None = None  # with engine "ray": a cluster to use (None: start a local one)
+    dry_run: bool = False  # plan only: count what would be written; write nothing (docs/scale.md)
 
 
 # -- options and target ------------------------------------------------------

@@ -36,6 +36,7 @@ are importable from here as before.
 from __future__ import annotations
 
 import os
+from typing import Any
 from pathlib import Path
 
 import pandas as pd
@@ -68,6 +69,25 @@ from curate.formats.publish import (  # noqa: F401  (importable from the stage a
 )
 from curate.workspace import StageResult, Workspace, atomic_write_parquet, utc_now
 
+# The manifest columns plan_export reads: `curate export --dry-run` reads only these from disk (docs/scale.md).
+PLAN_COLUMNS = ["sample_id", "status", "path", "origin_path", "rel_path", "layout", "transform", "split", "label",
+                "width", "height", "mode", "file_size", "sha256", "format", "exif_orientation"]
+
+
+def dry_run_summary(plan: pd.DataFrame, boxes: pd.DataFrame, options: ExportOptions) -> dict[str, Any]:
+    """What an export would write: images and boxes, per split and per action."""
+    return {"dry_run": True, "format": options.format, "out": str(options.out), "images": len(plan),
+            "boxes": len(boxes), "split": plan["split"].value_counts().sort_index().to_dict(),
+            "action": plan["action"].value_counts().sort_index().to_dict()}
+
+
+def export_dry_run(ws: Workspace, options: ExportOptions) -> dict[str, Any]:
+    """Plan an export and count it, writing nothing: reads only :data:`PLAN_COLUMNS` of the manifest, so a
+    large manifest in parts is never held whole (docs/scale.md#the-manifest-in-parts)."""
+    check_options(options)
+    plan, boxes = plan_export(ws.read_manifest(PLAN_COLUMNS), ws.read_annotations(), options.default_split)
+    return dry_run_summary(plan, boxes, options)
+
 
 def protected_paths(manifest: pd.DataFrame, ws: Workspace | None) -> list[Path]:
     """Folders an export must never replace: the workspace and every source root."""
@@ -89,6 +109,8 @@ def export(manifest: pd.DataFrame, options: ExportOptions, *, ws: Workspace,
 
     check_options(options)
     plan, boxes = plan_export(manifest, annotations, options.default_split)
+    if options.dry_run:
+        return StageResult(manifest, None, summary=dry_run_summary(plan, boxes, options), write=False)
     require_files(manifest[manifest["status"] == "kept"], ws.root)  # a moved source fails here, naming the fix
     summary = export_to(plan, boxes, options, protected_paths(manifest, ws),
                         marker={"workspace": str(ws.root), "export_id": f"{utc_now()}-{os.getpid()}"})

@@ -190,10 +190,10 @@ def test_installed_command_gates_ci(tmp_path: Path) -> None:
 
 def test_a_check_is_recorded_in_runs_and_changes_no_table(tmp_path: Path) -> None:
     ws = make_ws(tmp_path, _with({"cat4": {"phash": "0f0f0f0f0f0f0f0c"}}))
-    before = ws.manifest_path.read_bytes()
+    before = (ws.root / "curate.json").read_bytes()  # the pointer to the committed tables
     r = CliRunner().invoke(cli, ["check", str(ws.root), "--min-per-class", "3"])
     assert r.exit_code == 1
     (rec,) = [run for run in ws.runs() if run["command"] == "check"]
     assert rec["options"]["min_per_class"] == 3
     assert rec["summary"]["failed"] == ["near_duplicate_leak"]
-    assert ws.manifest_path.read_bytes() == before
+    assert (ws.root / "curate.json").read_bytes() == before

@@ -407,13 +407,13 @@ def test_cli_dry_run_report_then_run(skimage_set, tmp_path):
     _, ws, _, _ = skimage_set
     copy = tmp_path / "ws"
     shutil.copytree(ws.root, copy)
-    before = (copy / "manifest.parquet").read_bytes()
+    before = (copy / "curate.json").read_bytes()  # the pointer to the committed tables
     runner = CliRunner()
     res = runner.invoke(cli, ["dedupe", str(copy), "--dry-run", "--report", str(tmp_path / "g.csv"),
                               "--workers", "1", "--json"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)["dedupe"]["dry_run"] is True
-    assert (copy / "manifest.parquet").read_bytes() == before
+    assert (copy / "curate.json").read_bytes() == before
     report = pd.read_csv(tmp_path / "g.csv")
     assert set(report["role"]) >= {"kept", "duplicate"}
     why = report.loc[report["role"] == "kept", "why_kept"]

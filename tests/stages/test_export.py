@@ -323,3 +323,20 @@ def test_a_source_changed_in_place_after_ingest_is_refused_naming_ingest(tmp_pat
     ws.run_stage("ingest", ingest, opts)  # the manifest now has the files as they are
     res = ws.run_stage("export", export, ExportOptions("yolo", out, link=link))
     assert res.summary["verified"] == f"{res.summary['images']} images read back"
+
+
+def test_dry_run_plans_and_counts_and_writes_nothing(ws, tmp_path):
+    before = (ws.root / "curate.json").read_bytes()
+    runs = len(ws.runs())
+    res = CliRunner().invoke(cli, ["export", str(ws.root), "--format", "yolo", "--out", str(tmp_path / "y"),
+                                   "--dry-run", "--json"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.output)
+    kept = ws.read_manifest(["status"])["status"].eq("kept").sum()
+    assert summary["dry_run"] is True and summary["images"] == kept == sum(summary["split"].values())
+    assert summary["boxes"] == len(ws.read_annotations()) and sum(summary["action"].values()) == kept
+    assert not (tmp_path / "y").exists() and (ws.root / "curate.json").read_bytes() == before
+    assert len(ws.runs()) == runs
+    # the same plan as the stage's own dry run, which holds the whole manifest
+    staged = ws.run_stage("export", export, ExportOptions("yolo", tmp_path / "y", dry_run=True))
+    assert staged.summary == summary and not staged.write and not (tmp_path / "y").exists()

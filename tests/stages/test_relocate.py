@@ -145,7 +145,7 @@ def test_relocate_refuses_a_folder_that_is_not_the_moved_source(tmp_path, skimag
     src = make_source(tmp_path / "src", skimage_dir)
     ws = Workspace.create(tmp_path / "ws")
     ws.run_stage("ingest", ingest, IngestOptions([SourceSpec(src, name="photos", layout="folder")], workers=1))
-    before = (ws.root / "manifest.parquet").read_bytes()
+    before = (ws.root / "curate.json").read_bytes()  # the pointer to the committed tables
     other = tmp_path / "other" / "cat"
     other.mkdir(parents=True)
     shutil.copy2(skimage_dir / "camera.png", other / "chelsea.png")  # same name, other bytes
@@ -155,7 +155,7 @@ def test_relocate_refuses_a_folder_that_is_not_the_moved_source(tmp_path, skimag
                                    "moved to, found 1 of its files there, every one of them different")
     with pytest.raises(OptionError, match="expected a source of this workspace: photos, found cats"):
         ws.run_stage("relocate", relocate, RelocateOptions(sources={"cats": src}, workers=1))
-    assert (ws.root / "manifest.parquet").read_bytes() == before
+    assert (ws.root / "curate.json").read_bytes() == before
     assert json.loads((ws.root / "sources.json").read_text())["photos"]["path"] == str(src)
 
 
