@@ -36,8 +36,8 @@ are importable from here as before.
 from __future__ import annotations
 
 import os
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
