@@ -102,8 +102,73 @@ def _letterbox(img: Image.Image) -> Image.Image:
     return out
 
 
+def _crop_area(img: Image.Image, area: float, aspect: float, rng: random.Random) -> Image.Image:
+    """A crop keeping ``area`` of the picture, ``aspect`` times wider (relative to the image) than tall, anywhere."""
+    w, h = img.size
+    fw = min(1.0, (area * aspect) ** 0.5)
+    fh = min(1.0, area / fw)
+    cw, ch = max(1, round(w * fw)), max(1, round(h * fh))
+    x, y = rng.randint(0, w - cw), rng.randint(0, h - ch)
+    return img.crop((x, y, x + cw, y + ch))
+
+
+def _screenshot(img: Image.Image, rng: random.Random) -> Image.Image:
+    """The photo at 70-100% inside an app window: title bar, side panel of text, grey background."""
+    from PIL import ImageDraw
+
+    k = rng.uniform(0.7, 1.0)
+    shown = img.resize((max(1, round(img.width * k)), max(1, round(img.height * k))), Image.Resampling.LANCZOS)
+    bar, side = max(24, shown.height // 14), max(60, shown.width // 3)
+    canvas = Image.new("RGB", (shown.width + side + 30, shown.height + bar + 30), (236, 236, 236))
+    draw = ImageDraw.Draw(canvas)
+    draw.rectangle((0, 0, canvas.width, bar), fill=(48, 52, 64))
+    draw.text((10, bar // 3), f"Viewer - IMG_{rng.randint(1000, 9999)}.JPG", fill=(255, 255, 255))
+    for i in range(8):
+        draw.text((shown.width + 24, bar + 20 + 18 * i), f"item {rng.randint(0, 999)}", fill=(20, 20, 20))
+    canvas.paste(shown, (15, bar + 15))
+    return canvas
+
+
+def _caption(img: Image.Image, rng: random.Random) -> Image.Image:
+    from PIL import ImageDraw
+
+    band = max(30, img.height // 5)
+    out = Image.new("RGB", (img.width, img.height + band), (255, 255, 255))
+    out.paste(img, (0, band if rng.random() < 0.5 else 0))
+    top = out.getpixel((0, 0)) == (255, 255, 255)
+    ImageDraw.Draw(out).text((12, (band // 3) if top else img.height + band // 3), "me, after cleaning the dataset",
+                             fill=(0, 0, 0))
+    return out
+
+
+def _collage(img: Image.Image, rng: random.Random) -> Image.Image:
+    """The photo as one tile of a 2x2 collage with three flat-coloured tiles."""
+    w, h = img.size
+    out = Image.new("RGB", (2 * w + 6, 2 * h + 6), (255, 255, 255))
+    slot = rng.randrange(4)
+    for k in range(4):
+        x, y = (k % 2) * (w + 6), (k // 2) * (h + 6)
+        tile = img if k == slot else Image.new("RGB", (w, h), tuple(rng.randrange(256) for _ in range(3)))
+        out.paste(tile, (x, y))
+    return out
+
+
+def _turn_crop(img: Image.Image, deg: float) -> Image.Image:
+    """Turned by ``deg`` and cropped to the largest upright rectangle with no fill corners."""
+    import math
+
+    w, h = img.size
+    turned = img.rotate(deg, resample=Image.Resampling.BICUBIC, expand=True)
+    a = math.radians(abs(deg))
+    # Largest axis-aligned rectangle inside the turned w x h rectangle (keeps the aspect).
+    k = min(w, h) / (w * math.sin(a) + h * math.cos(a)) if w >= h else min(w, h) / (h * math.sin(a) + w * math.cos(a))
+    cw, ch = int(w * k), int(h * k)
+    cx, cy = turned.width // 2, turned.height // 2
+    return turned.crop((cx - cw // 2, cy - ch // 2, cx - cw // 2 + cw, cy - ch // 2 + ch))
+
+
 def transforms(logo: Image.Image) -> dict[str, Callable[[Image.Image, random.Random], Image.Image]]:
-    """Name -> f(image, rng): the transforms of issue 8, each applied alone."""
+    """Name -> f(image, rng): the transforms of issue 8, each applied alone, then issue 15's harder copies."""
     area20 = 0.8 ** 0.5  # keep 89.4% of each side: 20% of the area cut away
     return {
         "resize_half": lambda im, r: im.resize((max(1, im.width // 2), max(1, im.height // 2)), Image.Resampling.LANCZOS),
@@ -124,6 +189,26 @@ def transforms(logo: Image.Image) -> dict[str, Callable[[Image.Image, random.Ran
         "grayscale": lambda im, r: ImageOps.grayscale(im).convert("RGB"),
         "watermark": lambda im, r: _watermark(im, logo),
         "letterbox": lambda im, r: _letterbox(im),
+        # issue 15: copies that keep at least half of the picture
+        "crop_half_any_aspect": lambda im, r: _crop_area(im, r.uniform(0.5, 0.6), r.choice([0.4, 1.0, 2.5]), r),
+        "crop_centre_8pct": lambda im, r: im.crop((round(im.width * .08), round(im.height * .08),
+                                                   round(im.width * .92), round(im.height * .92))),
+        "crop_corner_80pct": lambda im, r: _crop(im, 0.8, 0.8, r),
+        "screenshot": _screenshot,
+        "caption": _caption,
+        "frame": lambda im, r: ImageOps.expand(im, border=max(6, min(im.size) // 12),
+                                               fill=tuple(r.randrange(256) for _ in range(3))),
+        "collage_tile": _collage,
+        "turn_15_crop": lambda im, r: _turn_crop(im, r.choice([-1, 1]) * 15),
+        "turn_30_crop": lambda im, r: _turn_crop(im, r.choice([-1, 1]) * 30),
+        "mirror_crop": lambda im, r: ImageOps.mirror(_crop_area(im, 0.6, 1.0, r)),
+        "rot90_crop": lambda im, r: _crop_area(im, 0.6, 1.0, r).transpose(Image.Transpose.ROTATE_90),
+        "mirror_screenshot": lambda im, r: _screenshot(ImageOps.mirror(im), r),
+        "chain_crop_resize_q50": lambda im, r: _jpeg(_crop_area(im, 0.65, 1.0, r).resize(
+            (max(1, im.width // 2), max(1, im.height // 2)), Image.Resampling.LANCZOS), 50),
+        "chain_grey_crop_blur": lambda im, r: ImageOps.grayscale(_crop_area(im, 0.65, 1.0, r)).filter(
+            ImageFilter.GaussianBlur(1.2)).convert("RGB"),
+        "chain_turn_caption_q60": lambda im, r: _jpeg(_caption(_turn_crop(im, r.uniform(5, 12)), r), 60),
     }
 
 
@@ -174,7 +259,9 @@ def build_set(data: Path, out: Path, seed: int = 0) -> dict[str, dict[str, str]]
 
 def _run(cmd: list[str], cwd: Path | None = None) -> tuple[float, str]:
     t = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    # This checkout's curate, not whichever one is installed.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
@@ -189,10 +276,10 @@ def run_curate(set_dir: Path, work: Path, workers: int, verify: bool = True) -> 
         import shutil
 
         shutil.rmtree(ws)
-    curate = str(Path(sys.executable).with_name("curate"))
-    t_ingest, _ = _run([curate, "ingest", str(set_dir), "--into", str(ws), "--layout", "flat", "--min-side", "1",
+    curate = [sys.executable, "-c", "import sys; from curate.cli import main; sys.argv[0] = 'curate'; main()"]
+    t_ingest, _ = _run([*curate, "ingest", str(set_dir), "--into", str(ws), "--layout", "flat", "--min-side", "1",
                         "--max-aspect", "100", "--workers", str(workers), "--json"])
-    t_dedupe, out = _run([curate, "dedupe", str(ws), "--workers", str(workers), "--json",
+    t_dedupe, out = _run([*curate, "dedupe", str(ws), "--workers", str(workers), "--json",
                           "--report", str(work / f"curate_report{'' if verify else '_no_verify'}.json"),
                           "--verify" if verify else "--no-verify"])
     summary = json.loads(out)["dedupe"]

@@ -70,8 +70,11 @@ class VerifyOptions:
     min_informative_tiles: int = 8
     informative_std: float = 0.2
     min_inliers: int = 20
-    min_overlap: float = 0.3
-    min_containment: float = 0.85
+    # The overlap must hold at least ``min_containment`` of one image (a crop
+    # keeping half the picture; a photo inside a screenshot holds all of it)
+    # and at least ``min_overlap`` of the other (a photo in a 3x3 collage is 11%).
+    min_overlap: float = 0.08
+    min_containment: float = 0.5
     ratio_test: float = 0.8
     ransac_px: float = 3.0
 
@@ -84,6 +87,17 @@ class PairCheck:
     method: str  # "pixels", "features", or "" when rejected
     agreement: float  # fraction of informative tiles that agree (best check)
     detail: str
+    # When one picture lies inside the other (a crop, a screenshot): "a" or "b",
+    # the image that contains the other, and the other's corners in it as
+    # fractions of its width and height ((4, 2) list, clockwise from top left).
+    container: str = ""
+    region: tuple[tuple[float, float], ...] = ()
+
+
+# An image counts as contained when the overlap holds this much of it and
+# clearly less of the other image.
+_CONTAINED = 0.9
+_PARTIAL = 0.8
 
 
 def load_gray(path: str, work_px: int = 512) -> np.ndarray:
@@ -180,28 +194,31 @@ def feature_check(
     opts: VerifyOptions,
     feats_a: tuple[np.ndarray, np.ndarray | None] | None = None,
     feats_b: tuple[np.ndarray, np.ndarray | None] | None = None,
-) -> tuple[float, str]:
-    """(tile agreement on the overlap, detail) after aligning b onto a by ORB + RANSAC."""
+) -> tuple[float, str, tuple[str, tuple[tuple[float, float], ...]]]:
+    """(tile agreement on the overlap, detail, containment) after aligning b onto a by ORB + RANSAC.
+
+    The containment is :func:`_containment`'s: which image holds the other, and where.
+    """
     import cv2
 
     xa, da = feats_a if feats_a is not None else orb_features(a)
     xb, db = feats_b if feats_b is not None else orb_features(b_aligned)
     if da is None or db is None or len(xa) < 8 or len(xb) < 8:
-        return 0.0, "too few keypoints"
+        return 0.0, "too few keypoints", ("", ())
     pairs = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(db, da, k=2)
     good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < opts.ratio_test * p[1].distance]
     if len(good) < opts.min_inliers:
-        return 0.0, f"{len(good)} keypoint matches < {opts.min_inliers}"
+        return 0.0, f"{len(good)} keypoint matches < {opts.min_inliers}", ("", ())
     src = xb[[g.queryIdx for g in good]]
     dst = xa[[g.trainIdx for g in good]]
     model, inliers = cv2.estimateAffinePartial2D(
         src, dst, method=cv2.RANSAC, ransacReprojThreshold=opts.ransac_px, maxIters=2000, confidence=0.995)
     n_in = int(inliers.sum()) if inliers is not None else 0
     if model is None or n_in < opts.min_inliers:
-        return 0.0, f"{n_in} geometric inliers < {opts.min_inliers}"
+        return 0.0, f"{n_in} geometric inliers < {opts.min_inliers}", ("", ())
     scale = float(np.hypot(model[0, 0], model[1, 0]))
     if not 0.125 <= scale <= 8.0:
-        return 0.0, f"scale {scale:.2f} out of range"
+        return 0.0, f"scale {scale:.2f} out of range", ("", ())
     h, w = a.shape
     warped = cv2.warpAffine(b_aligned.astype(np.float32), model, (w, h), flags=cv2.INTER_LINEAR)
     warped_ones = cv2.warpAffine(np.ones(b_aligned.shape, np.uint8), model, (w, h), flags=cv2.INTER_NEAREST)
@@ -210,13 +227,35 @@ def feature_check(
     frac_a = overlap / (h * w)
     frac_b = overlap / (b_aligned.shape[0] * b_aligned.shape[1] * scale * scale)
     if max(frac_a, frac_b) < opts.min_containment or min(frac_a, frac_b) < opts.min_overlap:
-        return 0.0, f"overlap covers {frac_a:.0%} / {frac_b:.0%} of the images"
+        return 0.0, f"overlap covers {frac_a:.0%} / {frac_b:.0%} of the images", ("", ())
     k = _FEATURE_COMPARE_PX / max(h, w)
     size = (max(16, round(w * k / _TILES) * _TILES), max(16, round(h * k / _TILES) * _TILES))
     m_small = cv2.resize(cover.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
     agreement, n_tiles = tile_agreement(_resize(a, size), _resize(warped, size), m_small, opts)
     angle = float(np.degrees(np.arctan2(model[1, 0], model[0, 0])))
-    return agreement, f"{n_in} inliers, scale {scale:.2f}, angle {angle:.1f} deg, {n_tiles} tiles"
+    detail = f"{n_in} inliers, scale {scale:.2f}, angle {angle:.1f} deg, {n_tiles} tiles"
+    return agreement, detail, _containment(model, a.shape, b_aligned.shape, frac_a, frac_b)
+
+
+def _containment(model: np.ndarray, shape_a: tuple[int, ...], shape_b: tuple[int, ...], frac_a: float,
+                 frac_b: float) -> tuple[str, tuple[tuple[float, float], ...]]:
+    """("a" or "b": which image contains the other, the other's corners in it as fractions), or ("", ())."""
+    import cv2
+
+    if frac_b >= _CONTAINED and frac_a < _PARTIAL:
+        inner, outer, m = shape_b, shape_a, model
+        who = "a"
+    elif frac_a >= _CONTAINED and frac_b < _PARTIAL:
+        inner, outer, m = shape_a, shape_b, cv2.invertAffineTransform(model)
+        who = "b"
+    else:
+        return "", ()
+    h, w = inner[:2]
+    corners = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float64)
+    mapped = corners @ m[:, :2].T + m[:, 2]
+    oh, ow = outer[:2]
+    frac = np.clip(mapped / [ow, oh], 0.0, 1.0)
+    return who, tuple((round(float(x), 4), round(float(y), 4)) for x, y in frac)
 
 
 def verify_arrays(a: np.ndarray, b: np.ndarray, d4_index: int = 0, opts: VerifyOptions | None = None) -> PairCheck:
@@ -232,9 +271,9 @@ def _decide(a: np.ndarray, b: np.ndarray, opts: VerifyOptions, features: Callabl
     if n_tiles >= opts.min_informative_tiles and agreement >= need:
         return PairCheck(True, "pixels", round(agreement, 3), f"{n_tiles} informative tiles")
     fa, fb = features()
-    f_agreement, detail = feature_check(a, b, opts, fa, fb)
+    f_agreement, detail, (container, region) = feature_check(a, b, opts, fa, fb)
     if f_agreement >= need:
-        return PairCheck(True, "features", round(f_agreement, 3), detail)
+        return PairCheck(True, "features", round(f_agreement, 3), detail, container, region)
     why = f"pixels agree on {agreement:.0%} of {n_tiles} tiles; features: {detail}"
     return PairCheck(False, "", round(max(agreement, f_agreement), 3), why)
 
@@ -297,4 +336,26 @@ def verify_paths(task: tuple[str, str, int, VerifyOptions]) -> PairCheck:
         b = cache.get(path_b, d4_index)
     except CurateError as e:
         return PairCheck(False, "", 0.0, str(e))
-    return _decide(a[0], b[0], opts, lambda: (cache.features(a), cache.features(b)))
+    check = _decide(a[0], b[0], opts, lambda: (cache.features(a), cache.features(b)))
+    if check.container == "b" and d4_index:  # corners found in b turned by d4: give them in b as stored
+        region = tuple(undo_d4_point(x, y, d4_index) for x, y in check.region)
+        check = PairCheck(check.accepted, check.method, check.agreement, check.detail, "b", region)
+    return check
+
+
+def undo_d4_point(x: float, y: float, d4_index: int) -> tuple[float, float]:
+    """A point given as fractions of an image turned by ``D4_NAMES[d4_index]``, in the unturned image.
+
+    >>> undo_d4_point(0.25, 0.1, 2)  # mirror
+    (0.75, 0.1)
+    """
+    from curate.hashing import _D4_OPS
+
+    t, mirror, flip = _D4_OPS[d4_index]
+    if flip:
+        y = 1.0 - y
+    if mirror:
+        x = 1.0 - x
+    if t:
+        x, y = y, x
+    return round(x, 4), round(y, 4)

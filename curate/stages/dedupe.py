@@ -69,7 +69,8 @@ from curate.verify import PairCheck, VerifyOptions
 if TYPE_CHECKING:
     from curate.workspace import StageResult, Workspace
 
-KEEP_CRITERIA = ("priority", "resolution", "annotated")
+# "uncropped": a row whose picture lies inside another's (``contained_in``, a crop) loses to it (issue 15).
+KEEP_CRITERIA = ("priority", "uncropped", "resolution", "annotated")
 
 # File names that browsers and file managers give a second copy of a file (issue 17: dedupe kept
 # "chelsea (1).jpg" over "chelsea.jpg"). Such a name loses a tie to one that is not. Not counted:
@@ -121,6 +122,8 @@ def keeper_order(
     keys = pd.DataFrame({
         "first": ~(first.to_numpy(dtype=bool) if first is not None else np.zeros(len(manifest), bool)),
         "priority": src_rank.to_numpy(),
+        "uncropped": (manifest["contained_in"].notna().to_numpy(dtype=bool) if "contained_in" in manifest.columns
+                      else np.zeros(len(manifest), bool)),
         "resolution": -pixels,
         "annotated": ~has_boxes,
         "copy_name": manifest["rel_path"].astype(str).map(is_copy_name).to_numpy(dtype=bool),
@@ -224,6 +227,7 @@ class DedupeOptions:
     conflicts: bool = False  # list every label conflict in the summary
     workers: int = 0  # 0: all cores
     max_partners: int = 32  # candidate pairs kept per image, nearest first
+    copies: bool = True  # also search the stored keypoints (crops, screenshots, turns: curate.copydetect)
     verify_options: VerifyOptions = field(default_factory=VerifyOptions)
     progress: bool = False
 
@@ -377,13 +381,16 @@ def _pair_crashed(task: tuple[str, str, int, Any], crash: WorkerCrash) -> PairCh
 
 
 def verify_candidates(paths: np.ndarray, a: np.ndarray, b: np.ndarray, d4: np.ndarray, known: np.ndarray,
-                      options: DedupeOptions) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                      options: DedupeOptions, *, geometry: dict[int, Any] | None = None,
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Check candidate pairs on the pixels, nearest first, in parallel batches.
 
     ``known`` pairs (identical bytes) are accepted without decoding. A pair
     whose images are already joined through verified pairs is not decoded
     either (it cannot change the groups): its method is ``transitive``.
-    Returns (accepted, method, agreement, why_not) per pair.
+    Returns (accepted, method, agreement, why_not) per pair; ``geometry``, when
+    given, receives ``pair number -> (container, region)`` for the verified
+    pairs where one picture lies inside the other.
     """
     from curate.verify import verify_paths
 
@@ -442,6 +449,8 @@ def verify_candidates(paths: np.ndarray, a: np.ndarray, b: np.ndarray, d4: np.nd
                 why_not[i] = "" if c.accepted else c.detail
                 if c.accepted:
                     uf.union(int(a[i]), int(b[i]))
+                    if geometry is not None and c.container:
+                        geometry[i] = (c.container, c.region)
             if bar:
                 bar.update(len(todo))
     finally:
@@ -460,6 +469,8 @@ def _why_kept(k: dict[str, Any], r: dict[str, Any], criteria: Sequence[str], sou
     for c in criteria:
         if c == "priority" and source_rank[k["source"]] != source_rank[r["source"]]:
             return f"source priority: {k['source']} before {r['source']}"
+        if c == "uncropped" and pd.notna(r.get("contained_in")) and pd.isna(k.get("contained_in")):
+            return f"uncropped: {Path(str(r['rel_path'])).name} lies inside another copy"
         if c == "resolution":
             pk = (_int(k["width"]) or 0) * (_int(k["height"]) or 0)
             pr = (_int(r["width"]) or 0) * (_int(r["height"]) or 0)
@@ -470,6 +481,115 @@ def _why_kept(k: dict[str, Any], r: dict[str, Any], criteria: Sequence[str], sou
     if is_copy_name(str(k["rel_path"])) != is_copy_name(str(r["rel_path"])):
         return f"name: {Path(str(r['rel_path'])).name} looks like a copy"
     return "stable order: source, path"
+
+
+@dataclass
+class NearPairs:
+    """Candidate pairs of :func:`near_copy_pairs` (positions in its frame) and how each was verified."""
+
+    pairs: pd.DataFrame
+    a: np.ndarray
+    b: np.ndarray
+    accepted: np.ndarray
+    methods: np.ndarray
+    agreement: np.ndarray
+    why_not: np.ndarray
+    geometry: dict[int, tuple[str, tuple[tuple[float, float], ...]]]
+    low_info: int = 0
+    unhashed: int = 0
+    search_s: float = 0.0
+    verify_s: float = 0.0
+
+
+def near_copy_pairs(frame: pd.DataFrame, options: DedupeOptions) -> NearPairs:
+    """The search and verification of ``curate dedupe`` over ``frame``'s rows (``curate check`` uses it too).
+
+    Candidates come from the stored hashes (whole image, flips/turns, crop
+    windows) and, with ``options.copies``, from the stored keypoints
+    (:mod:`curate.copydetect`: crops to half the area, screenshots, frames,
+    captions, turns up to 30 degrees, mirrors); every pair is then verified on
+    the pixels unless ``options.verify`` is off. Positions ``a``, ``b`` index
+    ``frame``'s rows; ``geometry`` maps a pair's number to which image contains
+    the other (``"a"``/``"b"``) and where (see :class:`curate.verify.PairCheck`).
+    """
+    from curate.hashing import CROP_WINDOWS, crop_hashes_to_uint64, hashes_to_uint64
+
+    sub = frame
+    searchable = (sub["d4hash"].notna() & (pd.to_numeric(sub["hash_contrast"], errors="coerce").fillna(0)
+                                           >= options.min_contrast)).to_numpy()
+    low_info = int((sub["d4hash"].notna().to_numpy() & ~searchable).sum())
+    unhashed = int((sub["d4hash"].isna() & sub["sha256"].notna()).sum())
+    d4 = hashes_to_uint64(sub.loc[searchable, "d4hash"].tolist())
+    crops = None
+    if options.crops:
+        ch = sub.loc[searchable, "crop_hashes"]
+        ok = ch.notna().to_numpy()
+        crops = np.zeros((int(searchable.sum()), len(CROP_WINDOWS)), np.uint64)
+        if ok.any():
+            crops[ok] = crop_hashes_to_uint64(ch[ok].tolist())
+    t_search = time.perf_counter()
+    pairs = candidate_pairs(d4, crops, options.max_hamming)
+    if options.copies and "keypoints" in sub.columns:
+        pairs = _with_copy_pairs(pairs, sub.loc[searchable, "keypoints"].tolist())
+    pairs = cap_partners(pairs, options.max_partners)
+    search_s = time.perf_counter() - t_search
+
+    # Positions in `frame`: hashed rows map through their own positions.
+    pos_of_hashed = np.flatnonzero(searchable)
+    a = pos_of_hashed[pairs["a"].to_numpy()] if len(pairs) else np.zeros(0, np.int64)
+    b = pos_of_hashed[pairs["b"].to_numpy()] if len(pairs) else np.zeros(0, np.int64)
+    sha = sub["sha256"].to_numpy()
+    same_bytes = (sha[a] == sha[b]) & pd.notna(sha[a]) if len(a) else np.zeros(0, bool)
+    t_verify = time.perf_counter()
+    geometry: dict[int, tuple[str, tuple[tuple[float, float], ...]]] = {}
+    if options.verify and len(a):
+        accepted, methods, agreement, why_not = verify_candidates(
+            sub["path"].to_numpy(), a, b, pairs["d4"].to_numpy(), same_bytes, options, geometry=geometry)
+    else:
+        accepted = np.ones(len(a), bool)
+        methods = np.where(same_bytes, "exact", "hash").astype(object)
+        agreement = np.where(same_bytes, 1.0, np.nan)
+        why_not = np.full(len(a), "", dtype=object)
+    return NearPairs(pairs, a, b, accepted, methods, agreement, why_not, geometry, low_info, unhashed,
+                     search_s, time.perf_counter() - t_verify)
+
+
+# Hamming distance reported for a pair found by keypoints, not by a hash (past any hash distance).
+COPY_MATCH_BITS = 64
+
+
+def _with_copy_pairs(pairs: pd.DataFrame, keypoints: list[Any]) -> pd.DataFrame:
+    """Add the keypoint candidates (kind ``copy``) that the hash search did not already find."""
+    from curate.copydetect import find_copy_pairs
+
+    ka, kb, inliers, mirror = find_copy_pairs(keypoints)
+    if not len(ka):
+        return pairs
+    copy = pd.DataFrame({"a": ka.astype(np.int64), "b": kb.astype(np.int64),
+                         "d4": np.where(mirror, 2, 0).astype(np.int64),  # D4_NAMES[2] is the mirror
+                         "hamming": np.full(len(ka), COPY_MATCH_BITS, np.int64), "kind": "copy"})
+    # Most keypoint matches first, so that cap_partners keeps the best supported.
+    copy = copy.iloc[np.argsort(-inliers, kind="stable")]
+    merged = pd.concat([pairs, copy], ignore_index=True).drop_duplicates(["a", "b"], keep="first")
+    return merged.reset_index(drop=True)
+
+
+def _mark_containment(out: pd.DataFrame, rows: pd.Index, a: np.ndarray, b: np.ndarray, accepted: np.ndarray,
+                      geometry: dict[int, tuple[str, tuple[tuple[float, float], ...]]]) -> None:
+    """Set ``contained_in`` and ``match_region`` on rows found inside another (verified pairs only)."""
+    for k, (who, region) in geometry.items():
+        if not accepted[k] or who not in ("a", "b"):
+            continue
+        outer, inner = (a[k], b[k]) if who == "a" else (b[k], a[k])
+        o, i = rows[int(outer)], rows[int(inner)]
+        if pd.notna(out.at[i, "contained_in"]):
+            continue
+        w, h = out.at[o, "width"], out.at[o, "height"]
+        if pd.isna(w) or pd.isna(h):
+            continue
+        corners = [[round(x * float(w), 1), round(y * float(h), 1)] for x, y in region]
+        out.at[i, "contained_in"] = out.at[o, "sample_id"]
+        out.at[i, "match_region"] = json.dumps(corners)
 
 
 def dedupe(manifest: pd.DataFrame, options: DedupeOptions, *, ws: Workspace | None = None,
@@ -492,7 +612,6 @@ def dedupe(manifest: pd.DataFrame, options: DedupeOptions, *, ws: Workspace | No
     >>> res.summary["dedupe"]["groups"], res.summary["dedupe"]["duplicates"]
     (1, 1)
     """
-    from curate.hashing import CROP_WINDOWS, crop_hashes_to_uint64, hashes_to_uint64
     from curate.workspace import StageResult
 
     t0 = time.perf_counter()
@@ -531,41 +650,13 @@ def dedupe(manifest: pd.DataFrame, options: DedupeOptions, *, ws: Workspace | No
     out.loc[eligible, "label_conflict"] = False
 
     rows = out.index[members]
-    sub = out.loc[rows, ["d4hash", "hash_contrast", "sha256", "path"]]
-    searchable = (sub["d4hash"].notna() & (pd.to_numeric(sub["hash_contrast"], errors="coerce").fillna(0)
-                                           >= options.min_contrast)).to_numpy()
-    low_info = int((sub["d4hash"].notna().to_numpy() & ~searchable).sum())
-    unhashed = int((sub["d4hash"].isna() & sub["sha256"].notna()).sum())
-    hashed = rows[searchable]
-    d4 = hashes_to_uint64(out.loc[hashed, "d4hash"].tolist())
-    crops = None
-    if options.crops:
-        ch = out.loc[hashed, "crop_hashes"]
-        ok = ch.notna().to_numpy()
-        crops = np.zeros((len(hashed), len(CROP_WINDOWS)), np.uint64)
-        if ok.any():
-            crops[ok] = crop_hashes_to_uint64(ch[ok].tolist())
-    t_search = time.perf_counter()
-    pairs = candidate_pairs(d4, crops, options.max_hamming)
-    pairs = cap_partners(pairs, options.max_partners)
-    search_s = time.perf_counter() - t_search
-
-    # Positions in `rows`: hashed rows first map through their own positions.
-    pos_of_hashed = np.flatnonzero(searchable)
-    a = pos_of_hashed[pairs["a"].to_numpy()] if len(pairs) else np.zeros(0, np.int64)
-    b = pos_of_hashed[pairs["b"].to_numpy()] if len(pairs) else np.zeros(0, np.int64)
-    sha = sub["sha256"].to_numpy()
-    same_bytes = (sha[a] == sha[b]) & pd.notna(sha[a]) if len(a) else np.zeros(0, bool)
-    t_verify = time.perf_counter()
-    if options.verify and len(a):
-        accepted, methods, agreement, why_not = verify_candidates(
-            sub["path"].to_numpy(), a, b, pairs["d4"].to_numpy(), same_bytes, options)
-    else:
-        accepted = np.ones(len(a), bool)
-        methods = np.where(same_bytes, "exact", "hash").astype(object)
-        agreement = np.where(same_bytes, 1.0, np.nan)
-        why_not = np.full(len(a), "", dtype=object)
-    verify_s = time.perf_counter() - t_verify
+    out.loc[rows, ["contained_in", "match_region"]] = None  # recomputed below
+    found = near_copy_pairs(out.loc[rows], options)
+    pairs, a, b = found.pairs, found.a, found.b
+    accepted, methods, agreement, why_not = found.accepted, found.methods, found.agreement, found.why_not
+    low_info, unhashed, search_s, verify_s = found.low_info, found.unhashed, found.search_s, found.verify_s
+    sub = out.loc[rows, ["sha256"]]
+    _mark_containment(out, rows, a, b, accepted, found.geometry)
     # Identical bytes always group, found by hash or not (low-information rows too).
     ex = sub.reset_index(drop=True)
     ex = ex[ex["sha256"].notna()]
@@ -640,7 +731,8 @@ def _group_report(out: pd.DataFrame, rows: pd.Index, groups: list[np.ndarray], e
             by_node.setdefault(int(x), []).append({"other": int(y), "hamming": int(e.hamming), "kind": e.kind,
                                                    "method": e.method, "agreement": e.agreement})
     report = []
-    cols = ["sample_id", "source", "path", "rel_path", "label", "split", "width", "height"]
+    cols = ["sample_id", "source", "path", "rel_path", "label", "split", "width", "height", "contained_in",
+            "match_region"]
     in_groups = rows[np.concatenate(groups)] if groups else rows[:0]
     table = out.loc[in_groups, cols]
     records = table.astype(object).where(table.notna(), None).to_dict("index")
@@ -666,6 +758,7 @@ def _group_report(out: pd.DataFrame, rows: pd.Index, groups: list[np.ndarray], e
                 "matched_to": records[int(rows[best["other"]])]["sample_id"] if best else None,
                 "hamming": best.get("hamming"), "match": best.get("kind"), "verified_by": best.get("method"),
                 "agreement": None if agreement is None or pd.isna(agreement) else round(float(agreement), 3),
+                "contained_in": r["contained_in"], "match_region": r["match_region"],
             })
         labelset = sorted({m["label"] for m in members if m["label"] is not None})
         splits = sorted({m["split"] for m in members if m["split"] is not None})
@@ -709,7 +802,7 @@ def _rejected_pairs(out: pd.DataFrame, rows: pd.Index, edges: pd.DataFrame) -> l
 
 REPORT_COLUMNS = ("group", "size", "kept", "why_kept", "label_conflict", "sample_id", "role", "source", "path",
                   "label", "split", "width", "height", "matched_to", "hamming", "match", "verified_by",
-                  "agreement", "why_not")
+                  "agreement", "why_not", "contained_in", "match_region")
 
 
 def check_report_path(path: Path) -> str:
