@@ -25,7 +25,7 @@ near-duplicate retrieval); this module does it in three steps:
    work grows with the number of keypoints, not with its square.
 3. **Geometry on the stored keypoints** (:func:`match_features`): nearest
    descriptors with a ratio test, then a similarity transform (rotation, scale,
-   shift) fitted with RANSAC, for the plain and the mirrored descriptors; no
+   shift; also a change of aspect ratio: an affine map) fitted with RANSAC, for the plain and the mirrored descriptors; no
    image is decoded. Pairs with at least ``MIN_INLIERS`` inliers go on to the
    pixel verification of :mod:`curate.verify`, as every dedupe candidate does.
 
@@ -69,6 +69,8 @@ MIN_INLIERS = 8
 _RATIO = 0.85
 _MATCH_BITS = 64
 _RANSAC_PX = 3.0
+_MAX_SCALE = 6.0  # a copy shown at 1/6 to 6 times the other's size
+_MAX_ANISOTROPY = 3.0  # resized to another aspect ratio, at most 3x
 
 
 @dataclass(frozen=True)
@@ -227,12 +229,25 @@ def _bucket_pairs(key: np.ndarray, cap: int) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros(0, np.int64)
 
 
+def plausible(model: np.ndarray) -> bool:
+    """Is a 2x3 affine map one an edit makes: scale 1/6..6, aspect changed at most 3x, no reflection?
+
+    Degenerate fits (many points onto one) and strong shears are refused.
+
+    >>> plausible(np.array([[0.5, 0, 10], [0, 0.7, 3]])), plausible(np.array([[0.01, 0, 0], [0, 0.01, 0]]))
+    (True, False)
+    """
+    sv = np.linalg.svd(np.asarray(model, np.float64)[:, :2], compute_uv=False)
+    det = float(np.linalg.det(np.asarray(model, np.float64)[:, :2]))
+    return bool(det > 0 and 1 / _MAX_SCALE <= sv[1] and sv[0] <= _MAX_SCALE and sv[0] <= _MAX_ANISOTROPY * sv[1])
+
+
 @dataclass(frozen=True)
 class FeatureMatch:
     """Geometry found between two images' stored keypoints.
 
     ``model`` maps points of image b (mirrored first when ``mirror``) into
-    image a, both in their ``Features.size_wh`` frames (2x3 similarity), or None.
+    image a, both in their ``Features.size_wh`` frames (2x3 affine), or None.
     """
 
     inliers: int
@@ -241,7 +256,7 @@ class FeatureMatch:
 
 
 def match_features(fa: Features, fb: Features) -> FeatureMatch:
-    """Best similarity transform from b to a on the stored keypoints, plain or mirrored."""
+    """Best affine map from b to a on the stored keypoints, plain or mirrored (see :func:`plausible`)."""
     import cv2
 
     best = FeatureMatch(0, False, None)
@@ -257,18 +272,25 @@ def match_features(fa: Features, fb: Features) -> FeatureMatch:
         if mirror:
             src[:, 0] = fb.size_wh[0] - 1 - src[:, 0]
         dst = fa.xy[[g.trainIdx for g in good]]
-        model, mask = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=_RANSAC_PX,
-                                                  maxIters=500, confidence=0.99)
-        n_in = int(mask.sum()) if mask is not None else 0
-        if model is not None and n_in > best.inliers:
+        # A full affine map: a copy may also have been resized to another aspect ratio.
+        model, mask = cv2.estimateAffine2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=_RANSAC_PX,
+                                           maxIters=500, confidence=0.99)
+        if model is None or mask is None or not plausible(model):
+            continue
+        # Inliers count once per keypoint of a (several of b's may land on one).
+        n_in = len({g.trainIdx for g, ok in zip(good, mask.ravel(), strict=True) if ok})
+        if n_in > best.inliers:
             best = FeatureMatch(n_in, mirror, model)
     return best
 
 
-def find_copy_pairs(values: list[str | None], *, min_inliers: int = MIN_INLIERS) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def find_copy_pairs(values: list[str | None], *, min_inliers: int = MIN_INLIERS,
+                    hints: list[Any] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(a, b, inliers, mirror) of the image pairs whose stored keypoints agree on a geometry.
 
     ``values``: the ``keypoints`` column (None or malformed values take no part).
+    ``hints``, when given, receives per pair found the geometry for
+    :func:`curate.verify.verify_paths`: (model b -> a, a's and b's feature-image sizes).
     """
     feats: list[Features | None] = []
     for v in values:
@@ -279,8 +301,13 @@ def find_copy_pairs(values: list[str | None], *, min_inliers: int = MIN_INLIERS)
     a, b, _ = candidate_pairs(feats)
     inl = np.zeros(len(a), np.int64)
     mir = np.zeros(len(a), bool)
+    found: list[Any] = []
     for k, (i, j) in enumerate(zip(a.tolist(), b.tolist(), strict=True)):
         m = match_features(feats[i], feats[j])  # type: ignore[arg-type]
         inl[k], mir[k] = m.inliers, m.mirror
+        found.append(None if m.model is None else
+                     (m.model.round(5).tolist(), feats[i].size_wh, feats[j].size_wh))  # type: ignore[union-attr]
     ok = inl >= min_inliers
+    if hints is not None:
+        hints.extend(h for h, keep in zip(found, ok.tolist(), strict=True) if keep)
     return a[ok], b[ok], inl[ok], mir[ok]

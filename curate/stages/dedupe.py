@@ -106,6 +106,7 @@ def keeper_order(
     annotated: set[str] | None = None,
     criteria: Sequence[str] = KEEP_CRITERIA,
     first: pd.Series | None = None,
+    not_original: pd.Series | None = None,
 ) -> pd.Series:
     """Rank of each row by the keeper policy (0 = kept first). Index-aligned.
 
@@ -113,7 +114,8 @@ def keeper_order(
     ``annotated``; then a name that is not an OS/browser copy name
     (:func:`is_copy_name`) beats one that is, and the stable order (source,
     rel_path, sample_id) breaks the remaining ties. ``first`` (bool, index-aligned) puts rows before all criteria (rows a
-    person kept in review).
+    person kept in review). ``not_original`` (bool, index-aligned) marks crops and padded/shown copies of
+    another member: the ``uncropped`` criterion ranks them after the original.
     """
     sources = list(dict.fromkeys([*(source_order or []), *sorted(manifest["source"].unique())]))
     src_rank = manifest["source"].map({s: i for i, s in enumerate(sources)}).astype(int)
@@ -122,7 +124,7 @@ def keeper_order(
     keys = pd.DataFrame({
         "first": ~(first.to_numpy(dtype=bool) if first is not None else np.zeros(len(manifest), bool)),
         "priority": src_rank.to_numpy(),
-        "uncropped": (manifest["contained_in"].notna().to_numpy(dtype=bool) if "contained_in" in manifest.columns
+        "uncropped": (not_original.to_numpy(dtype=bool) if not_original is not None
                       else np.zeros(len(manifest), bool)),
         "resolution": -pixels,
         "annotated": ~has_boxes,
@@ -382,7 +384,7 @@ def _pair_crashed(task: tuple[str, str, int, Any], crash: WorkerCrash) -> PairCh
 
 def verify_candidates(paths: np.ndarray, a: np.ndarray, b: np.ndarray, d4: np.ndarray, known: np.ndarray,
                       options: DedupeOptions, *, geometry: dict[int, Any] | None = None,
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                      hints: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Check candidate pairs on the pixels, nearest first, in parallel batches.
 
     ``known`` pairs (identical bytes) are accepted without decoding. A pair
@@ -438,7 +440,8 @@ def verify_candidates(paths: np.ndarray, a: np.ndarray, b: np.ndarray, d4: np.nd
                         break
             queue = later + queue[scanned:]
             todo.sort(key=lambda i: (a[i], b[i]))  # a worker's image cache then serves repeats
-            tasks = [(str(paths[a[i]]), str(paths[b[i]]), int(d4[i]), options.verify_options) for i in todo]
+            tasks = [(str(paths[a[i]]), str(paths[b[i]]), int(d4[i]), options.verify_options,
+                      *(() if hints is None or not isinstance(hints[i], tuple) else (hints[i],))) for i in todo]
             if pool is not None:
                 checks = pool.map(tasks, chunksize=max(1, len(tasks) // (workers * 4)), on_crash=_pair_crashed)
             else:
@@ -450,7 +453,7 @@ def verify_candidates(paths: np.ndarray, a: np.ndarray, b: np.ndarray, d4: np.nd
                 if c.accepted:
                     uf.union(int(a[i]), int(b[i]))
                     if geometry is not None and c.container:
-                        geometry[i] = (c.container, c.region)
+                        geometry[i] = (c.container, c.region, c.surround)
             if bar:
                 bar.update(len(todo))
     finally:
@@ -469,8 +472,8 @@ def _why_kept(k: dict[str, Any], r: dict[str, Any], criteria: Sequence[str], sou
     for c in criteria:
         if c == "priority" and source_rank[k["source"]] != source_rank[r["source"]]:
             return f"source priority: {k['source']} before {r['source']}"
-        if c == "uncropped" and pd.notna(r.get("contained_in")) and pd.isna(k.get("contained_in")):
-            return f"uncropped: {Path(str(r['rel_path'])).name} lies inside another copy"
+        if c == "uncropped" and r.get("not_original") and not k.get("not_original"):
+            return f"uncropped: {Path(str(r['rel_path'])).name} is a crop, or a padded or shown copy"
         if c == "resolution":
             pk = (_int(k["width"]) or 0) * (_int(k["height"]) or 0)
             pr = (_int(r["width"]) or 0) * (_int(r["height"]) or 0)
@@ -494,7 +497,7 @@ class NearPairs:
     methods: np.ndarray
     agreement: np.ndarray
     why_not: np.ndarray
-    geometry: dict[int, tuple[str, tuple[tuple[float, float], ...]]]
+    geometry: dict[int, tuple[str, tuple[tuple[float, float], ...], str]]
     low_info: int = 0
     unhashed: int = 0
     search_s: float = 0.0
@@ -541,10 +544,11 @@ def near_copy_pairs(frame: pd.DataFrame, options: DedupeOptions) -> NearPairs:
     sha = sub["sha256"].to_numpy()
     same_bytes = (sha[a] == sha[b]) & pd.notna(sha[a]) if len(a) else np.zeros(0, bool)
     t_verify = time.perf_counter()
-    geometry: dict[int, tuple[str, tuple[tuple[float, float], ...]]] = {}
+    geometry: dict[int, tuple[str, tuple[tuple[float, float], ...], str]] = {}
     if options.verify and len(a):
         accepted, methods, agreement, why_not = verify_candidates(
-            sub["path"].to_numpy(), a, b, pairs["d4"].to_numpy(), same_bytes, options, geometry=geometry)
+            sub["path"].to_numpy(), a, b, pairs["d4"].to_numpy(), same_bytes, options, geometry=geometry,
+            hints=pairs["hint"].to_numpy() if "hint" in pairs.columns else None)
     else:
         accepted = np.ones(len(a), bool)
         methods = np.where(same_bytes, "exact", "hash").astype(object)
@@ -562,12 +566,14 @@ def _with_copy_pairs(pairs: pd.DataFrame, keypoints: list[Any]) -> pd.DataFrame:
     """Add the keypoint candidates (kind ``copy``) that the hash search did not already find."""
     from curate.copydetect import find_copy_pairs
 
-    ka, kb, inliers, mirror = find_copy_pairs(keypoints)
+    hints: list[Any] = []
+    ka, kb, inliers, mirror = find_copy_pairs(keypoints, hints=hints)
     if not len(ka):
         return pairs
     copy = pd.DataFrame({"a": ka.astype(np.int64), "b": kb.astype(np.int64),
                          "d4": np.where(mirror, 2, 0).astype(np.int64),  # D4_NAMES[2] is the mirror
-                         "hamming": np.full(len(ka), COPY_MATCH_BITS, np.int64), "kind": "copy"})
+                         "hamming": np.full(len(ka), COPY_MATCH_BITS, np.int64), "kind": "copy",
+                         "hint": pd.Series(hints, dtype=object)})
     # Most keypoint matches first, so that cap_partners keeps the best supported.
     copy = copy.iloc[np.argsort(-inliers, kind="stable")]
     merged = pd.concat([pairs, copy], ignore_index=True).drop_duplicates(["a", "b"], keep="first")
@@ -575,13 +581,20 @@ def _with_copy_pairs(pairs: pd.DataFrame, keypoints: list[Any]) -> pd.DataFrame:
 
 
 def _mark_containment(out: pd.DataFrame, rows: pd.Index, a: np.ndarray, b: np.ndarray, accepted: np.ndarray,
-                      geometry: dict[int, tuple[str, tuple[tuple[float, float], ...]]]) -> None:
-    """Set ``contained_in`` and ``match_region`` on rows found inside another (verified pairs only)."""
-    for k, (who, region) in geometry.items():
+                      geometry: dict[int, tuple[str, tuple[tuple[float, float], ...], str]]) -> set[int]:
+    """Set ``contained_in`` and ``match_region`` on rows found inside another (verified pairs only).
+
+    Returns the rows that are not an original: a crop (the picture goes on
+    around it in its container), or a padded or shown copy (a frame, caption
+    band or window around the whole of the other picture).
+    """
+    not_original: set[int] = set()
+    for k, (who, region, surround) in geometry.items():
         if not accepted[k] or who not in ("a", "b"):
             continue
         outer, inner = (a[k], b[k]) if who == "a" else (b[k], a[k])
         o, i = rows[int(outer)], rows[int(inner)]
+        not_original.add(int(i) if surround == "picture" else int(o))
         if pd.notna(out.at[i, "contained_in"]):
             continue
         w, h = out.at[o, "width"], out.at[o, "height"]
@@ -590,6 +603,7 @@ def _mark_containment(out: pd.DataFrame, rows: pd.Index, a: np.ndarray, b: np.nd
         corners = [[round(x * float(w), 1), round(y * float(h), 1)] for x, y in region]
         out.at[i, "contained_in"] = out.at[o, "sample_id"]
         out.at[i, "match_region"] = json.dumps(corners)
+    return not_original
 
 
 def dedupe(manifest: pd.DataFrame, options: DedupeOptions, *, ws: Workspace | None = None,
@@ -656,7 +670,7 @@ def dedupe(manifest: pd.DataFrame, options: DedupeOptions, *, ws: Workspace | No
     accepted, methods, agreement, why_not = found.accepted, found.methods, found.agreement, found.why_not
     low_info, unhashed, search_s, verify_s = found.low_info, found.unhashed, found.search_s, found.verify_s
     sub = out.loc[rows, ["sha256"]]
-    _mark_containment(out, rows, a, b, accepted, found.geometry)
+    not_original = _mark_containment(out, rows, a, b, accepted, found.geometry)
     # Identical bytes always group, found by hash or not (low-information rows too).
     ex = sub.reset_index(drop=True)
     ex = ex[ex["sha256"].notna()]
@@ -677,7 +691,8 @@ def dedupe(manifest: pd.DataFrame, options: DedupeOptions, *, ws: Workspace | No
     annotated = set(annotations["sample_id"]) if annotations is not None and len(annotations) else set()
     review_rows = {int(i) for i in rows[review[members]]}
     rank = keeper_order(out.loc[rows], sources_order, annotated, options.keep,
-                        first=pd.Series(review[members], index=rows))
+                        first=pd.Series(review[members], index=rows),
+                        not_original=pd.Series(rows.isin(list(not_original)), index=rows))
     label_groups = [rows[g].tolist() for g in groups]
     out = apply_groups(out, label_groups, decided_by="dedupe", rank=rank, protected=review_rows)
 
@@ -692,7 +707,8 @@ def dedupe(manifest: pd.DataFrame, options: DedupeOptions, *, ws: Workspace | No
     edges = pd.DataFrame({"a": a, "b": b, "hamming": pairs["hamming"].to_numpy() if len(pairs) else [],
                           "kind": pairs["kind"].to_numpy() if len(pairs) else [],
                           "method": methods, "agreement": agreement, "accepted": accepted, "why_not": why_not})
-    report = _group_report(out, rows, groups, edges, ea, eb, rank, options, sources_order, annotated, review_rows)
+    report = _group_report(out, rows, groups, edges, ea, eb, rank, options, sources_order, annotated, review_rows,
+                           not_original)
     _annotate_details(out, report)
     rejected = _rejected_pairs(out, rows, edges)
     if options.report is not None:
@@ -719,7 +735,8 @@ def dedupe(manifest: pd.DataFrame, options: DedupeOptions, *, ws: Workspace | No
 
 def _group_report(out: pd.DataFrame, rows: pd.Index, groups: list[np.ndarray], edges: pd.DataFrame,
                   ea: np.ndarray, eb: np.ndarray, rank: pd.Series, options: DedupeOptions,
-                  sources_order: Sequence[str], annotated: set[str], review_rows: set[int]) -> list[dict[str, Any]]:
+                  sources_order: Sequence[str], annotated: set[str], review_rows: set[int],
+                  not_original: set[int] | None = None) -> list[dict[str, Any]]:
     """One entry per group: members, how each was matched, which one is kept and why."""
     acc = edges[edges["accepted"]]
     exact = pd.DataFrame({"a": ea, "b": eb, "hamming": 0, "kind": "identical", "method": "exact",
@@ -736,6 +753,8 @@ def _group_report(out: pd.DataFrame, rows: pd.Index, groups: list[np.ndarray], e
     in_groups = rows[np.concatenate(groups)] if groups else rows[:0]
     table = out.loc[in_groups, cols]
     records = table.astype(object).where(table.notna(), None).to_dict("index")
+    for i in records:
+        records[i]["not_original"] = int(i) in (not_original or set())
     all_sources = sorted(out["source"].unique())
     source_rank = {s: i for i, s in enumerate(dict.fromkeys([*sources_order, *all_sources]))}
     rank_of = rank.to_dict()

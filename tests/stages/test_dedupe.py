@@ -274,7 +274,7 @@ def test_dry_run_writes_nothing_but_the_report(tmp_path):
 
 @pytest.mark.parametrize(("opts", "message"), [
     ({"keep": ("resolution", "size")},  # an unknown criterion
-     "--keep: expected a comma-separated subset of priority,resolution,annotated, found resolution,size"),
+     "--keep: expected a comma-separated subset of priority,uncropped,resolution,annotated, found resolution,size"),
     ({"report": Path("groups.txt")},  # neither .csv nor .json
      "--report: expected a file name ending in .csv or .json, found groups.txt"),
     ({"max_hamming": 20}, "--max-hamming: expected 0..16, found 20"),
