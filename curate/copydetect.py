@@ -55,8 +55,7 @@ _DESC_BYTES = 32
 _XY_SCALE = 8  # positions stored in 1/8 px
 # ORB: 4 pyramid levels 1.3 apart cover the 0.5-2x scale changes of crops and
 # screenshots; a 15 px patch suits the small images.
-_ORB_PARAMS = {"nfeatures": N_KEYPOINTS, "fastThreshold": 10, "nlevels": 4, "scaleFactor": 1.3,
-               "edgeThreshold": 15, "patchSize": 15}
+_ORB_LEVELS, _ORB_SCALE, _ORB_PATCH_PX = 4, 1.3, 15
 
 # Candidate search (measured in benchmarks/dedupe_bench.py and docs/dedupe.md).
 LSH_TABLES = 12
@@ -92,7 +91,8 @@ class Features:
 def _orb() -> Any:
     import cv2
 
-    return cv2.ORB.create(**_ORB_PARAMS)
+    return cv2.ORB.create(nfeatures=N_KEYPOINTS, scaleFactor=_ORB_SCALE, nlevels=_ORB_LEVELS,
+                          edgeThreshold=_ORB_PATCH_PX, patchSize=_ORB_PATCH_PX, fastThreshold=10)
 
 
 def feature_image(gray: np.ndarray) -> np.ndarray:

@@ -437,7 +437,7 @@ def test_cli_dry_run_report_then_run(skimage_set, tmp_path):
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--keep", "newest"], "Error: --keep: expected a comma-separated subset of priority,resolution,annotated, "
+    (["--keep", "newest"], "Error: --keep: expected a comma-separated subset of priority,uncropped,resolution,annotated, "
                            "found newest\n"),
     (["--report", "groups.xlsx"], "Error: --report: expected a file name ending in .csv or .json, found groups.xlsx\n"),
 ])
