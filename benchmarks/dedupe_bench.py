@@ -404,6 +404,89 @@ def million(n: int = 1_000_000, seed: int = 0, crops: bool = False) -> dict:
             "groups": res.summary["dedupe"]["groups"], "duplicates": int(pd.notna(dup_of).sum())}
 
 
+def copies_scale(ws_manifest: Path, sizes: tuple[int, ...], seed: int = 0, peer: bool = True) -> list[dict]:
+    """Time the keypoint search (candidates + RANSAC on stored keypoints, no pixels) at ``sizes`` rows.
+
+    Rows are synthetic but made of real ORB descriptors: each takes 128 keypoints drawn from the bench
+    set's stored keypoints (positions and descriptors of one real keypoint each, 3% of the bits flipped),
+    so bit statistics and stop words are those of real photos. 10% of the rows are planted copies: 70%
+    of another row's keypoints, moved by a random similarity transform, 6% of bits flipped. imagededup's
+    ``find_duplicates`` on as many random 64-bit hashes runs in the same run for scale.
+    """
+    import pandas as pd
+
+    from curate.copydetect import Features, candidate_pairs, decode, encode, match_features
+
+    m = pd.read_parquet(ws_manifest, columns=["keypoints"])
+    pool = [decode(v) for v in m["keypoints"].dropna()]
+    xy = np.concatenate([f.xy / np.array(f.size_wh, np.float32) for f in pool])
+    desc = np.concatenate([f.desc for f in pool])
+    mdesc = np.concatenate([f.mirror_desc for f in pool])
+    out = []
+    for n in sizes:
+        rng = np.random.default_rng(seed)
+        feats: list[Features] = []
+        n_copies = n // 10
+
+        def noisy(d: np.ndarray, p: float, rng: np.random.Generator = rng) -> np.ndarray:
+            return d ^ np.packbits(rng.random((len(d), 256)) < p, axis=1)
+
+        for _ in range(n - n_copies):
+            pick = rng.integers(0, len(desc), 128)
+            feats.append(Features((224, 168), xy[pick] * [224, 168], noisy(desc[pick], 0.03), noisy(mdesc[pick], 0.03)))
+        src = rng.integers(0, n - n_copies, n_copies)
+        for s_ in src:
+            f = feats[s_]
+            keep = rng.random(len(f.xy)) < 0.7
+            ang, k = rng.uniform(-0.5, 0.5), rng.uniform(0.7, 1.4)
+            rot = k * np.array([[np.cos(ang), -np.sin(ang)], [np.sin(ang), np.cos(ang)]])
+            pts = (f.xy[keep] - 112) @ rot.T + 112
+            feats.append(Features((224, 168), np.clip(pts, 0, 1000).astype(np.float32),
+                                  noisy(f.desc[keep], 0.06), noisy(f.mirror_desc[keep], 0.06)))
+        feats = [decode(encode(f)) for f in feats]  # as stored
+        t = time.perf_counter()
+        a, b, _ = candidate_pairs(feats)
+        t_cand = time.perf_counter() - t
+        t = time.perf_counter()
+        inl = np.array([match_features(feats[i], feats[j]).inliers for i, j in zip(a, b, strict=True)])
+        t_geo = time.perf_counter() - t
+        found = set(zip(a[inl >= 8].tolist(), b[inl >= 8].tolist(), strict=True))
+        planted = sum((min(s_, n - n_copies + k), max(s_, n - n_copies + k)) in found for k, s_ in enumerate(src))
+        row = {"rows": n, "keypoints": int(sum(len(f.xy) for f in feats)), "candidate_s": round(t_cand, 1),
+               "candidates": int(len(a)), "geometry_s": round(t_geo, 1), "copy_pairs": int((inl >= 8).sum()),
+               "planted_found": round(planted / max(n_copies, 1), 4), "peak_rss_mb": round(_peak_mb())}
+        if peer:
+            row["imagededup_find_duplicates_s"] = _imagededup_find(n, seed)
+        print(json.dumps(row), file=sys.stderr)
+        out.append(row)
+    return out
+
+
+def _peak_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _imagededup_find(n: int, seed: int) -> float:
+    """Seconds imagededup's PHash.find_duplicates takes on ``n`` random hashes (threshold 10), in a subprocess."""
+    code = f"""
+import sys, time, logging, numpy as np
+sys.path.insert(0, {str(PEERS)!r})
+import stub_torchvision
+logging.disable(logging.WARNING)
+from imagededup.methods import PHash
+rng = np.random.default_rng({seed})
+codes = rng.integers(0, 2**63, size={n}, dtype=np.uint64)
+enc = {{f"{{i}}.jpg": f"{{int(c):016x}}" for i, c in enumerate(codes)}}
+t = time.perf_counter()
+PHash(verbose=False).find_duplicates(encoding_map=enc, max_distance_threshold=10)
+print(time.perf_counter() - t)
+"""
+    wall, out = _run([sys.executable, "-c", code])
+    return round(float(out.strip().splitlines()[-1]), 1)
+
+
 def _rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -434,9 +517,15 @@ def main() -> None:
     ap.add_argument("--skip-peers", action="store_true")
     ap.add_argument("--million", action="store_true", help="also time 1,000,000 synthetic hashes")
     ap.add_argument("--million-only", action="store_true")
+    ap.add_argument("--copies-scale", default="", help="comma-separated row counts: time the keypoint search only")
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     results: dict = {"scores": {}, "timing": {}}
+    if a.copies_scale:
+        sizes = tuple(int(x) for x in a.copies_scale.split(","))
+        results["copies_scale"] = copies_scale(a.out / "ws" / "manifest.parquet", sizes, peer=not a.skip_peers)
+        (a.out / "copies_scale.json").write_text(json.dumps(results["copies_scale"], indent=2))
+        return
     if not a.million_only:
         set_dir = a.out / "set"
         truth_file = a.out / "truth.json"

@@ -189,23 +189,32 @@ def candidate_pairs(features: list[Features | None], *, min_votes: int = MIN_VOT
         return empty, empty, empty
     img = np.concatenate(owners)
     desc = np.concatenate([f.invariant for f in features if f is not None and len(f.xy)])
-    bits = np.unpackbits(desc, axis=1)
     found = []
     for sel in _lsh_bits():
-        key = np.packbits(bits[:, sel], axis=1, bitorder="little")
-        key = np.ascontiguousarray(np.pad(key, ((0, 0), (0, 4 - key.shape[1])))).view("<u4").ravel()
+        key = np.zeros(len(desc), np.uint32)
+        for k, bit in enumerate(sel.tolist()):  # the table's bits, gathered from the packed bytes
+            key |= ((desc[:, bit >> 3] >> (7 - (bit & 7))) & 1).astype(np.uint32) << np.uint32(k)
         found.append(_bucket_pairs(key, BUCKET_CAP))
-    kp = np.unique(np.concatenate(found)) if found else empty
+    kp = _distinct(np.concatenate(found)) if found else empty
     k1, k2 = np.divmod(kp, len(img))
     near = np.bitwise_count(desc[k1] ^ desc[k2]).sum(axis=1) <= MAX_DESCRIPTOR_BITS
     a, b = img[k1[near]], img[k2[near]]
     other = a != b
     lo, hi = np.minimum(a[other], b[other]), np.maximum(a[other], b[other])
     n = len(features)
-    pair, votes = np.unique(lo * n + hi, return_counts=True)
+    pair, votes = _distinct(lo * n + hi, counts=True)
     keep = votes >= min_votes
     a, b = np.divmod(pair[keep], n)
     return a, b, votes[keep]
+
+
+def _distinct(x: np.ndarray, counts: bool = False) -> Any:
+    """Sorted distinct values (and their counts) by one sort: faster here than np.unique's hashing."""
+    x = np.sort(x, kind="stable")
+    first = np.flatnonzero(np.r_[True, x[1:] != x[:-1]]) if len(x) else np.zeros(0, np.int64)
+    if not counts:
+        return x[first]
+    return x[first], np.diff(np.r_[first, len(x)])
 
 
 def _bucket_pairs(key: np.ndarray, cap: int) -> np.ndarray:
