@@ -38,7 +38,7 @@ def hashes(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def near_pairs_kept(h: np.ndarray, keep: np.ndarray, bits: int = 4) -> int:
-    from curate.stages.check import near_pairs_across_splits
+    from curate.index import near_pairs_across_splits
 
     kept = h[keep]
     return len(near_pairs_across_splits(kept, np.arange(len(kept)), bits))

@@ -46,7 +46,7 @@ def cpu_s() -> float:
 
 
 def run_curate(h: np.ndarray, bits: int) -> tuple[float, set[tuple[int, int]]]:
-    from curate.stages.check import near_pairs_across_splits
+    from curate.index import near_pairs_across_splits
 
     t = cpu_s()
     pairs = near_pairs_across_splits(h, np.arange(len(h)), bits)

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import click
 
 from curate import __version__
+from curate.console import emit
 from curate.errors import CurateError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -46,26 +47,6 @@ def json_option(f: F) -> F:
 def workers_option(f: F) -> F:
     return click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
                         help="Worker processes for per-image work (0 = all cores).")(f)
-
-
-def emit(summary: dict[str, Any], as_json: bool, title: str) -> None:
-    """Print a stage summary as text or JSON."""
-    if as_json:
-        click.echo(json.dumps(summary, indent=2, default=str))
-        return
-    from curate.summary import format_summary
-
-    if "rows" in summary and "status" in summary:
-        click.echo(format_summary(summary, title))
-    extra = {k: v for k, v in summary.items()
-             if k not in ("rows", "status", "reason", "label", "split", "source", "derived", "label_conflicts", "warnings")}
-    for k, v in extra.items():
-        click.echo(f"  {k}: {json.dumps(v, default=str) if isinstance(v, (dict, list)) else v}")
-    warnings = summary.get("warnings") or []
-    for w in warnings[:20]:
-        click.echo(f"warning: {w}", err=True)
-    if len(warnings) > 20:
-        click.echo(f"warning: ... and {len(warnings) - 20} more (see the run record in runs/)", err=True)
 
 
 def _open_ws(path: Path):  # type: ignore[no-untyped-def]
@@ -612,6 +593,43 @@ def prune_cmd(workspace: Path, missing: bool, dry_run: bool, as_json: bool) -> N
     ws = _open_ws(workspace)
     result = ws.run_stage("prune", prune, PruneOptions(missing, dry_run))
     emit(result.summary, as_json, f"prune {ws.root}" + (" (dry run: nothing written)" if dry_run else ""))
+
+
+# curate label (issue 16): the Label Studio round trip
+@cli.command("label")
+@workspace_argument
+@click.argument("action", type=click.Choice(["push", "pull", "serve"]))
+@click.option("--view", default="all", show_default=True,
+              type=click.Choice(["all", "unlabelled", "no_boxes", "no_face", "label_issues", "label_conflicts"]),
+              help="push: which rows become tasks.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="push: at most this many rows.")
+@click.option("--classes", default=None, help="push: image classes to offer besides the workspace's (a,b,c).")
+@click.option("--box-classes", default=None,
+              help="push: box classes to offer besides the workspace's (default: its box classes, else its classes).")
+@click.option("--title", default=None, help="push: project title (default: curate <workspace folder>).")
+@click.option("--keep-running", is_flag=True, help="push: leave curate's server running for a person to label.")
+@click.option("--url", default=None, help="A running Label Studio server (default: curate starts one on 127.0.0.1).")
+@click.option("--token", default=None, envvar="LABEL_STUDIO_API_KEY",
+              help="With --url: personal access token (or legacy token); env LABEL_STUDIO_API_KEY.")
+@click.option("--document-root", default="/", show_default=True,
+              help="With --url: the server's LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT.")
+@click.option("--label-studio", "binary", type=click.Path(dir_okay=False), default=None,
+              help="The label-studio program (default: $CURATE_LABEL_STUDIO, .venv-labelstudio, PATH).")
+@click.option("--start-timeout", type=click.FloatRange(min=1), default=180, show_default=True,
+              help="Seconds to wait for curate's server to start.")
+@json_option
+def label_cmd(workspace: Path, action: str, view: str, limit: int | None, classes: str | None,
+              box_classes: str | None, title: str | None, keep_running: bool, url: str | None, token: str | None,
+              document_root: str, binary: str | None, start_timeout: float, as_json: bool) -> None:
+    """Label and draw boxes in Label Studio: push rows as tasks, pull the work back, or serve."""
+    from curate.stages.label import PushOptions, ServerOptions, label
+
+    ws = _open_ws(workspace)
+    push = PushOptions(view, limit, list(_names(classes) or ()), list(_names(box_classes) or ()), title,
+                       document_root)
+    label(ws, action, ServerOptions(url, token, binary, start_timeout), push, keep_running=keep_running,
+          echo=lambda m: click.echo(m, err=True),
+          report=lambda r: emit(r.summary, as_json, f"label {action} {ws.root}"))
 
 
 def main() -> None:

@@ -23,6 +23,11 @@ bits apart (one is missed only when every block differs in 2 or more bits).
 An index built with ``table_flips=0`` stores only the codes themselves (cheap
 to build, for one search); the query side then carries the flip.
 
+:func:`near_pairs_across_splits` is the second search here, used by ``curate
+check`` and ``curate split --near-bits``: only pairs in *different* groups
+(splits), by exact keys made of hash slices (pigeonhole again, see
+:func:`key_plan`), with identical (hash, group) rows collapsed first.
+
     >>> codes = np.array([0b1011, 0b1001, 0xFFFF0000FFFF0000], dtype=np.uint64)
     >>> index = HammingIndex(codes, max_hamming=2)
     >>> q, x, d = index.search(codes, exclude_self=True)
@@ -35,6 +40,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 _CODE_BITS = 64
 _MAX_FLIPS = 2  # per block, as one flip on each side
@@ -201,3 +207,83 @@ class HammingIndex:
         pair = np.unique(rq[near].astype(np.int64) * len(self.codes) + xi[near])
         q, x = np.divmod(pair, max(len(self.codes), 1))
         return q.astype(np.int32), x.astype(np.int32)
+
+
+# -- the pigeonhole search across splits (curate check, curate split --near-bits) ---------------
+
+
+def key_plan(max_bits: int, n: int, max_keys: int = 100) -> list[list[tuple[int, int]]]:
+    """Which hash slices to match exactly so that no pair within ``max_bits`` is missed.
+
+    The hash is cut into ``m = max_bits + r`` slices. Two hashes within
+    ``max_bits`` bits differ in at most ``max_bits`` slices, so they agree on at
+    least ``r`` of them: on every slice of some ``r``-combination. Each
+    combination is one exact-match key of about ``64 r / m`` bits. ``r`` is the
+    smallest that makes keys long enough for ``n`` rows to spread thin (buckets
+    of about one row), within ``max_keys`` combinations.
+
+    >>> [len(k) for k in key_plan(4, 1_000_000)][:2], len(key_plan(4, 1_000_000))
+    ([3, 3], 35)
+    """
+    from itertools import combinations
+    from math import comb
+
+    want_bits = max(16, int(np.ceil(np.log2(max(n, 2)))) + 3)
+    r = 1
+    while 64 * r / (max_bits + r) < want_bits and comb(max_bits + r + 1, r + 1) <= max_keys:
+        r += 1
+    m = min(max_bits + r, 64)
+    edges = np.linspace(0, 64, m + 1).round().astype(int)
+    slices = [(int(edges[i]), int(edges[i + 1] - edges[i])) for i in range(m)]
+    return [list(c) for c in combinations(slices, min(r, m))]
+
+
+def _key(h: np.ndarray, slices: list[tuple[int, int]]) -> np.ndarray:
+    key = np.zeros(len(h), dtype=np.uint64)
+    offset = 0
+    for shift, width in slices:
+        part = (h >> np.uint64(shift)) & np.uint64((1 << width) - 1)
+        key |= part << np.uint64(offset)
+        offset += width
+    return key
+
+
+def near_pairs_across_splits(hashes: np.ndarray, split_codes: np.ndarray, max_bits: int) -> pd.DataFrame:
+    """Pairs (i, j, bits) of positions in different splits with Hamming distance <= ``max_bits``.
+
+    Candidates agree exactly on a key made of hash slices (pigeonhole, see
+    :func:`key_plan`), so the work grows with the bucket sizes, not with n^2.
+    Equal (hash, split) rows are collapsed first, so many identical hashes
+    (blank images) cost one candidate, not n^2.
+
+    >>> h = np.array([0b1111, 0b0111, 2**40], dtype=np.uint64)
+    >>> near_pairs_across_splits(h, np.array([0, 1, 1]), 1)[["i", "j", "bits"]].values.tolist()
+    [[0, 1, 1]]
+    """
+    empty = pd.DataFrame({"i": [], "j": [], "bits": []}, dtype=np.int64)
+    if len(hashes) == 0:
+        return empty
+    base = pd.DataFrame({"h": hashes.astype(np.uint64), "s": split_codes.astype(np.int64)})
+    uniq = base.drop_duplicates().reset_index(drop=True)
+    uh, us = uniq["h"].to_numpy(), uniq["s"].to_numpy()
+    found = []
+    for slices in key_plan(max_bits, len(uniq)):
+        df = pd.DataFrame({"k": _key(uh, slices), "u": np.arange(len(uniq)), "s": us})
+        multi = df[df.groupby("k")["s"].transform("nunique") > 1]
+        if not len(multi):
+            continue
+        pairs = multi.merge(multi, on="k", suffixes=("_a", "_b"))
+        pairs = pairs[pairs["s_a"] < pairs["s_b"]]
+        a, b = pairs["u_a"].to_numpy(), pairs["u_b"].to_numpy()
+        bits = np.bitwise_count(uh[a] ^ uh[b]).astype(np.int64)
+        close = bits <= max_bits  # verify here, so only true pairs are kept between keys
+        found.append(pd.DataFrame({"u_a": a[close], "u_b": b[close], "bits": bits[close]}))
+    if not found:
+        return empty
+    cand = pd.concat(found, ignore_index=True).drop_duplicates(["u_a", "u_b"])
+    # Back from unique (hash, split) to row positions.
+    rows = base.reset_index().merge(uniq.reset_index().rename(columns={"index": "u"}), on=["h", "s"])
+    pos_of = rows.groupby("u")["index"].apply(list)
+    out = [(i, j, int(b)) for ua, ub, b in cand.itertuples(index=False)
+           for i in pos_of[ua] for j in pos_of[ub]]
+    return pd.DataFrame(out, columns=["i", "j", "bits"], dtype=np.int64)

@@ -32,6 +32,7 @@ REVIEW = "review"
 # ``layout`` of the augmented copies `curate balance` makes: deliberate near-copies of their
 # parent, in the parent's split, so split, dedupe and check never treat them as photos.
 AUGMENT_LAYOUT = "augment"
+BALANCE_DECIDER = "balance"  # ``decided_by`` of the rows `curate balance` decides
 
 
 def _children_index(manifest: pd.DataFrame) -> dict[str, list[str]]:
@@ -173,3 +174,38 @@ def set_decisions(manifest: pd.DataFrame, decisions: Mapping[str, Decision]) -> 
         out[col] = out[col].astype(object)
         out.loc[sel, col] = pd.Series([decisions[i][k] for i in ids], index=out.index[sel], dtype=object)
     return out
+
+
+# -- undoing a balance (curate balance re-runs, curate split --resplit) -----------------------
+
+
+def reset_balance(out: pd.DataFrame, scope: pd.Series) -> pd.Series:
+    """Undo ``curate balance``'s earlier decisions in ``scope`` (in place): rows it balanced out are kept
+    again, its augmented copies are dropped (waiting to be kept again or superseded). Returns the
+    mask of those copies."""
+    mine = scope & (out["decided_by"] == BALANCE_DECIDER)
+    copies = mine & (out["layout"] == AUGMENT_LAYOUT)
+    restore = mine & ~copies & (out["reason"] == "balanced_out")
+    out.loc[restore, ["status", "reason", "detail"]] = ["kept", None, None]
+    out.loc[copies, ["status", "reason", "detail"]] = ["dropped", "balanced_out", "copy not needed for the target"]
+    return copies
+
+
+def undo_balance(manifest: pd.DataFrame) -> tuple[pd.DataFrame, int, int]:
+    """Undo every balance decision not made in review (``split --resplit`` calls this:
+    a balance made for old splits is wrong for new ones). Returns (manifest, copies, restored).
+
+    >>> m = pd.DataFrame({"sample_id": ["a", "b", "c"], "status": ["dropped", "kept", "kept"],
+    ...                   "reason": ["balanced_out", None, None], "detail": ["x", None, None],
+    ...                   "decided_by": ["balance", "balance", "ingest"], "layout": ["flat", "augment", "flat"]})
+    >>> out, copies, restored = undo_balance(m)
+    >>> out["status"].tolist(), copies, restored
+    (['kept', 'dropped', 'kept'], 1, 1)
+    """
+    out = manifest.copy()
+    copies = reset_balance(out, pd.Series(True, index=out.index))
+    restored = int(((manifest["decided_by"] == BALANCE_DECIDER) & (manifest["reason"] == "balanced_out")
+                    & (manifest["layout"] != AUGMENT_LAYOUT)).sum())
+    n_copies = int((copies & (manifest["status"] == "kept")).sum())
+    out.loc[copies, "detail"] = "split changed; re-run `curate balance`"
+    return out, n_copies, restored

@@ -106,6 +106,7 @@ MANIFEST_COLUMNS: tuple[Column, ...] = (
     Column("split_pinned", "bool", False, "split given by `curate ingest --split`: `curate split` never changes it"),
     Column("group", "str", True, "rows that must share a split, e.g. one person (`curate split --group-from`); "
                                  "derived rows carry their source row's value"),
+    Column("original_label", "str", True, "label as first read from the source, before any map, resolution or relabelling; set once"),
 )
 
 ANNOTATION_COLUMNS: tuple[Column, ...] = (

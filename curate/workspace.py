@@ -786,3 +786,39 @@ def _only_creation_leftovers(root: Path) -> bool:
         return not any(f.is_file() for name in ("objects", "runs") for f in (root / name).rglob("*"))
     except OSError:
         return False
+
+
+# -- sources.json: the sources ingest registered -------------------------------------------------
+
+
+def load_sources(ws: Workspace) -> dict[str, dict[str, Any]]:
+    """The sources recorded by earlier runs (``sources.json`` of the committed version).
+
+    Read by ingest (to register new sources), dedupe (their priority order),
+    export (paths an export must not write into) and relocate (to move them).
+
+    >>> import tempfile
+    >>> load_sources(Workspace.create(tempfile.mkdtemp() + "/ws"))
+    {}
+    """
+    data = ws.read_file(SOURCES_FILE)
+    if data is None:
+        return {}
+    try:
+        known = json.loads(data)
+        if isinstance(known, dict) and all(isinstance(v, dict) and isinstance(v.get("path"), str)
+                                           for v in known.values()):
+            return known
+        found = "JSON that does not map source names to {\"path\": ...}"
+    except ValueError as e:
+        found = f"{type(e).__name__}: {e}"
+    raise damaged(ws.table_path(SOURCES_FILE), "a JSON object of sources", found, ws.root)
+
+
+def sources_bytes(sources: dict[str, dict[str, Any]]) -> bytes:
+    """``sources.json`` as written (committed with the tables: StageResult.files).
+
+    >>> sources_bytes({"s": {"path": "/photos"}}).decode().split()
+    ['{', '"s":', '{', '"path":', '"/photos"', '}', '}']
+    """
+    return (json.dumps(sources, indent=2) + "\n").encode()

@@ -2,7 +2,7 @@
 # Set up everything curate and its tests need on a fresh Debian 12 machine
 # (Python 3.11, no GPU): system packages, a virtualenv in .venv with every
 # extra, torch + torchvision and Ultralytics, FiftyOne's MongoDB for Debian 12,
-# and Keras (tensorflow-cpu) in a virtualenv of its own, .venv-keras.
+# Keras (tensorflow-cpu) in a virtualenv of its own, .venv-keras, and Label Studio in .venv-labelstudio.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,6 +31,11 @@ command -v "$PY" >/dev/null || PY=python3
 [ -d .venv-keras ] || "$PY" -m venv .venv-keras
 .venv-keras/bin/python -m pip install -q --upgrade pip
 .venv-keras/bin/python -m pip install -q 'tensorflow-cpu>=2.16'
+# Label Studio gets its own venv too: it pins numpy, pyarrow and OpenCV versions that clash with curate's.
+# `curate label` runs .venv-labelstudio/bin/label-studio and talks to it over HTTP (docs/labels.md).
+[ -d .venv-labelstudio ] || "$PY" -m venv .venv-labelstudio
+.venv-labelstudio/bin/python -m pip install -q --upgrade pip
+.venv-labelstudio/bin/python -m pip install -q 'label-studio==1.23.2'
 # Face models: extracted from the mediapipe==0.10.21 wheel into the user cache
 # (see docs/faces.md); a no-op when already there.
 .venv/bin/curate models fetch >/dev/null 2>&1 || echo "note: face models not fetched now; curate fetches them on first use"

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from curate.index import HammingIndex, block_plan
+from curate.index import HammingIndex, block_plan, key_plan, near_pairs_across_splits
 
 
 def brute(q: np.ndarray, x: np.ndarray, r: int, exclude_self: bool = False) -> set[tuple[int, int]]:
@@ -85,3 +85,42 @@ def test_identical_codes_and_empty():
     assert len(qi) == 6 and set(d.tolist()) == {0}
     empty = HammingIndex(np.zeros(0, np.uint64), 8)
     assert all(len(a) == 0 for a in empty.search(x))
+
+
+# -- near_pairs_across_splits (curate check, split --near-bits) ------------------------------
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2**64 - 1), st.integers(0, 2)), min_size=1, max_size=40),
+       st.integers(0, 6), st.lists(st.integers(0, 63), max_size=3))
+def test_near_pairs_match_brute_force(items: list[tuple[int, int]], bits: int, flips: list[int]) -> None:
+    # Add near copies of the first hash (a few bits flipped) so that pairs exist.
+    h0, _ = items[0]
+    for k, b in enumerate(flips):
+        items.append((h0 ^ (1 << b), k % 3))
+    h = np.array([x for x, _ in items], dtype=np.uint64)
+    s = np.array([y for _, y in items])
+    got = {(int(i), int(j), int(b)) for i, j, b in near_pairs_across_splits(h, s, bits).itertuples(index=False)}
+    want = set()
+    for i in range(len(h)):
+        for j in range(len(h)):
+            d = int(np.bitwise_count(h[i] ^ h[j]))
+            if s[i] < s[j] and d <= bits:
+                want.add((i, j, d))
+    assert got == want
+
+
+@pytest.mark.parametrize("max_bits", [0, 1, 4, 8])
+@pytest.mark.parametrize("n", [10, 1_000_000])
+def test_key_plan_is_a_pigeonhole_cover(max_bits: int, n: int) -> None:
+    from math import comb
+
+    plan = key_plan(max_bits, n)
+    slices = sorted({s for combo in plan for s in combo})
+    # The slices tile the 64 bits, each once ...
+    assert [start for start, _ in slices] == list(np.cumsum([0] + [w for _, w in slices[:-1]]))
+    assert sum(w for _, w in slices) == 64
+    # ... and every r-combination of them is a key: two hashes that differ in at most max_bits slices
+    # agree on all slices of at least one combination.
+    r = len(plan[0])
+    assert all(len(combo) == r for combo in plan)
+    assert len(slices) - max_bits >= r and len(plan) == comb(len(slices), r)

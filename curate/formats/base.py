@@ -21,38 +21,9 @@ from typing import Any
 
 import pandas as pd
 
-# Split names as each ecosystem writes them -> curate's canonical name.
-SPLIT_ALIASES: dict[str, str] = {
-    "train": "train", "training": "train", "trn": "train",
-    "val": "val", "valid": "val", "validation": "val", "dev": "val",
-    "test": "test", "testing": "test", "tst": "test",
-}
-
-
-# AI-Hub's folder names: "1.Training" / "2.Validation" (a number before the name) and
-# "[T원천]x" / "[V라벨링]x" (T = training, V = validation; 원천 = source images, 라벨링 = labels).
-_NUMBERED = re.compile(r"^\d{1,3}\s*[._\-)]\s*([a-z]+)$")
-_BRACKETED = re.compile(r"^\[([tv])(원천|라벨링|source|label(?:ing)?)\]")
-
-
-def canonical_split(name: str | None) -> str | None:
-    """'valid' -> 'val' etc.; None for names that are not a split.
-
-    >>> [canonical_split(n) for n in ("Valid", "1.Training", "02_validation", "[V라벨링]car_01", "01.원천데이터")]
-    ['val', 'train', 'val', 'val', None]
-    """
-    if name is None:
-        return None
-    n = name.strip().lower()
-    if n in SPLIT_ALIASES:
-        return SPLIT_ALIASES[n]
-    m = _NUMBERED.match(n)
-    if m:
-        return SPLIT_ALIASES.get(m.group(1))
-    m = _BRACKETED.match(n)
-    if m:
-        return "train" if m.group(1) == "t" else "val"
-    return None
+# Split names live a floor below (curate.units: ratios and --split options read them too); kept importable here.
+from curate.units import SPLIT_ALIASES as SPLIT_ALIASES
+from curate.units import canonical_split as canonical_split
 
 
 @dataclass

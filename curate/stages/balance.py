@@ -46,15 +46,16 @@ import pandas as pd
 
 from curate.augment import AugmentConfig, augment_image, copy_seed, validate_config
 from curate.errors import CurateError, OptionError
-from curate.lineage import AUGMENT_LAYOUT
+from curate.lineage import AUGMENT_LAYOUT, BALANCE_DECIDER, reset_balance
 from curate.parallel import WorkerCrash, WorkerPool
 from curate.schema import ANNOTATION_COLUMNS, SPLITS, conform, empty_annotations
+from curate.units import format_report
 from curate.workspace import StageResult, Workspace
 
 STRATEGIES = ("undersample", "oversample", "both")
 TARGETS = ("max", "min", "median")
 NO_SPLIT = "none"  # --splits name for rows without a split
-DECIDER = "balance"
+DECIDER = BALANCE_DECIDER
 
 
 @dataclass
@@ -258,28 +259,6 @@ def _check_options(manifest: pd.DataFrame, options: BalanceOptions) -> BalanceOp
         raise OptionError("", field="--splits", expected=f"labelled kept rows in {', '.join(splits)}",
                           found=found, hint=hint)
     return dataclasses.replace(options, splits=splits, target=target)
-
-
-def _reset_own_decisions(out: pd.DataFrame, scope: pd.Series) -> pd.Series:
-    """Undo balance's earlier decisions in scope; return the mask of earlier copies (now waiting)."""
-    mine = scope & (out["decided_by"] == DECIDER)
-    copies = mine & (out["layout"] == AUGMENT_LAYOUT)
-    restore = mine & ~copies & (out["reason"] == "balanced_out")
-    out.loc[restore, ["status", "reason", "detail"]] = ["kept", None, None]
-    out.loc[copies, ["status", "reason", "detail"]] = ["dropped", "balanced_out", "copy not needed for the target"]
-    return copies
-
-
-def undo_balance(manifest: pd.DataFrame) -> tuple[pd.DataFrame, int, int]:
-    """Undo every balance decision not made in review (``split --resplit`` calls this:
-    a balance made for old splits is wrong for new ones). Returns (manifest, copies, restored)."""
-    out = manifest.copy()
-    copies = _reset_own_decisions(out, pd.Series(True, index=out.index))
-    restored = int(((manifest["decided_by"] == DECIDER) & (manifest["reason"] == "balanced_out")
-                    & (manifest["layout"] != AUGMENT_LAYOUT)).sum())
-    n_copies = int((copies & (manifest["status"] == "kept")).sum())
-    out.loc[copies, "detail"] = "split changed; re-run `curate balance`"
-    return out, n_copies, restored
 
 
 @dataclass
@@ -486,7 +465,7 @@ def balance(manifest: pd.DataFrame, options: BalanceOptions, *, ws: Workspace,
     scope = _in_splits(out, opts.splits)
     everything = pd.Series(True, index=manifest.index)
     before = _counts(manifest, everything)  # all splits, so the report shows val/test untouched
-    _reset_own_decisions(out, scope)
+    reset_balance(out, scope)
 
     plan = _Plan()
     targets: dict[str, int] = {}
@@ -539,8 +518,6 @@ def balance(manifest: pd.DataFrame, options: BalanceOptions, *, ws: Workspace,
 
 def format_balance(summary: dict[str, Any], title: str) -> str:
     """Terminal table: kept labelled rows per class and split, before -> after."""
-    from curate.stages.split import format_report
-
     targets = ", ".join(f"{s} {n}" for s, n in summary.get("target", {}).items())
     head = (f"{title}: {summary['strategy']} to {targets or '-'} per class; "
             f"{summary['balanced_out']} balanced out ({summary['near_duplicates_removed']} near-duplicates), "

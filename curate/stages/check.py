@@ -37,7 +37,7 @@ and the largest deviation from the ratios of the last ``curate split`` run.
 The near-duplicate search compares only rows in different splits and only
 candidates that agree exactly on a key made of hash slices (pigeonhole: cut
 into ``b + r`` slices, two hashes within ``b`` bits agree on ``r`` of them),
-so it never compares every pair; see :func:`key_plan`.
+so it never compares every pair; see :func:`curate.index.key_plan`.
 
     >>> [c for c, _ in CHECKS][:2]
     ['group_leak', 'near_duplicate_leak']
@@ -51,9 +51,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from curate.errors import CurateError, OptionError
+from curate.errors import OptionError
+from curate.index import near_pairs_across_splits
 from curate.lineage import AUGMENT_LAYOUT
 from curate.schema import SPLITS
+from curate.units import last_split_run, ratio_report, split_counts, unit_ids
 from curate.workspace import StageResult, Workspace
 
 SQUARE_LAYOUT = "square"  # ``layout`` of the rows `curate square` makes (curate.stages.square.LAYOUT)
@@ -113,83 +115,6 @@ def check_group_leak(manifest: pd.DataFrame, units: np.ndarray, limit: int) -> d
     msg = (f"{len(bad)} groups have kept rows in more than one split" if len(bad)
            else "no duplicate group, derived copy or group value spans two splits")
     return _result("group_leak", len(bad) > 0, len(bad), msg, examples)
-
-
-def key_plan(max_bits: int, n: int, max_keys: int = 100) -> list[list[tuple[int, int]]]:
-    """Which hash slices to match exactly so that no pair within ``max_bits`` is missed.
-
-    The hash is cut into ``m = max_bits + r`` slices. Two hashes within
-    ``max_bits`` bits differ in at most ``max_bits`` slices, so they agree on at
-    least ``r`` of them: on every slice of some ``r``-combination. Each
-    combination is one exact-match key of about ``64 r / m`` bits. ``r`` is the
-    smallest that makes keys long enough for ``n`` rows to spread thin (buckets
-    of about one row), within ``max_keys`` combinations.
-
-    >>> [len(k) for k in key_plan(4, 1_000_000)][:2], len(key_plan(4, 1_000_000))
-    ([3, 3], 35)
-    """
-    from itertools import combinations
-    from math import comb
-
-    want_bits = max(16, int(np.ceil(np.log2(max(n, 2)))) + 3)
-    r = 1
-    while 64 * r / (max_bits + r) < want_bits and comb(max_bits + r + 1, r + 1) <= max_keys:
-        r += 1
-    m = min(max_bits + r, 64)
-    edges = np.linspace(0, 64, m + 1).round().astype(int)
-    slices = [(int(edges[i]), int(edges[i + 1] - edges[i])) for i in range(m)]
-    return [list(c) for c in combinations(slices, min(r, m))]
-
-
-def _key(h: np.ndarray, slices: list[tuple[int, int]]) -> np.ndarray:
-    key = np.zeros(len(h), dtype=np.uint64)
-    offset = 0
-    for shift, width in slices:
-        part = (h >> np.uint64(shift)) & np.uint64((1 << width) - 1)
-        key |= part << np.uint64(offset)
-        offset += width
-    return key
-
-
-def near_pairs_across_splits(hashes: np.ndarray, split_codes: np.ndarray, max_bits: int) -> pd.DataFrame:
-    """Pairs (i, j, bits) of positions in different splits with Hamming distance <= ``max_bits``.
-
-    Candidates agree exactly on a key made of hash slices (pigeonhole, see
-    :func:`key_plan`), so the work grows with the bucket sizes, not with n^2.
-    Equal (hash, split) rows are collapsed first, so many identical hashes
-    (blank images) cost one candidate, not n^2.
-
-    >>> h = np.array([0b1111, 0b0111, 2**40], dtype=np.uint64)
-    >>> near_pairs_across_splits(h, np.array([0, 1, 1]), 1)[["i", "j", "bits"]].values.tolist()
-    [[0, 1, 1]]
-    """
-    empty = pd.DataFrame({"i": [], "j": [], "bits": []}, dtype=np.int64)
-    if len(hashes) == 0:
-        return empty
-    base = pd.DataFrame({"h": hashes.astype(np.uint64), "s": split_codes.astype(np.int64)})
-    uniq = base.drop_duplicates().reset_index(drop=True)
-    uh, us = uniq["h"].to_numpy(), uniq["s"].to_numpy()
-    found = []
-    for slices in key_plan(max_bits, len(uniq)):
-        df = pd.DataFrame({"k": _key(uh, slices), "u": np.arange(len(uniq)), "s": us})
-        multi = df[df.groupby("k")["s"].transform("nunique") > 1]
-        if not len(multi):
-            continue
-        pairs = multi.merge(multi, on="k", suffixes=("_a", "_b"))
-        pairs = pairs[pairs["s_a"] < pairs["s_b"]]
-        a, b = pairs["u_a"].to_numpy(), pairs["u_b"].to_numpy()
-        bits = np.bitwise_count(uh[a] ^ uh[b]).astype(np.int64)
-        close = bits <= max_bits  # verify here, so only true pairs are kept between keys
-        found.append(pd.DataFrame({"u_a": a[close], "u_b": b[close], "bits": bits[close]}))
-    if not found:
-        return empty
-    cand = pd.concat(found, ignore_index=True).drop_duplicates(["u_a", "u_b"])
-    # Back from unique (hash, split) to row positions.
-    rows = base.reset_index().merge(uniq.reset_index().rename(columns={"index": "u"}), on=["h", "s"])
-    pos_of = rows.groupby("u")["index"].apply(list)
-    out = [(i, j, int(b)) for ua, ub, b in cand.itertuples(index=False)
-           for i in pos_of[ua] for j in pos_of[ub]]
-    return pd.DataFrame(out, columns=["i", "j", "bits"], dtype=np.int64)
 
 
 def check_near_duplicate_leak(manifest: pd.DataFrame, units: np.ndarray, opts: CheckOptions) -> dict[str, Any]:
@@ -362,8 +287,6 @@ def check_image_shape(manifest: pd.DataFrame, opts: CheckOptions) -> list[dict[s
 
 
 def check_split_ratios(manifest: pd.DataFrame, target: dict[str, float] | None) -> dict[str, Any]:
-    from curate.stages.split import ratio_report, split_counts
-
     # Augmented copies (made by balance, in train) are left out: the ratios are about real images.
     real = manifest[manifest["layout"] != AUGMENT_LAYOUT]
     counts = split_counts(real, "label" if real["label"].notna().any() else None)
@@ -384,36 +307,16 @@ def check_split_ratios(manifest: pd.DataFrame, target: dict[str, float] | None) 
 
 # -- the command -------------------------------------------------------------------
 
-def _last_split_run(ws: Workspace | None) -> dict[str, Any]:
-    if ws is None:
-        return {}
-    from curate.stages.split import parse_ratios
-
-    runs = [r for r in ws.runs() if r.get("command") == "split"]
-    last = dict(runs[-1].get("options") or {}) if runs else {}
-    ratios = last.get("ratios")
-    if isinstance(ratios, str):  # as typed ("8:1:1"), e.g. a record written by hand or another tool
-        try:
-            last["ratios"] = parse_ratios(ratios)
-        except CurateError:
-            last["ratios"] = None
-    elif not isinstance(ratios, dict):
-        last["ratios"] = None
-    return last
-
-
 def check(manifest: pd.DataFrame, options: CheckOptions, *, ws: Workspace | None = None,
           annotations: pd.DataFrame | None = None) -> StageResult:
     """Run every check not skipped; the summary lists results and the failed names. Writes nothing."""
-    from curate.stages.split import unit_ids
-
     unknown = set(options.skip) - set(CHECK_NAMES)
     if unknown:
         raise OptionError("", field="--skip", expected=f"check names from {list(CHECK_NAMES)}",
                           found=sorted(unknown))
     if options.hash_column not in ("phash", "dhash"):
         raise OptionError("", field="hash_column", expected="phash or dhash", found=options.hash_column)
-    last = _last_split_run(ws)
+    last = last_split_run(ws)
     group = options.group or last.get("group") or "dup"
     if group != "dup" and group not in manifest.columns:
         raise OptionError("", field="--group", expected="dup, source or a manifest column", found=repr(group))

@@ -561,7 +561,7 @@ def protected_paths(manifest: pd.DataFrame, ws: Workspace | None) -> list[Path]:
     """Folders an export must never replace: the workspace and every source root."""
     out = [ws.root] if ws is not None else []
     if ws is not None:
-        from curate.stages.ingest import load_sources
+        from curate.workspace import load_sources
 
         out += [Path(s["path"]) for s in load_sources(ws).values()]
     return out

@@ -4,7 +4,7 @@ Each source is read by a format reader (auto-detected or ``--layout``), every
 file is probed once in a process pool (sha256, full decode at reduced scale,
 EXIF-displayed size, perceptual hashes), and each file becomes one manifest
 row, kept or dropped with a reason. Exact duplicates (same bytes) are marked
-by :func:`curate.stages.dedupe.mark_exact`.
+by :func:`curate.groups.mark_exact`.
 
 Resumable: probe results are checkpointed to ``WS/.partial/`` while the pool
 runs, and files whose size and sha256 match an earlier result are not decoded
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import math
 import os
 import time
@@ -42,6 +41,7 @@ from curate.boxes import merge_duplicate_boxes
 from curate.errors import OptionError, SourceError
 from curate.formats import REGISTRY, detect
 from curate.formats.base import Box, Entry, ReadOptions, ReadResult, canonical_split
+from curate.groups import mark_exact
 from curate.imageio import (
     INTRINSIC_REASONS,
     PROBE_COLUMNS,
@@ -53,12 +53,17 @@ from curate.imageio import (
 from curate.parallel import DEFAULT_RETRIES, WorkerCrash
 from curate.paths import check_source_place, confine
 from curate.schema import ANNOTATION_COLUMNS, MANIFEST_ARROW, MANIFEST_COLUMNS, conform, empty_annotations
-from curate.stages.dedupe import mark_exact
 from curate.summary import summarize
-from curate.workspace import StageResult, Workspace, atomic_write_bytes
+from curate.workspace import (
+    SOURCES_FILE,
+    StageResult,
+    Workspace,
+    atomic_write_bytes,
+    load_sources,
+    sources_bytes,
+)
 
 PARTIAL_DIR = ".partial/ingest"
-SOURCES_FILE = "sources.json"
 
 
 @dataclass
@@ -95,29 +100,6 @@ def sample_id_for(source: str, rel_path: str) -> str:
 
 
 # -- sources -----------------------------------------------------------------
-
-def load_sources(ws: Workspace) -> dict[str, dict[str, Any]]:
-    """The sources recorded by earlier runs (``sources.json`` of the committed version)."""
-    from curate.workspace import damaged
-
-    data = ws.read_file(SOURCES_FILE)
-    if data is None:
-        return {}
-    try:
-        known = json.loads(data)
-        if isinstance(known, dict) and all(isinstance(v, dict) and isinstance(v.get("path"), str)
-                                           for v in known.values()):
-            return known
-        found = "JSON that does not map source names to {\"path\": ...}"
-    except ValueError as e:
-        found = f"{type(e).__name__}: {e}"
-    raise damaged(ws.table_path(SOURCES_FILE), "a JSON object of sources", found, ws.root)
-
-
-def sources_bytes(sources: dict[str, dict[str, Any]]) -> bytes:
-    """``sources.json`` as written (committed with the tables: StageResult.files)."""
-    return (json.dumps(sources, indent=2) + "\n").encode()
-
 
 def _register_sources(ws: Workspace, specs: list[SourceSpec]
                       ) -> tuple[list[tuple[str, Path, SourceSpec]], dict[str, dict[str, Any]]]:

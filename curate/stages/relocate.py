@@ -41,10 +41,9 @@ import pandas as pd
 
 from curate.errors import OptionError, SourceError
 from curate.paths import check_source_place
-from curate.stages.ingest import SOURCES_FILE, load_sources, sources_bytes
 from curate.summary import summarize
 from curate.walk import is_workspace
-from curate.workspace import StageResult, Workspace, rebase_paths
+from curate.workspace import SOURCES_FILE, StageResult, Workspace, load_sources, rebase_paths, sources_bytes
 
 VERIFY_MODES = ("all", "sample", "size")
 LIST_SUFFIXES = (".csv", ".tsv", ".txt", ".json", ".xml", ".yaml", ".yml")

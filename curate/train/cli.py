@@ -95,7 +95,7 @@ def classify(export_dir: Path, out: Path, overwrite: bool, as_json: bool, **opts
     EXPORT_DIR is a folder or yolo-cls export (split/class/image) or a
     workspace. Writes metrics.json and model.pt into --out.
     """
-    from curate.cli import emit
+    from curate.console import emit
 
     _need_torch()
     from curate.train.loop import format_confusion, train_classifier
@@ -120,7 +120,7 @@ def classify(export_dir: Path, out: Path, overwrite: bool, as_json: bool, **opts
 def compare(raw_export: Path, curated_export: Path, leak_max_hamming: int, out: Path, overwrite: bool,
             as_json: bool, **opts: Any) -> None:
     """Train on RAW_EXPORT and on CURATED_EXPORT alike; score both on the curated test split."""
-    from curate.cli import emit
+    from curate.console import emit
 
     _need_torch()
     from curate.train.loop import compare_exports
@@ -156,7 +156,7 @@ def yolo(export_dir: Path, as_json: bool, **opts: Any) -> None:
 
     Needs the yolo extra: pip install 'curate[yolo]'.
     """
-    from curate.cli import emit
+    from curate.console import emit
     from curate.train.yolo import train_yolo
 
     emit(train_yolo(export_dir, **opts), as_json, "trained with Ultralytics")

@@ -1,22 +1,8 @@
-"""What every format shares: split names as ecosystems write them, relative paths, and file look-ups."""
+"""What every format shares: relative paths and file look-ups (split names: tests/test_units.py)."""
 
 from __future__ import annotations
 
-import pytest
-
-from curate.formats.base import FileNames, canonical_split, relative_path
-
-
-@pytest.mark.parametrize("name, split", [
-    ("train", "train"), ("Training", "train"), ("TRN", "train"),  # common spellings, any case
-    ("valid", "val"), ("Validation", "val"), ("dev", "val"),  # Roboflow, AI-Hub, Kaggle
-    ("test", "test"), ("testing", "test"),
-    ("1.Training", "train"), ("02_Validation", "val"), ("3-test", "test"),  # AI-Hub's numbered folders
-    ("[T원천]생활폐기물_01", "train"), ("[V라벨링]car", "val"),  # AI-Hub's archive folders
-    ("1.원천데이터", None), ("images", None), ("trainer", None), ("", None), (None, None),  # not splits
-])
-def test_canonical_split(name, split):
-    assert canonical_split(name) == split
+from curate.formats.base import FileNames, relative_path
 
 
 def test_relative_path_under_and_outside_the_root():

@@ -8,15 +8,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from curate.cli import cli
 from curate.errors import OptionError
-from curate.stages.check import CheckOptions, check, near_pairs_across_splits
+from curate.stages.check import CheckOptions, check
 from tests.stages.test_split import make_manifest, make_ws, row
 
 
@@ -154,26 +151,6 @@ def test_split_ratios_of_a_hand_written_split_record(tmp_path: Path, ratios: obj
     msg = next(c for c in json.loads(r.stdout)["checks"] if c["name"] == "split_ratios")["message"]
     assert msg.startswith("achieved train/val/test 1.00/0.00/0.00")
     assert (f"(target {target};" in msg) if target else "target" not in msg
-
-
-@settings(max_examples=40, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 2**64 - 1), st.integers(0, 2)), min_size=1, max_size=40),
-       st.integers(0, 6), st.lists(st.integers(0, 63), max_size=3))
-def test_near_pairs_match_brute_force(items: list[tuple[int, int]], bits: int, flips: list[int]) -> None:
-    # Add near copies of the first hash (a few bits flipped) so that pairs exist.
-    h0, _ = items[0]
-    for k, b in enumerate(flips):
-        items.append((h0 ^ (1 << b), k % 3))
-    h = np.array([x for x, _ in items], dtype=np.uint64)
-    s = np.array([y for _, y in items])
-    got = {(int(i), int(j), int(b)) for i, j, b in near_pairs_across_splits(h, s, bits).itertuples(index=False)}
-    want = set()
-    for i in range(len(h)):
-        for j in range(len(h)):
-            d = int(np.bitwise_count(h[i] ^ h[j]))
-            if s[i] < s[j] and d <= bits:
-                want.add((i, j, d))
-    assert got == want
 
 
 # -- the command ------------------------------------------------------------------

@@ -27,17 +27,10 @@ from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
 from curate.cli import cli
 from curate.errors import OptionError
+from curate.groups import mark_exact
 from curate.hashing import CROP_WINDOWS, D4_NAMES, d4_variants
 from curate.schema import MANIFEST_COLUMNS, conform
-from curate.stages.dedupe import (
-    DedupeOptions,
-    candidate_pairs,
-    cap_partners,
-    connected_groups,
-    dedupe,
-    mark_exact,
-    verify_candidates,
-)
+from curate.stages.dedupe import DedupeOptions, candidate_pairs, cap_partners, dedupe, verify_candidates
 from curate.stages.ingest import IngestOptions, SourceSpec, ingest
 from curate.workspace import Workspace
 from tests.conftest import within
@@ -156,11 +149,6 @@ def test_cap_partners_keeps_nearest():
     pairs = pd.DataFrame({"a": [0, 0, 0, 1], "b": [1, 2, 3, 2], "d4": 0, "hamming": [3, 1, 2, 0], "kind": "whole"})
     kept = cap_partners(pairs, 2)
     assert sorted(zip(kept["a"], kept["b"], strict=True)) == [(0, 2), (0, 3), (1, 2)]
-
-
-def test_connected_groups():
-    groups = connected_groups(6, np.array([0, 1, 4]), np.array([1, 2, 5]))
-    assert [g.tolist() for g in groups] == [[0, 1, 2], [4, 5]]
 
 
 def test_label_conflicts_are_marked_not_resolved():
@@ -538,32 +526,7 @@ def test_a_pair_that_crashes_its_worker_is_not_merged_and_the_rest_is_unchanged(
     assert list(accepted[:-1]) == list(clean[0][:-1]) and list(why_not[:-1]) == list(clean[3][:-1])
 
 
-# -- copy names lose ties (issue 17: dedupe kept "chelsea (1).jpg" over "chelsea.jpg") ----------------
-
-@pytest.mark.parametrize("name, is_copy", [
-    ("chelsea (1).jpg", True),  # browsers (Chrome, Firefox, Edge) and Windows Explorer
-    ("chelsea(2).jpg", True),  # the same without the space
-    ("chelsea - Copy.jpg", True),  # Windows Explorer
-    ("chelsea - Copy (2).jpg", True),
-    ("chelsea - 복사본.jpg", True),  # Korean Windows
-    ("chelsea copy.jpg", True),  # macOS Finder
-    ("chelsea copy 3.jpg", True),
-    ("Copy of chelsea.jpg", True),  # Google Drive, older Windows
-    ("cat/chelsea (1).jpg", True),  # a path inside the source: the file name decides
-    ("chelsea.jpg.1", True),  # wget
-    ("chelsea.jpg", False),
-    ("chelsea_1.jpg", False),  # frames, bursts and numbered datasets are named like this: not a copy
-    ("chelsea-2.jpg", False),
-    ("img1.jpg", False),
-    ("copy.jpg", False),  # a photo called "copy" is not a copy of anything
-    ("(1).jpg", False),
-    ("photocopy.jpg", False),
-])
-def test_is_copy_name(name: str, is_copy: bool) -> None:
-    from curate.stages.dedupe import is_copy_name
-
-    assert is_copy_name(name) is is_copy
-
+# -- copy names lose ties (issue 17: dedupe kept "chelsea (1).jpg" over "chelsea.jpg"; the names: tests/test_groups.py)
 
 def test_copy_names_lose_ties_at_ingest_and_in_dedupe(tmp_path: Path, skimage_dir: Path) -> None:
     src = tmp_path / "photos"

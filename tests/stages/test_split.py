@@ -1,4 +1,4 @@
-"""curate split: ratio parsing, units, the greedy assignment's properties, and the command.
+"""curate split: the greedy assignment's properties, and the command.
 
 The properties (Hypothesis, on synthetic manifests; a split needs no pixels):
 disjoint cover of the kept rows, no unit in two splits, per-class counts
@@ -23,15 +23,8 @@ from hypothesis import strategies as st
 from curate.cli import cli
 from curate.errors import OptionError
 from curate.schema import MANIFEST_COLUMNS, SPLITS, conform
-from curate.stages.split import (
-    SplitOptions,
-    assign_splits,
-    greedy_assign,
-    parse_ratios,
-    root_positions,
-    split,
-    unit_ids,
-)
+from curate.stages.split import SplitOptions, assign_splits, greedy_assign, split
+from curate.units import parse_ratios
 from curate.workspace import Workspace
 
 
@@ -52,66 +45,6 @@ def make_ws(tmp_path: Path, rows: list[dict[str, Any]], name: str = "ws") -> Wor
     ws = Workspace.create(tmp_path / name)
     ws.write_manifest(make_manifest(rows))
     return ws
-
-
-# -- parse_ratios ------------------------------------------------------------------
-
-@pytest.mark.parametrize("text, expected", [
-    ("8:1:1", (0.8, 0.1, 0.1)),  # the usual colon form
-    ("80:10:10", (0.8, 0.1, 0.1)),  # any scale: normalised
-    ("7/2/1", (0.7, 0.2, 0.1)),  # slashes read like colons
-    ("train=0.8,val=0.1,test=0.1", (0.8, 0.1, 0.1)),  # named form
-    ("train=3,valid=1", (0.75, 0.25, 0.0)),  # an alias, and a split left out gets 0
-    (" test=1 , train=1 ", (0.5, 0.0, 0.5)),  # order and spaces do not matter
-    ("8:2:0", (0.8, 0.2, 0.0)),  # an explicit zero
-])
-def test_parse_ratios(text: str, expected: tuple[float, float, float]) -> None:
-    got = parse_ratios(text)
-    assert list(got) == list(SPLITS)
-    assert [round(got[s], 6) for s in SPLITS] == list(expected)
-
-
-@pytest.mark.parametrize("text, message", [
-    # two numbers are ambiguous (train:val or train:test?), so the colon form needs three
-    ("8:2", "--ratios: expected train:val:test numbers (e.g. 8:1:1) or named ratios "
-            "(e.g. train=0.8,val=0.1,test=0.1), found '8:2'"),
-    # an unknown split name
-    ("train=0.8,holdout=0.2", "--ratios: expected split names ['train', 'val', 'test'], found 'holdout'"),
-    # not a number
-    ("8:x:1", "--ratios: expected train:val:test numbers (e.g. 8:1:1) or named ratios "
-              "(e.g. train=0.8,val=0.1,test=0.1), found '8:x:1'"),
-    # negative
-    ("8:-1:1", "--ratios: expected non-negative ratios with a positive sum, found '8:-1:1'"),
-    # all zero
-    ("0:0:0", "--ratios: expected non-negative ratios with a positive sum, found '0:0:0'"),
-    # named fractions that do not add up to 1 are a typo: refused, not quietly rescaled (issue 17)
-    ("train=0.8,val=0.2,test=0.2", "--ratios: expected named fractions summing to 1, found "
-                                   "'train=0.8,val=0.2,test=0.2' (sum 1.2) (e.g. train=0.6,val=0.2,test=0.2; whole "
-                                   "numbers are weights: train=8,val=1,test=1)"),
-])
-def test_parse_ratios_errors(text: str, message: str) -> None:
-    with pytest.raises(OptionError) as e:
-        parse_ratios(text)
-    assert str(e.value) == message
-
-
-# -- units ------------------------------------------------------------------------
-
-def test_units_join_lineage_duplicates_and_group_column() -> None:
-    m = make_manifest([
-        row("p", status="dropped", reason="superseded"),  # a photo replaced by two face crops
-        row("c1", parent_id="p"), row("c2", parent_id="p"),
-        row("g", parent_id="c1"),  # a copy of a crop: still the same photo
-        row("r", dup_group="r"), row("d", status="dropped", reason="duplicate", duplicate_of="r", dup_group="r"),
-        row("x", person="ann"), row("y", person="ann"), row("z", person="bob"),
-    ])
-    u = unit_ids(m, "dup")
-    assert len({u[0], u[1], u[2], u[3]}) == 1
-    assert u[4] == u[5] and u[4] != u[0]
-    assert len({u[6], u[7], u[8]}) == 3  # person is not a group unless asked
-    u = unit_ids(m, "person")
-    assert u[6] == u[7] != u[8]
-    assert root_positions(m).tolist() == [0, 0, 0, 0, 4, 5, 6, 7, 8]
 
 
 # -- the assignment: properties ------------------------------------------------------
