@@ -197,26 +197,30 @@ _MIN_TILE_CORRELATION = 0.8
 _FINE_TILES = 16
 
 
-def tile_correlation(a: np.ndarray, b: np.ndarray, opts: VerifyOptions) -> tuple[float, int]:
+def tile_correlation(a: np.ndarray, b: np.ndarray, opts: VerifyOptions,
+                     mask: np.ndarray | None = None) -> tuple[float, int]:
     """(fraction of textured tiles whose contents correlate, number of textured tiles) of two same-size images.
 
     Unlike :func:`tile_agreement`'s mean difference, a correlation sees sparse
-    detail (the words of a page) that a tile's mean hardly moves.
+    detail (the words of a page, a texture inside a high-contrast frame) that a
+    tile's mean hardly moves. ``mask``: only tiles it covers entirely count.
     """
     import cv2
 
     a = cv2.GaussianBlur(a.astype(np.float32), (0, 0), 1.5)
     b = cv2.GaussianBlur(b.astype(np.float32), (0, 0), 1.5)
-    t = a.shape[0] // _FINE_TILES
+    th, tw = a.shape[0] // _FINE_TILES, a.shape[1] // _FINE_TILES
 
     def tiles(x: np.ndarray) -> np.ndarray:
-        x = x[:t * _FINE_TILES, :t * _FINE_TILES]
-        x = x.reshape(_FINE_TILES, t, _FINE_TILES, t).swapaxes(1, 2).reshape(-1, t * t)
-        return x - x.mean(axis=1, keepdims=True)
+        x = x[:th * _FINE_TILES, :tw * _FINE_TILES]
+        return x.reshape(_FINE_TILES, th, _FINE_TILES, tw).swapaxes(1, 2).reshape(-1, th * tw)
 
     ta, tb = tiles(a), tiles(b)
+    ta, tb = ta - ta.mean(axis=1, keepdims=True), tb - tb.mean(axis=1, keepdims=True)
     sa, sb = np.sqrt((ta * ta).mean(1)), np.sqrt((tb * tb).mean(1))
     textured = (sa >= 4.0) & (sb >= 4.0)
+    if mask is not None:
+        textured &= tiles(mask.astype(np.float32)).min(axis=1) > 0
     corr = (ta * tb).mean(1) / np.maximum(sa * sb, 1e-6)
     n = int(textured.sum())
     return (float((corr[textured] >= _MIN_TILE_CORRELATION).mean()) if n else 1.0), n
@@ -289,6 +293,12 @@ def model_check(a: np.ndarray, b_aligned: np.ndarray, model: np.ndarray, opts: V
     size = (max(16, round(w * k / _TILES) * _TILES), max(16, round(h * k / _TILES) * _TILES))
     m_small = cv2.resize(cover.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
     agreement, n_tiles = tile_agreement(_resize(a, size), _resize(warped, size), m_small, opts)
+    if agreement >= 1.0 - opts.max_bad_tiles:
+        # The fine check on the overlap too: two screenshots of one app window, or two memes of one caption
+        # template, line up on their shared chrome, and a texture inside it hardly moves the mean difference.
+        fine, fine_n = tile_correlation(_resize(a, size), _resize(warped, size), opts, m_small)
+        if fine_n >= opts.min_informative_tiles:
+            agreement = min(agreement, fine)
     angle = float(np.degrees(np.arctan2(model[1, 0], model[0, 0])))
     detail = f"{found}, scale {scale:.2f}, angle {angle:.1f} deg, {n_tiles} tiles"
     return agreement, detail, _containment(model, a, b_aligned, frac_a, frac_b)
