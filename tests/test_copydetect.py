@@ -87,7 +87,8 @@ EDITS = {
 
 
 def _photo(name: str) -> Image.Image:
-    return Image.open(Path(skimage.data_dir) / name).convert("RGB")
+    # The photos bundled in the package (skimage.data_dir points at a download cache once pooch is installed).
+    return Image.open(Path(skimage.__file__).parent / "data" / name).convert("RGB")
 
 
 def test_describe_encode_decode_round_trip() -> None:

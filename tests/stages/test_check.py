@@ -215,8 +215,8 @@ def test_a_crop_straddling_splits_fails_the_check(tmp_path: Path) -> None:
     src.mkdir()
     photos = {"cat": "chelsea.png", "coffee": "coffee.png", "rocket": "rocket.jpg", "astronaut": "astronaut.png"}
     for name, f in photos.items():
-        Image.open(Path(skimage.data_dir) / f).convert("RGB").save(src / f"{name}.jpg", quality=92)
-    cat = Image.open(Path(skimage.data_dir) / "chelsea.png").convert("RGB")
+        Image.open(Path(skimage.__file__).parent / "data" / f).convert("RGB").save(src / f"{name}.jpg", quality=92)
+    cat = Image.open(Path(skimage.__file__).parent / "data" / "chelsea.png").convert("RGB")
     cat.crop((120, 40, 451, 300)).save(src / "cat_crop.jpg", quality=85)  # 64% of the picture
     ws = Workspace.create(str(tmp_path / "ws"))
     ws.run_stage("ingest", ingest, IngestOptions([SourceSpec(src, name="s", layout="flat")], workers=1))
