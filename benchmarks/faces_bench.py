@@ -59,7 +59,7 @@ _DET: dict[str, Any] = {}
 def _bare_init(model_path: str) -> None:
     from mediapipe.tasks.python import BaseOptions, vision
 
-    from curate.stages.faces import quiet_native_stderr
+    from curate.faces.detect import quiet_native_stderr
 
     with quiet_native_stderr():
         _DET["det"] = vision.FaceDetector.create_from_options(vision.FaceDetectorOptions(
@@ -70,8 +70,8 @@ def _bare_one(path: str) -> int:
     import mediapipe as mp
     import numpy as np
 
+    from curate.faces.detect import quiet_native_stderr
     from curate.imageio import load_display
-    from curate.stages.faces import quiet_native_stderr
 
     img = np.asarray(load_display(path))
     with quiet_native_stderr():
@@ -141,25 +141,27 @@ def run_interleaved(ws_dir: str) -> dict[str, Any]:
     import mediapipe as mp
     import numpy as np
 
+    from curate.derive import parent_dicts
+    from curate.faces.detect import DetectorConfig, FaceDetector, quiet_native_stderr
     from curate.imageio import load_display
     from curate.models import resolve
     from curate.stages import faces as F
     from curate.workspace import Workspace
 
     m = Workspace.open(ws_dir).read_manifest()
-    parents = F._parent_dicts(m[m["status"] == "kept"])
+    parents = parent_dicts(m[m["status"] == "kept"])
     models = {k: str(r.path) for k, r in resolve().items()}
     _bare_init(models["short_range"])
     runs = {}
     for name, detector in (("curate", "ensemble"), ("curate-short", "short-range")):
-        cfg = F.DetectorConfig(detector=detector)
+        cfg = DetectorConfig(detector=detector)
         # each its own objects/ folder, so no run finds another's crop already stored
         settings = F._WorkSettings(str(Path(ws_dir) / name), models, cfg, "largest", 0, 0.25, False, 95)
-        runs[name] = (settings, F.FaceDetector(models, cfg))
+        runs[name] = (settings, FaceDetector(models, cfg))
 
     def bare(parent: dict[str, Any]) -> None:
         img = np.asarray(load_display(parent["path"]))
-        with F.quiet_native_stderr():
+        with quiet_native_stderr():
             _DET["det"].detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=img))
 
     for p in parents[:5]:  # warm-up: first calls of each model are slower

@@ -49,6 +49,16 @@ def workers_option(f: F) -> F:
                         help="Worker processes for per-image work (0 = all cores).")(f)
 
 
+def engine_options(f: F) -> F:
+    """``--engine`` and ``--ray-address``: where the per-image work runs (docs/scale.md)."""
+    f = click.option("--ray-address", default=None, metavar="ADDRESS",
+                     help="With --engine ray: the Ray cluster to use, e.g. HEAD:6379 or auto (default: $RAY_ADDRESS, "
+                          "else a local cluster started and stopped for the command).")(f)
+    return click.option("--engine", type=click.Choice(["local", "ray"]), default=None, envvar="CURATE_ENGINE",
+                        help="Run the per-image work in curate's local process pool or on Ray Data  "
+                             "[default: $CURATE_ENGINE, else local]")(f)
+
+
 def _open_ws(path: Path):  # type: ignore[no-untyped-def]
     from curate.workspace import Workspace
 
@@ -88,11 +98,12 @@ def cli() -> None:
               help="Folder that a CSV/TXT list's file names are relative to (default: the list's folder).")
 @click.option("--json-mapping", default=None, help="Field mapping for per-image JSON box files (file or name in schemas/).")
 @workers_option
+@engine_options
 @json_option
 def ingest(sources: tuple[Path, ...], workspace: Path, names: tuple[str, ...], layout: str, label: str | None,
            splits: tuple[str, ...], min_side_px: int, max_pixels: int, max_aspect: float, max_file_mb: float,
            priority: str | None, follow_links: bool, images_dir: Path | None, json_mapping: str | None, workers: int,
-           as_json: bool) -> None:
+           engine: str | None, ray_address: str | None, as_json: bool) -> None:
     """Read SOURCE folders or lists into a workspace, one manifest row per file."""
     from curate.imageio import ProbeOptions
     from curate.stages.ingest import IngestOptions, SourceSpec, ingest_into
@@ -106,12 +117,12 @@ def ingest(sources: tuple[Path, ...], workspace: Path, names: tuple[str, ...], l
     probe = ProbeOptions(min_side_px, max_pixels, max_aspect, max_file_bytes=int(max_file_mb * 2**20))
     opts = IngestOptions(specs, probe, workers, follow_links,
                          priority.split(",") if priority else None, sys.stderr.isatty() and not as_json,
-                         read_extra=extra)
+                         read_extra=extra, engine=engine, ray_address=ray_address)
     ws, result = ingest_into(workspace, opts, record_options={
         "sources": [str(s) for s in sources], "names": list(names), "layout": layout, "label": label, "splits": list(splits),
         "min_side_px": min_side_px, "max_pixels": max_pixels, "max_aspect": max_aspect, "max_file_mb": max_file_mb,
         "priority": priority,
-        "follow_links": follow_links, "workers": workers})
+        "follow_links": follow_links, "workers": workers, "engine": engine})
     emit(result.summary, as_json, f"ingested into {ws.root}")
 
 
@@ -187,7 +198,8 @@ def report_cmd(workspace: Path, out: Path | None, per_reason: int, max_groups: i
 def review_cmd(workspace: Path, pull: bool, port: int | None, address: str | None, remote: bool,
                no_launch: bool, as_json: bool) -> None:
     """Look at every row in the FiftyOne App; --pull brings the App's tags back."""
-    from curate.stages.review import app_address, launch, pull_review, review
+    from curate.review.app import app_address, launch
+    from curate.stages.review import pull_review, review
 
     ws = _open_ws(workspace)
     if pull:
@@ -254,17 +266,19 @@ def _classes(value: str | None) -> list[str] | None:
 @click.option("--json-mapping", default=None,
               help="json format: write files in this mapping's shape (file or shipped name, e.g. aihub-vehicle-damage).")
 @_export_write_options
+@engine_options
 @json_option
 def export_cmd(workspace: Path, fmt: str, out: Path, json_mapping: str | None, overwrite: bool, force: bool,
                link: str,
                no_verify: bool, default_split: str, classes: str | None, no_split_dirs: bool, voc_one_based: bool,
-               as_json: bool) -> None:
+               engine: str | None, ray_address: str | None, as_json: bool) -> None:
     """Write the kept rows as a dataset (folder, yolo, yolo-cls, coco, voc, csv, json), verified."""
     from curate.stages.export import ExportOptions, export
 
     ws = _open_ws(workspace)
     opts = ExportOptions(fmt, out, overwrite, link, not no_verify, default_split, _classes(classes),
-                         not no_split_dirs, voc_one_based, extra={"json_mapping": json_mapping}, force=force)
+                         not no_split_dirs, voc_one_based, extra={"json_mapping": json_mapping}, force=force,
+                         engine=engine, ray_address=ray_address)
     result = ws.run_stage("export", export, opts)
     emit(result.summary, as_json, "export")
 
@@ -421,17 +435,19 @@ def check_cmd(ctx: click.Context, workspace: Path, min_per_class: int, min_side_
 @click.option("--model-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder holding the face models (default: $CURATE_FACE_MODEL_DIR, the user cache, or a download).")
 @workers_option
+@engine_options
 @json_option
 def faces_cmd(workspace: Path, min_confidence: float, margin_frac: float, select: str | None, min_face_px: int,
               boxes: bool, class_from: str, drop_no_face: bool, detector: str, quality: int, model_dir: Path | None,
-              workers: int, as_json: bool) -> None:
+              workers: int, engine: str | None, ray_address: str | None, as_json: bool) -> None:
     """Find faces; crop each into a derived image, or write them as boxes (--boxes)."""
     from curate.stages.faces import FacesOptions, faces, record_options
 
     ws = _open_ws(workspace)
     opts = FacesOptions(min_confidence, margin_frac, select, min_face_px, boxes, class_from, detector=detector,
                         workers=workers, quality=quality, model_dir=str(model_dir) if model_dir else None,
-                        progress=sys.stderr.isatty() and not as_json, drop_no_face=drop_no_face)
+                        progress=sys.stderr.isatty() and not as_json, drop_no_face=drop_no_face,
+                        engine=engine, ray_address=ray_address)
     result = ws.run_stage("faces", faces, opts, record_options=record_options(opts))
     emit(result.summary, as_json, f"faces in {ws.root}")
 
@@ -446,14 +462,16 @@ def faces_cmd(workspace: Path, min_confidence: float, margin_frac: float, select
 @click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True,
               help="JPEG quality for lossy sources (PNG sources stay PNG).")
 @workers_option
+@engine_options
 @json_option
 def square_cmd(workspace: Path, size_px: int, mode: str, fill: str, quality: int, workers: int,
-               as_json: bool) -> None:
+               engine: str | None, ray_address: str | None, as_json: bool) -> None:
     """Make each kept image a SIZE x SIZE square; boxes follow."""
     from curate.stages.square import SquareOptions, square
 
     ws = _open_ws(workspace)
-    opts = SquareOptions(size_px, mode, fill, quality, workers, sys.stderr.isatty() and not as_json)
+    opts = SquareOptions(size_px, mode, fill, quality, workers, sys.stderr.isatty() and not as_json,
+                         engine=engine, ray_address=ray_address)
     result = ws.run_stage("square", square, opts)
     emit(result.summary, as_json, f"squares in {ws.root}")
 
@@ -473,16 +491,18 @@ def square_cmd(workspace: Path, size_px: int, mode: str, fill: str, quality: int
 @click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True,
               help="JPEG quality of patches of lossy sources (patches of PNG sources are PNG).")
 @workers_option
+@engine_options
 @json_option
 def crop_cmd(workspace: Path, margin_frac: float, min_box_px: int, classes: str | None, square: bool,
-             label_from: str, supersede: bool, quality: int, workers: int, as_json: bool) -> None:
+             label_from: str, supersede: bool, quality: int, workers: int, engine: str | None,
+             ray_address: str | None, as_json: bool) -> None:
     """Cut every annotated box into its own labelled sample (a patch)."""
     from curate.stages.crop import CropOptions, crop, record_options
 
     ws = _open_ws(workspace)
     opts = CropOptions(margin_frac=margin_frac, min_box_px=min_box_px, classes=_names(classes), square=square,
                        label_from=label_from, supersede=supersede, quality=quality, workers=workers,
-                       progress=sys.stderr.isatty() and not as_json)
+                       progress=sys.stderr.isatty() and not as_json, engine=engine, ray_address=ray_address)
     result = ws.run_stage("crop", crop, opts, record_options=record_options(opts))
     emit(result.summary, as_json, f"crop in {ws.root}")
 

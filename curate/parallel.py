@@ -271,11 +271,14 @@ class WorkerPool(Generic[T, R]):
 
     # -- the parent's loop ------------------------------------------------------------
 
+    def _start_worker(self) -> _Worker:
+        return _Worker(self._ctx, self.fn, self.initializer, self.initargs)
+
     def _dispatch(self, job: _Job[T, R]) -> None:
         """Start workers up to the pool size while there is work, and give each idle, ready worker a chunk."""
         busy = sum(1 for w in self._live if w.chunk)
         while len(self._live) < min(self.workers, busy + job.pending()):
-            self._live.append(_Worker(self._ctx, self.fn, self.initializer, self.initargs))
+            self._live.append(self._start_worker())
         for w in self._live:
             if not w.ready or w.chunk or not job.pending():
                 continue

@@ -145,11 +145,25 @@ def check_output_for(out: str | Path, inputs: Sequence[str | Path], *, option: s
 
 
 def workspace_sources(ws_root: str | Path) -> list[Path]:
-    """The source paths a workspace has recorded (``sources.json``), for output checks; [] when unreadable."""
+    """The source paths a workspace has recorded (``sources.json``), for output checks; [] when it has none.
+
+    A ``sources.json`` that cannot be read is a :class:`~curate.errors.DamagedWorkspaceError`, not "no
+    sources": an output check without the sources would let ``--out`` land on one (issue 13).
+    """
     import json
 
+    from curate.workspace import damaged
+
+    path = Path(ws_root) / "sources.json"
     try:
-        known = json.loads((Path(ws_root) / "sources.json").read_text())
-        return [Path(v["path"]) for v in known.values()]
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        text = path.read_text()
+    except FileNotFoundError:
         return []
+    except OSError as e:
+        raise damaged(path, "a JSON object of sources", f"{type(e).__name__}: {e.strerror}", Path(ws_root)) from e
+    try:
+        known = json.loads(text)
+        return [Path(v["path"]) for v in known.values()]
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        raise damaged(path, "a JSON object of sources", f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
+                      Path(ws_root)) from e

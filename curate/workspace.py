@@ -89,15 +89,23 @@ def file_mode() -> int:
     return 0o666 & ~mask
 
 
-def atomic_write_bytes(path: Path, data: bytes, *, fsync: bool = True) -> None:
+def atomic_write_bytes(path: Path, data: bytes, *, fsync: bool = True, sweep: bool = False) -> None:
     """Write ``data`` to ``path`` so that readers see the old or the new file, never half.
 
     ``fsync=False`` leaves flushing to the caller (see :func:`sync_filesystem`):
-    one flush for thousands of small files instead of one each.
+    one flush for thousands of small files instead of one each. The temporary
+    file is held by an OS lock until it is renamed; ``sweep=True`` first removes
+    the temporary files of earlier writes to ``path`` that no process holds (a
+    killed ``curate report --out FILE`` left one beside FILE, outside any
+    workspace sweep: :func:`remove_stale_temporaries`).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
+    if sweep:
+        remove_stale_temporaries(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    held = None
     try:
+        held = _hold_file(fd)
         os.fchmod(fd, file_mode())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -109,6 +117,59 @@ def atomic_write_bytes(path: Path, data: bytes, *, fsync: bool = True) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    finally:
+        if held is not None:
+            os.close(held)
+
+
+def _hold_file(fd: int) -> int | None:
+    """Lock the open file ``fd`` (``flock``) and return a duplicate that keeps the lock after ``fd`` is closed."""
+    try:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return os.dup(fd)
+    except (ImportError, OSError):  # no flock here: the temporary is simply not held
+        return None
+
+
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Remove ``.<name>.*.tmp`` files beside ``path`` that no running write holds; return them.
+
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> _ = (d / ".r.html.abc123.tmp").write_bytes(b"cut short by a kill")
+    >>> [p.name for p in remove_stale_temporaries(d / "r.html")]
+    ['.r.html.abc123.tmp']
+    """
+    import fcntl
+    import glob
+
+    removed = []
+    for p in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        try:
+            fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            if not _is_file(fd):
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # held: a write in progress
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+                removed.append(p)
+        finally:
+            os.close(fd)
+    return removed
+
+
+def _is_file(fd: int) -> bool:
+    import stat
+
+    return stat.S_ISREG(os.fstat(fd).st_mode)
 
 
 def sync_filesystem(path: Path) -> None:

@@ -24,11 +24,12 @@ FLOORS: dict[str, int] = {
     "curate.cli": 4, "curate.train.cli": 4, "curate.demo": 4,
     # floor 3: one module per stage; train consumes exports and manifests
     "curate.stages": 3, "curate.train": 3,
-    # floor 2: dataset formats and the HTML report's pieces
-    "curate.formats": 2, "curate.report": 2,
+    # floor 2: dataset formats, the HTML report's pieces, the review App's records and FiftyOne adapter
+    "curate.formats": 2, "curate.report": 2, "curate.review": 2,
     # floor 1: nouns and helpers
     **dict.fromkeys([f"curate.{m}" for m in (
-        "augment", "boxes", "console", "derive", "geometry", "groups", "hashing", "imageio", "index", "lineage",
+        "augment", "boxes", "console", "derive", "engine", "faces", "geometry", "groups", "hashing", "imageio",
+        "index", "lineage",
         "locate", "models", "parallel", "paths", "units", "verify", "walk")], 1),
     "curate.labelstudio": 1,  # Label Studio's config, box units, REST client and local server (issue 16)
     # floor 0: the workspace and the manifest contract it validates against

@@ -3,6 +3,7 @@ whole, and no output option writes into a source."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -140,3 +141,98 @@ def test_ingest_cli_caps_the_file_size(tmp_path, skimage_dir):
     assert res.exit_code == 0, res.output
     row = Workspace.open(tmp_path / "ws").read_manifest().iloc[0]
     assert row["reason"] == "too_large" and row["detail"].endswith("bytes > --max-file-mb 0.1; not read")
+
+
+# -- every reader that takes names from a file confines them (issue 13: the kind, not the COCO example) ---------
+
+def _names(tmp_path: Path, skimage_dir: Path) -> tuple[Path, list[str]]:
+    """A source folder with one real photo (a.png) and a link in it to a photo outside; the names an
+    annotation file gives: the photo, a sibling folder's photo, the link, an absolute system file."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    shutil.copy(skimage_dir / "coffee.png", src / "a.png")
+    Image.open(skimage_dir / "rocket.jpg").save(tmp_path / "elsewhere" / "b.jpg")
+    Image.open(skimage_dir / "chelsea.png").save(tmp_path / "elsewhere" / "c.png")
+    os.symlink(tmp_path / "elsewhere" / "c.png", src / "link.png")
+    return src, ["a.png", "../elsewhere/b.jpg", "link.png", "/etc/passwd"]
+
+
+def _csv(src: Path, names: list[str]) -> SourceSpec:
+    (src / "list.csv").write_text("file,label\n" + "".join(f"{n},x\n" for n in names))
+    return SourceSpec(src / "list.csv")
+
+
+def _txt(src: Path, names: list[str]) -> SourceSpec:
+    (src / "list.txt").write_text("".join(f"{n} x\n" for n in names))
+    return SourceSpec(src / "list.txt")
+
+
+def _voc(src: Path, names: list[str]) -> SourceSpec:
+    for i, n in enumerate(names):
+        (src / f"{i}.xml").write_text(
+            f"<annotation><filename>{n}</filename><size><width>10</width><height>10</height></size>"
+            "<object><name>x</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>5</xmax><ymax>5</ymax></bndbox>"
+            "</object></annotation>")
+    return SourceSpec(src, layout="voc")
+
+
+def _json(src: Path, names: list[str]) -> SourceSpec:
+    for i, n in enumerate(names):
+        (src / f"{i}.json").write_text(json.dumps({"image": n, "width": 10, "height": 10, "boxes": [
+            {"x1": 1, "y1": 1, "x2": 5, "y2": 5, "label": "x"}]}))
+    return SourceSpec(src, layout="json")
+
+
+def _darknet(src: Path, names: list[str]) -> SourceSpec:
+    (src / "obj.names").write_text("x\n")
+    (src / "obj.data").write_text("classes = 1\ntrain = train.txt\nnames = obj.names\n")
+    (src / "train.txt").write_text("".join(f"{n}\n" for n in names))
+    return SourceSpec(src, layout="yolo")
+
+
+def _data_yaml(src: Path, names: list[str]) -> SourceSpec:
+    (src / "images").mkdir()
+    shutil.move(src / "a.png", src / "images" / "a.png")
+    (src / "data.yaml").write_text("train: images\nval: ../elsewhere\ntest: /etc\nnames: [x]\n")
+    return SourceSpec(src, layout="yolo")
+
+
+@pytest.mark.parametrize("make", [_csv, _txt, _voc, _json, _darknet, _data_yaml])
+def test_every_reader_confines_the_names_it_takes_from_files(tmp_path, skimage_dir, make):
+    """CSV/TXT rows, VOC <filename>, per-image JSON image, Darknet lists and data.yaml folders: a name that
+    leaves the source (a sibling folder, a link out of it, an absolute system path) is never read."""
+    src, names = _names(tmp_path, skimage_dir)
+    before = tree_digest(tmp_path / "elsewhere")
+    ws = Workspace.create(tmp_path / "ws")
+    with contextlib.suppress(CurateError):  # a reader may refuse such a file as a whole: also fine
+        ws.run_stage("ingest", ingest, IngestOptions([make(src, names)], workers=1))
+    m = ws.read_manifest()
+    read = m[m["sha256"].notna()]
+    assert all(os.path.realpath(p).startswith(str(src.resolve()) + os.sep) for p in read["path"]), read["path"]
+    elsewhere = m.loc[[not os.path.realpath(p).startswith(str(src.resolve()) + os.sep) for p in m["path"]]]
+    assert (elsewhere["reason"] == "outside_source").all(), elsewhere[["path", "reason"]]
+    assert len(m) <= len(names) + 4  # a folder elsewhere is not walked (data.yaml `test: /etc` gave 1051 rows)
+    outside = m[m["reason"] == "outside_source"]
+    assert outside["sha256"].isna().all() and all(".." not in Path(p).parts for p in m["path"])
+    assert tree_digest(tmp_path / "elsewhere") == before
+    if len(m):
+        assert m.loc[m["path"].str.endswith("a.png"), "status"].tolist() == ["kept"]
+
+
+@pytest.mark.parametrize("command", [["report", "--out", "coffee.png"], ["dedupe", "--report", "dups.csv"]])
+def test_a_damaged_sources_json_never_lets_an_output_into_a_source(tmp_path, skimage_dir, command):
+    """Without the recorded sources the output check had nothing to refuse: the report overwrote a source file."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for n in ("coffee.png", "camera.png"):
+        shutil.copy(skimage_dir / n, src / n)
+    ws = Workspace.create(tmp_path / "ws")
+    ws.run_stage("ingest", ingest, IngestOptions([SourceSpec(src)], workers=1))
+    (ws.root / "sources.json").write_text("{not json")  # the top-level file is the committed one (a link)
+    before = tree_digest(src)
+    res = CliRunner().invoke(cli, [command[0], str(ws.root), command[1], str(src / command[2])])
+    assert res.exit_code == 1, res.output
+    assert res.output.startswith("Error: ") and "the workspace is damaged" in res.output, res.output
+    assert res.output.count("\n") == 1
+    assert tree_digest(src) == before

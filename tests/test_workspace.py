@@ -176,6 +176,33 @@ def test_a_damaged_table_gives_one_line_naming_the_file_and_the_fix(tmp_path, sk
         assert res.output.count("\n") == 1 and "Traceback" not in res.output
 
 
+@pytest.mark.parametrize("name", ["manifest.parquet", "annotations.parquet"])
+def test_every_command_that_reads_a_damaged_table_gives_the_one_line(tmp_path, skimage_dir, name):
+    """Issue 13 said "a raw ArrowInvalid traceback in every command": each command that reads the tables,
+    writing or not, ends with the one line (no command reads them around Workspace)."""
+    from click.testing import CliRunner
+
+    from curate.cli import cli
+
+    ws = boxed_ws(tmp_path / "ws", skimage_dir)
+    (ws.root / name).write_bytes(b"PAR1" + b"\x00" * 64)  # a parquet magic number, nothing behind it
+    out = tmp_path / "out"
+    commands = [["status"], ["report", "--out", str(out / "r.html")], ["dedupe"],
+                ["square"], ["crop"], ["faces", "--boxes"], ["split"], ["balance"], ["check"], ["prune", "--missing"],
+                ["export", "--format", "yolo", "--out", str(out)], ["relocate", "--search", str(tmp_path)],
+                ["ingest", "SOURCE", "--layout", "flat"]]
+    for command in commands:
+        if name == "annotations.parquet" and command[0] in ("status",):
+            continue  # reads the manifest only
+        args = ([command[0], str(skimage_dir), "--into", str(ws.root), *command[2:]] if command[0] == "ingest"
+                else [command[0], str(ws.root), *command[1:]])
+        res = CliRunner().invoke(cli, args)
+        assert res.exit_code == 1, (command, res.output)
+        assert res.output.startswith(f"Error: {ws.table_path(name)}: expected "), (command, res.output)
+        assert res.output.endswith(f"({fix(ws.root)})\n") and res.output.count("\n") == 1, (command, res.output)
+    assert not out.exists()
+
+
 def test_a_damaged_sources_json_names_the_file_and_the_fix(tmp_path, skimage_dir):
     from click.testing import CliRunner
 

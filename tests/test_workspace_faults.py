@@ -1,8 +1,9 @@
-"""The workspace under faults: kill -9 at every ``os.replace`` of a stage, then a re-run, gives the
-tables of one uninterrupted run, boxes included (docs/reliability.md#tables-and-commits).
+"""The workspace under faults: kill -9 at every ``os.replace``, at file creations and at random moments of
+each stage, then a re-run, gives the tables (and export tree) of one uninterrupted run, boxes included
+(docs/reliability.md#fault-injection-in-the-suite); a full disk, a read-only workspace, and what kills leave.
 
-The kill comes from tests/kill_at_replace/sitecustomize.py, loaded only into the
-``curate`` subprocess: curate's own code is run as it is.
+The kills come from tests/kill_points/sitecustomize.py and tests/kill_at_replace/sitecustomize.py, loaded
+only into the ``curate`` subprocess: curate's own code is run as it is.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from curate.workspace import Workspace
 
 KILLER = Path(__file__).resolve().parent / "kill_at_replace"
 CURATE = Path(sys.executable).parent / "curate"
-MAX_POINTS = 30  # a stage here makes about 10 replaces; more means a loop that never finishes
 
 
 def curate(*args: str, kill_at: int = 0) -> subprocess.CompletedProcess[str]:
@@ -59,11 +59,6 @@ def boxed(tmp_path: Path, skimage_dir: Path) -> Path:
     return tmp_path / "base"
 
 
-def _args(stage: list[str], ws: Path, src: Path) -> list[str]:
-    """The command line of ``stage``: ``ingest`` reads ``src`` into ``ws``; the others run on ``ws``."""
-    return [stage[0], str(src), "--into", str(ws), *stage[1:]] if stage[0] == "ingest" else [stage[0], str(ws), *stage[1:]]
-
-
 def _start(boxed: Path, ws: Path, stage: list[str]) -> None:
     shutil.rmtree(ws, ignore_errors=True)
     if stage[0] != "ingest":  # ingest starts from nothing: a first ingest killed at each point
@@ -71,41 +66,44 @@ def _start(boxed: Path, ws: Path, stage: list[str]) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stage, derived", [
-    (["square", "--size", "64", "--workers", "1"], 3),  # derived rows carry their parents' boxes, moved into the square
-    (["crop", "--workers", "1"], 3),  # each box becomes a patch row
-    (["ingest", "--source", "src", "--layout", "flat", "--workers", "1"], 0),  # the first ingest of a source
-    (["split", "--ratios", "1:1:1"], 0),  # splits assigned
-    (["dedupe", "--workers", "1"], 0),  # near-duplicate search, tables rewritten
-    (["faces", "--workers", "1"], 1),  # a face crop (the astronaut) with its box carried; the cats: no_face
-    # two augmented copies (seeded) with their boxes carried
-    (["balance", "--target", "5", "--strategy", "oversample", "--splits", "none", "--workers", "1"], 2),
-])
-def test_a_kill_at_every_replace_then_a_rerun_gives_the_uninterrupted_tables(boxed, stage, derived):
-    ws = boxed.parent / "ws"
-    src = boxed.parent / "src"
-    _start(boxed, ws, stage)
-    assert curate(*_args(stage, ws, src)).returncode == 0
-    want_m, want_a = tables(ws)
-    assert (want_m["parent_id"].notna()).sum() == derived and want_a["sample_id"].isin(want_m["sample_id"]).all()
-    for point in range(1, MAX_POINTS + 1):
-        _start(boxed, ws, stage)
-        killed = curate(*_args(stage, ws, src), kill_at=point)
-        if killed.returncode == 0:  # the run made fewer replaces than this: every point was tried
-            break
-        assert killed.returncode == -9, killed.stderr
-        rerun = curate(*_args(stage, ws, src))
-        assert rerun.returncode == 0, rerun.stderr
-        got_m, got_a = tables(ws)
-        pd.testing.assert_frame_equal(got_m, want_m, obj=f"manifest after a kill at replace {point}")
-        pd.testing.assert_frame_equal(got_a, want_a, obj=f"annotations after a kill at replace {point}")
-        # nothing left: no temporary file anywhere (faces' detection cache included), the committed version and
-        # the one before it (a first ingest killed before its own commit has no version before)
-        assert not list(ws.rglob("*.tmp")), point
-        assert len(list((ws / "tables").iterdir())) in ((1, 2) if stage[0] == "ingest" else (2,)), point
-    else:
-        pytest.fail(f"{stage[0]} still running after {MAX_POINTS} replaces")
-    assert point > 3
+@pytest.mark.parametrize("stage_run, derived", [
+    ("square", 3),  # derived rows carry their parents' boxes, moved into the square
+    ("crop", 3),  # each box becomes a patch row
+    ("ingest", 0),  # the first ingest of a source
+    ("split", 0),  # splits assigned
+    ("dedupe", 0),  # near-duplicate search, tables rewritten
+    ("faces", 1),  # a face crop (the astronaut) with its box carried; the cats: no_face
+    ("balance", 2),  # two augmented copies (seeded) with their boxes carried
+], indirect=["stage_run"])
+def test_a_kill_at_every_replace_then_a_rerun_gives_the_uninterrupted_tables(stage_run, derived):
+    """Kill -9 right before each ``os.replace`` of the stage (every atomic write's publish step: objects,
+    table files, ``curate.json``, the top-level links, run records), re-run, and compare every column of both
+    tables with one uninterrupted run. The replaces are found at run time from that run's step log
+    (tests/kill_points/sitecustomize.py), 7 to 12 a stage here, all killed; a layout that makes more than
+    MAX_REPLACE_KILLS (24) is sampled evenly.
+    """
+    run = stage_run
+    run.reset()
+    log = run.ws.parent / "steps.log"
+    done = run.run(CURATE_TEST_STEPS=str(log))
+    assert done.returncode == 0, done.stderr
+    want = run.state()
+    m, a = want["manifest"], want["annotations"]
+    assert (m["parent_id"].notna()).sum() == derived and a["sample_id"].isin(m["sample_id"]).all()  # type: ignore
+    steps = [line.split("\t", 1) for line in log.read_text().splitlines()]
+    points = [i for i, (kind, path) in enumerate(steps, 1) if kind == "replace" and path.startswith(str(run.ws.parent))]
+    assert len(points) > 3, steps
+    for point in sample_points(points, MAX_REPLACE_KILLS):
+        run.reset()
+        killed = run.run(CURATE_TEST_KILL=f"step:{point}")
+        what = f"a kill before replace {point} ({steps[point - 1][1]})"
+        assert killed.returncode == -9, f"{what}: {killed.stderr}"
+        run.check_rerun(want, what)
+        # the committed version and the one before it (a first ingest killed before its own commit has none)
+        assert len(list((run.ws / "tables").iterdir())) in ((1, 2) if run.stage == "ingest" else (2,)), what
+
+
+MAX_REPLACE_KILLS = 24
 
 
 KILL_POINTS = Path(__file__).resolve().parent / "kill_points"
@@ -142,23 +140,6 @@ def test_a_kill_at_a_file_creation_then_a_rerun_gives_the_uninterrupted_tables(b
                PYTHONPATH=os.pathsep.join(p for p in (str(KILL_POINTS), os.environ.get("PYTHONPATH", "")) if p))
     killed = subprocess.run([str(CURATE), *stage], env=env, capture_output=True, text=True, timeout=300)
     assert killed.returncode == -9, killed.stderr
-    _rerun_matches(ws, stage, want)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_a_kill_at_a_random_moment_then_a_rerun_gives_the_uninterrupted_tables(boxed, seed):
-    import random
-    import signal
-    import time
-
-    ws = boxed.parent / "ws"
-    stage = ["crop", str(ws), "--margin", "0.1", "--workers", "1"]
-    want = _uninterrupted(boxed, ws, stage)
-    proc = subprocess.Popen([str(CURATE), *stage], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(random.Random(seed).uniform(0.3, 3.0))  # start-up, reading, cutting or committing
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=60)
     _rerun_matches(ws, stage, want)
 
 
@@ -285,3 +266,239 @@ def test_files_curate_writes_get_the_umask_modes(tmp_path, skimage_dir):
     files = [p for p in ws.rglob("*") if p.is_file() and p.name != ".lock"]
     assert any(p.parent.parent.name == "objects" for p in files) and (ws / "report.html") in files
     assert {str(p.relative_to(ws)): oct(p.stat().st_mode & 0o777) for p in files if p.stat().st_mode & 0o777 != 0o644} == {}
+
+
+# -- kill -9 at every write step and at random moments, per stage (issue 13) ----------------------------
+
+# The command of each stage, run on a copy of the `boxed` workspace ({ws}); {src} is its source folder and
+# {out} an export folder that already holds an earlier curate export (so export's publish swaps it).
+STAGE_COMMANDS = {
+    "ingest": ["ingest", "{src}", "--into", "{ws}", "--source", "src", "--layout", "flat", "--workers", "1"],
+    "dedupe": ["dedupe", "{ws}", "--workers", "1"],
+    "faces": ["faces", "{ws}", "--workers", "1"],
+    "square": ["square", "{ws}", "--size", "64", "--workers", "1"],
+    "crop": ["crop", "{ws}", "--margin", "0.1", "--workers", "1"],
+    "split": ["split", "{ws}", "--ratios", "1:1:1"],
+    "balance": ["balance", "{ws}", "--target", "5", "--strategy", "oversample", "--splits", "none", "--workers", "1"],
+    "export": ["export", "{ws}", "--format", "yolo", "--out", "{out}", "--overwrite"],
+    "review-pull": ["review", "{ws}", "--pull"],
+}
+# Stages whose every os.replace is killed by test_a_kill_at_every_replace_...: here only their creations.
+REPLACES_COVERED = {"ingest", "dedupe", "faces", "square", "crop", "split", "balance"}
+# Kill points a stage: write steps (sampled evenly from those found at run time), then seeded random moments.
+# review --pull starts FiftyOne and its database client in each run (about 15 s here): fewer points.
+STEP_KILLS = {"review-pull": 4}
+RANDOM_KILLS = {"review-pull": 1}
+MAX_STEP_KILLS, MAX_RANDOM_KILLS = 6, 2
+
+
+class StageRun:
+    """One stage's command on a fresh copy of a base workspace (and, for export, of an earlier export)."""
+
+    def __init__(self, boxed: Path, stage: str, base_out: Path | None = None) -> None:
+        self.stage, self.base, self.base_out = stage, boxed, base_out
+        self.ws, self.src, self.out = boxed.parent / "ws", boxed.parent / "src", boxed.parent / "out"
+        self.args = [a.format(ws=self.ws, src=self.src, out=self.out) for a in STAGE_COMMANDS[stage]]
+
+    def reset(self) -> None:
+        shutil.rmtree(self.ws, ignore_errors=True)
+        if self.stage != "ingest":  # ingest starts from nothing: a first ingest
+            shutil.copytree(self.base, self.ws)
+        if self.stage == "review-pull":  # the dataset back to the base's decisions (the tags stay)
+            from curate.stages.review import dataset_name, sync_dataset
+
+            ws = Workspace.open(self.ws)
+            with ws.lock():
+                sync_dataset(ws, *ws.read_tables(), dataset_name(ws.root))
+        if self.base_out is not None:
+            shutil.rmtree(self.out, ignore_errors=True)
+            for p in self.out.parent.glob(f".{self.out.name}.curate-*"):
+                shutil.rmtree(p)
+            shutil.copytree(self.base_out, self.out)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        paths = [str(KILL_POINTS), *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]]
+        return {**os.environ, "PYTHONPATH": os.pathsep.join(paths), **extra}
+
+    def run(self, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(CURATE), *self.args], env=self.env(**extra), capture_output=True, text=True,
+                              timeout=300)
+
+    def state(self) -> dict[str, object]:
+        """Both tables, every column, and the export tree (each file's bytes; the marker without its time)."""
+        m, a = tables(self.ws)
+        got: dict[str, object] = {"manifest": m, "annotations": a}
+        if self.base_out is not None:
+            tree = {}
+            for p in sorted(self.out.rglob("*")):
+                if p.is_file():
+                    data = p.read_bytes()
+                    if p.name == ".curate-export.json":
+                        import json
+                        marker = json.loads(data)
+                        for timing in ("written", "export_id"):
+                            assert marker.pop(timing)
+                        data = json.dumps(marker, sort_keys=True).encode()
+                    tree[str(p.relative_to(self.out))] = data
+            got["export"] = tree
+        if self.stage == "review-pull":  # what the App shows: each sample's decision
+            import fiftyone as fo
+
+            from curate.stages.review import dataset_name
+
+            ds = fo.load_dataset(dataset_name(self.ws))
+            ds.reload()
+            got["dataset"] = sorted(zip(*(ds.values(f) for f in ("sample_id", "status", "reason", "label.label")),
+                                        strict=True))
+        return got
+
+    def check_rerun(self, want: dict[str, object], what: str) -> None:
+        if self.stage == "review-pull":  # in this process, where FiftyOne is loaded already
+            from click.testing import CliRunner
+
+            from curate.cli import cli
+
+            res = CliRunner().invoke(cli, self.args)
+            assert res.exit_code == 0, f"{what}: {res.output}"
+        else:
+            rerun = self.run()
+            assert rerun.returncode == 0, f"{what}: {rerun.stderr}"
+        got = self.state()
+        pd.testing.assert_frame_equal(got["manifest"], want["manifest"], obj=f"manifest after {what}")
+        pd.testing.assert_frame_equal(got["annotations"], want["annotations"], obj=f"annotations after {what}")
+        assert got.get("dataset") == want.get("dataset"), what
+        if "export" in want:
+            assert sorted(got["export"]) == sorted(want["export"]), what  # type: ignore[call-overload]
+            assert got["export"] == want["export"], what
+            assert not list(self.out.parent.glob(f".{self.out.name}.curate-*")), what  # nothing left beside --out
+        assert not list(self.ws.rglob("*.tmp")), what
+        assert not (self.ws / RUNNING_FILE).exists() and not (self.ws / ".partial").exists(), what
+
+
+RUNNING_FILE = ".running"
+
+
+def sample_points(points: list[int], most: int) -> list[int]:
+    """At most ``most`` of ``points``, evenly spread, first and last included (deterministic).
+
+    >>> sample_points(list(range(1, 21)), 5)
+    [1, 6, 11, 15, 20]
+    """
+    if len(points) <= most:
+        return points
+    return sorted({points[round(i * (len(points) - 1) / (most - 1))] for i in range(most)})
+
+
+@pytest.fixture()
+def stage_run(request, boxed: Path, tmp_path: Path) -> StageRun:
+    """The stage named by the test's ``stage`` parameter, ready to run; review-pull gets its FiftyOne
+    dataset (a real mongod, tests/conftest.py's ``fiftyone_env``) with two tagged samples."""
+    stage = request.param
+    base_out = None
+    if stage == "export":  # an earlier export at --out: the new one replaces it
+        base_out = tmp_path / "out-before"
+        first = subprocess.run([str(CURATE), "export", str(boxed), "--format", "voc", "--out", str(base_out)],
+                               capture_output=True, text=True, timeout=300)
+        assert first.returncode == 0, first.stderr
+    if stage == "review-pull":
+        request.getfixturevalue("fiftyone_env")
+        from curate.stages.review import review
+
+        ws = tmp_path / "ws"
+        shutil.copytree(boxed, ws)
+        ds = request.getfixturevalue("fiftyone_env").load_dataset(review(Workspace.open(ws)).summary["dataset"])
+        m = Workspace.open(ws).read_manifest().set_index("rel_path")
+        ds.match({"sample_id": m.loc["coffee.png", "sample_id"]}).tag_samples(["reject"])
+        ds.match({"sample_id": m.loc["chelsea.png", "sample_id"]}).tag_samples(["label:cat"])
+        shutil.rmtree(boxed)
+        ws.rename(boxed)
+    return StageRun(boxed, stage, base_out)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage_run", list(STAGE_COMMANDS), indirect=True)
+def test_a_kill_at_write_steps_and_random_moments_then_a_rerun_gives_the_uninterrupted_result(stage_run):
+    """Kill -9 the stage's process, then re-run it: both tables, every column, the export tree and (for
+    review --pull) the FiftyOne dataset's decisions equal one uninterrupted run's, and nothing temporary stays.
+
+    Where it is killed:
+    - right before a write step: each creation of a file or folder, and for export and review --pull
+      each ``os.replace`` too (the other stages' replaces are all killed by the test above). The steps
+      are found at run time (tests/kill_points/sitecustomize.py logs them during the uninterrupted run),
+      so a new table layout is covered as it is. At most MAX_STEP_KILLS (6) a stage, 4 for review --pull,
+      evenly spread over its steps (11 to 37 of them here, depending on the stage);
+    - at MAX_RANDOM_KILLS (2) seeded random moments (1 for review --pull), spread over the time the
+      uninterrupted run took: start-up, reading, writing or committing.
+
+    The re-run of review --pull runs in this process (FiftyOne is loaded here already); every killed run
+    is a ``curate`` subprocess.
+    """
+    import random
+    import signal
+    import time
+
+    run = stage_run
+    run.reset()
+    log = run.ws.parent / "steps.log"
+    t0 = time.monotonic()
+    done = run.run(CURATE_TEST_STEPS=str(log))
+    duration = time.monotonic() - t0
+    assert done.returncode == 0, done.stderr
+    want = run.state()
+    steps = [line.split("\t", 1) for line in log.read_text().splitlines()]
+    # curate's own steps (in the workspace, --out and beside it), not FiftyOne's or the libraries' temporary files
+    points = [i for i, (kind, path) in enumerate(steps, 1) if path.startswith(str(run.ws.parent))
+              and (kind != "replace" or run.stage not in REPLACES_COVERED)]
+    assert len(points) >= 4, steps
+    for point in sample_points(points, STEP_KILLS.get(run.stage, MAX_STEP_KILLS)):
+        run.reset()
+        killed = run.run(CURATE_TEST_KILL=f"step:{point}")
+        what = f"a kill before step {point} ({' '.join(steps[point - 1])})"
+        assert killed.returncode == -9, f"{what}: {killed.stderr}"
+        run.check_rerun(want, what)
+    rng = random.Random(f"{run.stage}-13")
+    for _ in range(RANDOM_KILLS.get(run.stage, MAX_RANDOM_KILLS)):
+        run.reset()
+        delay = rng.uniform(0.1, duration)
+        proc = subprocess.Popen([str(CURATE), *run.args], env=run.env(), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+        run.check_rerun(want, f"a kill after {delay:.2f} s of {duration:.2f} s")
+
+
+@pytest.mark.parametrize("command", [["report", "--out"], ["dedupe", "--workers", "1", "--report"]])
+def test_a_killed_file_output_leaves_a_temporary_that_the_next_run_removes(boxed, tmp_path, command):
+    """`report --out FILE` and `dedupe --report FILE` write FILE atomically beside itself, outside any workspace
+    sweep: a kill before the rename left `.FILE.*.tmp` there for good. The next write to FILE removes it, but
+    not one that a running write holds."""
+    ws = boxed.parent / "ws"
+    shutil.copytree(boxed, ws)
+    out = tmp_path / "outputs" / ("r.html" if command[0] == "report" else "dups.csv")
+    out.parent.mkdir()
+    args = [command[0], str(ws), *command[1:], str(out)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(KILL_POINTS), os.environ.get("PYTHONPATH", ""))
+                                                      if p))
+    log = tmp_path / "steps.log"
+    assert subprocess.run([str(CURATE), *args], env={**env, "CURATE_TEST_STEPS": str(log)}, capture_output=True,
+                          timeout=300).returncode == 0
+    steps = log.read_text().splitlines()
+    point = steps.index(f"replace\t{out}") + 1  # right before the temporary becomes FILE
+    shutil.rmtree(ws)  # as before the counted run, so that the same steps come in the same order
+    shutil.copytree(boxed, ws)
+    shutil.rmtree(out.parent)
+    out.parent.mkdir()
+    killed = subprocess.run([str(CURATE), *args], env={**env, "CURATE_TEST_KILL": f"step:{point}"},
+                            capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr
+    left = list(out.parent.glob(f".{out.name}.*.tmp"))
+    assert len(left) == 1
+    import fcntl
+
+    busy = out.parent / f".{out.name}.writing.tmp"  # another process's write in progress: held
+    with open(busy, "wb") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        again = subprocess.run([str(CURATE), *args], capture_output=True, text=True, timeout=300)
+        assert again.returncode == 0, again.stderr
+        assert list(out.parent.glob(f".{out.name}.*.tmp")) == [busy]

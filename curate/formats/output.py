@@ -178,14 +178,22 @@ class FileWriter:
     def __init__(self, link: str, threads: int = WRITE_THREADS, batch: int = 64) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
+        from curate.engine import resolve_engine
+
         self.link = link
+        # Inside ``curate.engine.engine_scope("ray")`` (``curate export --engine ray``) the images are
+        # placed by Ray workers, all at the end of the block; small files stay on the threads.
+        self._on_ray: list[tuple[str, str, str, str]] | None = [] if resolve_engine(None) == "ray" else None
         self.batch = batch
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="curate-write")
         self._futures: list[Any] = []
         self._pending: list[tuple[Any, ...]] = []
 
     def image(self, src: str | Path, dest: str | Path, action: str) -> None:
-        """:func:`place_image`, on a writer thread."""
+        """:func:`place_image`, on a writer thread (or a Ray worker)."""
+        if self._on_ray is not None:
+            self._on_ray.append((str(src), str(dest), action, self.link))
+            return
         self._add((place_image, src, dest, action, self.link))
 
     def text(self, path: str | Path, text: str) -> None:
@@ -211,6 +219,11 @@ class FileWriter:
                 self._flush()
                 for f in self._futures:
                     f.result()
+                if self._on_ray:
+                    from curate.engine import stream_map
+
+                    for _ in stream_map(_place_task, self._on_ray, max_chunk=64, on_crash=_place_crashed):
+                        pass
         finally:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
@@ -218,6 +231,17 @@ class FileWriter:
 def _run_jobs(jobs: list[tuple[Any, ...]]) -> None:
     for fn, *args in jobs:
         fn(*args)
+
+
+def _place_task(job: tuple[str, str, str, str]) -> None:
+    place_image(*job)
+
+
+def _place_crashed(job: tuple[str, str, str, str], crash: Any) -> None:
+    """An image whose worker process died on it every time: the export stops (nothing is published)."""
+    raise ExportError(f"{crash.message()} while writing {os.path.basename(job[1])}", file=job[0],
+                      hint="the image crashes its decoder; drop it (curate review, or re-run `curate ingest`) "
+                           "and export again")
 
 
 def natural_key(text: str) -> tuple[Any, ...]:

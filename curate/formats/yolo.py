@@ -420,8 +420,11 @@ def read_yolo(path: Path, options: ReadOptions) -> ReadResult:
     else:
         raise FormatError(root, "names", expected="data.yaml with names, obj.names or classes.txt",
                           found="no class list", hint="YOLO class ids mean nothing without one")
-    sources = _image_sources(root, yaml_doc, yaml_path)
+    sources, outside = _confined(_image_sources(root, yaml_doc, yaml_path), root, options)
     if not sources:
+        if outside:  # data.yaml or obj.data names only folders elsewhere: never walked (curate.paths)
+            raise FormatError(root, "images", expected="image folders or lists inside the source", found=outside[0],
+                              hint="pass --images-dir with that folder, or --follow-links, to read it")
         raise FormatError(root, "images", expected="images/<split>/, <split>/images/ or a list file in data.yaml",
                           found=f"folders {_dirs(root)}")
     report = WalkReport()
@@ -451,9 +454,31 @@ def read_yolo(path: Path, options: ReadOptions) -> ReadResult:
             rel = relative_path(orphan, root)
             entries[orphan] = Entry(orphan, rel, split=split, reason="missing_file",
                                         detail=f"the label file {rel} has no image")
-    skipped = report.skipped_dirs + [f"{p}: link loop" for p in report.loops]
+    skipped = outside + report.skipped_dirs + [f"{p}: link loop" for p in report.loops]
+    warnings += [f"outside_source: {o}; not read (pass --images-dir with it, or --follow-links)" for o in outside]
     classes = [names[i] for i in sorted(names)]
     return ReadResult(list(entries.values()), warnings=warnings, skipped=skipped, classes=classes)
+
+
+def _confined(sources: list[tuple[str | None, Path]], root: Path, options: ReadOptions
+              ) -> tuple[list[tuple[str | None, Path]], list[str]]:
+    """(sources inside the dataset folder or --images-dir, what was left out): a ``train``/``val``/``test``
+    of data.yaml or obj.data that names a folder or list elsewhere (``../other``, ``/etc``) is neither
+    walked nor read, as a link to a folder outside the source is not (issue 13; --follow-links allows it).
+    """
+    from curate.paths import inside
+
+    if options.follow_links:
+        return sources, []
+    images_dir = options.extra.get("images_dir")
+    allowed = [root, *([Path(images_dir)] if images_dir else [])]
+    kept, outside = [], []
+    for split, source in sources:
+        if any(inside(source, a) for a in allowed):
+            kept.append((split, source))
+        else:
+            outside.append(f"{split or 'images'}: {source} is outside the source")
+    return kept, outside
 
 
 def _label_files(sources: list[tuple[str | None, Path]], options: ReadOptions) -> Iterator[tuple[str | None, str]]:

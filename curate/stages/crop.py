@@ -54,16 +54,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from curate.errors import CurateError, OptionError
+from curate.derive import DeriveResult
+from curate.errors import OptionError
 from curate.geometry import clamp_xyxy, crop_window_px
-from curate.locate import missing_file_message
 from curate.workspace import Workspace
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from curate.derive import DeriveResult
-    from curate.lineage import Decision
     from curate.parallel import WorkerCrash
     from curate.workspace import StageResult
 
@@ -86,6 +84,8 @@ class CropOptions:
     quality: int = 95
     workers: int = 0
     progress: bool = False
+    engine: str | None = None  # per-image work on "local" or "ray" (None: $CURATE_ENGINE, else local)
+    ray_address: str | None = None  # with engine "ray": a cluster to use (None: start a local one)
 
     def check(self) -> None:
         problems = [
@@ -163,24 +163,12 @@ def process_image(task: _Task) -> DeriveResult:
     A plain function of its inputs (the workspace path is the only shared
     state), so it runs unchanged in a pool or on another engine.
     """
-    from curate.derive import DeriveResult, store_derived, with_hashes
-    from curate.imageio import load_display
+    from curate.derive import open_parent, store_derived, with_hashes
 
     parent = task.parent
     res = DeriveResult(parent["sample_id"])
-    try:
-        img = load_display(parent["path"])
-    except CurateError as e:
-        if Path(parent["path"]).exists():
-            res.error, res.reason = str(e), "unreadable"
-        else:
-            res.error, res.reason = missing_file_message(parent["path"], parent["source"], task.ws_root), "missing_file"
-        return res
-    src_wh = tuple(task.transforms[0]["src_wh"])
-    if img.size != src_wh:  # the file changed since it was measured: its boxes would not fit
-        res.error = (f"{parent['path']}: size: expected {src_wh[0]}x{src_wh[1]} as in the manifest, "
-                     f"found {img.width}x{img.height} (re-run `curate ingest`)")
-        res.reason = "unreadable"
+    img = open_parent(res, parent, task.ws_root, expected_wh=task.transforms[0]["src_wh"])  # boxes fit that size
+    if img is None:
         return res
     img.load()
     ws = Workspace(Path(task.ws_root))
@@ -194,25 +182,19 @@ def process_image(task: _Task) -> DeriveResult:
 
 def _crashed(task: _Task, crash: WorkerCrash) -> DeriveResult:
     """The result for a photo whose worker process died on it every time: the photo is dropped as worker_crashed."""
-    from curate.derive import DeriveResult
-
-    return DeriveResult(task.parent["sample_id"], reason="worker_crashed",
-                        error=f"{task.parent['path']}: {crash.message()} while cutting its boxes "
-                              "(re-run `curate crop` to try again)")
+    return DeriveResult.crashed(task.parent, crash, "cutting its boxes", "crop")
 
 
-def _run_tasks(tasks: list[_Task], workers: int, progress: bool) -> Iterator[DeriveResult]:
-    from curate.parallel import stream_map
+def _run_tasks(tasks: list[_Task], workers: int, progress: bool, engine: str | None = None,
+               ray_address: str | None = None) -> Iterator[DeriveResult]:
+    from curate.engine import stream_map
 
     return stream_map(process_image, tasks, workers=workers, progress=progress, desc="crop",
-                      in_process_below=IN_PROCESS_MAX, max_chunk=8, on_crash=_crashed)
+                      in_process_below=IN_PROCESS_MAX, max_chunk=8, on_crash=_crashed,
+                      engine=engine, ray_address=ray_address)
 
 
 # -- the stage -----------------------------------------------------------------------
-
-_PARENT_FIELDS = ("sample_id", "source", "path", "origin_path", "sha256", "label", "label_origin", "split",
-                  "rel_path", "format")
-
 
 def _inputs(manifest: pd.DataFrame) -> pd.Series:
     """Rows this run reads: transform inputs, less anything made from a photo crop already read.
@@ -221,9 +203,10 @@ def _inputs(manifest: pd.DataFrame) -> pd.Series:
     derives from them too; those derived copies carry the same boxes and must
     not be cut again on a re-run.
     """
+    from curate.derive import REREAD
     from curate.lineage import descendants, transform_inputs
 
-    mask = transform_inputs(manifest, LAYOUT, reread=("superseded", "unreadable", "missing_file", "worker_crashed"))
+    mask = transform_inputs(manifest, LAYOUT, reread=REREAD)
     crop_parents = set(manifest.loc[manifest["layout"] == LAYOUT, "parent_id"].dropna())
     below = descendants(manifest, crop_parents)
     return mask & ~manifest["sample_id"].isin(below) & manifest["width"].notna() & manifest["height"].notna()
@@ -238,8 +221,15 @@ def crop(manifest: pd.DataFrame, options: CropOptions, *, ws: Workspace,
     """
     import pandas as pd
 
-    from curate.derive import DeriveResult, carry_boxes_into_crops, derived_id, upsert_rows
-    from curate.lineage import mark_stale, revive, set_decisions
+    from curate.derive import (
+        Outcome,
+        all_stored,
+        commit,
+        derived_id,
+        in_input_order,
+        parent_dicts,
+        stored_paths,
+    )
     from curate.schema import ANNOTATION_COLUMNS, conform
     from curate.summary import summarize
     from curate.workspace import StageResult
@@ -255,15 +245,14 @@ def crop(manifest: pd.DataFrame, options: CropOptions, *, ws: Workspace,
                           found=", ".join(options.classes), hint="see `curate status` or the annotations")
     boxes_of = {sid: g.to_dict("records") for sid, g in
                 ann[ann["sample_id"].isin(set(rows["sample_id"]))].groupby("sample_id", sort=False)}
-    existing = dict(zip(out["sample_id"], out["path"], strict=True))
+    existing = stored_paths(out)
 
     tasks: list[_Task] = []
     results: list[DeriveResult] = []
-    reused: dict[str, list[str]] = {}
     skipped: list[dict[str, Any]] = []
-    counts: Counter[str] = Counter()
-    sub = rows[[*_PARENT_FIELDS, "width", "height"]].astype(object)
-    for parent in sub.where(sub.notna(), None).to_dict("records"):
+    done = Outcome(LAYOUT)
+    counts = done.counts
+    for parent in parent_dicts(rows, extra=("width", "height")):
         boxes = boxes_of.get(parent["sample_id"])
         if not boxes:
             continue
@@ -275,44 +264,27 @@ def crop(manifest: pd.DataFrame, options: CropOptions, *, ws: Workspace,
         if not transforms:
             continue
         ids = [derived_id(parent["sample_id"], t) for t in transforms]
-        if all(i in existing and Path(existing[i]).exists() for i in ids):
-            reused[parent["sample_id"]] = ids
-            results.append(DeriveResult(parent["sample_id"]))
+        if all_stored(ids, existing):
+            results.append(DeriveResult(parent["sample_id"], reused=ids))
         else:
             tasks.append(_Task(parent, transforms, str(ws.root), options.quality, options.label_from))
-    results += list(_run_tasks(tasks, options.workers, options.progress))
-    order = {sid: n for n, sid in enumerate(rows["sample_id"])}
-    results.sort(key=lambda r: order[r.sample_id])  # the pool returns in any order; the manifest must not
+    results += list(_run_tasks(tasks, options.workers, options.progress, options.engine, options.ray_address))
+    results = in_input_order(results, rows["sample_id"])
 
-    warnings: list[str] = []
-    decisions: dict[str, Decision] = {}
-    new_rows: list[dict[str, Any]] = []
-    produced: dict[str, list[str]] = {}
     for res in results:
-        if res.error is not None:
-            decisions[res.sample_id] = ("dropped", res.reason, res.error, LAYOUT)
-            warnings.append(res.error)
-            counts["worker_crashed" if res.reason == "worker_crashed" else "unreadable"] += 1
+        if done.failed(res):
             continue
-        ids = reused.get(res.sample_id) or [r["sample_id"] for r in res.rows]
-        new_rows += res.rows
-        produced[res.sample_id] = ids
+        ids = done.add(res)
         if options.supersede:
             n = len(ids)
-            decisions[res.sample_id] = ("dropped", "superseded", f"{n} box patch{'es' if n != 1 else ''}", LAYOUT)
+            done.decisions[res.sample_id] = ("dropped", "superseded", f"{n} box patch{'es' if n != 1 else ''}",
+                                             LAYOUT)
     if not options.supersede:  # an earlier run superseded them, or could not read them; now they stay kept
         earlier = rows[(rows["decided_by"] == LAYOUT) & (rows["status"] == "dropped")]["sample_id"]
-        decisions.update({sid: ("kept", None, None, None) for sid in earlier if sid in produced})
-    out = set_decisions(out, decisions)
-    before = set(out["sample_id"])
-    out = upsert_rows(out, new_rows)
-    created = {r["sample_id"] for r in new_rows if r["sample_id"] not in before}
+        done.decisions.update({sid: ("kept", None, None, None) for sid in earlier if sid in done.produced})
     n_ann = len(ann)
-    ann = carry_boxes_into_crops(ann, new_rows, created)
-    all_ids = {i for ids in produced.values() for i in ids}
-    out, counts["revived"] = revive(out, all_ids, LAYOUT)
-    previous = out[(out["layout"] == LAYOUT) & out["parent_id"].isin(list(rows["sample_id"]))]
-    out, counts["stale"] = mark_stale(out, set(previous["sample_id"]) - all_ids, LAYOUT)
+    out, ann, created = commit(out, ann, done, stale_parents=rows["sample_id"])
+    warnings, decisions, new_rows, all_ids = done.warnings, done.decisions, done.new_rows, done.produced_ids()
 
     by_reason = Counter(s["reason"] for s in skipped)
     conflicts = [s for s in skipped if s["reason"] == "conflicting_box"]

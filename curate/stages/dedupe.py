@@ -662,7 +662,7 @@ def write_report(report: list[dict[str, Any]], path: Path, rejected: list[dict[s
     rejected = rejected or []
     if suffix == ".json":
         doc = {"groups": report, "rejected_pairs": rejected}
-        atomic_write_bytes(path, (json.dumps(doc, indent=2, default=str) + "\n").encode())
+        atomic_write_bytes(path, (json.dumps(doc, indent=2, default=str) + "\n").encode(), sweep=True)
         return
     rows = []
     for g in report:
@@ -677,7 +677,7 @@ def write_report(report: list[dict[str, Any]], path: Path, rejected: list[dict[s
     table = pd.DataFrame(rows, columns=list(REPORT_COLUMNS))
     for c in ("size", "width", "height", "hamming"):
         table[c] = pd.array(table[c], dtype="Int64")
-    atomic_write_bytes(path, table.to_csv(index=False).encode())
+    atomic_write_bytes(path, table.to_csv(index=False).encode(), sweep=True)
 
 
 def cross_split(report: list[dict[str, Any]]) -> list[dict[str, Any]]:

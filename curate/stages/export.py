@@ -70,6 +70,8 @@ class ExportOptions:
     voc_one_based: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
     force: bool = False  # with overwrite: replace a non-empty --out that is not a curate export
+    engine: str | None = None  # who writes the images: "local" threads or "ray" workers (None: $CURATE_ENGINE)
+    ray_address: str | None = None  # with engine "ray": a cluster to use (None: start a local one)
 
 
 # -- options and target ------------------------------------------------------
@@ -366,7 +368,10 @@ def write_dataset(plan: pd.DataFrame, boxes: pd.DataFrame, target: Path, options
     """Write ``plan`` into the (staging) folder ``target`` and verify it; return the summary."""
     fmt = writer_for(options.format)
     assert fmt.write is not None  # writer_for checked it; a registry invariant
-    result = fmt.write(plan, boxes, target, write_options(options))
+    from curate.engine import engine_scope
+
+    with engine_scope(options.engine, options.ray_address):  # the format's FileWriter places the images there
+        result = fmt.write(plan, boxes, target, write_options(options))
     checked = 0
     if options.verify:
         problems, checked = verify_export(fmt, plan, boxes, target, result, options)

@@ -92,6 +92,8 @@ class IngestOptions:
     retries: int = DEFAULT_RETRIES  # tries again of a file whose worker process died, before worker_crashed
     task_timeout_s: float | None = None  # a file probed longer than this kills its worker (None: no limit)
     read_extra: dict[str, Any] = field(default_factory=dict)  # format-specific reader options
+    engine: str | None = None  # per-image work on "local" or "ray" (None: $CURATE_ENGINE, else local)
+    ray_address: str | None = None  # with engine "ray": a cluster to use (None: start a local one)
 
 
 def sample_id_for(source: str, rel_path: str) -> str:
@@ -343,12 +345,13 @@ def _probe_crashed(job: tuple[ProbeTask, ProbeOptions], crash: WorkerCrash) -> d
 
 def _probe(paths: list[str], cache: _KnownCache, options: IngestOptions, ws: Workspace) -> _ProbeResults:
     """Probe every path in the pool; one result per path, in completion order."""
-    from curate.parallel import stream_map
+    from curate.engine import stream_map
 
     results = _ProbeResults(ws, options.checkpoint_every)
     jobs = _ProbeJobs(paths, cache, options.probe)
     for r in stream_map(_probe_task, jobs, workers=options.workers, progress=options.progress, desc="ingest",
-                        on_crash=_probe_crashed, retries=options.retries, task_timeout_s=options.task_timeout_s):
+                        on_crash=_probe_crashed, retries=options.retries, task_timeout_s=options.task_timeout_s,
+                        engine=options.engine, ray_address=options.ray_address):
         results.add(r)
     results.flush()
     return results
@@ -582,6 +585,8 @@ def ingest(manifest: pd.DataFrame, options: IngestOptions, *, ws: Workspace,
         raise OptionError("", field="SOURCE", expected="at least one source folder or file", found="none")
     t0 = time.perf_counter()
     sources, all_sources = _register_sources(ws, options.sources)
+    if options.read_extra.get("images_dir"):  # read as a source is: it may not hold or lie in the workspace
+        check_source_place(options.read_extra["images_dir"], ws.root)
 
     read = _ReadRows()
     seen_ids: set[str] = set()
@@ -693,6 +698,8 @@ def ingest_into(root: str | Path, options: IngestOptions, *,
     for spec in options.sources:  # before the workspace is made: nothing is ever written inside a source
         if Path(spec.path).expanduser().exists():
             check_source_place(spec.path, root)
+    if options.read_extra.get("images_dir"):  # --images-dir is read as a source is
+        check_source_place(options.read_extra["images_dir"], root)
     fresh = not (root / MARKER).exists()
     made = next((p for p in reversed([root, *root.parents]) if not p.exists()), None)  # the first folder curate makes
     ws = Workspace.create(root)

@@ -34,10 +34,23 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from curate.errors import CurateError, OptionError
+from curate.derive import (
+    REREAD,
+    DeriveResult,
+    Outcome,
+    all_stored,
+    commit,
+    derived_id,
+    in_input_order,
+    open_parent,
+    parent_dicts,
+    store_derived,
+    stored_paths,
+    with_hashes,
+)
+from curate.errors import OptionError
 from curate.geometry import SQUARE_MODES, SquarePlan, square_plan
-from curate.lineage import Decision, mark_stale, revive, set_decisions, transform_inputs
-from curate.locate import missing_file_message
+from curate.lineage import transform_inputs
 from curate.parallel import WorkerCrash
 from curate.schema import ANNOTATION_COLUMNS, conform
 from curate.summary import summarize
@@ -128,6 +141,8 @@ class SquareOptions:
     quality: int = 95
     workers: int = 0
     progress: bool = False
+    engine: str | None = None  # per-image work on "local" or "ray" (None: $CURATE_ENGINE, else local)
+    ray_address: str | None = None  # with engine "ray": a cluster to use (None: start a local one)
 
     def check(self) -> Fill:
         if self.mode not in SQUARE_MODES:
@@ -147,48 +162,33 @@ class _Task:
     quality: int
 
 
-def process_image(task: _Task) -> dict[str, Any]:
+def process_image(task: _Task) -> DeriveResult:
     """Decode one image, square it as planned, store it; return its derived row (or the error)."""
-    from curate.derive import store_derived, with_hashes
-    from curate.imageio import load_display
-
     parent, transform = task.parent, task.transform
-    res: dict[str, Any] = {"sample_id": parent["sample_id"], "row": None, "error": None, "reason": None}
-    try:
-        img = load_display(parent["path"])
-    except CurateError as e:
-        if Path(parent["path"]).exists():
-            res.update(error=str(e), reason="unreadable")
-        else:
-            res.update(error=missing_file_message(parent["path"], parent["source"], task.ws_root), reason="missing_file")
-        return res
+    res = DeriveResult(parent["sample_id"])
     plan = plan_from_transform(transform)
-    if img.size != plan.src_wh:  # the file changed since it was measured: its boxes would not fit
-        res.update(error=f"{parent['path']}: size: expected {plan.src_wh[0]}x{plan.src_wh[1]} as in the manifest, "
-                         f"found {img.width}x{img.height} (re-run `curate ingest`)", reason="unreadable")
+    img = open_parent(res, parent, task.ws_root, expected_wh=plan.src_wh)  # its boxes fit that size
+    if img is None:
         return res
     fill = transform.get("fill", (0, 0, 0))
     sq = make_square(img, plan, tuple(fill) if isinstance(fill, list) else fill)
     row = store_derived(Workspace(Path(task.ws_root)), parent, sq, transform, layout=LAYOUT, quality=task.quality)
-    res["row"] = with_hashes(row, sq)
+    res.rows.append(with_hashes(row, sq))
     return res
 
 
-def _crashed(task: _Task, crash: WorkerCrash) -> dict[str, Any]:
+def _crashed(task: _Task, crash: WorkerCrash) -> DeriveResult:
     """The result for an image whose worker process died on it every time: its row is dropped as worker_crashed."""
-    return {"sample_id": task.parent["sample_id"], "row": None, "reason": "worker_crashed",
-            "error": f"{task.parent['path']}: {crash.message()} while squaring it (re-run `curate square` to try again)"}
+    return DeriveResult.crashed(task.parent, crash, "squaring it", "square")
 
 
-def _run_tasks(tasks: list[_Task], workers: int, progress: bool) -> Iterator[dict[str, Any]]:
-    from curate.parallel import stream_map
+def _run_tasks(tasks: list[_Task], workers: int, progress: bool, engine: str | None = None,
+               ray_address: str | None = None) -> Iterator[DeriveResult]:
+    from curate.engine import stream_map
 
     return stream_map(process_image, tasks, workers=workers, progress=progress, desc="square",
-                      in_process_below=IN_PROCESS_MAX, max_chunk=16, on_crash=_crashed)
-
-
-_PARENT_FIELDS = ("sample_id", "source", "path", "origin_path", "sha256", "label", "label_origin", "split",
-                  "rel_path", "format")
+                      in_process_below=IN_PROCESS_MAX, max_chunk=16, on_crash=_crashed,
+                      engine=engine, ray_address=ray_address)
 
 
 def square(manifest: pd.DataFrame, options: SquareOptions, *, ws: Workspace,
@@ -198,20 +198,17 @@ def square(manifest: pd.DataFrame, options: SquareOptions, *, ws: Workspace,
         >>> from curate.workspace import Workspace  # doctest: +SKIP
         >>> Workspace.open("WS").run_stage("square", square, SquareOptions(size_px=160))  # doctest: +SKIP
     """
-    from curate.derive import derived_id, upsert_rows
-
     t0 = time.perf_counter()
     fill = options.check()
     out = manifest.copy()
     ann = annotations if annotations is not None else conform(pd.DataFrame(), ANNOTATION_COLUMNS)
-    mask = transform_inputs(out, LAYOUT, reread=("superseded", "unreadable", "missing_file", "worker_crashed"))
+    mask = transform_inputs(out, LAYOUT, reread=REREAD)
     rows = out[mask & out["width"].notna() & out["height"].notna()]
-    existing = dict(zip(out["sample_id"], out["path"], strict=True))
+    existing = stored_paths(out)
     tasks: list[_Task] = []
-    results: list[dict[str, Any]] = []
-    sub = rows[[*_PARENT_FIELDS, "width", "height"]].astype(object)
+    results: list[DeriveResult] = []
     upscaled: list[tuple[float, str]] = []  # (scale factor, row) of squares enlarged UPSCALE_WARN_X or more
-    for parent in sub.where(sub.notna(), None).to_dict("records"):
+    for parent in parent_dicts(rows, extra=("width", "height")):
         plan = square_plan((int(parent.pop("width")), int(parent.pop("height"))), options.size_px, options.mode)
         scale = max(plan.scale_xy)
         if scale >= UPSCALE_WARN_X - 1e-9:
@@ -219,39 +216,26 @@ def square(manifest: pd.DataFrame, options: SquareOptions, *, ws: Workspace,
                                     f"({plan.src_wh[0]}x{plan.src_wh[1]}, {scale:.1f}x)"))
         transform = square_transform(plan, fill)
         did = derived_id(str(parent["sample_id"]), transform)
-        if did in existing and Path(existing[did]).exists():
-            results.append({"sample_id": parent["sample_id"], "row": None, "existing": did, "error": None})
+        if all_stored([did], existing):
+            results.append(DeriveResult(parent["sample_id"], reused=[did]))
         else:
             tasks.append(_Task(parent, transform, str(ws.root), options.quality))
-    results += list(_run_tasks(tasks, options.workers, options.progress))
-    order = {sid: n for n, sid in enumerate(rows["sample_id"])}
-    results.sort(key=lambda r: order[r["sample_id"]])
+    results += list(_run_tasks(tasks, options.workers, options.progress, options.engine, options.ray_address))
+    results = in_input_order(results, rows["sample_id"])
 
-    counts: Counter[str] = Counter()
-    warnings: list[str] = []
-    decisions: dict[str, Decision] = {}
-    new_rows: list[dict[str, Any]] = []
-    produced: dict[str, str] = {}
+    done = Outcome(LAYOUT)
+    counts, warnings = done.counts, done.warnings
     detail = f"square {options.size_px} {options.mode}"
     for res in results:
-        if res["error"] is not None:
-            decisions[res["sample_id"]] = ("dropped", res["reason"], res["error"], LAYOUT)
-            warnings.append(res["error"])
-            counts["worker_crashed" if res["reason"] == "worker_crashed" else "unreadable"] += 1
+        if done.failed(res):
             continue
-        did = res.get("existing") or res["row"]["sample_id"]
-        if res["row"] is not None:
-            new_rows.append(res["row"])
-        produced[res["sample_id"]] = did
-        decisions[res["sample_id"]] = ("dropped", "superseded", detail, LAYOUT)
-    out = set_decisions(out, decisions)
-    before = set(out["sample_id"])
-    out = upsert_rows(out, new_rows)
-    created = {r["sample_id"] for r in new_rows if r["sample_id"] not in before}
-    ann, carried = _carry_boxes(ann, new_rows, created)
-    out, counts["revived"] = revive(out, set(produced.values()), LAYOUT)
-    previous = out[(out["layout"] == LAYOUT) & out["parent_id"].isin(list(produced))]
-    out, counts["stale"] = mark_stale(out, set(previous["sample_id"]) - set(produced.values()), LAYOUT)
+        done.add(res)
+        done.decisions[res.sample_id] = ("dropped", "superseded", detail, LAYOUT)
+    carried: Counter[str] = Counter()
+    # Only the parents squared now: a parent that could not be read keeps its earlier square.
+    out, ann, created = commit(out, ann, done, stale_parents=done.produced,
+                               carry=lambda a, new, made: carry_square_boxes(a, new, made, carried))
+    produced, new_rows = done.produced, done.new_rows
     summary = {**summarize(out), "square": {
         "images": len(results), "squares": len(produced), "new": len(created),
         "reused": len(produced) - len(created), "unreadable": counts["unreadable"],
@@ -274,12 +258,13 @@ def square(manifest: pd.DataFrame, options: SquareOptions, *, ws: Workspace,
                        objects_written=bool(new_rows))
 
 
-def _carry_boxes(ann: pd.DataFrame, rows: list[dict[str, Any]],
-                 created: set[str]) -> tuple[pd.DataFrame, Counter[str]]:
-    """Parents' boxes mapped into their new squares. Crop mode clips boxes, or cuts off those outside."""
-    counts: Counter[str] = Counter()
+def carry_square_boxes(ann: pd.DataFrame, rows: list[dict[str, Any]], created: set[str],
+                       counts: Counter[str] | None = None) -> pd.DataFrame:
+    """Parents' boxes mapped into their new squares (the rows in ``created``). Crop mode clips boxes, or cuts
+    off those outside; ``counts`` (when given) adds up ``carried``, ``clipped`` and ``cut_off``."""
+    counts = Counter() if counts is None else counts
     if not len(ann) or not created:
-        return ann, counts
+        return ann
     parents = {r["parent_id"] for r in rows if r["sample_id"] in created}
     by_parent = {pid: g for pid, g in ann[ann["sample_id"].isin(parents)].groupby("sample_id")}
     extra = []
@@ -297,4 +282,4 @@ def _carry_boxes(ann: pd.DataFrame, rows: list[dict[str, Any]],
         part[["x1", "y1", "x2", "y2"]] = moved[keep]
         part["sample_id"] = r["sample_id"]
         extra.append(part)
-    return (pd.concat([ann, *extra], ignore_index=True) if extra else ann), counts
+    return pd.concat([ann, *extra], ignore_index=True) if extra else ann

@@ -103,6 +103,29 @@ def test_not_xml(tmp_path):
     assert str(e.value).startswith(f"{p}: expected well-formed XML, found no element found")
 
 
+_LAUGHS = ('<!DOCTYPE a [<!ENTITY l0 "lol">' + "".join(f'<!ENTITY l{i} "' + f"&l{i - 1};" * 10 + '">' for i in range(1, 10))
+           + ']>')
+
+
+@pytest.mark.parametrize("doctype, body, found", [
+    # an entity bomb ("billion laughs": 10^9 lols) is stopped by the parser's amplification limit, at once
+    (_LAUGHS, "<filename>&l9;</filename>", "limit on input amplification factor (from DTD and entities) breached"),
+    # XXE: an external entity is never fetched, so /etc/passwd never reaches the manifest
+    ('<!DOCTYPE a [<!ENTITY x SYSTEM "file:///etc/passwd">]>', "<filename>&x;</filename>", "undefined entity &x;"),
+])
+def test_entity_bombs_and_external_entities_are_refused(tmp_path, doctype, body, found):
+    import time
+
+    p = tmp_path / "a.xml"
+    p.write_text(f'<?xml version="1.0"?>{doctype}<annotation>{body}<size><width>1</width><height>1</height>'
+                 "</size></annotation>")
+    t0 = time.monotonic()
+    with pytest.raises(FormatError) as e:
+        parse_voc_xml(p)
+    assert str(e.value).startswith(f"{p}: expected well-formed XML, found {found}")
+    assert time.monotonic() - t0 < 10
+
+
 def test_writer_layout_and_fractional_boxes(tmp_path, skimage_dir):
     plan = pd.DataFrame([
         {"sample_id": "s0", "path": str(skimage_dir / "camera.png"), "split": "train", "name": "cam.png",

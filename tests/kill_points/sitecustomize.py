@@ -6,7 +6,15 @@ curate's path otherwise, and nothing in curate knows about it.
 
 - ``replace``: right after an ``os.replace``/``os.rename`` whose destination name contains TEXT;
 - ``rmtree``: right before a ``shutil.rmtree`` of a path whose name contains TEXT;
-- ``create``: right before a file whose path contains TEXT is created with ``os.open``.
+- ``create``: right before a file whose path contains TEXT is created with ``os.open``;
+- ``step``: TEXT is a number N: right before the main process's Nth write step (below).
+
+A *write step* is each ``os.replace``/``os.rename`` and each creation of a file or folder that
+did not exist (``os.open`` with ``O_CREAT``, ``open``/``io.open`` for writing, ``os.link``,
+``os.symlink``, ``os.mkdir``; pathlib, ``tempfile`` and ``shutil`` go through these) of the main
+process; worker processes neither count nor die. ``CURATE_TEST_STEPS=FILE`` appends one line
+``<kind>\t<path>`` per step to FILE, so that a test finds the number of steps of a command at run
+time (an uninterrupted run with it is the same run as without it) and then kills at each.
 
 ``CURATE_TEST_NO_RENAMEAT2=1`` hides ``renameat2`` from ``ctypes``, as on a C library without it
 (macOS, old musl), so code takes its fallback.
@@ -55,6 +63,64 @@ elif _op == "rmtree":
         return _rmtree(path, *args, **kwargs)
 
     shutil.rmtree = _kill_then_rmtree  # type: ignore[assignment]
+elif _op == "step" or os.environ.get("CURATE_TEST_STEPS"):
+    import builtins
+    import io
+    import multiprocessing
+
+    _kill_at = int(_text) if _op == "step" and _text else 0
+    _log = os.environ.get("CURATE_TEST_STEPS")
+    _log_fd = os.open(_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644) if _log else None
+    _steps = 0
+    _real = {"replace": os.replace, "rename": os.rename, "open": os.open, "link": os.link,
+             "symlink": os.symlink, "mkdir": os.mkdir, "io_open": io.open}
+
+    def _step(kind: str, path: object) -> None:
+        global _steps
+        if multiprocessing.parent_process() is not None:  # a worker: never counted, never killed
+            return
+        if kind != "replace" and os.path.lexists(path):  # type: ignore[arg-type]  # opened, not created
+            return
+        _steps += 1
+        if _log_fd is not None:
+            os.write(_log_fd, f"{kind}\t{os.fsdecode(path) if isinstance(path, (str, bytes, os.PathLike)) else path}\n"
+                     .encode(errors="replace"))
+        if _steps == _kill_at:
+            _fire()
+
+    def _replace_step(src, dst, *args, **kwargs):  # type: ignore[no-untyped-def]
+        _step("replace", dst)
+        return _real["replace"](src, dst, *args, **kwargs)
+
+    def _rename_step(src, dst, *args, **kwargs):  # type: ignore[no-untyped-def]
+        _step("replace", dst)
+        return _real["rename"](src, dst, *args, **kwargs)
+
+    def _open_step(path, flags, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if flags & os.O_CREAT:
+            _step("create", path)
+        return _real["open"](path, flags, *args, **kwargs)
+
+    def _link_step(src, dst, *args, **kwargs):  # type: ignore[no-untyped-def]
+        _step("create", dst)
+        return _real["link"](src, dst, *args, **kwargs)
+
+    def _symlink_step(src, dst, *args, **kwargs):  # type: ignore[no-untyped-def]
+        _step("create", dst)
+        return _real["symlink"](src, dst, *args, **kwargs)
+
+    def _mkdir_step(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        _step("mkdir", path)
+        return _real["mkdir"](path, *args, **kwargs)
+
+    def _io_open_step(file, mode="r", *args, **kwargs):  # type: ignore[no-untyped-def]
+        if not isinstance(file, int) and any(c in mode for c in "wxa+"):
+            _step("create", file)
+        return _real["io_open"](file, mode, *args, **kwargs)
+
+    os.replace, os.rename, os.open = _replace_step, _rename_step, _open_step  # type: ignore[assignment]
+    os.link, os.symlink, os.mkdir = _link_step, _symlink_step, _mkdir_step  # type: ignore[assignment]
+    io.open = builtins.open = _io_open_step  # type: ignore[assignment]
 elif _op == "create":
     _open = os.open
 

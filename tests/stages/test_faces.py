@@ -15,20 +15,9 @@ from PIL import Image
 
 from curate.cli import cli
 from curate.derive import derived_id
+from curate.faces.detect import DetectorConfig, Face, FaceDetector
 from curate.models import ENV_MODEL_DIR, resolve
-from curate.stages.faces import (
-    DetectorConfig,
-    Face,
-    FaceDetector,
-    FacesOptions,
-    confirmed,
-    crop_transform,
-    faces,
-    nms_faces,
-    plan_crops,
-    select_faces,
-    tile_evidence,
-)
+from curate.stages.faces import FacesOptions, crop_transform, faces, plan_crops, select_faces
 from curate.stages.ingest import IngestOptions, SourceSpec, ingest
 from curate.workspace import Workspace
 from tests.conftest import tree_digest, within
@@ -74,35 +63,6 @@ C = Face((45, 45, 55, 55), 0.95, "short_range")  # tiny, right at the centre
 ])
 def test_select_faces(mode, min_px, expected):
     assert select_faces([A, B, C], mode, (100, 100), min_px) == expected
-
-
-def test_nms_merges_overlaps_and_records_every_pass():
-    merged = nms_faces([Face((0, 0, 10, 10), 0.6, "full_range"), Face((1, 1, 11, 11), 0.9, "short_range"),
-                        Face((2, 2, 5, 5), 0.8, "full_range/tile"),  # inside the first: counted once
-                        Face((50, 50, 60, 60), 0.65, "short_range")])
-    assert [(f.xyxy, f.found_by) for f in merged] == [
-        ((1, 1, 11, 11), "short_range+full_range/tile+full_range"), ((50, 50, 60, 60), "short_range")]
-    # a weak face seen by one pass only is not confirmed; a strong one, or one seen twice, is
-    assert confirmed(merged, 0.7) == merged[:1]
-
-
-SURE = Face((10, 10, 50, 50), 0.9, "short_range+full_range")
-WEAK = Face((60, 10, 80, 30), 0.6, "full_range")  # seen by one pass, below sure_score
-
-
-ELSEWHERE = Face((80, 60, 90, 70), 0.2, "short_range")
-
-
-@pytest.mark.parametrize("merged, hints, expected", [
-    ([SURE], [], []),  # everything settled: no tiles
-    ([SURE], [Face((12, 12, 48, 48), 0.3, "full_range")], []),  # a hint on a known face
-    ([SURE], [Face((12, 30, 30, 48), 0.3, "full_range")], []),  # inside a known face
-    ([SURE], [ELSEWHERE], [ELSEWHERE]),  # a hint elsewhere
-    ([SURE, WEAK], [], [WEAK]),  # an unconfirmed face: tiles may confirm it
-])
-def test_tile_evidence_is_what_the_whole_image_left_open(merged, hints, expected):
-    cfg = DetectorConfig()
-    assert tile_evidence(merged, confirmed(merged, cfg.sure_score), hints, cfg) == expected
 
 
 def test_crop_at_the_image_edge_is_clamped():
@@ -255,27 +215,6 @@ def test_face_counts_match_the_hand_counts(misc_ws, corpus):
     assert total == 28
     assert right / total >= 0.9, f"{right}/{total} right; wrong: {wrong}"  # measured: 27/28 (docs/faces.md)
     assert summary["faces"]["images"] == 32
-
-
-@pytest.mark.parametrize("name, faces_n, passes, cfg", [
-    ("skimage_astronaut.png", 1, ["short_range"], {}),  # a portrait: one pass
-    ("deepface_couple.jpg", 2, ["short_range"], {}),  # two big, sure faces and nothing else seen: one pass
-    ("fr_two_people.jpg", 2, ["short_range", "full_range"] + 4 * ["full_range/tile"], {}),  # weak hints: tiles
-    ("insightface_t1.jpg", 6, ["short_range", "full_range"] + 4 * ["full_range/tile"], {}),  # 3 whole, 3 from tiles
-    # the child's face is a hint at the bottom right: the 3 tiles that overlap it
-    ("fr_obama_and_biden.jpg", 3, ["short_range", "full_range"] + 3 * ["full_range/tile"], {}),
-    # without hints: every tile whenever the image is not one portrait face (detector v1)
-    ("deepface_couple.jpg", 2, ["short_range", "full_range"] + 4 * ["full_range/tile"], {"hint_min_confidence": 0}),
-])
-def test_ensemble_runs_only_the_passes_the_image_needs(corpus, model_paths, name, faces_n, passes, cfg):
-    from curate.imageio import load_display
-
-    with FaceDetector(model_paths, DetectorConfig(**cfg)) as det:
-        calls: list[str] = []
-        run = det._run
-        det._run = lambda key, rgb: calls.append(key) or run(key, rgb)  # type: ignore[method-assign]
-        assert len(det.detect(load_display(corpus / "faces_misc" / name))) == faces_n
-    assert calls == passes
 
 
 def test_exif_rotated_faces_are_found_upright(misc_ws, corpus, model_paths):

@@ -689,3 +689,17 @@ def test_follow_links_never_walks_into_a_workspace(tmp_path, skimage_dir):
     linked = m.set_index("rel_path").loc["cat/linked.png"]
     assert (linked["status"], linked["reason"]) == ("dropped", "outside_source")
     assert linked["detail"] == f"link points into the curate workspace {ws.root}, never a source"
+
+
+def test_images_dir_is_placed_as_a_source_is(tmp_path, skimage_dir):
+    """--images-dir is read like a source: one that holds the workspace, or lies in it (WS/objects: curate's
+    own derived images read back as photos), is refused like a source there, before anything is written."""
+    src = _photo_source(tmp_path / "src", skimage_dir)
+    ws, _, _ = run_ingest(tmp_path / "ws", SourceSpec(src))
+    before = sorted(p.name for p in (tmp_path / "ws").rglob("*"))
+    for images_dir, message in ((ws.root / "objects", f"{ws.root / 'objects'}: expected a source outside the workspace"),
+                                (tmp_path, f"{tmp_path}: expected a workspace outside the source")):
+        res = CliRunner().invoke(cli, ["ingest", str(src / "list.csv"), "--into", str(ws.root), "--images-dir",
+                                       str(images_dir)])
+        assert res.exit_code == 1 and res.output.startswith(f"Error: {message}"), res.output
+    assert sorted(p.name for p in (tmp_path / "ws").rglob("*")) == before

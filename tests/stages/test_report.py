@@ -17,7 +17,6 @@ import re
 import shutil
 import subprocess
 import sys
-from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -30,131 +29,16 @@ from curate.cli import cli
 from curate.derive import store_derived, upsert_rows
 from curate.errors import OptionError
 from curate.report.thumbs import ThumbnailPool, thumbnail_bytes
-from curate.schema import MANIFEST_COLUMNS, conform, empty_annotations
 from curate.stages.check import CheckOptions, check
 from curate.stages.ingest import IngestOptions, SourceSpec, ingest
-from curate.stages.report import (
-    ReportOptions,
-    balance_view,
-    count_tables,
-    duplicate_group_key,
-    leakage_tables,
-    render_report,
-    report,
-)
+from curate.stages.report import ReportOptions, report
 from curate.workspace import Workspace
+from tests.report.test_render import (  # the page checks live with the renderer
+    assert_valid_and_self_contained,
+    table,
+)
 
 SECTIONS = ["counts", "balance", "sizes", "duplicates", "dropped", "faces", "leakage", "runs"]
-VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
-
-
-# ---------------------------------------------------------------------------
-# HTML helpers: a strict structural check and table extraction
-# ---------------------------------------------------------------------------
-
-class _Doc(HTMLParser):
-    """Parses a page; records structure errors, ids, links, tables and images per section."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.stack: list[str] = []
-        self.errors: list[str] = []
-        self.ids: list[str] = []
-        self.refs: list[tuple[str, str]] = []  # (attr, value) of src/href
-        self.tables: dict[str, list[list[str]]] = {}
-        self.images: dict[str, int] = {}  # section id -> <img> count
-        self.section_ran: dict[str, str] = {}
-        self._table: str | None = None
-        self._row: list[str] | None = None
-        self._cell: list[str] | None = None
-        self._section: str | None = None
-        self.text: list[str] = []
-        self.doctype = False
-
-    def handle_decl(self, decl: str) -> None:
-        self.doctype = decl.lower() == "doctype html"
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = dict(attrs)
-        if "id" in a:
-            self.ids.append(str(a["id"]))
-        for name in ("src", "href", "srcset", "action", "poster", "data"):
-            if name in a:
-                self.refs.append((name, str(a[name])))
-        if "style" in a and "url(" in str(a["style"]):
-            self.errors.append(f"inline style with url(): {a['style']}")
-        if tag == "section":
-            self._section = str(a.get("id"))
-            self.section_ran[self._section] = str(a.get("data-ran"))
-        if tag == "img" and self._section:
-            self.images[self._section] = self.images.get(self._section, 0) + 1
-        if tag == "table":
-            self._table = str(a.get("id"))
-            self.tables[self._table] = []
-        if tag == "tr" and self._table:
-            self._row = []
-        if tag in ("td", "th") and self._row is not None:
-            self._cell = []
-        if tag not in VOID:
-            self.stack.append(tag)
-
-    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.handle_starttag(tag, attrs)
-        if tag not in VOID:
-            self.stack.pop()
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in VOID:
-            self.errors.append(f"end tag for void element <{tag}>")
-            return
-        if not self.stack or self.stack[-1] != tag:
-            self.errors.append(f"</{tag}> closes <{self.stack[-1] if self.stack else None}>")
-            return
-        self.stack.pop()
-        if tag in ("td", "th") and self._cell is not None and self._row is not None:
-            self._row.append(" ".join("".join(self._cell).split()))
-            self._cell = None
-        elif tag == "tr" and self._row is not None and self._table:
-            self.tables[self._table].append(self._row)
-            self._row = None
-        elif tag == "table":
-            self._table = None
-        elif tag == "section":
-            self._section = None
-
-    def handle_data(self, data: str) -> None:
-        if self._cell is not None:
-            self._cell.append(data)
-        self.text.append(data)
-
-
-def parse(page: str) -> _Doc:
-    doc = _Doc()
-    doc.feed(page)
-    doc.close()
-    return doc
-
-
-def table(doc: _Doc, table_id: str) -> dict[str, list[str]]:
-    """Rows of a table as first cell -> other cells (header row excluded)."""
-    rows = doc.tables[table_id]
-    return {r[0]: r[1:] for r in rows[1:]}
-
-
-def assert_valid_and_self_contained(page: str) -> _Doc:
-    doc = parse(page)
-    assert doc.doctype, "missing <!DOCTYPE html>"
-    assert doc.errors == []
-    assert doc.stack == [], f"unclosed tags: {doc.stack}"
-    assert len(doc.ids) == len(set(doc.ids)), "duplicate id attributes"
-    for attr, value in doc.refs:
-        if attr == "href":
-            assert value.startswith("#") and value[1:] in doc.ids, f"href {value!r} is not an in-page anchor"
-        else:
-            assert value.startswith("data:image/"), f"{attr}={value[:60]!r} is not an inline image"
-    assert not re.search(r"<(script|link|iframe|object|embed)\b", page, re.I), "page loads or runs something"
-    assert "@import" not in page and "url(" not in page
-    return doc
 
 
 # ---------------------------------------------------------------------------
@@ -359,118 +243,6 @@ def test_report_after_split_balance_and_faces(staged):
 
 
 # ---------------------------------------------------------------------------
-# Tables alone (no images)
-# ---------------------------------------------------------------------------
-
-def _m(**cols: list[object]) -> pd.DataFrame:
-    n = len(next(iter(cols.values())))
-    base: dict[str, object] = {"sample_id": [f"r{i}" for i in range(n)], "source": ["s"] * n,
-                               "status": ["kept"] * n, "rel_path": [f"{i}.jpg" for i in range(n)],
-                               "path": [f"/x/{i}.jpg" for i in range(n)], "layout": ["flat"] * n}
-    base.update(cols)
-    return conform(pd.DataFrame(base), MANIFEST_COLUMNS)
-
-
-@pytest.mark.parametrize("dup_group, duplicate_of, expected", [
-    # dup_group set on every member: that is the group
-    (["r0", "r0", None], [None, "r0", None], ["r0", "r0", None]),
-    # only duplicate_of set (an older writer): the target joins its group
-    ([None, None, None], [None, "r0", "r0"], ["r0", "r0", "r0"]),
-    # a lone dup_group (group of one) is no group
-    (["r0", None, None], [None, None, None], [None, None, None]),
-    # two groups side by side
-    (["r0", "r0", "r2", "r2"], [None, "r0", None, "r2"], ["r0", "r0", "r2", "r2"]),
-])
-def test_duplicate_group_key(dup_group, duplicate_of, expected):
-    n = len(expected)
-    m = _m(dup_group=dup_group, duplicate_of=duplicate_of,
-           status=["kept" if d is None else "dropped" for d in duplicate_of],
-           reason=[None if d is None else "duplicate" for d in duplicate_of], label=[None] * n)
-    got = duplicate_group_key(m)
-    assert [None if pd.isna(v) else v for v in got] == expected
-
-
-@pytest.mark.parametrize("rows, expected", [
-    # undersampled: 3 kept + 2 balanced_out -> before 5, after 3
-    ([("a", "train", "kept", None, None, "ingest")] * 3 + [("a", "train", "dropped", "balanced_out", None, "balance")] * 2,
-     {"a": [5, 2, 0, 3]}),
-    # oversampled: 1 kept + 2 augmented derived rows -> before 1, after 3
-    ([("b", "train", "kept", None, None, "ingest")] + [("b", "train", "kept", None, "r0", "balance")] * 2,
-     {"b": [1, 0, 2, 3]}),
-    # val untouched by balance is out of scope: only train is counted
-    ([("a", "train", "dropped", "balanced_out", None, "balance"), ("a", "train", "kept", None, None, "ingest"),
-      ("a", "val", "kept", None, None, "ingest")], {"a": [2, 1, 0, 1]}),
-    # an augmented copy balance dropped again (balanced_out) existed neither before nor after
-    ([("d", "train", "kept", None, None, "ingest"), ("d", "train", "kept", None, "r0", "balance"),
-      ("d", "train", "dropped", "balanced_out", "r0", "balance")], {"d": [1, 0, 1, 2]}),
-    # a face crop balance dropped: decided_by is now balance, but it was there before
-    ([("e", "train", "kept", None, "r0", "faces"), ("e", "train", "dropped", "balanced_out", "r0", "faces")],
-     {"e": [2, 1, 0, 1]}),
-    # face crops are derived too, but not by balance: they count as before and after
-    ([("c", "train", "kept", None, None, "ingest"), ("c", "train", "kept", None, "r0", "faces"),
-      ("c", "train", "dropped", "balanced_out", None, "balance")], {"c": [3, 1, 0, 2]}),
-])
-def test_balance_view(rows, expected):
-    label, split, status, reason, parent, by = (list(x) for x in zip(*rows, strict=True))
-    # As the stages write them: balance's copies have layout "augment", face crops "faces";
-    # balance marks what it drops (even a face crop) decided_by "balance".
-    layout = ["augment" if b == "balance" and p else b for b, p in zip(by, parent, strict=True)]
-    decided = ["balance" if r == "balanced_out" else b for b, r in zip(by, reason, strict=True)]
-    m = _m(label=label, split=split, status=status, reason=reason, parent_id=parent, decided_by=decided,
-           layout=layout)
-    view = balance_view(m, [])
-    assert view.ran and view.splits == ["train"]
-    assert {k: v.tolist() for k, v in view.table.iterrows()} == expected
-
-
-def test_balance_view_not_run_counts_all_kept_rows():
-    m = _m(label=["a", "a", "b"], split=["train", "val", None])
-    view = balance_view(m, [])
-    assert not view.ran and view.splits == []
-    assert view.table["after"].to_dict() == {"a": 2, "b": 1}
-    assert balance_view(m, [{"command": "balance"}]).ran  # ran but changed nothing
-
-
-@pytest.mark.parametrize("case, split, status, sha, origin, expect", [
-    # a group whose dropped copy sits in test: spans splits, but only train is kept (resolved)
-    ("resolved", ["train", "test"], ["kept", "dropped"], ["x", "x"], ["/a", "/b"], (1, 0, 0)),
-    # both kept in different splits (e.g. un-dropped in review): a leak, twice over (same bytes too)
-    ("leak", ["train", "test"], ["kept", "kept"], ["x", "x"], ["/a", "/b"], (1, 1, 0)),
-    # same split: nothing to report
-    ("same split", ["val", "val"], ["kept", "dropped"], ["x", "x"], ["/a", "/b"], (0, 0, 0)),
-])
-def test_leakage_tables(case, split, status, sha, origin, expect):
-    m = _m(split=split, status=status, sha256=sha, origin_path=origin, dup_group=["r0", "r0"],
-           duplicate_of=[None, None if status[1] == "kept" else "r0"],
-           reason=[None, None if status[1] == "kept" else "duplicate"])
-    t = leakage_tables(m)
-    spanning, same_bytes, same_origin = expect
-    assert len(t["groups_across_splits"]) == spanning, case
-    assert len(t["same_bytes"]) == same_bytes, case
-    assert len(t["same_origin"]) == same_origin, case
-
-
-def test_leakage_same_origin_and_label_conflicts():
-    m = _m(split=["train", "test", "train"], origin_path=["/p", "/p", "/q"], sha256=["1", "2", "3"],
-           parent_id=[None, None, None], label=["cat", "dog", "cat"], dup_group=["r1", "r1", None],
-           label_conflict=[True, True, False])
-    t = leakage_tables(m)
-    assert t["same_origin"].to_dict("index") == {"/p": {"rows": 2, "splits": "train, test"}}
-    assert t["label_conflicts"].to_dict("index") == {"r1": {"members": 2, "labels": "cat ×1, dog ×1"}}
-
-
-def test_count_tables_count_kept_rows_for_labels_and_splits():
-    m = _m(label=["a", "a", "b", None], split=["train", "val", "train", None],
-           status=["kept", "kept", "dropped", "kept"], reason=[None, None, "too_small", None],
-           decided_by=["ingest"] * 4)
-    t = count_tables(m)
-    assert t["label"].to_dict("index") == {"a": {"train": 1, "val": 1, "(none)": 0, "kept": 2},
-                                           "(none)": {"train": 0, "val": 0, "(none)": 1, "kept": 1}}
-    assert t["reason"].loc["too_small", "rows"] == 1
-    assert t["split"]["kept"].to_dict() == {"train": 1, "val": 1, "(none)": 1}
-
-
-# ---------------------------------------------------------------------------
 # Thumbnails
 # ---------------------------------------------------------------------------
 
@@ -504,33 +276,6 @@ def test_thumbnail_pool_gives_none_for_files_that_cannot_be_decoded(skimage_dir,
         uris = pool.results()
     assert uris["good"] is not None and uris["good"].startswith("data:image/jpeg;base64,")
     assert uris == {"good": uris["good"], "cut": None, "text": None, "gone": None}
-
-
-# ---------------------------------------------------------------------------
-# Limits: pictures are sampled, so the page does not grow with the workspace
-# ---------------------------------------------------------------------------
-
-def test_pictures_are_capped_whatever_the_workspace_size(skimage_dir):
-    files = sorted(str(p) for p in skimage_dir.glob("*.png"))[:10]
-    n = 3000
-    rng = np.random.default_rng(0)
-    reasons = rng.choice(["too_small", "bad_aspect", "rejected_in_review", "duplicate"], n)
-    status = np.where(rng.random(n) < 0.5, "kept", "dropped")
-    m = _m(path=[files[i % len(files)] for i in range(n)], width=[200] * n, height=[100] * n,
-           status=status.tolist(), reason=[r if s == "dropped" else None for r, s in zip(reasons, status, strict=True)],
-           label=[f"c{i % 7}" for i in range(n)], decided_by=["ingest"] * n)
-    dup = m.index[m["reason"] == "duplicate"]
-    m.loc[dup, "duplicate_of"] = "r0"
-    m.loc[dup, "dup_group"] = "r0"
-    m.loc[0, ["status", "reason", "dup_group", "duplicate_of"]] = ["kept", None, "r0", None]
-    group_size = int((m["dup_group"] == "r0").sum())
-    opts = ReportOptions(per_reason=3, max_dup_groups=1, max_group_members=4, workers=2)
-    page, summary = render_report(m, empty_annotations(), [], opts, title="capped")
-    doc = assert_valid_and_self_contained(page)
-    assert doc.images["dropped"] == 4 * 3  # 4 reasons with pictures, 3 each
-    assert doc.images["duplicates"] == 4
-    assert f"… and {group_size - 4:,} more" in page
-    assert summary["thumbnails"] <= 16 and len(page) < 600_000
 
 
 # ---------------------------------------------------------------------------
@@ -657,40 +402,6 @@ def test_report_renders_in_headless_chromium_without_console_errors(staged, tmp_
     probe = json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
     assert probe["errors"] == [] and probe["fetched"] == [] and probe["broken"] == 0
     assert probe["images"] == page.count("<img ") and probe["sections"] == len(SECTIONS)
-
-
-def test_face_crops_a_later_stage_superseded_still_show(skimage_dir):
-    """Issue 17: after `curate square` every crop was framed red as superseded and the page said 0 kept.
-    A crop is shown as what it is kept as now, with the chain that led there."""
-    photo = str(skimage_dir / "astronaut.png")
-    m = _m(path=[photo] * 3, width=[512, 200, 224], height=[512, 200, 224],
-           parent_id=[None, "r0", "r1"], layout=["flat", "faces", "square"],
-           status=["dropped", "dropped", "kept"], reason=["superseded", "superseded", None],
-           decided_by=["faces", "square", "square"], label=["me"] * 3)
-    page, _ = render_report(m, empty_annotations(), [{"command": "faces"}, {"command": "square"}],
-                            ReportOptions(workers=1), title="faces then square")
-    doc = assert_valid_and_self_contained(page)
-    faces = page[page.index('id="faces"'):page.index('id="leakage"')]
-    assert "<b>1 face crop</b> from 1 image, 1 kept (1 as its <code>square</code> row);" in faces
-    assert "superseded" not in faces.split("</p>", 1)[1]  # no crop framed red
-    assert doc.images["faces"] == 1
-    assert '<div class="thumb kept" title="s/1.jpg\nphoto 512×512 → faces 200×200 → square 224×224' in faces
-    assert '<span class="badge kept">square</span> me' in faces
-    dropped = page[page.index('id="dropped"'):page.index('id="faces"')]
-    assert "Nothing was dropped." in dropped and "2 rows were replaced by what a later stage made of them" in dropped
-
-
-def test_a_crop_nothing_was_kept_from_is_red_with_its_fate(skimage_dir):
-    photo = str(skimage_dir / "astronaut.png")
-    m = _m(path=[photo] * 3, width=[512, 200, 224], height=[512, 200, 224],
-           parent_id=[None, "r0", "r1"], layout=["flat", "faces", "square"],
-           status=["dropped", "dropped", "dropped"], reason=["superseded", "superseded", "rejected_in_review"],
-           decided_by=["faces", "square", "review"], label=["me"] * 3)
-    page, _ = render_report(m, empty_annotations(), [{"command": "faces"}, {"command": "square"}],
-                            ReportOptions(workers=1), title="rejected square")
-    faces = page[page.index('id="faces"'):page.index('id="leakage"')]
-    assert "<b>1 face crop</b> from 1 image, 0 kept, 1 superseded, then rejected_in_review;" in faces
-    assert '<span class="badge dropped">superseded, then rejected_in_review</span> me' in faces
 
 
 def test_faces_then_square_on_real_photos_report_the_kept_generation(corpus, tmp_path):

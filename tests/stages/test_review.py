@@ -26,27 +26,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from hypothesis import given
-from hypothesis import strategies as st
 from PIL import Image
 
 from curate.cli import cli
 from curate.derive import store_derived
 from curate.imageio import load_display
+from curate.review.app import VIEWS, check_port
+from curate.review.records import dataset_name
 from curate.schema import MANIFEST_COLUMNS, conform
 from curate.stages.ingest import IngestOptions, SourceSpec, ingest
-from curate.stages.review import (
-    VIEWS,
-    Decision,
-    apply_decisions,
-    check_port,
-    dataset_name,
-    decision_from_tags,
-    media_kind,
-    pull_review,
-    review,
-    xyxy_px_to_fo_box,
-)
+from curate.stages.review import Decision, apply_decisions, decision_from_tags, pull_review, review
 from curate.workspace import StageResult, Workspace
 from tests.conftest import tree_digest
 
@@ -137,46 +126,6 @@ def test_pulling_keep_again_after_a_transform_does_not_bring_the_original_back()
     out, changes, _, _ = apply_decisions(m, {"p": ["keep", "label:other"]})  # a new label is still applied
     assert changes[0]["new"] == {"label": "other", "decided_by": "review"}
     assert out.set_index("sample_id").loc["p", "status"] == "dropped"
-
-
-@given(
-    w=st.integers(1, 20_000), h=st.integers(1, 20_000),
-    fx1=st.floats(0, 1), fy1=st.floats(0, 1), fx2=st.floats(0, 1), fy2=st.floats(0, 1),
-)
-def test_fo_box_is_relative_and_round_trips_to_pixels(w, h, fx1, fy1, fx2, fy2):
-    x1, x2 = sorted((fx1 * w, fx2 * w))
-    y1, y2 = sorted((fy1 * h, fy2 * h))
-    bx, by, bw, bh = xyxy_px_to_fo_box(x1, y1, x2, y2, w, h)
-    assert 0 <= bx <= 1 and 0 <= by <= 1 and bw >= 0 and bh >= 0
-    assert bx + bw <= 1 + 1e-9 and by + bh <= 1 + 1e-9
-    back = (bx * w, by * h, (bx + bw) * w, (by + bh) * h)
-    assert back == pytest.approx((x1, y1, x2, y2), abs=1e-6 * max(w, h))
-
-
-def test_dataset_name_is_stable_unique_and_valid(tmp_path):
-    a, b = tmp_path / "a" / "my ws", tmp_path / "b" / "my ws"
-    assert dataset_name(a) == dataset_name(Path(str(a) + "/"))  # same folder, same name
-    assert dataset_name(a) != dataset_name(b)  # same folder name elsewhere: another dataset
-    assert dataset_name(a).startswith("curate-my_ws-") and len(dataset_name(a)) == len("curate-my_ws-") + 8
-
-
-@pytest.mark.parametrize("row, kind", [
-    # a JPEG a browser shows as curate sees it
-    ({"format": "JPEG", "exif_orientation": None}, "original"),
-    ({"format": "PNG", "exif_orientation": 1}, "original"),
-    # browsers do not decode HEIF or TIFF: a preview
-    ({"format": "HEIF", "exif_orientation": None}, "preview"),
-    ({"format": "TIFF", "exif_orientation": None}, "preview"),
-    # EXIF-rotated: the preview is rotated the way boxes and sizes are
-    ({"format": "JPEG", "exif_orientation": 6}, "preview"),
-    # never decoded, or too large to decode safely: a card with the reason
-    ({"format": None, "width": None, "height": None, "reason": "unreadable"}, "placeholder"),
-    ({"format": "PNG", "reason": "too_large"}, "placeholder"),
-    # the file is gone
-    ({"format": "JPEG", "path": "/nonexistent/x.jpg"}, "placeholder"),
-])
-def test_media_kind(row, kind):
-    assert media_kind({"width": 10, "height": 10, "reason": None, "path": __file__, **row}) == kind
 
 
 # -- a curated workspace from ../shared/data ------------------------------------
