@@ -121,7 +121,7 @@ def check_near_duplicate_leak(manifest: pd.DataFrame, units: np.ndarray, opts: C
     """Kept rows in different splits that are copies of each other, found as ``curate dedupe`` finds them.
 
     Rows with the dedupe descriptors (``d4hash``, ``keypoints``) go through
-    dedupe's own search and pixel verification (:func:`curate.stages.dedupe.near_copy_pairs`):
+    dedupe's own search and pixel verification (:func:`curate.nearcopies.near_copy_pairs`):
     crops, screenshots, captions and turns straddling splits fail the check,
     not only copies within a few pHash bits (issue 15). Rows ingested by an
     older curate, without a ``d4hash``, keep the ``--near-bits`` pHash test.
@@ -146,7 +146,7 @@ def check_near_duplicate_leak(manifest: pd.DataFrame, units: np.ndarray, opts: C
 
 
 def _verified_copies_across_splits(manifest: pd.DataFrame, units: np.ndarray, opts: CheckOptions) -> dict[str, Any]:
-    from curate.stages.dedupe import DedupeOptions, near_copy_pairs
+    from curate.nearcopies import DedupeOptions, near_copy_pairs
 
     if "d4hash" not in manifest.columns:
         return {"count": 0, "examples": []}
