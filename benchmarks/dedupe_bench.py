@@ -57,6 +57,8 @@ EXCLUDE = (
     "obama-480p", "obama-720p", "fr_obama-240p", "fr_32bit",
     "ukbench09380.bmp", "ukbench09380.png", "ukbench09380.webp",
     "image_236", "image_408", "image_604", "image_417",
+    # issue 15 finds these families too: a collage cut from biden.jpg and obama3.jpg, and crops/resizes of obama.jpg
+    "fr_two_people", "fr_obama_partial_face", "fr_obama_small",
 )
 LOGO = "photos/imagededup_copyleft.tiff"
 
@@ -102,8 +104,73 @@ def _letterbox(img: Image.Image) -> Image.Image:
     return out
 
 
+def _crop_area(img: Image.Image, area: float, aspect: float, rng: random.Random) -> Image.Image:
+    """A crop keeping ``area`` of the picture, ``aspect`` times wider (relative to the image) than tall, anywhere."""
+    w, h = img.size
+    fw = min(1.0, (area * aspect) ** 0.5)
+    fh = min(1.0, area / fw)
+    cw, ch = max(1, round(w * fw)), max(1, round(h * fh))
+    x, y = rng.randint(0, w - cw), rng.randint(0, h - ch)
+    return img.crop((x, y, x + cw, y + ch))
+
+
+def _screenshot(img: Image.Image, rng: random.Random) -> Image.Image:
+    """The photo at 70-100% inside an app window: title bar, side panel of text, grey background."""
+    from PIL import ImageDraw
+
+    k = rng.uniform(0.7, 1.0)
+    shown = img.resize((max(1, round(img.width * k)), max(1, round(img.height * k))), Image.Resampling.LANCZOS)
+    bar, side = max(24, shown.height // 14), max(60, shown.width // 3)
+    canvas = Image.new("RGB", (shown.width + side + 30, shown.height + bar + 30), (236, 236, 236))
+    draw = ImageDraw.Draw(canvas)
+    draw.rectangle((0, 0, canvas.width, bar), fill=(48, 52, 64))
+    draw.text((10, bar // 3), f"Viewer - IMG_{rng.randint(1000, 9999)}.JPG", fill=(255, 255, 255))
+    for i in range(8):
+        draw.text((shown.width + 24, bar + 20 + 18 * i), f"item {rng.randint(0, 999)}", fill=(20, 20, 20))
+    canvas.paste(shown, (15, bar + 15))
+    return canvas
+
+
+def _caption(img: Image.Image, rng: random.Random) -> Image.Image:
+    from PIL import ImageDraw
+
+    band = max(30, img.height // 5)
+    out = Image.new("RGB", (img.width, img.height + band), (255, 255, 255))
+    out.paste(img, (0, band if rng.random() < 0.5 else 0))
+    top = out.getpixel((0, 0)) == (255, 255, 255)
+    ImageDraw.Draw(out).text((12, (band // 3) if top else img.height + band // 3), "me, after cleaning the dataset",
+                             fill=(0, 0, 0))
+    return out
+
+
+def _collage(img: Image.Image, rng: random.Random) -> Image.Image:
+    """The photo as one tile of a 2x2 collage with three flat-coloured tiles."""
+    w, h = img.size
+    out = Image.new("RGB", (2 * w + 6, 2 * h + 6), (255, 255, 255))
+    slot = rng.randrange(4)
+    for k in range(4):
+        x, y = (k % 2) * (w + 6), (k // 2) * (h + 6)
+        tile = img if k == slot else Image.new("RGB", (w, h), tuple(rng.randrange(256) for _ in range(3)))
+        out.paste(tile, (x, y))
+    return out
+
+
+def _turn_crop(img: Image.Image, deg: float) -> Image.Image:
+    """Turned by ``deg`` and cropped to the largest upright rectangle with no fill corners."""
+    import math
+
+    w, h = img.size
+    turned = img.rotate(deg, resample=Image.Resampling.BICUBIC, expand=True)
+    a = math.radians(abs(deg))
+    # Largest axis-aligned rectangle inside the turned w x h rectangle (keeps the aspect).
+    k = min(w, h) / (w * math.sin(a) + h * math.cos(a)) if w >= h else min(w, h) / (h * math.sin(a) + w * math.cos(a))
+    cw, ch = int(w * k), int(h * k)
+    cx, cy = turned.width // 2, turned.height // 2
+    return turned.crop((cx - cw // 2, cy - ch // 2, cx - cw // 2 + cw, cy - ch // 2 + ch))
+
+
 def transforms(logo: Image.Image) -> dict[str, Callable[[Image.Image, random.Random], Image.Image]]:
-    """Name -> f(image, rng): the transforms of issue 8, each applied alone."""
+    """Name -> f(image, rng): the transforms of issue 8, each applied alone, then issue 15's harder copies."""
     area20 = 0.8 ** 0.5  # keep 89.4% of each side: 20% of the area cut away
     return {
         "resize_half": lambda im, r: im.resize((max(1, im.width // 2), max(1, im.height // 2)), Image.Resampling.LANCZOS),
@@ -124,6 +191,26 @@ def transforms(logo: Image.Image) -> dict[str, Callable[[Image.Image, random.Ran
         "grayscale": lambda im, r: ImageOps.grayscale(im).convert("RGB"),
         "watermark": lambda im, r: _watermark(im, logo),
         "letterbox": lambda im, r: _letterbox(im),
+        # issue 15: copies that keep at least half of the picture
+        "crop_half_any_aspect": lambda im, r: _crop_area(im, r.uniform(0.5, 0.6), r.choice([0.4, 1.0, 2.5]), r),
+        "crop_centre_8pct": lambda im, r: im.crop((round(im.width * .08), round(im.height * .08),
+                                                   round(im.width * .92), round(im.height * .92))),
+        "crop_corner_80pct": lambda im, r: _crop(im, 0.8, 0.8, r),
+        "screenshot": _screenshot,
+        "caption": _caption,
+        "frame": lambda im, r: ImageOps.expand(im, border=max(6, min(im.size) // 12),
+                                               fill=tuple(r.randrange(256) for _ in range(3))),
+        "collage_tile": _collage,
+        "turn_15_crop": lambda im, r: _turn_crop(im, r.choice([-1, 1]) * 15),
+        "turn_30_crop": lambda im, r: _turn_crop(im, r.choice([-1, 1]) * 30),
+        "mirror_crop": lambda im, r: ImageOps.mirror(_crop_area(im, 0.6, 1.0, r)),
+        "rot90_crop": lambda im, r: _crop_area(im, 0.6, 1.0, r).transpose(Image.Transpose.ROTATE_90),
+        "mirror_screenshot": lambda im, r: _screenshot(ImageOps.mirror(im), r),
+        "chain_crop_resize_q50": lambda im, r: _jpeg(_crop_area(im, 0.65, 1.0, r).resize(
+            (max(1, im.width // 2), max(1, im.height // 2)), Image.Resampling.LANCZOS), 50),
+        "chain_grey_crop_blur": lambda im, r: ImageOps.grayscale(_crop_area(im, 0.65, 1.0, r)).filter(
+            ImageFilter.GaussianBlur(1.2)).convert("RGB"),
+        "chain_turn_caption_q60": lambda im, r: _jpeg(_caption(_turn_crop(im, r.uniform(5, 12)), r), 60),
     }
 
 
@@ -144,15 +231,21 @@ def base_photos(data: Path) -> list[Path]:
     return out
 
 
-def build_set(data: Path, out: Path, seed: int = 0) -> dict[str, dict[str, str]]:
-    """Write the photos and their copies; return {file name: {photo, transform}}."""
+def build_set(data: Path, out: Path, seed: int = 0, max_photos: int = 0) -> dict[str, dict[str, str]]:
+    """Write the photos and their copies; return {file name: {photo, transform}}.
+
+    ``max_photos`` > 0 takes that many photos, evenly spaced in name order (a shorter run).
+    """
     from curate.imageio import load_display
 
     out.mkdir(parents=True, exist_ok=True)
     logo = load_display(data / LOGO)
     tx = transforms(logo)
     truth: dict[str, dict[str, str]] = {}
-    for n, path in enumerate(base_photos(data)):
+    photos = base_photos(data)
+    if 0 < max_photos < len(photos):
+        photos = [photos[round(i * len(photos) / max_photos)] for i in range(max_photos)]
+    for n, path in enumerate(photos):
         img = load_display(path)
         img.thumbnail((1024, 1024), Image.Resampling.LANCZOS)  # web-sized, keeps the run short
         photo = f"p{n:03d}"
@@ -174,7 +267,9 @@ def build_set(data: Path, out: Path, seed: int = 0) -> dict[str, dict[str, str]]
 
 def _run(cmd: list[str], cwd: Path | None = None) -> tuple[float, str]:
     t = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    # This checkout's curate, not whichever one is installed.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
@@ -189,10 +284,10 @@ def run_curate(set_dir: Path, work: Path, workers: int, verify: bool = True) -> 
         import shutil
 
         shutil.rmtree(ws)
-    curate = str(Path(sys.executable).with_name("curate"))
-    t_ingest, _ = _run([curate, "ingest", str(set_dir), "--into", str(ws), "--layout", "flat", "--min-side", "1",
+    curate = [sys.executable, "-c", "import sys; from curate.cli import main; sys.argv[0] = 'curate'; main()"]
+    t_ingest, _ = _run([*curate, "ingest", str(set_dir), "--into", str(ws), "--layout", "flat", "--min-side", "1",
                         "--max-aspect", "100", "--workers", str(workers), "--json"])
-    t_dedupe, out = _run([curate, "dedupe", str(ws), "--workers", str(workers), "--json",
+    t_dedupe, out = _run([*curate, "dedupe", str(ws), "--workers", str(workers), "--json",
                           "--report", str(work / f"curate_report{'' if verify else '_no_verify'}.json"),
                           "--verify" if verify else "--no-verify"])
     summary = json.loads(out)["dedupe"]
@@ -317,6 +412,89 @@ def million(n: int = 1_000_000, seed: int = 0, crops: bool = False) -> dict:
             "groups": res.summary["dedupe"]["groups"], "duplicates": int(pd.notna(dup_of).sum())}
 
 
+def copies_scale(ws_manifest: Path, sizes: tuple[int, ...], seed: int = 0, peer: bool = True) -> list[dict]:
+    """Time the keypoint search (candidates + RANSAC on stored keypoints, no pixels) at ``sizes`` rows.
+
+    Rows are synthetic but made of real ORB descriptors: each takes 128 keypoints drawn from the bench
+    set's stored keypoints (positions and descriptors of one real keypoint each, 3% of the bits flipped),
+    so bit statistics and stop words are those of real photos. 10% of the rows are planted copies: 70%
+    of another row's keypoints, moved by a random similarity transform, 6% of bits flipped. imagededup's
+    ``find_duplicates`` on as many random 64-bit hashes runs in the same run for scale.
+    """
+    import pandas as pd
+
+    from curate.copydetect import Features, candidate_pairs, decode, encode, match_features
+
+    m = pd.read_parquet(ws_manifest, columns=["keypoints"])
+    pool = [decode(v) for v in m["keypoints"].dropna()]
+    xy = np.concatenate([f.xy / np.array(f.size_wh, np.float32) for f in pool])
+    desc = np.concatenate([f.desc for f in pool])
+    mdesc = np.concatenate([f.mirror_desc for f in pool])
+    out = []
+    for n in sizes:
+        rng = np.random.default_rng(seed)
+        feats: list[Features] = []
+        n_copies = n // 10
+
+        def noisy(d: np.ndarray, p: float, rng: np.random.Generator = rng) -> np.ndarray:
+            return d ^ np.packbits(rng.random((len(d), 256)) < p, axis=1)
+
+        for _ in range(n - n_copies):
+            pick = rng.integers(0, len(desc), 128)
+            feats.append(Features((224, 168), xy[pick] * [224, 168], noisy(desc[pick], 0.03), noisy(mdesc[pick], 0.03)))
+        src = rng.integers(0, n - n_copies, n_copies)
+        for s_ in src:
+            f = feats[s_]
+            keep = rng.random(len(f.xy)) < 0.7
+            ang, k = rng.uniform(-0.5, 0.5), rng.uniform(0.7, 1.4)
+            rot = k * np.array([[np.cos(ang), -np.sin(ang)], [np.sin(ang), np.cos(ang)]])
+            pts = (f.xy[keep] - 112) @ rot.T + 112
+            feats.append(Features((224, 168), np.clip(pts, 0, 1000).astype(np.float32),
+                                  noisy(f.desc[keep], 0.06), noisy(f.mirror_desc[keep], 0.06)))
+        feats = [decode(encode(f)) for f in feats]  # as stored
+        t = time.perf_counter()
+        a, b, _ = candidate_pairs(feats)
+        t_cand = time.perf_counter() - t
+        t = time.perf_counter()
+        inl = np.array([match_features(feats[i], feats[j]).inliers for i, j in zip(a, b, strict=True)])
+        t_geo = time.perf_counter() - t
+        found = set(zip(a[inl >= 8].tolist(), b[inl >= 8].tolist(), strict=True))
+        planted = sum((min(s_, n - n_copies + k), max(s_, n - n_copies + k)) in found for k, s_ in enumerate(src))
+        row = {"rows": n, "keypoints": int(sum(len(f.xy) for f in feats)), "candidate_s": round(t_cand, 1),
+               "candidates": int(len(a)), "geometry_s": round(t_geo, 1), "copy_pairs": int((inl >= 8).sum()),
+               "planted_found": round(planted / max(n_copies, 1), 4), "peak_rss_mb": round(_peak_mb())}
+        if peer:
+            row["imagededup_find_duplicates_s"] = _imagededup_find(n, seed)
+        print(json.dumps(row), file=sys.stderr)
+        out.append(row)
+    return out
+
+
+def _peak_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _imagededup_find(n: int, seed: int) -> float:
+    """Seconds imagededup's PHash.find_duplicates takes on ``n`` random hashes (threshold 10), in a subprocess."""
+    code = f"""
+import sys, time, logging, numpy as np
+sys.path.insert(0, {str(PEERS)!r})
+import stub_torchvision
+logging.disable(logging.WARNING)
+from imagededup.methods import PHash
+rng = np.random.default_rng({seed})
+codes = rng.integers(0, 2**63, size={n}, dtype=np.uint64)
+enc = {{f"{{i}}.jpg": f"{{int(c):016x}}" for i, c in enumerate(codes)}}
+t = time.perf_counter()
+PHash(verbose=False).find_duplicates(encoding_map=enc, max_distance_threshold=10)
+print(time.perf_counter() - t)
+"""
+    wall, out = _run([sys.executable, "-c", code])
+    return round(float(out.strip().splitlines()[-1]), 1)
+
+
 def _rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -345,16 +523,23 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--skip-peers", action="store_true")
+    ap.add_argument("--max-photos", type=int, default=0, help="use this many of the corpus photos (0: all)")
     ap.add_argument("--million", action="store_true", help="also time 1,000,000 synthetic hashes")
     ap.add_argument("--million-only", action="store_true")
+    ap.add_argument("--copies-scale", default="", help="comma-separated row counts: time the keypoint search only")
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     results: dict = {"scores": {}, "timing": {}}
+    if a.copies_scale:
+        sizes = tuple(int(x) for x in a.copies_scale.split(","))
+        results["copies_scale"] = copies_scale(a.out / "ws" / "manifest.parquet", sizes, peer=not a.skip_peers)
+        (a.out / "copies_scale.json").write_text(json.dumps(results["copies_scale"], indent=2))
+        return
     if not a.million_only:
         set_dir = a.out / "set"
         truth_file = a.out / "truth.json"
         if not truth_file.exists():
-            truth = build_set(a.data, set_dir)
+            truth = build_set(a.data, set_dir, max_photos=a.max_photos)
             truth_file.write_text(json.dumps(truth, indent=1))
         truth = json.loads(truth_file.read_text())
         photos = len({t["photo"] for t in truth.values()})

@@ -98,11 +98,12 @@ def curate_ingest(src: Path, ws: Path, workers: int) -> tuple[float, float, int]
     import shutil
 
     shutil.rmtree(ws, ignore_errors=True)
-    curate = Path(sys.executable).parent / "curate"
-    wall, _, out = run([str(curate), "ingest", str(src), "--into", str(ws), "--layout", "flat",
+    # This checkout's curate (on PYTHONPATH, set in main), not whichever one is installed.
+    curate = [sys.executable, "-c", "import sys; from curate.cli import main; sys.argv[0] = 'curate'; main()"]
+    wall, _, out = run([*curate, "ingest", str(src), "--into", str(ws), "--layout", "flat",
                         "--workers", str(workers), "--json"])
     rows = json.loads(out)["rows"]
-    peak = peak_rss_of([str(curate), "ingest", str(src), "--into", str(ws) + "-mem", "--layout", "flat",
+    peak = peak_rss_of([*curate, "ingest", str(src), "--into", str(ws) + "-mem", "--layout", "flat",
                         "--workers", str(workers), "--json"])
     shutil.rmtree(str(ws) + "-mem", ignore_errors=True)
     return wall, peak, rows
@@ -134,6 +135,7 @@ def imagededup_encode(src: Path, workers: int) -> tuple[float, int]:
 
 
 def main() -> None:
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=5000)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)

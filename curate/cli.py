@@ -607,8 +607,10 @@ def models_status_cmd(model_dir: Path | None, as_json: bool) -> None:
 @click.option("--verify/--no-verify", default=True, show_default=True,
               help="Check every candidate pair on the pixels (decodes only images in candidate pairs).")
 @click.option("--priority", default=None, help="Comma-separated source names, most trusted first, for keeping.")
-@click.option("--keep", "keep", default="priority,resolution,annotated", show_default=True,
-              help="Keeper criteria in order (any of priority, resolution, annotated); ties: source, path.")
+@click.option("--copies/--no-copies", default=True, show_default=True,
+              help="Also match stored keypoints: crops to half the picture, screenshots, frames, captions, turns.")
+@click.option("--keep", "keep", default="priority,uncropped,resolution,annotated", show_default=True,
+              help="Keeper criteria in order (any of priority, uncropped, resolution, annotated); ties: source, path.")
 @click.option("--min-contrast", type=click.FloatRange(min=0), default=3.0, show_default=True,
               help="Rows whose hashed thumbnail has a grey-level std below this match only byte-identical copies.")
 @click.option("--dry-run", is_flag=True, help="Show what would change; write nothing to the workspace.")
@@ -617,8 +619,8 @@ def models_status_cmd(model_dir: Path | None, as_json: bool) -> None:
 @click.option("--conflicts", is_flag=True, help="List each group whose members carry different labels.")
 @workers_option
 @json_option
-def dedupe_cmd(workspace: Path, max_hamming: int, crops: bool, verify: bool, priority: str | None, keep: str,
-               min_contrast: float, dry_run: bool, report: Path | None, conflicts: bool, workers: int,
+def dedupe_cmd(workspace: Path, max_hamming: int, crops: bool, verify: bool, priority: str | None, copies: bool,
+               keep: str, min_contrast: float, dry_run: bool, report: Path | None, conflicts: bool, workers: int,
                as_json: bool) -> None:
     """Group near duplicates across sources; keep one of each group, drop the rest as duplicate."""
     from curate.stages.dedupe import DedupeOptions, dedupe
@@ -627,7 +629,8 @@ def dedupe_cmd(workspace: Path, max_hamming: int, crops: bool, verify: bool, pri
     opts = DedupeOptions(max_hamming=max_hamming, crops=crops, verify=verify, min_contrast=min_contrast,
                          priority=priority.split(",") if priority else None,
                          keep=tuple(k.strip() for k in keep.split(",") if k.strip()), dry_run=dry_run, report=report,
-                         conflicts=conflicts, workers=workers, progress=sys.stderr.isatty() and not as_json)
+                         conflicts=conflicts, workers=workers, progress=sys.stderr.isatty() and not as_json,
+                         copies=copies)
     result = ws.run_stage("dedupe", dedupe, opts)
     emit(result.summary, as_json, f"dedupe {ws.root}" + (" (dry run: nothing written)" if dry_run else ""))
 

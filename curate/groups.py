@@ -34,7 +34,8 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-KEEP_CRITERIA = ("priority", "resolution", "annotated")
+# "uncropped": the original before a crop of it or a padded/shown copy of it (issue 15; dedupe's keypoint search).
+KEEP_CRITERIA = ("priority", "uncropped", "resolution", "annotated")
 
 # File names that browsers and file managers give a second copy of a file (issue 17: dedupe kept
 # "chelsea (1).jpg" over "chelsea.jpg"). Such a name loses a tie to one that is not. Not counted:
@@ -70,14 +71,16 @@ def keeper_order(
     annotated: set[str] | None = None,
     criteria: Sequence[str] = KEEP_CRITERIA,
     first: pd.Series | None = None,
+    not_original: pd.Series | None = None,
 ) -> pd.Series:
     """Rank of each row by the keeper policy (0 = kept first). Index-aligned.
 
-    ``criteria`` orders (or leaves out) ``priority``, ``resolution`` and
+    ``criteria`` orders (or leaves out) ``priority``, ``uncropped``, ``resolution`` and
     ``annotated``; then a name that is not an OS/browser copy name
     (:func:`is_copy_name`) beats one that is, and the stable order (source,
     rel_path, sample_id) breaks the remaining ties. ``first`` (bool, index-aligned) puts rows before all criteria (rows a
-    person kept in review).
+    person kept in review). ``not_original`` (bool, index-aligned) marks crops and padded or shown copies of
+    another member, which ``uncropped`` ranks after the original.
     """
     sources = list(dict.fromkeys([*(source_order or []), *sorted(manifest["source"].unique())]))
     src_rank = manifest["source"].map({s: i for i, s in enumerate(sources)}).astype(int)
@@ -86,6 +89,8 @@ def keeper_order(
     keys = pd.DataFrame({
         "first": ~(first.to_numpy(dtype=bool) if first is not None else np.zeros(len(manifest), bool)),
         "priority": src_rank.to_numpy(),
+        "uncropped": (not_original.to_numpy(dtype=bool) if not_original is not None
+                      else np.zeros(len(manifest), bool)),
         "resolution": -pixels,
         "annotated": ~has_boxes,
         "copy_name": manifest["rel_path"].astype(str).map(is_copy_name).to_numpy(dtype=bool),

@@ -40,9 +40,11 @@ from PIL import Image
 
 # Bump when compute_hashes changes, so ingest recomputes stored hashes.
 # 2: d4hash, crop_hashes, hash_contrast; 128 px thumbnail. 3: paired bars only, disc mask.
-HASH_VERSION = 3
-# Columns compute_hashes fills (all in the manifest schema).
-HASH_COLUMNS = ("phash", "dhash", "d4hash", "crop_hashes", "hash_contrast")
+# 4: ORB keypoints for copy detection (curate.copydetect, issue 15).
+HASH_VERSION = 4
+# Columns the ingest probe fills from its one decode (all in the manifest schema):
+# compute_hashes's, and the local features of curate.copydetect.describe.
+HASH_COLUMNS = ("phash", "dhash", "d4hash", "crop_hashes", "hash_contrast", "keypoints")
 # Size of the grayscale thumbnail the hashes are taken from. imagehash resizes
 # further (32x32 for pHash, 9x8 for dHash), as does the d4hash (32x32). 128 px
 # keeps letterbox trimming and the crop windows accurate to about 1% of a side

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
+from curate.copydetect import describe
 from curate.errors import CurateError
 from curate.hashing import HASH_COLUMNS, HASH_VERSION, THUMB_PX, compute_hashes, hash_thumbnail
 
@@ -252,13 +253,17 @@ def probe_bytes(data: bytes | None, name: str, opts: ProbeOptions) -> dict[str, 
             im.load()
             if not opts.perceptual_hashes:
                 return out
-            thumb = hash_thumbnail(apply_orientation(to_rgb(im), orientation))
+            gray = apply_orientation(to_rgb(im), orientation).convert("L")
+            thumb = hash_thumbnail(gray)
+            # Local features for copy detection, from the same decode (issue 15).
+            keypoints = describe(np.asarray(gray))
         except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError, MemoryError) as e:
             out.update(reason=_classify_decode_error(e), detail=_short(e))
             return out
         finally:
             im.close()
     out.update(compute_hashes(thumb))
+    out["keypoints"] = keypoints
     out["hash_version"] = HASH_VERSION
     return out
 

@@ -95,6 +95,12 @@ MANIFEST_COLUMNS: tuple[Column, ...] = (
     Column("d4hash", "str", True, "64-bit flip/rotation-aware DCT-sign hash (16 hex digits) of the letterbox-trimmed displayed image; see docs/dedupe.md"),
     Column("crop_hashes", "str", True, "d4hash of 13 sub-windows (curate.hashing.CROP_WINDOWS), 16 hex digits each, concatenated"),
     Column("hash_contrast", "float", True, "grey-level standard deviation of the hashed thumbnail; near 0 the hashes carry no information"),
+    Column("keypoints", "str", True, "local features for copy detection (curate.copydetect): up to 128 ORB keypoints "
+                                     "with positions and plain and mirrored descriptors, base64; see docs/dedupe.md"),
+    Column("contained_in", "str", True, "sample_id of the row whose picture contains this one's (this row is a crop "
+                                        "of it, or it is a screenshot/frame holding this row); set by dedupe"),
+    Column("match_region", "str", True, "where this row's picture lies in contained_in's: JSON list of 4 [x, y] "
+                                        "corners in that row's displayed pixels; set by dedupe"),
     Column("dup_group", "str", True, "sample_id of the representative for every member of a duplicate group"),
     Column("label_conflict", "bool", False, "member of a duplicate group whose rows carry different labels"),
     Column("transform", "str", True, "JSON record of the transform that made a derived row"),

@@ -31,6 +31,8 @@ FLOORS: dict[str, int] = {
         "augment", "boxes", "console", "derive", "engine", "faces", "features", "geometry", "groups", "hashing",
         "imageio", "index", "labelmap", "lineage", "locate", "models", "parallel", "partition", "paths", "units",
         "verify", "walk")], 1),
+    "curate.copydetect": 1,  # local features stored at ingest, LSH candidates, RANSAC on stored keypoints (issue 15)
+    "curate.nearcopies": 1,  # dedupe's near-copy search and pixel verification, shared with check (issue 15)
     "curate.labelstudio": 1,  # Label Studio's config, box units, REST client and local server (issue 16)
     # floor 0: the workspace and the manifest contract it validates against
     "curate": 0, "curate.errors": 0, "curate.parts": 0, "curate.schema": 0, "curate.summary": 0, "curate.workspace": 0,

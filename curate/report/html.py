@@ -68,6 +68,9 @@ figcaption { color:var(--muted); font-size:12px; }
 .thumb.dropped img { border-color:var(--dropped); }
 .thumb .noimg { display:flex; align-items:center; justify-content:center; text-align:center; font-size:11px; }
 .thumb .cap { white-space:nowrap; overflow:hidden; text-overflow:ellipsis; }
+.thumb .pic { position:relative; width:104px; height:104px; }
+.thumb .pic svg { position:absolute; left:3px; top:3px; width:98px; height:98px; pointer-events:none; }
+.thumb .pic polygon { fill:none; stroke:#e63946; stroke-width:2.5; vector-effect:non-scaling-stroke; }
 .badge { display:inline-block; padding:0 5px; border-radius:3px; color:#fff; font-size:10.5px; font-weight:600; }
 .badge.kept { background:var(--kept); }
 .badge.dropped { background:var(--dropped); }
@@ -151,6 +154,10 @@ class Thumb:
     status: str = ""  # "kept" / "dropped" frames and badges the picture
     badge: str = ""
     fallback: str = "no picture"
+    # A region to outline on the picture (a crop of it found by dedupe): corners in
+    # the pixels of an image of ``outline_wh``, drawn over the picture as shown.
+    outline: tuple[tuple[float, float], ...] = ()
+    outline_wh: tuple[int, int] = (0, 0)
 
 
 def thumbs(items: Iterable[Thumb]) -> str:
@@ -158,6 +165,11 @@ def thumbs(items: Iterable[Thumb]) -> str:
     for t in items:
         pic = (f'<img src="{t.uri}" alt="{esc(t.caption)}" loading="eager">' if t.uri
                else f'<div class="noimg">{esc(t.fallback)}</div>')
+        if t.uri and t.outline and min(t.outline_wh) > 0:
+            # The SVG's viewBox is the image's pixel frame, fitted like the picture (object-fit: contain).
+            points = " ".join(f"{float(x):.1f},{float(y):.1f}" for x, y in t.outline)
+            pic = (f'<div class="pic">{pic}<svg viewBox="0 0 {t.outline_wh[0]} {t.outline_wh[1]}" '
+                   f'preserveAspectRatio="xMidYMid meet"><polygon points="{esc(points)}"/></svg></div>')
         badge = f'<span class="badge {esc(t.status)}">{esc(t.badge)}</span> ' if t.badge else ""
         out.append(f'<div class="thumb {esc(t.status)}" title="{esc(t.tooltip)}">{pic}'
                    f'<div class="cap">{badge}{esc(t.caption)}</div></div>')

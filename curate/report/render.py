@@ -346,6 +346,7 @@ class _Renderer:
                                  badge=(f"kept as {self.rows_by_id.loc[str(self.successor[i]), 'layout']}"
                                         if self.replaced[i] else _badge(r)))
                      for i, r in shown.iterrows()]
+            items = _outline_crops(shown, items)
             more = f"<p>… and {len(g) - len(shown)} more</p>" if len(g) > len(shown) else ""
             body += f'<div class="group"><h4>{head}</h4>{h.thumbs(items)}{more}</div>'
         return h.Section("duplicates", "Duplicate groups", body, ran=dedupe_ran)
@@ -590,3 +591,26 @@ def render_report(
     return page, summary
 
 
+def _outline_crops(shown: pd.DataFrame, items: list[h.Thumb]) -> list[h.Thumb]:
+    """Outline, on each container's picture, the region where a member of its group was found (dedupe's
+    ``contained_in`` / ``match_region``): crops, and photos shown inside screenshots or frames (issue 15)."""
+    import dataclasses
+    import json
+
+    if "contained_in" not in shown.columns:
+        return items
+    at = {str(sid): k for k, sid in enumerate(shown["sample_id"])}
+    out = list(items)
+    for _, r in shown.iterrows():
+        k = at.get(str(r["contained_in"])) if pd.notna(r["contained_in"]) else None
+        if k is None or out[k].outline or pd.isna(r.get("match_region")):
+            continue
+        outer = shown.iloc[k]
+        try:
+            corners = tuple((float(x), float(y)) for x, y in json.loads(str(r["match_region"])))
+        except (ValueError, TypeError):
+            continue
+        if pd.notna(outer["width"]) and pd.notna(outer["height"]) and len(corners) == 4:
+            out[k] = dataclasses.replace(out[k], outline=corners, outline_wh=(int(outer["width"]), int(outer["height"])),
+                                         tooltip=out[k].tooltip + f"\noutlined: where {Path(str(r['rel_path'])).name} lies")
+    return out

@@ -9,8 +9,11 @@ Checks that **fail** the run (leaks and errors in the data itself):
 
 - ``group_leak``: kept rows of one unit (a duplicate group, a derived row and
   its source image, or a ``--group`` value) sit in more than one split;
-- ``near_duplicate_leak``: two kept rows in different splits whose perceptual
-  hashes are within ``--near-bits`` bits (default 4), though not grouped;
+- ``near_duplicate_leak``: two kept rows in different splits that are copies
+  of each other, though not grouped, found by ``curate dedupe``'s own search
+  and pixel verification (crops to half the picture, screenshots, captions,
+  turns; issue 15); rows without the dedupe descriptors (ingested by an older
+  curate) by their perceptual hashes within ``--near-bits`` bits (default 4);
 - ``label_conflict``: one duplicate group still carries different labels
   among its kept and duplicate rows (fix in review: relabel or reject);
 - ``class_size``: a class with fewer than ``--min-per-class`` kept rows
@@ -79,12 +82,13 @@ class CheckOptions:
     min_per_class: int = 2
     min_side_px: int = 64
     max_aspect: float = 4.0
-    near_bits: int = 4  # Hamming distance (of 64 bits) that counts as a near-duplicate across splits
+    near_bits: int = 4  # pHash bits that count as a near-duplicate across splits (rows without d4hash only)
     hash_column: str = "phash"
     group: str | None = None  # like `split --group`; None: the group of the last split run, else dup
     skip: tuple[str, ...] = ()
     strict: bool = False  # warnings fail too
     max_examples: int = 5
+    workers: int = 0  # verification processes for the near-duplicate search (0: all cores)
 
 
 def _result(name: str, failed: bool, count: int, message: str, examples: list[Any] | None = None) -> dict[str, Any]:
@@ -114,6 +118,58 @@ def check_group_leak(manifest: pd.DataFrame, units: np.ndarray, limit: int) -> d
 
 
 def check_near_duplicate_leak(manifest: pd.DataFrame, units: np.ndarray, opts: CheckOptions) -> dict[str, Any]:
+    """Kept rows in different splits that are copies of each other, found as ``curate dedupe`` finds them.
+
+    Rows with the dedupe descriptors (``d4hash``, ``keypoints``) go through
+    dedupe's own search and pixel verification (:func:`curate.nearcopies.near_copy_pairs`):
+    crops, screenshots, captions and turns straddling splits fail the check,
+    not only copies within a few pHash bits (issue 15). Rows ingested by an
+    older curate, without a ``d4hash``, keep the ``--near-bits`` pHash test.
+    """
+    copies = _verified_copies_across_splits(manifest, units, opts)
+    legacy = _phash_leak(manifest[manifest["d4hash"].isna()] if "d4hash" in manifest.columns else manifest,
+                         units if "d4hash" not in manifest.columns else units[manifest["d4hash"].isna().to_numpy()],
+                         opts)
+    count = copies["count"] + legacy["count"]
+    examples = (copies["examples"] + legacy["examples"])[:opts.max_examples]
+    if not count:
+        return _result("near_duplicate_leak", False, 0,
+                       "no kept pair across splits is a copy (dedupe's search and verification"
+                       f"{'; pHash within ' + str(opts.near_bits) + ' bits for rows without d4hash' if legacy['rows'] else ''})")
+    parts = []
+    if copies["count"]:
+        parts.append(f"{copies['count']} pairs of kept rows in different splits are verified copies (dedupe's search)")
+    if legacy["count"]:
+        parts.append(f"{legacy['count']} pairs of kept rows in different splits are within {opts.near_bits} bits "
+                     f"({opts.hash_column})")
+    return _result("near_duplicate_leak", True, count, "; ".join(parts), examples)
+
+
+def _verified_copies_across_splits(manifest: pd.DataFrame, units: np.ndarray, opts: CheckOptions) -> dict[str, Any]:
+    from curate.nearcopies import DedupeOptions, near_copy_pairs
+
+    if "d4hash" not in manifest.columns:
+        return {"count": 0, "examples": []}
+    m = ((manifest["status"] == "kept") & manifest["split"].notna() & manifest["d4hash"].notna()).to_numpy()
+    pos = np.flatnonzero(m)
+    if len(pos) < 2 or manifest["split"].iloc[pos].nunique() < 2:
+        return {"count": 0, "examples": []}
+    frame = manifest.iloc[pos]
+    found = near_copy_pairs(frame, DedupeOptions(workers=opts.workers))
+    a, b = found.a[found.accepted], found.b[found.accepted]
+    splits = frame["split"].to_numpy()
+    cross = (splits[a] != splits[b]) & (units[pos[a]] != units[pos[b]])  # same unit: already a group_leak
+    examples = []
+    kind = found.pairs["kind"].to_numpy()[found.accepted][cross]
+    for i, j, k in list(zip(a[cross], b[cross], kind, strict=True))[:opts.max_examples]:
+        x, y = frame.iloc[i], frame.iloc[j]
+        examples.append(f"{x['source']}/{x['rel_path']} ({x['split']}) ~ {y['source']}/{y['rel_path']} "
+                        f"({y['split']}): {k} match, verified")
+    return {"count": int(cross.sum()), "examples": examples}
+
+
+def _phash_leak(manifest: pd.DataFrame, units: np.ndarray, opts: CheckOptions) -> dict[str, Any]:
+    """The pHash test, for rows ingested before the dedupe descriptors existed."""
     from curate.hashing import hashes_to_uint64
 
     col = manifest[opts.hash_column].astype(object)
@@ -131,10 +187,7 @@ def check_near_duplicate_leak(manifest: pd.DataFrame, units: np.ndarray, opts: C
         a, b = manifest.iloc[pos[r.i]], manifest.iloc[pos[r.j]]
         examples.append(f"{a['source']}/{a['rel_path']} ({a['split']}) ~ {b['source']}/{b['rel_path']} "
                         f"({b['split']}): {r.bits} bits")
-    msg = (f"{len(pairs)} pairs of kept rows in different splits are within {opts.near_bits} bits "
-           f"({opts.hash_column})" if len(pairs) else
-           f"no kept pair across splits within {opts.near_bits} bits ({opts.hash_column})")
-    return _result("near_duplicate_leak", len(pairs) > 0, len(pairs), msg, examples)
+    return {"count": len(pairs), "examples": examples, "rows": len(pos)}
 
 
 def check_label_conflict(manifest: pd.DataFrame, limit: int) -> dict[str, Any]:

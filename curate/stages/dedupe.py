@@ -45,11 +45,8 @@ parent on purpose and never take part.
 from __future__ import annotations
 
 import json
-import os
-import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,7 +56,6 @@ import pandas as pd
 from curate.errors import OptionError
 from curate.groups import (
     KEEP_CRITERIA,
-    UnionFind,
     apply_groups,
     connected_groups,
     is_copy_name,
@@ -67,219 +63,27 @@ from curate.groups import (
     minority_labels,
 )
 from curate.lineage import AUGMENT_LAYOUT
-from curate.parallel import WorkerCrash, WorkerPool
-from curate.verify import PairCheck, VerifyOptions
+from curate.nearcopies import (  # the search lives on floor 1, shared with `curate check`; names kept here too
+    COPY_MATCH_BITS,
+    DedupeOptions,
+    NearPairs,
+    candidate_pairs,
+    cap_partners,
+    near_copy_pairs,
+    verify_candidates,
+)
+
+__all__ = ["COPY_MATCH_BITS", "DedupeOptions", "NearPairs", "apply_groups", "candidate_pairs", "cap_partners",
+           "connected_groups", "dedupe", "is_copy_name", "keeper_order", "near_copy_pairs", "verify_candidates"]
 
 if TYPE_CHECKING:
     from curate.workspace import StageResult, Workspace
-
-
-@dataclass(kw_only=True)
-class DedupeOptions:
-    """Options of ``curate dedupe`` (see ``curate dedupe --help`` and docs/dedupe.md)."""
-
-    max_hamming: int = 8  # d4hash bits for whole-image candidates (and crop windows)
-    crops: bool = True  # also search crop windows
-    verify: bool = True  # check candidate pairs on the pixels
-    min_contrast: float = 3.0  # hash_contrast below this: no near-duplicate search
-    priority: list[str] | None = None  # source names, most trusted first
-    keep: tuple[str, ...] = KEEP_CRITERIA
-    dry_run: bool = False
-    report: Path | None = None  # .csv or .json
-    conflicts: bool = False  # list every label conflict in the summary
-    workers: int = 0  # 0: all cores
-    max_partners: int = 32  # candidate pairs kept per image, nearest first
-    verify_options: VerifyOptions = field(default_factory=VerifyOptions)
-    progress: bool = False
-
-
-# Whole-image matches need at most this many bits in the seven flipped/turned
-# variants before the exact search is used; measured mirror/90-degree copies
-# differ by 0-2 bits (docs/benchmarks.md), so the cheaper one-flip search is exact here.
-_TURNED_EXACT_BITS = 5
-# D4 variants queried: rot270 (index 6) is left out because a pair related by
-# rot270 is found from its other side as rot90.
-_TURNS = (1, 2, 3, 4, 5, 7)
-
-
-def candidate_pairs(
-    d4: np.ndarray,
-    crops: np.ndarray | None,
-    max_hamming: int,
-) -> pd.DataFrame:
-    """Candidate near-duplicate pairs among rows with hashes, from the Hamming index.
-
-    ``d4``: uint64 d4hash per row; ``crops``: uint64 (rows, windows) or None.
-    Returns one row per unordered pair: ``a``, ``b`` (positions, a < b),
-    ``d4`` (turn ``D4_NAMES[d4]`` applied to image ``b`` lines it up with
-    ``a``), ``hamming`` and ``kind`` (``identical``, ``whole``, ``turned``,
-    ``crop``, ``window``), keeping the closest match of each pair.
-
-    >>> h = np.array([0x0F0F0F0F0F0F0F0F, 0x0F0F0F0F0F0F0F0E, 0xFFFF0000FFFF0000], dtype=np.uint64)
-    >>> candidate_pairs(h, None, 4)[["a", "b", "hamming", "kind"]].values.tolist()
-    [[0, 1, 1, 'whole']]
-    """
-    from curate.hashing import d4_variants
-    from curate.index import HammingIndex
-
-    n = len(d4)
-    frames: list[pd.DataFrame] = []
-    if n < 2:
-        return _empty_pairs()
-    # Identical hashes: chain each to the first of its value (no quadratic blow-up).
-    uniq, first, inverse = np.unique(d4, return_index=True, return_inverse=True)
-    same = np.flatnonzero(first[inverse] != np.arange(n))
-    if len(same):
-        frames.append(_pairs(first[inverse[same]], same, 0, np.zeros(len(same), np.int64), "identical"))
-    rep = first  # one row per distinct hash represents it in the searches
-    index = HammingIndex(uniq, max_hamming)
-    qi, xi, dist = index.search(uniq, exclude_self=True)
-    frames.append(_pairs(rep[xi], rep[qi], 0, dist, "whole"))
-    variants = d4_variants(uniq)
-    turned_reach = min(index.flips, max(_TURNED_EXACT_BITS // index.blocks, 1))
-    for t in _TURNS:
-        # variants[t][q] ~ uniq[x]: turning image q by t lines it up with image x.
-        qi, xi, dist = index.search(variants[t], reach=turned_reach)
-        keep = qi != xi
-        frames.append(_pairs(rep[xi[keep]], rep[qi[keep]], t, dist[keep], "turned"))
-    if crops is not None:
-        have = np.flatnonzero((crops != 0).any(axis=1)[rep])  # positions in uniq with windows
-        wins = crops[rep[have]]
-        for k in range(wins.shape[1]):
-            # A window of q matches the whole of x: x is a crop of q.
-            qi, xi, dist = index.search(wins[:, k], reach=min(index.flips, 1))
-            q = have[qi]
-            keep = q != xi
-            frames.append(_pairs(rep[q[keep]], rep[xi[keep]], 0, dist[keep], "crop"))
-            # The same window of both: turned a few degrees, a logo in another corner.
-            w_index = HammingIndex(wins[:, k], max_hamming, table_flips=0)
-            qi, xi, dist = w_index.search(wins[:, k], reach=min(w_index.flips, 1), exclude_self=True)
-            frames.append(_pairs(rep[have[xi]], rep[have[qi]], 0, dist, "window"))
-    pairs = pd.concat(frames, ignore_index=True)
-    if not len(pairs):
-        return _empty_pairs()
-    kind_rank = pairs["kind"].map({"identical": 0, "whole": 1, "turned": 2, "crop": 3, "window": 4})
-    pairs = pairs.assign(_k=kind_rank).sort_values(["hamming", "_k", "a", "b"], kind="mergesort")
-    return pairs.drop_duplicates(["a", "b"]).drop(columns="_k").reset_index(drop=True)
-
-
-def _pairs(a: np.ndarray, b: np.ndarray, d4: int, hamming: np.ndarray, kind: str) -> pd.DataFrame:
-    """Pairs (image b turned by d4 ~ image a) normalised to a < b."""
-    a = np.asarray(a, np.int64)
-    b = np.asarray(b, np.int64)
-    turn = np.full(len(a), d4, np.int64)
-    swap = a > b
-    if swap.any():
-        # From the other side the turn is the inverse: rot90 <-> rot270, others are their own.
-        inverse = np.array([0, 1, 2, 3, 4, 6, 5, 7])
-        a, b = np.where(swap, b, a), np.where(swap, a, b)
-        turn = np.where(swap, inverse[turn], turn)
-    return pd.DataFrame({"a": a, "b": b, "d4": turn, "hamming": np.asarray(hamming, np.int64), "kind": kind})
-
-
-def _empty_pairs() -> pd.DataFrame:
-    return pd.DataFrame({"a": pd.Series([], dtype=np.int64), "b": pd.Series([], dtype=np.int64),
-                         "d4": pd.Series([], dtype=np.int64), "hamming": pd.Series([], dtype=np.int64),
-                         "kind": pd.Series([], dtype=object)})
-
-
-def cap_partners(pairs: pd.DataFrame, max_partners: int) -> pd.DataFrame:
-    """Keep each image's ``max_partners`` nearest candidates (a guard against
-    degenerate hashes that match thousands of images)."""
-    if not len(pairs):
-        return pairs
-    ordered = pairs.sort_values(["hamming", "a", "b"], kind="mergesort")
-    rank_a = ordered.groupby("a").cumcount()
-    rank_b = ordered.groupby("b").cumcount()
-    return ordered[(rank_a < max_partners) & (rank_b < max_partners)].sort_index()
 
 
 def _restore_decider(manifest: pd.DataFrame, rows: pd.Index) -> pd.Series:
     """Who decided a row before dedupe dropped it: ingest, or the stage that made it."""
     derived = manifest.loc[rows, "parent_id"].notna()
     return manifest.loc[rows, "layout"].where(derived, "ingest")
-
-
-def _pair_crashed(task: tuple[str, str, int, Any], crash: WorkerCrash) -> PairCheck:
-    """A pair whose worker process died on it every time is not merged: it could not be verified. Which of
-    the two files crashed the decoder is not known, so neither row is dropped; the reason is reported."""
-    return PairCheck(False, "", 0.0, f"not verified: {crash.message()}")
-
-
-def verify_candidates(paths: np.ndarray, a: np.ndarray, b: np.ndarray, d4: np.ndarray, known: np.ndarray,
-                      options: DedupeOptions) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Check candidate pairs on the pixels, nearest first, in parallel batches.
-
-    ``known`` pairs (identical bytes) are accepted without decoding. A pair
-    whose images are already joined through verified pairs is not decoded
-    either (it cannot change the groups): its method is ``transitive``.
-    Returns (accepted, method, agreement, why_not) per pair.
-    """
-    from curate.verify import verify_paths
-
-    n = len(a)
-    accepted = known.copy()
-    methods = np.where(known, "exact", "").astype(object)
-    agreement = np.where(known, 1.0, np.nan)
-    why_not = np.full(n, "", dtype=object)
-    uf = UnionFind(int(max(a.max(initial=0), b.max(initial=0))) + 1)
-    for j in np.flatnonzero(known).tolist():
-        uf.union(int(a[j]), int(b[j]))
-    pending = np.flatnonzero(~known)
-    workers = options.workers or os.cpu_count() or 1
-    batch = max(64, 64 * workers)
-    bar = None
-    if options.progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(pending), unit="pair", file=sys.stderr, desc="verify")
-    pool = None
-    try:
-        if workers > 1 and len(pending) >= 64:
-            pool = WorkerPool(verify_paths, workers)
-        queue: list[int] = [int(i) for i in pending]
-        while queue:
-            # One pair per group in a batch: a copy's other pairs into the same
-            # group then become transitive, not decoded.
-            todo: list[int] = []
-            later: list[int] = []
-            seen: set[int] = set()
-            scanned = 0
-            for i in queue:
-                scanned += 1
-                ra, rb = uf.find(int(a[i])), uf.find(int(b[i]))
-                if ra == rb:
-                    accepted[i], methods[i] = True, "transitive"
-                    if bar:
-                        bar.update()
-                elif ra in seen or rb in seen:
-                    later.append(i)
-                else:
-                    seen.update((ra, rb))
-                    todo.append(i)
-                    if len(todo) >= batch or scanned >= 16 * batch:
-                        break
-            queue = later + queue[scanned:]
-            todo.sort(key=lambda i: (a[i], b[i]))  # a worker's image cache then serves repeats
-            tasks = [(str(paths[a[i]]), str(paths[b[i]]), int(d4[i]), options.verify_options) for i in todo]
-            if pool is not None:
-                checks = pool.map(tasks, chunksize=max(1, len(tasks) // (workers * 4)), on_crash=_pair_crashed)
-            else:
-                checks = [verify_paths(t) for t in tasks]
-            for i, c in zip(todo, checks, strict=True):
-                accepted[i], agreement[i] = c.accepted, c.agreement
-                methods[i] = c.method or "rejected"
-                why_not[i] = "" if c.accepted else c.detail
-                if c.accepted:
-                    uf.union(int(a[i]), int(b[i]))
-            if bar:
-                bar.update(len(todo))
-    finally:
-        if pool is not None:
-            pool.close()
-        if bar:
-            bar.close()
-    return accepted, methods, agreement, why_not
 
 
 def _why_kept(k: dict[str, Any], r: dict[str, Any], criteria: Sequence[str], source_rank: dict[str, int],
@@ -290,6 +94,8 @@ def _why_kept(k: dict[str, Any], r: dict[str, Any], criteria: Sequence[str], sou
     for c in criteria:
         if c == "priority" and source_rank[k["source"]] != source_rank[r["source"]]:
             return f"source priority: {k['source']} before {r['source']}"
+        if c == "uncropped" and r.get("not_original") and not k.get("not_original"):
+            return f"uncropped: {Path(str(r['rel_path'])).name} is a crop, or a padded or shown copy"
         if c == "resolution":
             pk = (_int(k["width"]) or 0) * (_int(k["height"]) or 0)
             pr = (_int(r["width"]) or 0) * (_int(r["height"]) or 0)
@@ -300,6 +106,32 @@ def _why_kept(k: dict[str, Any], r: dict[str, Any], criteria: Sequence[str], sou
     if is_copy_name(str(k["rel_path"])) != is_copy_name(str(r["rel_path"])):
         return f"name: {Path(str(r['rel_path'])).name} looks like a copy"
     return "stable order: source, path"
+
+
+def _mark_containment(out: pd.DataFrame, rows: pd.Index, a: np.ndarray, b: np.ndarray, accepted: np.ndarray,
+                      geometry: dict[int, tuple[str, tuple[tuple[float, float], ...], str]]) -> set[int]:
+    """Set ``contained_in`` and ``match_region`` on rows found inside another (verified pairs only).
+
+    Returns the rows that are not an original: a crop (the picture goes on
+    around it in its container), or a padded or shown copy (a frame, caption
+    band or window around the whole of the other picture).
+    """
+    not_original: set[int] = set()
+    for k, (who, region, surround) in geometry.items():
+        if not accepted[k] or who not in ("a", "b"):
+            continue
+        outer, inner = (a[k], b[k]) if who == "a" else (b[k], a[k])
+        o, i = rows[int(outer)], rows[int(inner)]
+        not_original.add(int(i) if surround == "picture" else int(o))
+        if pd.notna(out.at[i, "contained_in"]):
+            continue
+        w, h = out.at[o, "width"], out.at[o, "height"]
+        if pd.isna(w) or pd.isna(h):
+            continue
+        corners = [[round(x * float(w), 1), round(y * float(h), 1)] for x, y in region]
+        out.at[i, "contained_in"] = out.at[o, "sample_id"]
+        out.at[i, "match_region"] = json.dumps(corners)
+    return not_original
 
 
 def dedupe(manifest: pd.DataFrame, options: DedupeOptions, *, ws: Workspace | None = None,
@@ -323,7 +155,6 @@ def dedupe(manifest: pd.DataFrame, options: DedupeOptions, *, ws: Workspace | No
     >>> res.summary["dedupe"]["groups"], res.summary["dedupe"]["duplicates"]
     (1, 1)
     """
-    from curate.hashing import CROP_WINDOWS, crop_hashes_to_uint64, hashes_to_uint64
     from curate.workspace import StageResult
 
     t0 = time.perf_counter()
@@ -362,41 +193,13 @@ def dedupe(manifest: pd.DataFrame, options: DedupeOptions, *, ws: Workspace | No
     out.loc[eligible, "label_conflict"] = False
 
     rows = out.index[members]
-    sub = out.loc[rows, ["d4hash", "hash_contrast", "sha256", "path"]]
-    searchable = (sub["d4hash"].notna() & (pd.to_numeric(sub["hash_contrast"], errors="coerce").fillna(0)
-                                           >= options.min_contrast)).to_numpy()
-    low_info = int((sub["d4hash"].notna().to_numpy() & ~searchable).sum())
-    unhashed = int((sub["d4hash"].isna() & sub["sha256"].notna()).sum())
-    hashed = rows[searchable]
-    d4 = hashes_to_uint64(out.loc[hashed, "d4hash"].tolist())
-    crops = None
-    if options.crops:
-        ch = out.loc[hashed, "crop_hashes"]
-        ok = ch.notna().to_numpy()
-        crops = np.zeros((len(hashed), len(CROP_WINDOWS)), np.uint64)
-        if ok.any():
-            crops[ok] = crop_hashes_to_uint64(ch[ok].tolist())
-    t_search = time.perf_counter()
-    pairs = candidate_pairs(d4, crops, options.max_hamming)
-    pairs = cap_partners(pairs, options.max_partners)
-    search_s = time.perf_counter() - t_search
-
-    # Positions in `rows`: hashed rows first map through their own positions.
-    pos_of_hashed = np.flatnonzero(searchable)
-    a = pos_of_hashed[pairs["a"].to_numpy()] if len(pairs) else np.zeros(0, np.int64)
-    b = pos_of_hashed[pairs["b"].to_numpy()] if len(pairs) else np.zeros(0, np.int64)
-    sha = sub["sha256"].to_numpy()
-    same_bytes = (sha[a] == sha[b]) & pd.notna(sha[a]) if len(a) else np.zeros(0, bool)
-    t_verify = time.perf_counter()
-    if options.verify and len(a):
-        accepted, methods, agreement, why_not = verify_candidates(
-            sub["path"].to_numpy(), a, b, pairs["d4"].to_numpy(), same_bytes, options)
-    else:
-        accepted = np.ones(len(a), bool)
-        methods = np.where(same_bytes, "exact", "hash").astype(object)
-        agreement = np.where(same_bytes, 1.0, np.nan)
-        why_not = np.full(len(a), "", dtype=object)
-    verify_s = time.perf_counter() - t_verify
+    out.loc[rows, ["contained_in", "match_region"]] = None  # recomputed below
+    found = near_copy_pairs(out.loc[rows], options)
+    pairs, a, b = found.pairs, found.a, found.b
+    accepted, methods, agreement, why_not = found.accepted, found.methods, found.agreement, found.why_not
+    low_info, unhashed, search_s, verify_s = found.low_info, found.unhashed, found.search_s, found.verify_s
+    sub = out.loc[rows, ["sha256"]]
+    not_original = _mark_containment(out, rows, a, b, accepted, found.geometry)
     # Identical bytes always group, found by hash or not (low-information rows too).
     ex = sub.reset_index(drop=True)
     ex = ex[ex["sha256"].notna()]
@@ -417,7 +220,8 @@ def dedupe(manifest: pd.DataFrame, options: DedupeOptions, *, ws: Workspace | No
     annotated = set(annotations["sample_id"]) if annotations is not None and len(annotations) else set()
     review_rows = {int(i) for i in rows[review[members]]}
     rank = keeper_order(out.loc[rows], sources_order, annotated, options.keep,
-                        first=pd.Series(review[members], index=rows))
+                        first=pd.Series(review[members], index=rows),
+                        not_original=pd.Series(rows.isin(list(not_original)), index=rows))
     label_groups = [rows[g].tolist() for g in groups]
     out = apply_groups(out, label_groups, decided_by="dedupe", rank=rank, protected=review_rows)
 
@@ -432,7 +236,8 @@ def dedupe(manifest: pd.DataFrame, options: DedupeOptions, *, ws: Workspace | No
     edges = pd.DataFrame({"a": a, "b": b, "hamming": pairs["hamming"].to_numpy() if len(pairs) else [],
                           "kind": pairs["kind"].to_numpy() if len(pairs) else [],
                           "method": methods, "agreement": agreement, "accepted": accepted, "why_not": why_not})
-    report = _group_report(out, rows, groups, edges, ea, eb, rank, options, sources_order, annotated, review_rows)
+    report = _group_report(out, rows, groups, edges, ea, eb, rank, options, sources_order, annotated, review_rows,
+                           not_original)
     _annotate_details(out, report)
     rejected = _rejected_pairs(out, rows, edges)
     if options.report is not None:
@@ -459,7 +264,8 @@ def dedupe(manifest: pd.DataFrame, options: DedupeOptions, *, ws: Workspace | No
 
 def _group_report(out: pd.DataFrame, rows: pd.Index, groups: list[np.ndarray], edges: pd.DataFrame,
                   ea: np.ndarray, eb: np.ndarray, rank: pd.Series, options: DedupeOptions,
-                  sources_order: Sequence[str], annotated: set[str], review_rows: set[int]) -> list[dict[str, Any]]:
+                  sources_order: Sequence[str], annotated: set[str], review_rows: set[int],
+                  not_original: set[int] | None = None) -> list[dict[str, Any]]:
     """One entry per group: members, how each was matched, which one is kept and why."""
     acc = edges[edges["accepted"]]
     exact = pd.DataFrame({"a": ea, "b": eb, "hamming": 0, "kind": "identical", "method": "exact",
@@ -471,10 +277,13 @@ def _group_report(out: pd.DataFrame, rows: pd.Index, groups: list[np.ndarray], e
             by_node.setdefault(int(x), []).append({"other": int(y), "hamming": int(e.hamming), "kind": e.kind,
                                                    "method": e.method, "agreement": e.agreement})
     report = []
-    cols = ["sample_id", "source", "path", "rel_path", "label", "split", "width", "height"]
+    cols = ["sample_id", "source", "path", "rel_path", "label", "split", "width", "height", "contained_in",
+            "match_region"]
     in_groups = rows[np.concatenate(groups)] if groups else rows[:0]
     table = out.loc[in_groups, cols]
     records = table.astype(object).where(table.notna(), None).to_dict("index")
+    for i in records:
+        records[i]["not_original"] = int(i) in (not_original or set())
     all_sources = sorted(out["source"].unique())
     source_rank = {s: i for i, s in enumerate(dict.fromkeys([*sources_order, *all_sources]))}
     rank_of = rank.to_dict()
@@ -505,6 +314,7 @@ def _group_report(out: pd.DataFrame, rows: pd.Index, groups: list[np.ndarray], e
                 "matched_to": records[int(rows[best["other"]])]["sample_id"] if best else None,
                 "hamming": best.get("hamming"), "match": best.get("kind"), "verified_by": best.get("method"),
                 "agreement": None if agreement is None or pd.isna(agreement) else round(float(agreement), 3),
+                "contained_in": r["contained_in"], "match_region": r["match_region"],
             })
         labelset = sorted({m["label"] for m in members if m["label"] is not None})
         splits = sorted({m["split"] for m in members if m["split"] is not None})
@@ -548,7 +358,7 @@ def _rejected_pairs(out: pd.DataFrame, rows: pd.Index, edges: pd.DataFrame) -> l
 
 REPORT_COLUMNS = ("group", "size", "kept", "why_kept", "label_conflict", "sample_id", "role", "source", "path",
                   "label", "split", "width", "height", "matched_to", "hamming", "match", "verified_by",
-                  "agreement", "why_not")
+                  "agreement", "why_not", "contained_in", "match_region")
 
 
 def check_report_path(path: Path) -> str:

@@ -197,3 +197,43 @@ def test_a_check_is_recorded_in_runs_and_changes_no_table(tmp_path: Path) -> Non
     assert rec["options"]["min_per_class"] == 3
     assert rec["summary"]["failed"] == ["near_duplicate_leak"]
     assert (ws.root / "curate.json").read_bytes() == before
+
+
+def test_a_crop_straddling_splits_fails_the_check(tmp_path: Path) -> None:
+    """A crop keeping ~60% of a photo, in test while the photo is in train, is a leak (issue 15).
+
+    Its pHash is far from the photo's (the old pHash <= 4 test passed it); dedupe's search finds it.
+    """
+    import pandas as pd
+    import skimage
+    from PIL import Image
+
+    from curate.stages.ingest import IngestOptions, SourceSpec, ingest
+    from curate.workspace import Workspace
+
+    src = tmp_path / "src"
+    src.mkdir()
+    photos = {"cat": "chelsea.png", "coffee": "coffee.png", "rocket": "rocket.jpg", "astronaut": "astronaut.png"}
+    for name, f in photos.items():
+        Image.open(Path(skimage.__file__).parent / "data" / f).convert("RGB").save(src / f"{name}.jpg", quality=92)
+    cat = Image.open(Path(skimage.__file__).parent / "data" / "chelsea.png").convert("RGB")
+    cat.crop((120, 40, 451, 300)).save(src / "cat_crop.jpg", quality=85)  # 64% of the picture
+    ws = Workspace.create(str(tmp_path / "ws"))
+    ws.run_stage("ingest", ingest, IngestOptions([SourceSpec(src, name="s", layout="flat")], workers=1))
+    m = pd.read_parquet(ws.root / "manifest.parquet")
+    split = {"cat.jpg": "train", "cat_crop.jpg": "test", "coffee.jpg": "train", "rocket.jpg": "test",
+             "astronaut.jpg": "val"}
+    m["split"] = m["rel_path"].map(split)
+    m["label"] = "x"
+    from curate.hashing import hamming
+
+    ph = m.set_index("rel_path")["phash"]
+    assert hamming(ph["cat.jpg"], ph["cat_crop.jpg"]) > 4  # the old test could not see it
+    res = check(m, CheckOptions(workers=1, skip=("class_size", "split_ratios")))
+    leak = {r["name"]: r for r in res.summary["checks"]}["near_duplicate_leak"]
+    assert leak["status"] == "fail" and leak["count"] == 1, leak
+    assert "cat.jpg (train)" in leak["examples"][0] and "cat_crop.jpg (test)" in leak["examples"][0]
+    # The same photos all in one split: no leak.
+    m["split"] = "train"
+    res = check(m, CheckOptions(workers=1, skip=("class_size", "split_ratios")))
+    assert {r["name"]: r for r in res.summary["checks"]}["near_duplicate_leak"]["status"] == "pass"

@@ -262,7 +262,7 @@ def test_dry_run_writes_nothing_but_the_report(tmp_path):
 
 @pytest.mark.parametrize(("opts", "message"), [
     ({"keep": ("resolution", "size")},  # an unknown criterion
-     "--keep: expected a comma-separated subset of priority,resolution,annotated, found resolution,size"),
+     "--keep: expected a comma-separated subset of priority,uncropped,resolution,annotated, found resolution,size"),
     ({"report": Path("groups.txt")},  # neither .csv nor .json
      "--report: expected a file name ending in .csv or .json, found groups.txt"),
     ({"max_hamming": 20}, "--max-hamming: expected 0..16, found 20"),
@@ -425,7 +425,7 @@ def test_cli_dry_run_report_then_run(skimage_set, tmp_path):
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--keep", "newest"], "Error: --keep: expected a comma-separated subset of priority,resolution,annotated, "
+    (["--keep", "newest"], "Error: --keep: expected a comma-separated subset of priority,uncropped,resolution,annotated, "
                            "found newest\n"),
     (["--report", "groups.xlsx"], "Error: --report: expected a file name ending in .csv or .json, found groups.xlsx\n"),
 ])
@@ -484,10 +484,15 @@ def test_corpus_transforms_and_hard_negatives(corpus, tmp_path, copy_tree):
     for name, g in groups.items():
         if "__" not in name and g is not None:
             by_group.setdefault(g, set()).add(Path(name).name)
-    assert not set(by_group) & set(copies.values())  # no copy joined a corpus file
-    # Only the real near duplicates group: one photo colour-graded, and obama's photo
-    # at 480p/720p plus a crop of it (faces_by_person/obama, per SOURCES.md).
+    # fr_two_people.jpg is a collage of two portraits cut from faces_by_person's biden.jpg and obama3.jpg:
+    # its copies and biden.jpg are one picture (issue 15 finds collage tiles). No other copy joins a corpus file.
+    two_people = {v for k, v in copies.items() if k.startswith("fr_two_people__")}
+    assert {g for g, names in by_group.items() if names & {"biden.jpg", "obama3.jpg"}} <= two_people
+    assert not (set(by_group) & set(copies.values())) - two_people
+    # Only the real near duplicates group: one photo colour-graded, obama's photo
+    # at 480p/720p plus a crop of it (faces_by_person/obama, per SOURCES.md), and the collage's two sources.
     assert sorted(map(sorted, by_group.values())) == [
+        ["biden.jpg", "obama3.jpg"],
         ["cleanvision_image_103.png", "cleanvision_image_408.png"],
         ["obama-480p.jpg", "obama-720p.jpg", "obama.jpg"],
     ]
