@@ -25,6 +25,13 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("fiftyone") is None,
                                 reason="the review extra is not installed (pip install 'curate[review]')")
 
 
+@pytest.fixture(autouse=True)
+def _fiftyone_db(fiftyone_env):
+    """media_for imports fiftyone.core.media, and importing fiftyone connects to a database: point it at the
+    test database first (tests/conftest.py refuses a fiftyone imported before that, in any later test)."""
+    return fiftyone_env
+
+
 def row(sid: str, path: Path | str, **kw: object) -> dict[str, object]:
     return {"sample_id": sid, "source": "s", "path": str(path), "origin_path": str(path), "rel_path": Path(path).name,
             "layout": "flat", "status": "kept", "decided_by": "ingest", "sha256": f"{sid:0<64}", **kw}
