@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pytest
 
 from curate.errors import OptionError
-from curate.schema import MANIFEST_COLUMNS, SPLITS, conform
+from curate.schema import SPLITS
 from curate.units import (
     NONE_LABEL,
     canonical_split,
@@ -22,20 +21,7 @@ from curate.units import (
     unit_ids,
 )
 from curate.workspace import Workspace
-
-
-def row(sid: str, label: str | None = "a", **kw: Any) -> dict[str, Any]:
-    """One manifest row with the non-null columns filled; ``kw`` overrides."""
-    base = {"sample_id": sid, "source": "src", "path": f"/data/{sid}.jpg", "origin_path": f"/data/{sid}.jpg",
-            "rel_path": f"{sid}.jpg", "layout": "folder", "status": "kept", "label": label,
-            "width": 100, "height": 80, "decided_by": "ingest"}
-    base.update(kw)
-    return base
-
-
-def make_manifest(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    return conform(pd.DataFrame(rows), MANIFEST_COLUMNS)
-
+from tests.stages.test_split import make_manifest, row  # the same manifest-row helpers
 
 # -- split names, as ecosystems write them ---------------------------------------------
 
