@@ -185,7 +185,8 @@ class FileWriter:
         # placed by Ray workers, all at the end of the block; small files stay on the threads.
         self._on_ray: list[tuple[str, str, str, str]] | None = [] if resolve_engine(None) == "ray" else None
         self.batch = batch
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="curate-write")
+        self._prefix = f"curate-write-{id(self):x}"
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=self._prefix)
         self._futures: list[Any] = []
         self._pending: list[tuple[Any, ...]] = []
 
@@ -226,6 +227,14 @@ class FileWriter:
                         pass
         finally:
             self._pool.shutdown(wait=True, cancel_futures=True)
+            # A Ctrl-C or SIGTERM that lands inside ``submit`` can cut a thread's start short after the thread
+            # runs but before the pool lists it, so shutdown does not wait for it: wait for every thread of this
+            # writer, so that no file is written after the caller removes the staging folder.
+            import threading
+
+            for t in threading.enumerate():
+                if t.name.startswith(self._prefix + "_") and t is not threading.current_thread():
+                    t.join()
 
 
 def _run_jobs(jobs: list[tuple[Any, ...]]) -> None:

@@ -603,6 +603,9 @@ def terminate_as_interrupt() -> Iterator[None]:
     import signal
 
     def stop(signum: int, frame: Any) -> None:
+        # One SIGTERM stops the export; a second one (sent again, or by two writer threads at once) must not
+        # cut short the wait for the writer threads and the removal of the staging folder that follow.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise KeyboardInterrupt(f"signal {signum}")
 
     try:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import threading
 
 _spec = os.environ.get("CURATE_TEST_KILL", "")
 _op, _, _rest = _spec.partition(":")
@@ -33,11 +34,16 @@ _signal = signal.SIGTERM if _sig == "TERM" else signal.SIGKILL
 _fired = False
 
 
+_lock = threading.Lock()
+
+
 def _fire() -> None:
     global _fired
-    if not _fired:
+    with _lock:  # writer threads reach a kill point at once: one signal, as documented
+        if _fired:
+            return
         _fired = True
-        os.kill(os.getpid(), _signal)
+    os.kill(os.getpid(), _signal)
 
 
 if _op == "replace":
