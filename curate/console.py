@@ -8,7 +8,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -32,3 +35,27 @@ def emit(summary: dict[str, Any], as_json: bool, title: str) -> None:
         click.echo(f"warning: {w}", err=True)
     if len(warnings) > 20:
         click.echo(f"warning: ... and {len(warnings) - 20} more (see the run record in runs/)", err=True)
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (kill, a service manager) raises KeyboardInterrupt here, as Ctrl-C does, so ``finally``
+    blocks clean up (an export's staging folder, a Label Studio server); the previous handler is restored
+    afterwards (main thread only)."""
+
+    def stop(signum: int, frame: Any) -> None:
+        # One SIGTERM stops the command; a second one (sent again, or by two writer threads at once) must not
+        # cut short the cleanup that follows (writer threads joined, a staging folder removed, a server stopped).
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread: signals are not ours to handle
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+

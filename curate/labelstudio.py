@@ -40,10 +40,11 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from curate.console import terminate_as_interrupt
 from curate.errors import CurateError
 
 # Names in the labelling config (and so in every annotation result).
@@ -583,18 +584,4 @@ class LocalServer:
         self.stop()
 
 
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Within the block, SIGTERM raises KeyboardInterrupt (so ``finally`` blocks stop the server)."""
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+sigterm_as_interrupt = terminate_as_interrupt  # the one in curate.console

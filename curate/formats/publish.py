@@ -13,18 +13,18 @@ back (:func:`write_dataset`, :func:`verify_export`), and the staging folder, pub
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from curate.console import terminate_as_interrupt  # noqa: F401  (importable here as before)
 from curate.errors import CurateError, ExportError, OptionError
 from curate.formats.base import Entry, Format, ReadOptions, WriteOptions, WriteResult
 from curate.formats.output import LINK_MODES, image_action
@@ -594,26 +594,3 @@ def write_marker(folder: Path, summary: dict[str, Any], extra: dict[str, Any] | 
     record = {"curate_export": 1, "curate_version": __version__, "written": utc_now(), **(extra or {}),
               **{k: v for k, v in summary.items() if not k.startswith("_")}}
     (folder / MARKER_NAME).write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
-
-
-@contextlib.contextmanager
-def terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM (kill, a service manager) raises KeyboardInterrupt here, as Ctrl-C does, so the
-    staging folder is removed; the previous handler is restored afterwards (main thread only)."""
-    import signal
-
-    def stop(signum: int, frame: Any) -> None:
-        # One SIGTERM stops the export; a second one (sent again, or by two writer threads at once) must not
-        # cut short the wait for the writer threads and the removal of the staging folder that follow.
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    try:
-        previous = signal.signal(signal.SIGTERM, stop)
-    except ValueError:  # not the main thread: signals are not ours to handle
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
